@@ -1,0 +1,1 @@
+"""The running Linli application: config, database, rendering, Telegram wiring, sandbox."""

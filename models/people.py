@@ -1,0 +1,907 @@
+"""Communities, their unit trees, linked chats, households, residents and the roles of leads."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+
+from sqlalchemy import Column, UniqueConstraint, func
+from sqlmodel import Field, SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.base import TelegramId, UTCDateTime
+from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
+
+LANGUAGES = ("zh", "en")
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud from a door notice
+CODE_LENGTH = 8
+PROMPT_TTL = timedelta(minutes=15)
+
+
+class UnitKind(StrEnum):
+    estate = "estate"
+    grid = "grid"
+    building = "building"
+    entrance = "entrance"
+    neighbourhood = "neighbourhood"
+
+
+class ResidentStatus(StrEnum):
+    pending = "pending"
+    verified = "verified"
+    rejected = "rejected"
+    left = "left"
+
+
+class RoleKind(StrEnum):
+    lead = "lead"
+    admin = "admin"
+
+
+class BotStatus(StrEnum):
+    member = "member"
+    administrator = "administrator"
+    left = "left"
+    kicked = "kicked"
+
+
+# --- tables -------------------------------------------------------------------------------
+
+
+class Community(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120, unique=True)
+    timezone: str = Field(default="Asia/Shanghai", max_length=64)
+    language: str = Field(default="zh", max_length=8)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Unit(SQLModel, table=True):
+    """A node of a community's tree. `path` is "/root/…/self/" so a subtree is a prefix."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    parent_id: int | None = Field(default=None, foreign_key="unit.id", index=True)
+    kind: str = Field(max_length=20)
+    name: str = Field(max_length=80)
+    path: str = Field(default="", max_length=400, index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+    @property
+    def lineage(self) -> list[int]:
+        """Ids from the root down to this unit."""
+        return [int(p) for p in self.path.strip("/").split("/") if p]
+
+
+class Chat(SQLModel, table=True):
+    """A Telegram group the bot has been in, and what it may do there."""
+
+    id: int = Field(sa_column=Column(TelegramId, primary_key=True, autoincrement=False))
+    type: str = Field(max_length=20)
+    title: str = Field(default="", max_length=255)
+    is_forum: bool = False
+    bot_status: str = Field(default=BotStatus.member, max_length=20)
+    migrated_to: int | None = Field(default=None, sa_type=TelegramId)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class ChatLink(SQLModel, table=True):
+    """A group, or one forum topic of it (thread_id > 0), serving one unit."""
+
+    __table_args__ = (UniqueConstraint("chat_id", "thread_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: int = Field(sa_type=TelegramId, index=True)
+    thread_id: int = 0
+    unit_id: int = Field(foreign_key="unit.id", index=True)
+    title: str = Field(default="", max_length=255)
+    linked_by: int = Field(sa_type=TelegramId)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Household(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("building_id", "flat"),)
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    building_id: int = Field(foreign_key="unit.id", index=True)
+    unit_id: int = Field(foreign_key="unit.id", index=True)  # deepest unit (may be the building)
+    flat: str = Field(max_length=40)
+    # Floor area in hundredths of a square metre: Civil Code thresholds need exact sums.
+    area_centi_m2: int | None = None
+    code: str = Field(max_length=16, unique=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Person(SQLModel, table=True):
+    """A Telegram user the bot has seen."""
+
+    id: int = Field(sa_column=Column(TelegramId, primary_key=True, autoincrement=False))
+    name: str = Field(default="", max_length=255)
+    username: str | None = Field(default=None, max_length=64)
+    language_code: str | None = Field(default=None, max_length=16)
+    lang: str | None = Field(default=None, max_length=8)  # explicit /lang choice
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Resident(SQLModel, table=True):
+    """A person's membership of one household; one per person per community."""
+
+    __table_args__ = (UniqueConstraint("community_id", "person_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    person_id: int = Field(sa_type=TelegramId, foreign_key="person.id", index=True)
+    household_id: int = Field(foreign_key="household.id", index=True)
+    status: str = Field(default=ResidentStatus.pending, max_length=12, index=True)
+    requested_at: datetime = Field(sa_type=UTCDateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decided_by: int | None = Field(default=None, sa_type=TelegramId)
+
+
+class Role(SQLModel, table=True):
+    """A lead or admin of a unit; it covers the unit and everything below it."""
+
+    __table_args__ = (UniqueConstraint("unit_id", "person_id", "kind"),)
+    id: int | None = Field(default=None, primary_key=True)
+    unit_id: int = Field(foreign_key="unit.id", index=True)
+    person_id: int = Field(sa_type=TelegramId, foreign_key="person.id", index=True)
+    kind: str = Field(default=RoleKind.lead, max_length=12)
+    granted_by: int | None = Field(default=None, sa_type=TelegramId)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Prompt(SQLModel, table=True):
+    """The bot asked this person, in this chat, to type something next (a name, a code)."""
+
+    __table_args__ = (UniqueConstraint("person_id", "chat_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(sa_type=TelegramId)
+    chat_id: int = Field(sa_type=TelegramId)
+    kind: str = Field(max_length=32)
+    payload: str = Field(default="", max_length=200)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# --- people and languages ----------------------------------------------------------------
+
+
+def language_for(person: Person | None, community: Community | None = None) -> str:
+    """The person's /lang choice, else Telegram's language_code, else the community's."""
+    if person is not None:
+        if person.lang in LANGUAGES:
+            return person.lang
+        if person.language_code:
+            return "zh" if person.language_code.lower().startswith("zh") else "en"
+    if community is not None and community.language in LANGUAGES:
+        return community.language
+    return "zh"
+
+
+async def get_person(session: AsyncSession, person_id: int) -> Person | None:
+    return await session.get(Person, person_id)
+
+
+def person_is_current(
+    person: Person | None, *, name: str, username: str | None, language_code: str | None
+) -> bool:
+    """Whether the stored person already matches what Telegram says (so no write is needed)."""
+    return (
+        person is not None
+        and person.name == name
+        and person.username == username
+        and person.language_code == language_code
+    )
+
+
+async def touch_person(
+    session: AsyncSession,
+    *,
+    person_id: int,
+    name: str,
+    username: str | None,
+    language_code: str | None,
+    now: datetime,
+) -> Person:
+    """Create or refresh the person as Telegram describes them."""
+    person = await session.get(Person, person_id)
+    name = name.strip()[:255]
+    if person is None:
+        person = Person(
+            id=person_id,
+            name=name,
+            username=username,
+            language_code=language_code,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(person)
+    elif not person_is_current(person, name=name, username=username, language_code=language_code):
+        person.name, person.username, person.language_code = name, username, language_code
+        person.updated_at = now
+    await session.flush()
+    return person
+
+
+async def set_language(
+    session: AsyncSession, *, person_id: int, lang: str, now: datetime
+) -> Person:
+    if lang not in LANGUAGES:
+        raise InvalidInput("bad_language")
+    person = await session.get(Person, person_id)
+    if person is None:
+        raise NotFound("unknown_person")
+    person.lang = lang
+    person.updated_at = now
+    await session.flush()
+    return person
+
+
+# --- communities and units ---------------------------------------------------------------
+
+
+def _clean_name(name: str, *, limit: int) -> str:
+    name = " ".join(name.split())
+    if not name:
+        raise InvalidInput("empty_name")
+    if len(name) > limit:
+        raise InvalidInput("name_too_long", limit=limit)
+    return name
+
+
+async def communities(session: AsyncSession) -> Sequence[Community]:
+    return (await session.exec(select(Community).order_by(col(Community.id)))).all()
+
+
+async def create_community(
+    session: AsyncSession, *, name: str, timezone: str, language: str, now: datetime
+) -> Community:
+    name = _clean_name(name, limit=120)
+    if language not in LANGUAGES:
+        raise InvalidInput("bad_language")
+    existing = (await session.exec(select(Community).where(Community.name == name))).first()
+    if existing is not None:
+        raise Conflict("community_exists", name=name)
+    community = Community(name=name, timezone=timezone, language=language, created_at=now)
+    session.add(community)
+    await session.flush()
+    return community
+
+
+async def get_unit(session: AsyncSession, unit_id: int) -> Unit:
+    unit = await session.get(Unit, unit_id)
+    if unit is None:
+        raise NotFound("unit_not_found")
+    return unit
+
+
+async def create_unit(
+    session: AsyncSession,
+    *,
+    community_id: int,
+    parent_id: int | None,
+    kind: str,
+    name: str,
+    now: datetime,
+) -> Unit:
+    name = _clean_name(name, limit=80)
+    if kind not in UnitKind.__members__:
+        raise InvalidInput("bad_unit_kind", kind=kind)
+    parent_path = "/"
+    if parent_id is not None:
+        parent = await get_unit(session, parent_id)
+        if parent.community_id != community_id:
+            raise InvalidInput("unit_other_community")
+        parent_path = parent.path
+    clash = await session.exec(
+        select(Unit).where(
+            Unit.community_id == community_id, Unit.parent_id == parent_id, Unit.name == name
+        )
+    )
+    if clash.first() is not None:
+        raise Conflict("unit_exists", name=name)
+    unit = Unit(
+        community_id=community_id, parent_id=parent_id, kind=kind, name=name, created_at=now
+    )
+    session.add(unit)
+    await session.flush()
+    unit.path = f"{parent_path}{unit.id}/"
+    await session.flush()
+    return unit
+
+
+async def children(
+    session: AsyncSession, *, community_id: int, parent_id: int | None
+) -> Sequence[Unit]:
+    query = select(Unit).where(Unit.community_id == community_id, Unit.parent_id == parent_id)
+    return (await session.exec(query.order_by(col(Unit.name), col(Unit.id)))).all()
+
+
+async def subtree(session: AsyncSession, unit: Unit) -> Sequence[Unit]:
+    """The unit and everything below it, in tree order."""
+    query = select(Unit).where(col(Unit.path).startswith(unit.path))
+    return (await session.exec(query.order_by(col(Unit.path)))).all()
+
+
+async def units_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, Unit]:
+    if not ids:
+        return {}
+    rows = await session.exec(select(Unit).where(col(Unit.id).in_(set(ids))))
+    return {u.id: u for u in rows.all() if u.id is not None}
+
+
+async def lineage_names(session: AsyncSession, unit: Unit) -> list[str]:
+    """Names from the root down, for showing where a unit sits ("Grid 1 › Building 3")."""
+    found = await units_by_id(session, unit.lineage)
+    return [found[i].name for i in unit.lineage if i in found]
+
+
+async def buildings(session: AsyncSession, *, community_id: int) -> Sequence[Unit]:
+    query = select(Unit).where(Unit.community_id == community_id, Unit.kind == UnitKind.building)
+    return (await session.exec(query.order_by(col(Unit.name), col(Unit.id)))).all()
+
+
+# --- chats and their links ---------------------------------------------------------------
+
+
+async def record_chat(
+    session: AsyncSession,
+    *,
+    chat_id: int,
+    type: str,
+    title: str,
+    is_forum: bool,
+    bot_status: str,
+    now: datetime,
+) -> Chat:
+    chat = await session.get(Chat, chat_id)
+    if chat is None:
+        chat = Chat(id=chat_id, type=type, title=title, is_forum=is_forum, updated_at=now)
+        session.add(chat)
+    chat.type, chat.title, chat.is_forum = type, title[:255], is_forum
+    chat.bot_status = bot_status
+    chat.updated_at = now
+    await session.flush()
+    return chat
+
+
+def chat_is_reachable(chat: Chat | None) -> bool:
+    return chat is None or chat.bot_status in (BotStatus.member, BotStatus.administrator)
+
+
+async def migrate_chat(
+    session: AsyncSession, *, old_chat_id: int, new_chat_id: int, now: datetime
+) -> int:
+    """A group became a supergroup: move its links to the new id. Returns links moved.
+
+    Idempotent: Telegram reports a migration from both sides, and either may repeat.
+    """
+    old = await session.get(Chat, old_chat_id)
+    new = await session.get(Chat, new_chat_id)
+    if old is not None:
+        old.migrated_to = new_chat_id
+        old.updated_at = now
+        if new is None:
+            new = Chat(
+                id=new_chat_id,
+                type="supergroup",
+                title=old.title,
+                is_forum=False,
+                bot_status=old.bot_status,
+                updated_at=now,
+            )
+            session.add(new)
+    taken = {
+        link.thread_id
+        for link in (
+            await session.exec(select(ChatLink).where(ChatLink.chat_id == new_chat_id))
+        ).all()
+    }
+    moved = 0
+    for link in (await session.exec(select(ChatLink).where(ChatLink.chat_id == old_chat_id))).all():
+        if link.thread_id in taken:
+            await session.delete(link)
+        else:
+            link.chat_id = new_chat_id
+            moved += 1
+    await session.flush()
+    return moved
+
+
+async def link_for(
+    session: AsyncSession, *, chat_id: int, thread_id: int | None
+) -> ChatLink | None:
+    """The unit this chat (or this topic of it) serves: the topic's own link, else the group's."""
+    threads = [thread_id, 0] if thread_id else [0]
+    rows = (
+        await session.exec(
+            select(ChatLink).where(
+                ChatLink.chat_id == chat_id, col(ChatLink.thread_id).in_(threads)
+            )
+        )
+    ).all()
+    by_thread = {link.thread_id: link for link in rows}
+    for t in threads:
+        if t in by_thread:
+            return by_thread[t]
+    return None
+
+
+async def link_chat(
+    session: AsyncSession,
+    *,
+    chat_id: int,
+    thread_id: int,
+    unit_id: int,
+    title: str,
+    by: int,
+    now: datetime,
+) -> tuple[ChatLink, int | None]:
+    """Link a group or topic to a unit; returns the link and the unit it served before, if any."""
+    await get_unit(session, unit_id)
+    existing = (
+        await session.exec(
+            select(ChatLink).where(ChatLink.chat_id == chat_id, ChatLink.thread_id == thread_id)
+        )
+    ).first()
+    if existing is not None:
+        previous = existing.unit_id
+        existing.unit_id, existing.title, existing.linked_by = unit_id, title[:255], by
+        await session.flush()
+        return existing, (previous if previous != unit_id else None)
+    link = ChatLink(
+        chat_id=chat_id,
+        thread_id=thread_id,
+        unit_id=unit_id,
+        title=title[:255],
+        linked_by=by,
+        created_at=now,
+    )
+    session.add(link)
+    await session.flush()
+    return link, None
+
+
+async def unlink_chat(session: AsyncSession, *, chat_id: int, thread_id: int) -> ChatLink:
+    link = (
+        await session.exec(
+            select(ChatLink).where(ChatLink.chat_id == chat_id, ChatLink.thread_id == thread_id)
+        )
+    ).first()
+    if link is None:
+        raise NotFound("chat_not_linked")
+    await session.delete(link)
+    await session.flush()
+    return link
+
+
+async def links_of_units(session: AsyncSession, unit_ids: Sequence[int]) -> Sequence[ChatLink]:
+    if not unit_ids:
+        return []
+    query = select(ChatLink).where(col(ChatLink.unit_id).in_(set(unit_ids)))
+    return (await session.exec(query.order_by(col(ChatLink.id)))).all()
+
+
+# --- roles and authority -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Authority:
+    """What one person may do: super-admin everywhere, else the units their roles cover."""
+
+    person_id: int
+    superadmin: bool = False
+    roles: tuple[tuple[Unit, str], ...] = field(default_factory=tuple)
+
+    def covers(self, unit: Unit, *, kind: str = RoleKind.lead) -> bool:
+        """Whether a role on this unit or above it allows `kind` work (admin implies lead)."""
+        if self.superadmin:
+            return True
+        lineage = set(unit.lineage)
+        return any(
+            role_unit.id in lineage and (role == RoleKind.admin or kind == RoleKind.lead)
+            for role_unit, role in self.roles
+        )
+
+    @property
+    def is_lead(self) -> bool:
+        return self.superadmin or bool(self.roles)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.superadmin or any(role == RoleKind.admin for _, role in self.roles)
+
+    def top_units(self) -> list[Unit]:
+        """The highest units this person covers (a role under another of theirs is redundant)."""
+        units = {u.id: u for u, _ in self.roles}
+        return [
+            u
+            for u in sorted(units.values(), key=lambda u: u.path)
+            if not any(o.id != u.id and u.path.startswith(o.path) for o in units.values())
+        ]
+
+
+async def authority(session: AsyncSession, *, person_id: int, superadmin: bool) -> Authority:
+    rows = await session.exec(
+        select(Unit, Role.kind)
+        .join(Role, col(Role.unit_id) == col(Unit.id))
+        .where(Role.person_id == person_id)
+    )
+    roles = tuple((unit, str(kind)) for unit, kind in rows.all())
+    return Authority(person_id=person_id, superadmin=superadmin, roles=roles)
+
+
+def require(auth: Authority, unit: Unit, *, kind: str = RoleKind.lead) -> None:
+    if not auth.covers(unit, kind=kind):
+        raise NotAllowed(
+            "not_your_unit" if kind == RoleKind.lead else "admins_only", unit=unit.name
+        )
+
+
+async def grant_role(
+    session: AsyncSession,
+    *,
+    auth: Authority,
+    unit_id: int,
+    person_id: int,
+    kind: str,
+    now: datetime,
+) -> tuple[Role, bool]:
+    """Appoint someone; returns (role, created). Only admins appoint admins."""
+    if kind not in RoleKind.__members__:
+        raise InvalidInput("bad_role")
+    unit = await get_unit(session, unit_id)
+    require(auth, unit, kind=kind)
+    if await session.get(Person, person_id) is None:
+        raise NotFound("unknown_person")
+    existing = (
+        await session.exec(
+            select(Role).where(
+                Role.unit_id == unit_id, Role.person_id == person_id, Role.kind == kind
+            )
+        )
+    ).first()
+    if existing is not None:
+        return existing, False
+    role = Role(
+        unit_id=unit_id, person_id=person_id, kind=kind, granted_by=auth.person_id, created_at=now
+    )
+    session.add(role)
+    await session.flush()
+    return role, True
+
+
+async def revoke_role(session: AsyncSession, *, auth: Authority, role_id: int) -> Role:
+    """Step down (your own role) or remove someone's role in a unit you cover."""
+    role = await session.get(Role, role_id)
+    if role is None:
+        raise NotFound("role_not_found")
+    if role.person_id != auth.person_id:
+        require(auth, await get_unit(session, role.unit_id), kind=role.kind)
+    await session.delete(role)
+    await session.flush()
+    return role
+
+
+async def roles_in(session: AsyncSession, unit_ids: Sequence[int]) -> Sequence[tuple[Role, Person]]:
+    if not unit_ids:
+        return []
+    query = (
+        select(Role, Person)
+        .join(Person, col(Person.id) == col(Role.person_id))
+        .where(col(Role.unit_id).in_(set(unit_ids)))
+        .order_by(col(Role.unit_id), col(Role.id))
+    )
+    return [(r, p) for r, p in (await session.exec(query)).all()]
+
+
+async def leads_covering(session: AsyncSession, unit: Unit) -> Sequence[Person]:
+    """Everyone whose role covers this unit, nearest first, each once."""
+    rows = await roles_in(session, unit.lineage)
+    depth = {uid: i for i, uid in enumerate(unit.lineage)}
+    seen: dict[int, Person] = {}
+    for _role, person in sorted(rows, key=lambda rp: -depth.get(rp[0].unit_id, 0)):
+        seen.setdefault(person.id, person)
+    return list(seen.values())
+
+
+# --- households --------------------------------------------------------------------------
+
+
+def parse_area(text: str | None) -> int | None:
+    """ "89.5" → 8950 hundredths of m²; exact, at most two decimals, positive."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise InvalidInput("bad_area", value=str(text)) from None
+    if not value.is_finite() or value <= 0 or value >= 100_000:
+        raise InvalidInput("bad_area", value=str(text))
+    scaled = value * 100
+    if scaled != scaled.to_integral_value():
+        raise InvalidInput("bad_area", value=str(text))
+    return int(scaled)
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normalise_code(text: str) -> str:
+    return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
+async def add_household(
+    session: AsyncSession,
+    *,
+    unit_id: int,
+    flat: str,
+    area_centi_m2: int | None,
+    now: datetime,
+    code: str | None = None,
+) -> Household:
+    unit = await get_unit(session, unit_id)
+    building = await building_of(session, unit)
+    flat = _clean_name(flat, limit=40)
+    assert building.id is not None
+    household = Household(
+        community_id=unit.community_id,
+        building_id=building.id,
+        unit_id=unit_id,
+        flat=flat,
+        area_centi_m2=area_centi_m2,
+        code=code or await _unused_code(session),
+        created_at=now,
+    )
+    session.add(household)
+    await session.flush()
+    return household
+
+
+async def _unused_code(session: AsyncSession) -> str:
+    while True:
+        code = new_code()
+        if (await session.exec(select(Household.id).where(Household.code == code))).first() is None:
+            return code
+
+
+async def building_of(session: AsyncSession, unit: Unit) -> Unit:
+    """The building a unit belongs to: itself, or its nearest building ancestor."""
+    if unit.kind == UnitKind.building:
+        return unit
+    found = await units_by_id(session, unit.lineage)
+    for uid in reversed(unit.lineage):
+        if uid in found and found[uid].kind == UnitKind.building:
+            return found[uid]
+    raise InvalidInput("not_in_a_building", unit=unit.name)
+
+
+async def households_in(session: AsyncSession, *, building_id: int) -> Sequence[Household]:
+    query = select(Household).where(Household.building_id == building_id)
+    return (await session.exec(query.order_by(col(Household.flat)))).all()
+
+
+async def get_household(session: AsyncSession, household_id: int) -> Household:
+    household = await session.get(Household, household_id)
+    if household is None:
+        raise NotFound("household_not_found")
+    return household
+
+
+async def household_by_code(session: AsyncSession, code: str) -> Household:
+    cleaned = normalise_code(code)
+    household = (
+        (await session.exec(select(Household).where(Household.code == cleaned))).first()
+        if cleaned
+        else None
+    )
+    if household is None:
+        raise NotFound("bad_household_code")
+    return household
+
+
+# --- residents ---------------------------------------------------------------------------
+
+
+async def request_join(
+    session: AsyncSession,
+    *,
+    person_id: int,
+    household_id: int,
+    now: datetime,
+    verified_by_code: bool = False,
+) -> tuple[Resident, bool]:
+    """Ask to join a household (pending), or join at once with its code.
+
+    Returns (resident, changed). Repeating the same request changes nothing; a verified
+    member of another household in the community must leave it first.
+    """
+    household = await get_household(session, household_id)
+    resident = (
+        await session.exec(
+            select(Resident).where(
+                Resident.community_id == household.community_id, Resident.person_id == person_id
+            )
+        )
+    ).first()
+    status = ResidentStatus.verified if verified_by_code else ResidentStatus.pending
+    if resident is not None:
+        if resident.status == ResidentStatus.verified:
+            if resident.household_id == household_id:
+                return resident, False
+            raise Conflict("already_member")
+        if resident.household_id == household_id and resident.status == status:
+            return resident, False
+        resident.household_id = household_id
+        resident.status = status
+        resident.requested_at = now
+        resident.decided_at = now if verified_by_code else None
+        resident.decided_by = None
+    else:
+        resident = Resident(
+            community_id=household.community_id,
+            person_id=person_id,
+            household_id=household_id,
+            status=status,
+            requested_at=now,
+            decided_at=now if verified_by_code else None,
+        )
+        session.add(resident)
+    await session.flush()
+    return resident, True
+
+
+@dataclass(frozen=True)
+class Membership:
+    resident: Resident
+    household: Household
+    building: Unit
+    unit: Unit
+    community: Community
+
+
+async def memberships(session: AsyncSession, *, person_id: int) -> list[Membership]:
+    """Every community this person has asked to join or belongs to, with the household."""
+    rows = (
+        await session.exec(
+            select(Resident, Household, Community)
+            .join(Household, col(Household.id) == col(Resident.household_id))
+            .join(Community, col(Community.id) == col(Resident.community_id))
+            .where(Resident.person_id == person_id)
+            .order_by(col(Resident.id))
+        )
+    ).all()
+    units = await units_by_id(
+        session, [h.building_id for _, h, _ in rows] + [h.unit_id for _, h, _ in rows]
+    )
+    return [Membership(r, h, units[h.building_id], units[h.unit_id], c) for r, h, c in rows]
+
+
+async def get_membership(session: AsyncSession, resident_id: int) -> Membership:
+    resident = await session.get(Resident, resident_id)
+    if resident is None:
+        raise NotFound("request_not_found")
+    household = await get_household(session, resident.household_id)
+    community = await session.get(Community, resident.community_id)
+    assert community is not None
+    units = await units_by_id(session, [household.building_id, household.unit_id])
+    return Membership(
+        resident, household, units[household.building_id], units[household.unit_id], community
+    )
+
+
+async def decide_join(
+    session: AsyncSession, *, auth: Authority, resident_id: int, approve: bool, now: datetime
+) -> Membership:
+    """A lead approves or rejects a pending request. A second decision is a Conflict."""
+    membership = await get_membership(session, resident_id)
+    require(auth, membership.unit)
+    resident = membership.resident
+    if resident.status != ResidentStatus.pending:
+        raise Conflict("already_decided", status=resident.status)
+    resident.status = ResidentStatus.verified if approve else ResidentStatus.rejected
+    resident.decided_at = now
+    resident.decided_by = auth.person_id
+    await session.flush()
+    return membership
+
+
+async def pending_requests(
+    session: AsyncSession, *, auth: Authority
+) -> list[tuple[Membership, Person]]:
+    """Requests waiting for a decision in the units this person covers, oldest first."""
+    rows = (
+        await session.exec(
+            select(Resident, Person)
+            .join(Person, col(Person.id) == col(Resident.person_id))
+            .where(Resident.status == ResidentStatus.pending)
+            .order_by(col(Resident.requested_at), col(Resident.id))
+        )
+    ).all()
+    out: list[tuple[Membership, Person]] = []
+    for resident, person in rows:
+        assert resident.id is not None
+        membership = await get_membership(session, resident.id)
+        if auth.covers(membership.unit):
+            out.append((membership, person))
+    return out
+
+
+async def leave(
+    session: AsyncSession, *, person_id: int, community_id: int, now: datetime
+) -> Resident:
+    resident = (
+        await session.exec(
+            select(Resident).where(
+                Resident.community_id == community_id, Resident.person_id == person_id
+            )
+        )
+    ).first()
+    if resident is None or resident.status in (ResidentStatus.left, ResidentStatus.rejected):
+        raise NotFound("not_a_member")
+    resident.status = ResidentStatus.left
+    resident.decided_at = now
+    await session.flush()
+    return resident
+
+
+async def residents_under(
+    session: AsyncSession, unit: Unit, *, offset: int = 0, limit: int = 20
+) -> tuple[Sequence[tuple[Resident, Person]], int]:
+    """Verified residents in a unit's subtree (for picking someone), with the total count."""
+    base = (
+        select(Resident, Person)
+        .join(Person, col(Person.id) == col(Resident.person_id))
+        .join(Household, col(Household.id) == col(Resident.household_id))
+        .join(Unit, col(Unit.id) == col(Household.unit_id))
+        .where(Resident.status == ResidentStatus.verified, col(Unit.path).startswith(unit.path))
+    )
+    total = (await session.exec(select(func.count()).select_from(base.subquery()))).one()
+    rows = (
+        await session.exec(
+            base.order_by(col(Person.name), col(Person.id)).offset(offset).limit(limit)
+        )
+    ).all()
+    return [(r, p) for r, p in rows], int(total)
+
+
+# --- prompts (the bot waits for typed input) ---------------------------------------------
+
+
+async def set_prompt(
+    session: AsyncSession, *, person_id: int, chat_id: int, kind: str, payload: str, now: datetime
+) -> None:
+    prompt = (
+        await session.exec(
+            select(Prompt).where(Prompt.person_id == person_id, Prompt.chat_id == chat_id)
+        )
+    ).first()
+    if prompt is None:
+        prompt = Prompt(person_id=person_id, chat_id=chat_id, kind=kind, created_at=now)
+        session.add(prompt)
+    prompt.kind, prompt.payload, prompt.created_at = kind, payload[:200], now
+    await session.flush()
+
+
+async def take_prompt(
+    session: AsyncSession, *, person_id: int, chat_id: int, now: datetime
+) -> Prompt | None:
+    """The fresh prompt this person is answering here, removed so it is answered once."""
+    prompt = (
+        await session.exec(
+            select(Prompt).where(Prompt.person_id == person_id, Prompt.chat_id == chat_id)
+        )
+    ).first()
+    if prompt is None:
+        return None
+    await session.delete(prompt)
+    await session.flush()
+    return prompt if now - prompt.created_at <= PROMPT_TTL else None
+
+
+async def has_prompt(session: AsyncSession, *, person_id: int, chat_id: int) -> bool:
+    query = select(Prompt.id).where(Prompt.person_id == person_id, Prompt.chat_id == chat_id)
+    return (await session.exec(query)).first() is not None
