@@ -523,13 +523,18 @@ class Authority:
         ]
 
 
-async def authority(session: AsyncSession, *, person_id: int, superadmin: bool) -> Authority:
+async def roles_of(session: AsyncSession, *, person_id: int) -> list[tuple[Role, Unit]]:
     rows = await session.exec(
-        select(Unit, Role.kind)
-        .join(Role, col(Role.unit_id) == col(Unit.id))
+        select(Role, Unit)
+        .join(Unit, col(Role.unit_id) == col(Unit.id))
         .where(Role.person_id == person_id)
+        .order_by(col(Unit.path), col(Role.id))
     )
-    roles = tuple((unit, str(kind)) for unit, kind in rows.all())
+    return [(role, unit) for role, unit in rows.all()]
+
+
+async def authority(session: AsyncSession, *, person_id: int, superadmin: bool) -> Authority:
+    roles = tuple((unit, role.kind) for role, unit in await roles_of(session, person_id=person_id))
     return Authority(person_id=person_id, superadmin=superadmin, roles=roles)
 
 

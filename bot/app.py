@@ -1,0 +1,68 @@
+"""The composition root: build the PTB Application with Linli's services and handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from telegram.constants import ParseMode
+from telegram.ext import ApplicationBuilder, ContextTypes, Defaults
+from telegram.request import BaseRequest
+
+import handlers
+from bot.config import Settings
+from bot.context import BotData, LinliApp, LinliContext, Services
+from bot.db import Database
+from bot.render import Renderer
+from bot.standin import SANDBOX_TOKEN
+from models.base import utcnow
+
+log = logging.getLogger("linli")
+
+
+def build_application(
+    settings: Settings,
+    *,
+    request: BaseRequest | None = None,
+    db: Database | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> LinliApp:
+    """The one place production, tests and the sandbox assemble the bot.
+
+    With `request` (the offline stand-in) no network is touched and no updater is built:
+    updates are fed with `process_update`.
+    """
+    token = settings.bot_token.get_secret_value() if settings.bot_token else SANDBOX_TOKEN
+    api = settings.bot_api_url
+    builder = (
+        ApplicationBuilder()
+        .token(token)
+        .base_url(f"{api}/bot")
+        .base_file_url(f"{api}/file/bot")
+        .defaults(Defaults(parse_mode=ParseMode.HTML, tzinfo=settings.zone))
+        .context_types(ContextTypes(context=LinliContext, bot_data=BotData))
+        .post_init(on_startup)
+        .post_shutdown(on_shutdown)
+    )
+    if request is not None:
+        builder = builder.request(request).get_updates_request(request).updater(None)
+    app: LinliApp = builder.build()  # type: ignore[assignment]
+    app.bot_data.services = Services(
+        settings=settings,
+        db=db or Database(settings.database_url),
+        renderer=Renderer(timezone=settings.timezone),
+        clock=clock,
+    )
+    handlers.register(app)
+    return app
+
+
+async def on_startup(app: LinliApp) -> None:
+    """Runs once the bot is initialised (run_polling/run_webhook; the sandbox calls it itself)."""
+    await handlers.publish_commands(app)
+    log.info("Linli is up as @%s", app.bot.username)
+
+
+async def on_shutdown(app: LinliApp) -> None:
+    await app.bot_data.services.db.dispose()

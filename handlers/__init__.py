@@ -1,0 +1,25 @@
+"""Telegram glue, one module per feature. `register` wires them all, in order, in one place."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import TypeHandler
+
+from bot.context import LinliApp
+from handlers import basics, guards, prompts
+from handlers.common import on_error
+from handlers.menu import publish_commands
+
+GUARDS = -10
+
+
+def register(app: LinliApp) -> None:
+    # Group -10: guards run first and may stop an update (repeat, flood, channel).
+    app.add_handler(TypeHandler(Update, guards.check), group=GUARDS)
+    # Group 0: features. Specific handlers (deep links, prompts) before general ones.
+    basics.register(app)
+    prompts.register(app)
+    app.add_error_handler(on_error)
+
+
+__all__ = ["publish_commands", "register"]

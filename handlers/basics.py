@@ -1,0 +1,103 @@
+"""/start, /help, /lang and /me: what every person can do from the first tap."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import CallbackQueryHandler, CommandHandler
+
+from bot.context import LinliApp, LinliContext
+from handlers.common import (
+    answer,
+    button,
+    callback_args,
+    deep_link,
+    edit,
+    is_private,
+    keyboard,
+    label,
+    load_auth,
+    reply,
+    send_private,
+    url_button,
+    user_id,
+)
+from handlers.menu import allowed
+from models import people
+from models.errors import InvalidInput
+
+
+async def cmd_start(update: Update, ctx: LinliContext) -> None:
+    if ctx.args == ["me"]:
+        await cmd_me(update, ctx)
+        return
+    async with ctx.svc.db.transaction(write=False) as session:
+        found = await people.memberships(session, person_id=user_id(update))
+    markup = None
+    if not found:
+        markup = keyboard([[button(label(ctx, "people", "join_now"), "join:go")]])
+    await reply(update, ctx, "people/welcome", member=bool(found), markup=markup)
+
+
+async def cmd_help(update: Update, ctx: LinliContext) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+    commands = [
+        (c, label(ctx, "help", f"cmd_{c.name}")) for c in allowed(auth, private=is_private(update))
+    ]
+    await reply(update, ctx, "people/help", commands=commands, private=is_private(update))
+
+
+async def cmd_lang(update: Update, ctx: LinliContext) -> None:
+    markup = keyboard([[button("中文", "lang:zh"), button("English", "lang:en")]])
+    await reply(update, ctx, "people/lang_pick", markup=markup)
+
+
+async def btn_lang(update: Update, ctx: LinliContext) -> None:
+    (lang,) = callback_args(update, "lang", 1)
+    if lang not in people.LANGUAGES:
+        raise InvalidInput("stale_button")
+    async with ctx.svc.db.transaction() as session:
+        ctx.person = await people.set_language(
+            session, person_id=user_id(update), lang=lang, now=ctx.now()
+        )
+    ctx.lang = lang
+    if is_private(update):
+        await edit(update, ctx, "people/lang_set")
+    else:
+        # In a group the picker belongs to everyone; only the tapper's language changes.
+        await answer(update, ctx, "people/lang_set", alert=True)
+
+
+async def cmd_me(update: Update, ctx: LinliContext) -> None:
+    uid = user_id(update)
+    async with ctx.svc.db.transaction(write=False) as session:
+        found = await people.memberships(session, person_id=uid)
+        mine = await people.roles_of(session, person_id=uid)
+        roles = [(role, unit, await people.lineage_names(session, unit)) for role, unit in mine]
+    markup = keyboard(
+        [[button(label(ctx, "people", "step_down", unit=u.name), f"sd:{r.id}")] for r, u in mine]
+    )
+    params = {
+        "memberships": found,
+        "roles": roles,
+        "superadmin": ctx.is_superadmin(uid),
+        "person": ctx.person,
+    }
+    if is_private(update):
+        await reply(update, ctx, "people/me", markup=markup or None, **params)
+        return
+    # Never show a flat number in a group: send it privately, or offer the private chat.
+    delivered = await send_private(ctx, uid, ctx.lang, "people/me", markup=markup or None, **params)
+    if delivered:
+        await reply(update, ctx, "people/me_sent_privately")
+    else:
+        link = keyboard([[url_button(label(ctx, "people", "open_private"), deep_link(ctx, "me"))]])
+        await reply(update, ctx, "people/me_open_private", markup=link)
+
+
+def register(app: LinliApp) -> None:
+    app.add_handler(CommandHandler("start", cmd_start))
+    app.add_handler(CommandHandler("help", cmd_help))
+    app.add_handler(CommandHandler("lang", cmd_lang))
+    app.add_handler(CallbackQueryHandler(btn_lang, pattern=r"^lang:"))
+    app.add_handler(CommandHandler("me", cmd_me))

@@ -1,0 +1,196 @@
+"""What every feature handler shares: replies in the reader's language, buttons, callbacks."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
+from telegram.constants import ChatType
+from telegram.error import BadRequest, Forbidden, TelegramError
+
+from bot.context import LinliContext
+from models import people
+from models.errors import DomainError, InvalidInput
+from models.people import Authority
+
+log = logging.getLogger("linli")
+
+Markup = InlineKeyboardMarkup
+PromptAnswer = Callable[[Update, LinliContext, people.Prompt], Awaitable[None]]
+CALLBACK_LIMIT = 64  # bytes, Telegram's limit on callback_data
+PAGE = 8  # buttons per page in pickers: big enough to scan, small enough for old eyes
+
+
+def button(label: str, data: str) -> InlineKeyboardButton:
+    if len(data.encode()) > CALLBACK_LIMIT:
+        raise ValueError(f"callback data over {CALLBACK_LIMIT} bytes: {data!r}")
+    return InlineKeyboardButton(label, callback_data=data)
+
+
+def url_button(label: str, url: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(label, url=url)
+
+
+def keyboard(rows: Sequence[Sequence[InlineKeyboardButton]]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([list(row) for row in rows if row])
+
+
+def rows_of(
+    buttons: Sequence[InlineKeyboardButton], width: int
+) -> list[list[InlineKeyboardButton]]:
+    return [list(buttons[i : i + width]) for i in range(0, len(buttons), width)]
+
+
+def label(ctx: LinliContext, feature: str, key: str, **params: object) -> str:
+    return ctx.svc.renderer.label(ctx.lang, feature, key, **params)
+
+
+def render(ctx: LinliContext, name: str, **params: object) -> str:
+    return ctx.svc.renderer.render(ctx.lang, name, **params)
+
+
+def plain(text: str) -> str:
+    """Telegram HTML to the plain text a callback alert shows."""
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+def callback_args(update: Update, prefix: str, count: int) -> list[str]:
+    """The fields after `prefix:` in the tapped button's data; anything else is stale or forged."""
+    query = update.callback_query
+    parts = (query.data or "").split(":") if query else []
+    if len(parts) != count + 1 or parts[0] != prefix:
+        raise InvalidInput("stale_button")
+    return parts[1:]
+
+
+def as_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput("stale_button") from None
+
+
+def user_id(update: Update) -> int:
+    user = update.effective_user
+    if user is None:
+        raise InvalidInput("stale_button")
+    return user.id
+
+
+def is_private(update: Update) -> bool:
+    chat = update.effective_chat
+    return chat is not None and chat.type == ChatType.PRIVATE
+
+
+def thread_of(message: Message | None) -> int:
+    """The forum topic a message is in, 0 for the group itself."""
+    if message is not None and message.is_topic_message and message.message_thread_id:
+        return message.message_thread_id
+    return 0
+
+
+async def load_auth(session: AsyncSession, ctx: LinliContext, update: Update) -> Authority:
+    uid = user_id(update)
+    return await people.authority(session, person_id=uid, superadmin=ctx.is_superadmin(uid))
+
+
+async def reply(
+    update: Update, ctx: LinliContext, name: str, *, markup: Markup | None = None, **params: object
+) -> Message:
+    """Answer the person's message in the same chat and topic, quoting it in groups."""
+    message = update.effective_message
+    assert message is not None
+    text = render(ctx, name, **params)
+    return await message.reply_text(text, reply_markup=markup, do_quote=not is_private(update))
+
+
+async def edit(
+    update: Update, ctx: LinliContext, name: str, *, markup: Markup | None = None, **params: object
+) -> None:
+    """Replace the tapped message (a picker's next step); a repeated tap changes nothing."""
+    query = update.callback_query
+    assert query is not None
+    text = render(ctx, name, **params)
+    try:
+        await query.edit_message_text(text, reply_markup=markup)
+    except BadRequest as exc:
+        if "not modified" not in str(exc).lower():
+            raise
+    await answer(update, ctx)
+
+
+async def answer(
+    update: Update,
+    ctx: LinliContext,
+    name: str | None = None,
+    *,
+    alert: bool = False,
+    **params: object,
+) -> None:
+    """Stop the tapped button's spinner, optionally with a short note."""
+    query = update.callback_query
+    if query is None:
+        return
+    text = plain(render(ctx, name, **params))[:200] if name else None
+    try:
+        await query.answer(text, show_alert=alert)
+    except BadRequest:
+        # A query older than ~15 minutes can no longer be answered; the edit already happened.
+        log.debug("callback query %s too old to answer", query.id)
+
+
+async def send_private(
+    ctx: LinliContext,
+    person_id: int,
+    lang: str,
+    name: str,
+    *,
+    markup: Markup | None = None,
+    **params: object,
+) -> bool:
+    """Message someone privately; False when they never opened a chat with the bot."""
+    text = ctx.svc.renderer.render(lang, name, **params)
+    try:
+        await ctx.bot.send_message(person_id, text, reply_markup=markup)
+    except Forbidden:
+        return False
+    except BadRequest as exc:
+        if "chat not found" in str(exc).lower():
+            return False
+        raise
+    return True
+
+
+def deep_link(ctx: LinliContext, payload: str) -> str:
+    return f"https://t.me/{ctx.bot.username}?start={payload}"
+
+
+async def on_error(update: object, ctx: LinliContext) -> None:
+    """The one error handler: refusals are explained, anything else is logged with a reference."""
+    error = ctx.error
+    if not isinstance(update, Update):
+        log.error("error outside an update", exc_info=error)
+        return
+    if isinstance(error, DomainError):
+        name, params = f"errors/{error.key}", error.params
+    else:
+        ref = secrets.token_hex(3).upper()
+        log.error("update %s failed (ref %s)", update.update_id, ref, exc_info=error)
+        name, params = "errors/unexpected", {"ref": ref}
+    try:
+        if update.callback_query is not None:
+            await answer(update, ctx, name, alert=True, **params)
+        elif update.effective_message is not None and update.effective_user is not None:
+            await reply(update, ctx, name, **params)
+    except TelegramError as exc:
+        log.warning("could not tell update %s about its error: %s", update.update_id, exc)
