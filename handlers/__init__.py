@@ -6,7 +6,7 @@ from telegram import Update
 from telegram.ext import TypeHandler
 
 from bot.context import LinliApp
-from handlers import basics, guards, prompts
+from handlers import basics, guards, join, leads, prompts, setup
 from handlers.common import on_error
 from handlers.menu import publish_commands
 
@@ -17,6 +17,9 @@ def register(app: LinliApp) -> None:
     # Group -10: guards run first and may stop an update (repeat, flood, channel).
     app.add_handler(TypeHandler(Update, guards.check), group=GUARDS)
     # Group 0: features. Specific handlers (deep links, prompts) before general ones.
+    join.register(app)  # before basics: it claims /start join-… deep links
+    setup.register(app)
+    leads.register(app)
     basics.register(app)
     prompts.register(app)
     app.add_error_handler(on_error)
