@@ -353,8 +353,9 @@ class FakeTelegram(BaseRequest):
         if thread:
             message["message_thread_id"] = int(thread)
             message["is_topic_message"] = True
-        if isinstance(params.get("reply_markup"), dict):
-            message["reply_markup"] = params["reply_markup"]
+        markup = params.get("reply_markup")
+        if isinstance(markup, dict) and "inline_keyboard" in markup:
+            message["reply_markup"] = markup  # Telegram echoes inline keyboards only
         reply = params.get("reply_parameters")
         if isinstance(reply, dict):
             quoted = self.messages.get(chat_id, {}).get(int(reply["message_id"]))

@@ -61,6 +61,7 @@ async def btn_lang(update: Update, ctx: LinliContext) -> None:
             session, person_id=user_id(update), lang=lang, now=ctx.now()
         )
     ctx.lang = lang
+    ctx.bot_data.guard.forget(user_id(update))
     if is_private(update):
         await edit(update, ctx, "people/lang_set")
     else:
@@ -74,8 +75,19 @@ async def cmd_me(update: Update, ctx: LinliContext) -> None:
         found = await people.memberships(session, person_id=uid)
         mine = await people.roles_of(session, person_id=uid)
         roles = [(role, unit, await people.lineage_names(session, unit)) for role, unit in mine]
+    leave = [
+        [
+            button(
+                label(ctx, "people", "leave_household", community=m.community.name),
+                f"lv:{m.community.id}",
+            )
+        ]
+        for m in found
+        if m.resident.status == people.ResidentStatus.verified
+    ]
     markup = keyboard(
         [[button(label(ctx, "people", "step_down", unit=u.name), f"sd:{r.id}")] for r, u in mine]
+        + leave
     )
     params = {
         "memberships": found,

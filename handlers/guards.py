@@ -14,9 +14,11 @@ from models import people
 
 RECENT_UPDATES = 20_000
 FLOOD_WINDOW = 10.0  # seconds
-FLOOD_LIMIT = (
-    20  # updates per person per window; a person tapping faster is a script or a stuck key
-)
+# Updates per person per window; a person tapping faster is a script or a stuck key.
+FLOOD_LIMIT = 20
+# Seconds a known person is trusted from memory; bounds staleness across processes.
+PERSON_TTL = 300.0
+PEOPLE_CACHED = 50_000
 
 
 class Guard:
@@ -25,6 +27,9 @@ class Guard:
     def __init__(self) -> None:
         self.recent: OrderedDict[int, None] = OrderedDict()
         self.activity: dict[int, deque[float]] = {}
+        # Knowing the person is needed on every update; reading them each time cost a third of
+        # the handling time (bench/updates.py), so a snapshot is kept for a few minutes.
+        self.people: OrderedDict[int, tuple[float, people.Person, str]] = OrderedDict()
 
     def seen_before(self, update_id: int) -> bool:
         if update_id in self.recent:
@@ -33,6 +38,22 @@ class Guard:
         if len(self.recent) > RECENT_UPDATES:
             self.recent.popitem(last=False)
         return False
+
+    def known(self, person_id: int, now: float) -> tuple[people.Person, str] | None:
+        entry = self.people.get(person_id)
+        if entry is None or now - entry[0] > PERSON_TTL:
+            return None
+        return entry[1], entry[2]
+
+    def remember(self, person: people.Person, lang: str, now: float) -> None:
+        self.people[person.id] = (now, person, lang)
+        self.people.move_to_end(person.id)
+        if len(self.people) > PEOPLE_CACHED:
+            self.people.popitem(last=False)
+
+    def forget(self, person_id: int) -> None:
+        """The person changed something the snapshot holds (their language)."""
+        self.people.pop(person_id, None)
 
     def flooding(self, user_id: int, now: float) -> bool:
         times = self.activity.setdefault(user_id, deque())
@@ -59,20 +80,25 @@ async def check(update: Update, ctx: LinliContext) -> None:
 
 
 async def _know_person(update: Update, ctx: LinliContext) -> None:
-    """Load (and only when Telegram's view changed, write) the person, and pick their language."""
+    """Know the person and their language: from memory when Telegram's view of them is
+    unchanged, else from the database (written only when something changed)."""
     user = update.effective_user
     assert user is not None
-    name = user.full_name
+    guard: Guard = ctx.bot_data.guard
+    name = user.full_name.strip()[:255]
+    clock = time.monotonic()
+    known = guard.known(user.id, clock)
+    if known is not None and people.person_is_current(
+        known[0], name=name, username=user.username, language_code=user.language_code
+    ):
+        ctx.person, ctx.lang = known
+        return
     db = ctx.svc.db
     async with db.transaction(write=False) as session:
         person = await people.get_person(session, user.id)
-        current = people.person_is_current(
-            person,
-            name=name.strip()[:255],
-            username=user.username,
-            language_code=user.language_code,
-        )
-    if not current:
+    if not people.person_is_current(
+        person, name=name, username=user.username, language_code=user.language_code
+    ):
         async with db.transaction() as session:
             person = await people.touch_person(
                 session,
@@ -82,10 +108,12 @@ async def _know_person(update: Update, ctx: LinliContext) -> None:
                 language_code=user.language_code,
                 now=ctx.now(),
             )
+    assert person is not None
     community = None
-    if person is not None and person.lang is None and person.language_code is None:
+    if person.lang is None and person.language_code is None:
         async with db.transaction(write=False) as session:
             found = await people.memberships(session, person_id=user.id)
             community = found[0].community if found else None
     ctx.person = person
     ctx.lang = people.language_for(person, community)
+    guard.remember(person, ctx.lang, clock)

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints figures as `name: value unit`, one per line, for comparing runs."""

@@ -1,0 +1,21 @@
+"""`make bench`: run every benchmark and print its figures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from bench import updates
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.ERROR)
+    postgres = os.environ.get("LINLI_BENCH_DATABASE_URL") or os.environ.get(
+        "LINLI_TEST_DATABASE_URL"
+    )
+    asyncio.run(updates.main(postgres))
+
+
+if __name__ == "__main__":
+    main()
