@@ -1,9 +1,707 @@
-"""(being written)"""
+"""Joining a household: residents pick their flat by buttons (or type its code); leads approve."""
 
 from __future__ import annotations
 
-from bot.context import LinliApp
+import csv
+import io
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import InlineKeyboardButton, Update
+from telegram.error import TelegramError
+from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+
+from bot.context import LinliApp, LinliContext
+from handlers.common import (
+    PAGE,
+    Markup,
+    answer,
+    as_int,
+    button,
+    callback_args,
+    deep_link,
+    edit,
+    is_private,
+    keyboard,
+    label,
+    load_auth,
+    render,
+    reply,
+    rows_of,
+    send_private,
+    thread_of,
+    url_button,
+    user_id,
+)
+from handlers.prompts import answers, ask
+from models import people
+from models.errors import InvalidInput, NotAllowed, NotFound
+from models.people import Authority, Community, Household, Membership, Person, Unit
+
+log = logging.getLogger("linli")
+
+FLATS_PER_ROW = 3  # flat numbers are short: three to a row keeps PAGE rows on one screen
+FLATS_PER_PAGE = PAGE * FLATS_PER_ROW
+UNIT_PAYLOAD = re.compile(r"^u(\d+)$")  # codes are upper-case, so a lower-case u never clashes
+CODES_FILE = "linli-household-codes.csv"
+
+T = TypeVar("T")
+
+
+@dataclass
+class Screen:
+    """One step of a picker: the template, its values and its buttons."""
+
+    name: str
+    params: dict[str, object] = field(default_factory=dict)
+    markup: Markup | None = None
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def _natural(text: str) -> list[tuple[int, int | str]]:
+    """Sort key so that 3号楼 comes before 10号楼 and 2-101 before 10-101."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p]
+
+
+def _page(items: Sequence[T], page: int, size: int) -> tuple[Sequence[T], int, int]:
+    """The items on `page` (clamped, so a stale page number still shows something), the page
+    actually shown and the number of pages."""
+    pages = max(1, -(-len(items) // size))
+    page = min(max(page, 0), pages - 1)
+    return items[page * size : (page + 1) * size], page, pages
+
+
+def _nav(ctx: LinliContext, page: int, pages: int, data: str) -> list[InlineKeyboardButton]:
+    """◀ ▶ buttons; `data` has a {} where the page number goes."""
+    row = []
+    if page > 0:
+        row.append(button(label(ctx, "join", "prev"), data.format(page - 1)))
+    if page < pages - 1:
+        row.append(button(label(ctx, "join", "next"), data.format(page + 1)))
+    return row
+
+
+def _private_only(update: Update) -> None:
+    """Flat numbers and codes are never shown in a group, even if someone forges a button."""
+    if not is_private(update):
+        raise NotAllowed("private_only")
+
+
+def _decision(action: str) -> bool:
+    if action not in ("a", "r"):
+        raise InvalidInput("stale_button")
+    return action == "a"
+
+
+def _label_in(ctx: LinliContext, lang: str, key: str, **params: object) -> str:
+    return ctx.svc.renderer.label(lang, "join", key, **params)
+
+
+async def _show(update: Update, ctx: LinliContext, screen: Screen) -> None:
+    """A tapped button turns its message into the next step; a command gets a new message."""
+    if update.callback_query is not None:
+        await edit(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    else:
+        await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+
+
+async def _replace(update: Update, ctx: LinliContext, screen: Screen) -> None:
+    """Edit the tapped message without answering the tap (the caller answers with a note)."""
+    query = update.callback_query
+    assert query is not None
+    try:
+        await query.edit_message_text(
+            render(ctx, screen.name, **screen.params), reply_markup=screen.markup
+        )
+    except TelegramError as exc:
+        if "not modified" not in str(exc).lower():
+            raise
+
+
+# --- the picker's screens ------------------------------------------------------------------
+
+
+def _code_row(ctx: LinliContext) -> list[InlineKeyboardButton]:
+    return [button(label(ctx, "join", "have_code"), "join:code")]
+
+
+async def _first_screen(session: AsyncSession, ctx: LinliContext, unit_id: int | None) -> Screen:
+    """Where the picker starts: a deep link's building, else the community (if only one)."""
+    if unit_id is not None:
+        try:
+            unit = await people.get_unit(session, unit_id)
+        except NotFound:
+            unit = None  # a link printed before the unit was removed: start from the top
+        if unit is not None:
+            try:
+                building = await people.building_of(session, unit)
+            except InvalidInput:
+                return await _buildings_screen(session, ctx, unit.community_id, 0, under=unit)
+            return await _flats_screen(session, ctx, building, 0)
+    found = await people.communities(session)
+    if not found:
+        return Screen("join/no_community")
+    if len(found) == 1:
+        assert found[0].id is not None
+        return await _buildings_screen(session, ctx, found[0].id, 0)
+    return _communities_screen(ctx, found, 0)
+
+
+def _communities_screen(ctx: LinliContext, found: Sequence[Community], page: int) -> Screen:
+    shown, page, pages = _page(sorted(found, key=lambda c: _natural(c.name)), page, PAGE)
+    rows = [[button(c.name, f"jb:{c.id}:0")] for c in shown]
+    rows += [_nav(ctx, page, pages, "jk:{}"), _code_row(ctx)]
+    return Screen("join/pick_community", {"page": page, "pages": pages}, keyboard(rows))
+
+
+async def _buildings_screen(
+    session: AsyncSession,
+    ctx: LinliContext,
+    community_id: int,
+    page: int,
+    *,
+    under: Unit | None = None,
+) -> Screen:
+    community = await session.get(Community, community_id)
+    if community is None:
+        raise InvalidInput("stale_button")
+    found = list(await people.buildings(session, community_id=community_id))
+    if under is not None:
+        found = [b for b in found if b.path.startswith(under.path)]
+    found.sort(key=lambda b: (_natural(b.name), b.id))
+    shown, page, pages = _page(found, page, PAGE)
+    names = await _building_labels(session, found, shown)
+    rows = [[button(names[b.id or 0], f"jf:{b.id}:0")] for b in shown]
+    data = f"ju:{under.id}:{{}}" if under is not None else f"jb:{community_id}:{{}}"
+    rows.append(_nav(ctx, page, pages, data))
+    if under is not None:
+        rows.append([button(label(ctx, "join", "all_buildings"), f"jb:{community_id}:0")])
+    elif len(await people.communities(session)) > 1:
+        rows.append([button(label(ctx, "join", "back"), "jk:0")])
+    rows.append(_code_row(ctx))
+    params: dict[str, object] = {
+        "community": community,
+        "under": under,
+        "page": page,
+        "pages": pages,
+        "empty": not found,
+    }
+    return Screen("join/pick_building", params, keyboard(rows))
+
+
+async def _building_labels(
+    session: AsyncSession, everything: Sequence[Unit], shown: Sequence[Unit]
+) -> dict[int, str]:
+    """Building names, with their parent's name where two buildings share a name."""
+    counts: dict[str, int] = {}
+    for b in everything:
+        counts[b.name] = counts.get(b.name, 0) + 1
+    parents = await people.units_by_id(
+        session, [b.parent_id for b in shown if b.parent_id is not None and counts[b.name] > 1]
+    )
+    out = {}
+    for b in shown:
+        parent = parents.get(b.parent_id or 0)
+        out[b.id or 0] = f"{parent.name} · {b.name}" if parent is not None else b.name
+    return out
+
+
+async def _flats_screen(
+    session: AsyncSession, ctx: LinliContext, building: Unit, page: int
+) -> Screen:
+    if building.kind != people.UnitKind.building:
+        raise InvalidInput("stale_button")
+    assert building.id is not None
+    found = sorted(
+        await people.households_in(session, building_id=building.id),
+        key=lambda h: (_natural(h.flat), h.id),
+    )
+    shown, page, pages = _page(found, page, FLATS_PER_PAGE)
+    flats = [button(h.flat, f"jh:{h.id}:{page}") for h in shown]
+    rows = rows_of(flats, FLATS_PER_ROW)
+    rows += [
+        _nav(ctx, page, pages, f"jf:{building.id}:{{}}"),
+        [button(label(ctx, "join", "other_building"), f"jb:{building.community_id}:0")],
+        _code_row(ctx),
+    ]
+    params = {"building": building, "page": page, "pages": pages, "empty": not found}
+    return Screen("join/pick_flat", params, keyboard(rows))
+
+
+async def _confirm_screen(
+    session: AsyncSession, ctx: LinliContext, household: Household, page: int
+) -> Screen:
+    building = await people.get_unit(session, household.building_id)
+    markup = keyboard(
+        [
+            [button(label(ctx, "join", "yes_join"), f"jy:{household.id}")],
+            [button(label(ctx, "join", "back"), f"jf:{building.id}:{page}")],
+        ]
+    )
+    return Screen("join/confirm", {"household": household, "building": building}, markup)
+
+
+# --- /join and its deep links ---------------------------------------------------------------
+
+
+async def cmd_join(update: Update, ctx: LinliContext) -> None:
+    if not is_private(update):
+        await _offer_private(update, ctx)
+        return
+    if ctx.args:
+        await _join_by_code(update, ctx, "".join(ctx.args))
+        return
+    await _start_picker(update, ctx, None)
+
+
+async def cmd_start_join(update: Update, ctx: LinliContext) -> None:
+    """/start join, /start join-u<unit>, /start join-<CODE> (a door notice), /start pending."""
+    payload = ctx.args[0] if ctx.args else ""
+    if payload == "pending":
+        await cmd_pending(update, ctx)
+        return
+    if not is_private(update):
+        await _offer_private(update, ctx)
+        return
+    value = payload.removeprefix("join").removeprefix("-")
+    unit = UNIT_PAYLOAD.match(value)
+    if value and unit is None:
+        await _join_by_code(update, ctx, value)
+        return
+    await _start_picker(update, ctx, int(unit.group(1)) if unit else None)
+
+
+async def _start_picker(update: Update, ctx: LinliContext, unit_id: int | None) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        screen = await _first_screen(session, ctx, unit_id)
+    await _show(update, ctx, screen)
+
+
+async def _offer_private(update: Update, ctx: LinliContext) -> None:
+    """In a group: a button to continue privately, starting at the group's own building."""
+    chat, message = update.effective_chat, update.effective_message
+    assert chat is not None
+    async with ctx.svc.db.transaction(write=False) as session:
+        link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
+    payload = f"join-u{link.unit_id}" if link is not None else "join"
+    markup = keyboard(
+        [[url_button(label(ctx, "join", "continue_private"), deep_link(ctx, payload))]]
+    )
+    await reply(update, ctx, "join/in_group", markup=markup)
+
+
+async def btn_join(update: Update, ctx: LinliContext) -> None:
+    """join:go (the button on /start's welcome) and join:code (I have a household code)."""
+    (action,) = callback_args(update, "join", 1)
+    if action == "go":
+        if not is_private(update):
+            await _offer_private(update, ctx)
+            await answer(update, ctx)
+            return
+        await _start_picker(update, ctx, None)
+    elif action == "code":
+        _private_only(update)
+        await ask(update, ctx, "join_code", "", "join/ask_code")
+        await answer(update, ctx)
+    else:
+        raise InvalidInput("stale_button")
+
+
+async def btn_communities(update: Update, ctx: LinliContext) -> None:
+    _private_only(update)
+    (page,) = callback_args(update, "jk", 1)
+    async with ctx.svc.db.transaction(write=False) as session:
+        found = await people.communities(session)
+    await _show(update, ctx, _communities_screen(ctx, found, as_int(page)))
+
+
+async def btn_buildings(update: Update, ctx: LinliContext) -> None:
+    _private_only(update)
+    community_id, page = callback_args(update, "jb", 2)
+    async with ctx.svc.db.transaction(write=False) as session:
+        screen = await _buildings_screen(session, ctx, as_int(community_id), as_int(page))
+    await _show(update, ctx, screen)
+
+
+async def btn_buildings_under(update: Update, ctx: LinliContext) -> None:
+    _private_only(update)
+    unit_id, page = callback_args(update, "ju", 2)
+    async with ctx.svc.db.transaction(write=False) as session:
+        unit = await people.get_unit(session, as_int(unit_id))
+        screen = await _buildings_screen(session, ctx, unit.community_id, as_int(page), under=unit)
+    await _show(update, ctx, screen)
+
+
+async def btn_flats(update: Update, ctx: LinliContext) -> None:
+    _private_only(update)
+    building_id, page = callback_args(update, "jf", 2)
+    async with ctx.svc.db.transaction(write=False) as session:
+        building = await people.get_unit(session, as_int(building_id))
+        screen = await _flats_screen(session, ctx, building, as_int(page))
+    await _show(update, ctx, screen)
+
+
+async def btn_flat(update: Update, ctx: LinliContext) -> None:
+    _private_only(update)
+    household_id, page = callback_args(update, "jh", 2)
+    async with ctx.svc.db.transaction(write=False) as session:
+        household = await people.get_household(session, as_int(household_id))
+        screen = await _confirm_screen(session, ctx, household, as_int(page))
+    await _show(update, ctx, screen)
+
+
+async def btn_confirm(update: Update, ctx: LinliContext) -> None:
+    """Yes, join this flat: a pending request, and every reachable lead of the unit is asked."""
+    _private_only(update)
+    (household_id,) = callback_args(update, "jy", 1)
+    uid = user_id(update)
+    async with ctx.svc.db.transaction() as session:
+        resident, changed = await people.request_join(
+            session, person_id=uid, household_id=as_int(household_id), now=ctx.now()
+        )
+        assert resident.id is not None
+        membership = await people.get_membership(session, resident.id)
+        leads: list[Person] = []
+        if changed:
+            leads = list(await people.leads_covering(session, membership.unit))
+        requester = await people.get_person(session, uid)
+    if resident.status == people.ResidentStatus.verified:
+        await edit(update, ctx, "join/already_in", m=membership)
+        return
+    if not changed:
+        await edit(update, ctx, "join/still_waiting", m=membership)
+        return
+    assert requester is not None
+    delivered = await _ask_leads(ctx, membership, requester, leads)
+    await edit(update, ctx, "join/sent", m=membership, delivered=delivered, leads=len(leads))
+
+
+async def _ask_leads(
+    ctx: LinliContext, membership: Membership, requester: Person, leads: Sequence[Person]
+) -> int:
+    """Message each lead privately with Approve/Reject; returns how many could be reached."""
+    rid, hid = membership.resident.id, membership.household.id
+    delivered = 0
+    for lead in leads:
+        lang = people.language_for(lead, membership.community)
+        markup = keyboard(
+            [
+                [
+                    button(_label_in(ctx, lang, "approve"), f"jr:a:{rid}:{hid}"),
+                    button(_label_in(ctx, lang, "reject"), f"jr:r:{rid}:{hid}"),
+                ]
+            ]
+        )
+        try:
+            sent = await send_private(
+                ctx, lead.id, lang, "join/request", markup=markup, m=membership, who=requester
+            )
+        except TelegramError as exc:
+            # One unreachable lead must not stop the others; /pending still lists the request.
+            log.warning("could not ask lead %s about request %s: %s", lead.id, rid, exc)
+            sent = False
+        delivered += sent
+    return delivered
+
+
+async def _join_by_code(update: Update, ctx: LinliContext, text: str) -> None:
+    """A household code (door notice, typed, or a deep link) joins at once, already verified."""
+    uid = user_id(update)
+    try:
+        async with ctx.svc.db.transaction() as session:
+            household = await people.household_by_code(session, text)
+            assert household.id is not None
+            resident, changed = await people.request_join(
+                session,
+                person_id=uid,
+                household_id=household.id,
+                now=ctx.now(),
+                verified_by_code=True,
+            )
+            assert resident.id is not None
+            membership = await people.get_membership(session, resident.id)
+    except NotFound as exc:
+        if exc.key != "bad_household_code":
+            raise
+        markup = keyboard(
+            [
+                [button(label(ctx, "join", "code_again"), "join:code")],
+                [button(label(ctx, "join", "pick_flat"), "join:go")],
+            ]
+        )
+        await reply(update, ctx, "join/code_wrong", markup=markup)
+        return
+    await reply(update, ctx, "join/joined" if changed else "join/already_in", m=membership)
+
+
+@answers("join_code")
+async def on_code(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    await _join_by_code(update, ctx, message.text)
+
+
+# --- leads decide ------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    membership: Membership
+    changed: bool
+    requester: Person
+    decider: Person | None
+    requester_lang: str
+
+
+async def _decide(update: Update, ctx: LinliContext, rid: str, hid: str, approve: bool) -> Decision:
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        membership, changed = await people.decide_pending_join(
+            session,
+            auth=auth,
+            resident_id=as_int(rid),
+            household_id=as_int(hid),
+            approve=approve,
+            now=ctx.now(),
+        )
+        resident = membership.resident
+        requester = await people.get_person(session, resident.person_id)
+        decider = (
+            await people.get_person(session, resident.decided_by)
+            if resident.decided_by is not None
+            else None
+        )
+    assert requester is not None
+    lang = people.language_for(requester, membership.community)
+    return Decision(membership, changed, requester, decider, lang)
+
+
+async def _tell_requester(ctx: LinliContext, d: Decision) -> None:
+    if not d.changed:
+        return
+    approved = d.membership.resident.status == people.ResidentStatus.verified
+    name = "join/approved" if approved else "join/rejected"
+    try:
+        await send_private(ctx, d.requester.id, d.requester_lang, name, m=d.membership)
+    except TelegramError as exc:
+        # The decision stands; /me shows it to them whenever they look.
+        log.warning("could not tell %s about their request: %s", d.requester.id, exc)
+
+
+async def btn_decide(update: Update, ctx: LinliContext) -> None:
+    """jr:<a|r>:<resident>:<household> on the message a lead received about one request."""
+    _private_only(update)
+    action, rid, hid = callback_args(update, "jr", 3)
+    d = await _decide(update, ctx, rid, hid, _decision(action))
+    outcome = Screen(
+        "join/decided", {"m": d.membership, "who": d.requester, "decider": d.decider}, None
+    )
+    if d.changed:
+        await _show(update, ctx, outcome)
+    else:
+        # Someone decided first: show this lead the outcome too, and say who it was.
+        await _replace(update, ctx, outcome)
+        await answer(
+            update, ctx, "join/already_decided", alert=True, m=d.membership, decider=d.decider
+        )
+    await _tell_requester(ctx, d)
+
+
+# --- /pending -----------------------------------------------------------------------------
+
+
+async def _pending_screen(
+    session: AsyncSession,
+    ctx: LinliContext,
+    auth: Authority,
+    page: int,
+    done: Decision | None = None,
+) -> Screen:
+    waiting = await people.pending_requests(session, auth=auth)
+    shown, page, pages = _page(waiting, page, PAGE)
+    rows = []
+    for number, (m, _person) in enumerate(shown, start=page * PAGE + 1):
+        data = f"{m.resident.id}:{m.household.id}:{page}"
+        rows.append(
+            [
+                button(label(ctx, "join", "approve_no", n=number), f"jl:a:{data}"),
+                button(label(ctx, "join", "reject_no", n=number), f"jl:r:{data}"),
+            ]
+        )
+    rows.append(_nav(ctx, page, pages, "jp:{}"))
+    params = {
+        "entries": [(n, m, who) for n, (m, who) in enumerate(shown, start=page * PAGE + 1)],
+        "total": len(waiting),
+        "page": page,
+        "pages": pages,
+        "done": done,
+    }
+    return Screen("join/pending", params, keyboard(rows) if shown else None)
+
+
+async def cmd_pending(update: Update, ctx: LinliContext) -> None:
+    """Join requests waiting in the units this lead covers; privately, since it shows flats."""
+    uid = user_id(update)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        if not auth.is_lead:
+            raise NotAllowed("leads_only")
+        screen = await _pending_screen(session, ctx, auth, 0)
+    if is_private(update):
+        await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+        return
+    if await send_private(ctx, uid, ctx.lang, screen.name, markup=screen.markup, **screen.params):
+        await reply(update, ctx, "join/sent_privately")
+    else:
+        link = keyboard(
+            [[url_button(label(ctx, "join", "open_private"), deep_link(ctx, "pending"))]]
+        )
+        await reply(update, ctx, "join/pending_open_private", markup=link)
+
+
+async def btn_pending_page(update: Update, ctx: LinliContext) -> None:
+    _private_only(update)
+    (page,) = callback_args(update, "jp", 1)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        if not auth.is_lead:
+            raise NotAllowed("leads_only")
+        screen = await _pending_screen(session, ctx, auth, as_int(page))
+    await _show(update, ctx, screen)
+
+
+async def btn_pending_decide(update: Update, ctx: LinliContext) -> None:
+    """jl:<a|r>:<resident>:<household>:<page>: a decision from the /pending list, which is then
+    shown again with what was just done on top."""
+    _private_only(update)
+    action, rid, hid, page = callback_args(update, "jl", 4)
+    d = await _decide(update, ctx, rid, hid, _decision(action))
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        screen = await _pending_screen(session, ctx, auth, as_int(page), done=d)
+    if d.changed:
+        await _show(update, ctx, screen)
+    else:
+        await _replace(update, ctx, screen)
+        await answer(
+            update, ctx, "join/already_decided", alert=True, m=d.membership, decider=d.decider
+        )
+    await _tell_requester(ctx, d)
+
+
+# --- /codes -------------------------------------------------------------------------------
+
+
+async def cmd_codes(update: Update, ctx: LinliContext) -> None:
+    """A CSV of the households a lead covers, with codes and join links, for door notices."""
+    chat = update.effective_chat
+    assert chat is not None
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        if not auth.is_lead:
+            raise NotAllowed("leads_only")
+        private = is_private(update)
+        found = await people.households_covered(session, auth=auth) if private else []
+    if not private:
+        await reply(update, ctx, "join/codes_private")
+        return
+    if not found:
+        await reply(update, ctx, "join/codes_none")
+        return
+    found.sort(key=lambda hb: (hb[1].community_id, _natural(hb[1].name), _natural(hb[0].flat)))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([label(ctx, "join", f"csv_{c}") for c in ("building", "flat", "code", "link")])
+    for household, building in found:
+        link = deep_link(ctx, f"join-{household.code}")
+        writer.writerow([building.name, household.flat, household.code, link])
+    # The byte-order mark makes spreadsheet programs read the Chinese names as UTF-8.
+    data = out.getvalue().encode("utf-8-sig")
+    await ctx.bot.send_document(
+        chat.id,
+        document=data,
+        filename=CODES_FILE,
+        caption=render(ctx, "join/codes_caption", count=len(found)),
+    )
+
+
+# --- leaving a household ------------------------------------------------------------------
+
+
+async def _membership_in(ctx: LinliContext, uid: int, community_id: int) -> Membership:
+    async with ctx.svc.db.transaction(write=False) as session:
+        found = await people.memberships(session, person_id=uid)
+    for m in found:
+        if m.community.id == community_id:
+            return m
+    raise NotFound("not_a_member")
+
+
+async def btn_leave(update: Update, ctx: LinliContext) -> None:
+    """lv:<community>: ask before leaving (the /me button)."""
+    _private_only(update)
+    (community_id,) = callback_args(update, "lv", 1)
+    m = await _membership_in(ctx, user_id(update), as_int(community_id))
+    if m.resident.status == people.ResidentStatus.left:
+        await edit(update, ctx, "join/left", m=m)
+        return
+    if m.resident.status not in (people.ResidentStatus.verified, people.ResidentStatus.pending):
+        raise NotFound("not_a_member")
+    markup = keyboard(
+        [
+            [button(label(ctx, "join", "leave_yes"), f"lvy:{community_id}")],
+            [button(label(ctx, "join", "leave_no"), f"lvn:{community_id}")],
+        ]
+    )
+    await edit(update, ctx, "join/leave_confirm", markup=markup, m=m)
+
+
+async def btn_leave_yes(update: Update, ctx: LinliContext) -> None:
+    _private_only(update)
+    (community_id,) = callback_args(update, "lvy", 1)
+    uid = user_id(update)
+    m = await _membership_in(ctx, uid, as_int(community_id))
+    if m.resident.status != people.ResidentStatus.left:  # a second tap finds it done already
+        async with ctx.svc.db.transaction() as session:
+            await people.leave(
+                session, person_id=uid, community_id=as_int(community_id), now=ctx.now()
+            )
+    await edit(update, ctx, "join/left", m=m)
+
+
+async def btn_leave_no(update: Update, ctx: LinliContext) -> None:
+    _private_only(update)
+    callback_args(update, "lvn", 1)
+    await edit(update, ctx, "join/leave_kept")
 
 
 def register(app: LinliApp) -> None:
-    return None
+    # Before basics: these /start payloads are ours, plain /start is basics'.
+    app.add_handler(
+        CommandHandler("start", cmd_start_join, filters=filters.Regex(r"^/start (join|pending)\b"))
+    )
+    app.add_handler(CommandHandler("join", cmd_join))
+    app.add_handler(CommandHandler("pending", cmd_pending))
+    app.add_handler(CommandHandler("codes", cmd_codes))
+    for prefix, callback in (
+        ("join", btn_join),
+        ("jk", btn_communities),
+        ("jb", btn_buildings),
+        ("ju", btn_buildings_under),
+        ("jf", btn_flats),
+        ("jh", btn_flat),
+        ("jy", btn_confirm),
+        ("jr", btn_decide),
+        ("jp", btn_pending_page),
+        ("jl", btn_pending_decide),
+        ("lv", btn_leave),
+        ("lvy", btn_leave_yes),
+        ("lvn", btn_leave_no),
+    ):
+        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))

@@ -28,6 +28,7 @@ COMMANDS = (
     Command("appoint", "lead", "any"),
     Command("codes", "lead", "private"),
     Command("setup", "lead", "group"),
+    Command("unlink", "lead", "group"),
 )
 
 

@@ -1,9 +1,702 @@
-"""(being written)"""
+"""/setup and /unlink: which unit a group or forum topic serves, and the bot's own membership."""
 
 from __future__ import annotations
 
-from bot.context import LinliApp
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import ChatMember, ChatMemberAdministrator, InlineKeyboardButton, Update
+from telegram.constants import ChatType
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import (
+    CallbackQueryHandler,
+    ChatMemberHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.context import LinliApp, LinliContext
+from handlers import prompts
+from handlers.common import (
+    PAGE,
+    Markup,
+    answer,
+    as_int,
+    button,
+    callback_args,
+    is_private,
+    keyboard,
+    label,
+    load_auth,
+    render,
+    reply,
+    rows_of,
+    thread_of,
+    user_id,
+)
+from models import people
+from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from models.people import Authority, BotStatus, ChatLink, Community, Unit, UnitKind
+
+log = logging.getLogger("linli")
+
+ASK_COMMUNITY = "setup_community"
+ASK_UNIT = "setup_unit"
+# The order leads think in: a grid holds buildings, a building holds small neighbourhoods.
+KINDS = ("grid", "building", "neighbourhood", "entrance", "estate")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Place:
+    """The group, or the forum topic of it, that a /setup message or picker belongs to."""
+
+    chat_id: int
+    thread: int
+    title: str
+    type: str
+    forum: bool
+
+    @property
+    def topic(self) -> bool:
+        return self.thread != 0
+
+
+def place_of(update: Update) -> Place:
+    chat, message = update.effective_chat, update.effective_message
+    if chat is None or message is None:
+        raise InvalidInput("stale_button")
+    return Place(chat.id, thread_of(message), chat.title or "", chat.type, bool(chat.is_forum))
+
+
+# --- the bot's own rights ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rights:
+    """What the bot may do in a group; `missing` names what a lead should still grant."""
+
+    checked: bool
+    status: str = BotStatus.member
+    forum: bool = False
+    missing: tuple[str, ...] = ()
+
+
+def status_of(member: ChatMember) -> str:
+    if member.status in (ChatMember.ADMINISTRATOR, ChatMember.OWNER):
+        return BotStatus.administrator
+    if member.status == ChatMember.MEMBER:
+        return BotStatus.member
+    if member.status == ChatMember.RESTRICTED:
+        return BotStatus.member if getattr(member, "is_member", False) else BotStatus.left
+    if member.status == ChatMember.BANNED:
+        return BotStatus.kicked
+    return BotStatus.left
+
+
+def rights_of(member: ChatMember, *, forum: bool) -> Rights:
+    if member.status == ChatMember.OWNER:
+        return Rights(True, BotStatus.administrator, forum)
+    if isinstance(member, ChatMemberAdministrator):
+        missing: tuple[str, ...] = ("pin",) if not member.can_pin_messages else ()
+        if forum and not member.can_manage_topics:
+            missing += ("topics",)
+        return Rights(True, BotStatus.administrator, forum, missing)
+    return Rights(True, status_of(member), forum, ("admin",))
+
+
+async def check_rights(ctx: LinliContext, place: Place) -> Rights:
+    try:
+        member = await ctx.bot.get_chat_member(place.chat_id, ctx.bot.id)
+    except TelegramError as exc:
+        log.warning("could not check the bot's rights in %s: %s", place.chat_id, exc)
+        return Rights(False, forum=place.forum)
+    return rights_of(member, forum=place.forum)
+
+
+async def remember_chat(
+    session: AsyncSession, ctx: LinliContext, place: Place, rights: Rights
+) -> None:
+    if rights.checked:
+        await people.record_chat(
+            session,
+            chat_id=place.chat_id,
+            type=place.type,
+            title=place.title,
+            is_forum=place.forum,
+            bot_status=rights.status,
+            now=ctx.now(),
+        )
+
+
+# --- views: what a picker message shows ------------------------------------------------------
+
+
+@dataclass
+class View:
+    name: str
+    params: dict[str, object]
+    rows: list[list[InlineKeyboardButton]] = field(default_factory=list)
+
+    @property
+    def markup(self) -> Markup | None:
+        rows = [row for row in self.rows if row]
+        return keyboard(rows) if rows else None
+
+
+def view(name: str, place: Place, rows: list[list[InlineKeyboardButton]], **params: object) -> View:
+    return View(name, {"topic": place.topic, **params}, rows)
+
+
+def paged(items: Sequence[T], page: int) -> tuple[Sequence[T], int, int]:
+    pages = max(1, -(-len(items) // PAGE))
+    page = min(max(page, 0), pages - 1)
+    return items[page * PAGE : (page + 1) * PAGE], page, pages
+
+
+def nav(ctx: LinliContext, data: str, page: int, pages: int) -> list[InlineKeyboardButton]:
+    row = []
+    if page > 0:
+        row.append(button(label(ctx, "setup", "prev"), f"{data}:{page - 1}"))
+    if page < pages - 1:
+        row.append(button(label(ctx, "setup", "next"), f"{data}:{page + 1}"))
+    return row
+
+
+def kind_label(ctx: LinliContext, kind: str) -> str:
+    return label(ctx, "people", f"kind_{kind}") if kind in UnitKind.__members__ else kind
+
+
+def unit_buttons(ctx: LinliContext, units: Sequence[Unit]) -> list[list[InlineKeyboardButton]]:
+    return rows_of(
+        [button(label(ctx, "setup", "open_unit", name=u.name), f"suv:{u.id}:0") for u in units], 2
+    )
+
+
+async def home_view(
+    session: AsyncSession,
+    ctx: LinliContext,
+    auth: Authority,
+    place: Place,
+    page: int,
+    *,
+    rights: Rights | None = None,
+    added: str = "",
+) -> View:
+    """Where the picker starts: a super-admin's communities, or the units a lead covers.
+
+    `added` names a top-level unit this person just added but does not cover (an admin of
+    another unit): only a super-admin can link chats to it.
+    """
+    if auth.superadmin:
+        found = await people.communities(session)
+        if len(found) == 1:
+            return await community_view(session, ctx, auth, place, found[0], page, rights=rights)
+        shown, page, pages = paged(found, page)
+        rows = [
+            [button(label(ctx, "setup", "open_community", name=c.name), f"suc:{c.id}:0")]
+            for c in shown
+        ]
+        rows.append(nav(ctx, "suh", page, pages))
+        return view(
+            "setup/pick_community",
+            place,
+            rows,
+            empty=not found,
+            page=page,
+            pages=pages,
+            rights=rights,
+        )
+    if not auth.is_lead:
+        raise NotAllowed("setup_leads_only")
+    tops = sorted(auth.top_units(), key=lambda u: (u.community_id, u.name, u.id or 0))
+    shown_units, page, pages = paged(tops, page)
+    rows = unit_buttons(ctx, shown_units)
+    rows.append(nav(ctx, "suh", page, pages))
+    for community_id in sorted({u.community_id for u, _ in auth.roles}):
+        community = await session.get(Community, community_id)
+        if community is not None and people.can_add_root(auth, community_id=community_id):
+            add = label(ctx, "setup", "add_top", community=community.name)
+            rows.append([button(add, f"sur:{community_id}")])
+    return view(
+        "setup/pick",
+        place,
+        rows,
+        community="",
+        empty=not tops,
+        page=page,
+        pages=pages,
+        rights=rights,
+        created="",
+        added=added,
+    )
+
+
+async def community_view(
+    session: AsyncSession,
+    ctx: LinliContext,
+    auth: Authority,
+    place: Place,
+    community: Community,
+    page: int,
+    *,
+    rights: Rights | None = None,
+    created: str = "",
+) -> View:
+    """A community's top-level units: only super-admins browse a whole community."""
+    if not auth.superadmin:
+        raise NotAllowed("admins_only", unit=community.name)
+    assert community.id is not None
+    roots = await people.children(session, community_id=community.id, parent_id=None)
+    shown, page, pages = paged(roots, page)
+    rows = unit_buttons(ctx, shown)
+    rows.append(nav(ctx, f"suc:{community.id}", page, pages))
+    rows.append([button(label(ctx, "setup", "add_here"), f"sur:{community.id}")])
+    if len(await people.communities(session)) > 1:
+        rows.append([button(label(ctx, "setup", "back"), "suh:0")])
+    return view(
+        "setup/pick",
+        place,
+        rows,
+        community=community.name,
+        empty=not roots,
+        page=page,
+        pages=pages,
+        rights=rights,
+        created=created,
+        added="",
+    )
+
+
+async def back_of(session: AsyncSession, auth: Authority, unit: Unit) -> str:
+    """One level up, as far as this person may go."""
+    if unit.parent_id is not None:
+        parent = await session.get(Unit, unit.parent_id)
+        if parent is not None and auth.covers(parent):
+            return f"suv:{parent.id}:0"
+    return f"suc:{unit.community_id}:0" if auth.superadmin else "suh:0"
+
+
+async def unit_view(
+    session: AsyncSession,
+    ctx: LinliContext,
+    auth: Authority,
+    place: Place,
+    unit: Unit,
+    page: int,
+    *,
+    added: bool = False,
+) -> View:
+    """One unit, like a folder: its children to open, and linking this chat to it."""
+    people.require(auth, unit)
+    kids = await people.children(session, community_id=unit.community_id, parent_id=unit.id)
+    shown, page, pages = paged(kids, page)
+    own = await people.own_link(session, chat_id=place.chat_id, thread_id=place.thread)
+    rows = unit_buttons(ctx, shown)
+    rows.append(nav(ctx, f"suv:{unit.id}", page, pages))
+    rows.append([button(label(ctx, "setup", "link_here", unit=unit.name), f"sul:{unit.id}")])
+    rows.append([button(label(ctx, "setup", "add_here"), f"sun:{unit.id}")])
+    rows.append([button(label(ctx, "setup", "back"), await back_of(session, auth, unit))])
+    return view(
+        "setup/unit",
+        place,
+        rows,
+        unit=unit.name,
+        kind=kind_label(ctx, unit.kind),
+        names=await people.lineage_names(session, unit),
+        has_children=bool(kids),
+        linked_here=own is not None and own.unit_id == unit.id,
+        page=page,
+        pages=pages,
+        added=added,
+    )
+
+
+async def status_view(
+    session: AsyncSession, ctx: LinliContext, place: Place, link: ChatLink, rights: Rights
+) -> View:
+    unit = await people.get_unit(session, link.unit_id)
+    rows = [[button(label(ctx, "setup", "change"), "suh:0")]]
+    return view(
+        "setup/status",
+        place,
+        rows,
+        unit=unit.name,
+        names=await people.lineage_names(session, unit),
+        inherited=link.thread_id != place.thread,
+        rights=rights,
+    )
+
+
+def kind_view(
+    ctx: LinliContext, auth: Authority, place: Place, community: Community, parent: Unit | None
+) -> View:
+    parent_id = parent.id if parent is not None else 0
+    kinds = [button(kind_label(ctx, k), f"suk:{community.id}:{parent_id}:{k}") for k in KINDS]
+    if parent is not None:
+        back = f"suv:{parent.id}:0"
+    else:
+        back = f"suc:{community.id}:0" if auth.superadmin else "suh:0"
+    rows = [*rows_of(kinds, 2), [button(label(ctx, "setup", "back"), back)]]
+    name = parent.name if parent is not None else community.name
+    return view("setup/pick_kind", place, rows, parent=name, top=parent is None)
+
+
+async def where_to_add(
+    session: AsyncSession, auth: Authority, community_id: int, parent_id: int | None
+) -> tuple[Community, Unit | None]:
+    """Where a new unit would go, if this person may add one there (checked again on save)."""
+    community = await session.get(Community, community_id)
+    if community is None:
+        raise NotFound("community_not_found")
+    if parent_id is None:
+        if not people.can_add_root(auth, community_id=community_id):
+            raise NotAllowed("admins_only", unit=community.name)
+        return community, None
+    parent = await people.get_unit(session, parent_id)
+    if parent.community_id != community_id:
+        raise InvalidInput("stale_button")
+    people.require(auth, parent)
+    return community, parent
+
+
+async def show(
+    update: Update, ctx: LinliContext, shown: View, *, note: str | None = None, unit: str = ""
+) -> None:
+    """Replace the tapped picker with the next step; a repeated tap changes nothing but may
+    say so in a short `note` about `unit`."""
+    query = update.callback_query
+    assert query is not None
+    text = render(ctx, shown.name, **shown.params)
+    try:
+        await query.edit_message_text(text, reply_markup=shown.markup)
+    except BadRequest as exc:
+        if "not modified" not in str(exc).lower():
+            raise
+    await answer(update, ctx, note, unit=unit)
+
+
+# --- /setup and its buttons ------------------------------------------------------------------
+
+
+async def cmd_setup(update: Update, ctx: LinliContext) -> None:
+    if is_private(update):
+        await reply(update, ctx, "setup/private")
+        return
+    place = place_of(update)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        fresh = not await people.communities(session)
+    if fresh and not auth.superadmin:
+        raise NotAllowed("setup_needs_superadmin")
+    if not auth.is_lead:
+        raise NotAllowed("setup_leads_only")
+    rights = await check_rights(ctx, place)
+    async with ctx.svc.db.transaction() as session:
+        await remember_chat(session, ctx, place, rights)
+    if fresh:
+        await prompts.ask(update, ctx, ASK_COMMUNITY, "", "setup/ask_community", rights=rights)
+        return
+    async with ctx.svc.db.transaction(write=False) as session:
+        link = await people.link_for(session, chat_id=place.chat_id, thread_id=place.thread)
+        if link is None:
+            shown = await home_view(session, ctx, auth, place, 0, rights=rights)
+        else:
+            shown = await status_view(session, ctx, place, link, rights)
+    await reply(update, ctx, shown.name, markup=shown.markup, **shown.params)
+
+
+async def btn_home(update: Update, ctx: LinliContext) -> None:
+    (page,) = callback_args(update, "suh", 1)
+    place = place_of(update)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        shown = await home_view(session, ctx, auth, place, as_int(page))
+    await show(update, ctx, shown)
+
+
+async def btn_community(update: Update, ctx: LinliContext) -> None:
+    community_id, page = callback_args(update, "suc", 2)
+    place = place_of(update)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        community = await session.get(Community, as_int(community_id))
+        if community is None:
+            raise NotFound("community_not_found")
+        shown = await community_view(session, ctx, auth, place, community, as_int(page))
+    await show(update, ctx, shown)
+
+
+async def btn_unit(update: Update, ctx: LinliContext) -> None:
+    unit_id, page = callback_args(update, "suv", 2)
+    place = place_of(update)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        unit = await people.get_unit(session, as_int(unit_id))
+        shown = await unit_view(session, ctx, auth, place, unit, as_int(page))
+    await show(update, ctx, shown)
+
+
+async def btn_link(update: Update, ctx: LinliContext) -> None:
+    (unit_id,) = callback_args(update, "sul", 1)
+    place = place_of(update)
+    rights = await check_rights(ctx, place)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        result = await people.link_chat_as(
+            session,
+            auth=auth,
+            chat_id=place.chat_id,
+            thread_id=place.thread,
+            unit_id=as_int(unit_id),
+            title=place.title,
+            now=ctx.now(),
+        )
+        await remember_chat(session, ctx, place, rights)
+        names = await people.lineage_names(session, result.unit)
+    previous = result.previous.name if result.previous is not None else ""
+    shown = view(
+        "setup/linked",
+        place,
+        [],
+        unit=result.unit.name,
+        names=names,
+        previous=previous,
+        rights=rights,
+    )
+    note = None if result.changed else "setup/already_linked"
+    await show(update, ctx, shown, note=note, unit=result.unit.name)
+
+
+async def btn_add(update: Update, ctx: LinliContext) -> None:
+    (unit_id,) = callback_args(update, "sun", 1)
+    place = place_of(update)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        unit = await people.get_unit(session, as_int(unit_id))
+        community, parent = await where_to_add(session, auth, unit.community_id, unit.id)
+    await show(update, ctx, kind_view(ctx, auth, place, community, parent))
+
+
+async def btn_add_root(update: Update, ctx: LinliContext) -> None:
+    (community_id,) = callback_args(update, "sur", 1)
+    place = place_of(update)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        community, parent = await where_to_add(session, auth, as_int(community_id), None)
+    await show(update, ctx, kind_view(ctx, auth, place, community, parent))
+
+
+async def btn_kind(update: Update, ctx: LinliContext) -> None:
+    community_id, parent_id, kind = callback_args(update, "suk", 3)
+    if kind not in UnitKind.__members__:
+        raise InvalidInput("stale_button")
+    parent = as_int(parent_id) or None
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        community, under = await where_to_add(session, auth, as_int(community_id), parent)
+    where = under.name if under is not None else community.name
+    payload = f"{community.id}:{parent or 0}:{kind}"
+    kind_name = kind_label(ctx, kind)
+    await prompts.ask(
+        update, ctx, ASK_UNIT, payload, "setup/ask_unit_name", what=kind_name, parent=where
+    )
+    await answer(update, ctx)
+
+
+async def ask_again(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    """A name that was refused (empty, too long, taken) may simply be typed again."""
+    async with ctx.svc.db.transaction() as session:
+        await people.set_prompt(
+            session,
+            person_id=prompt.person_id,
+            chat_id=prompt.chat_id,
+            kind=prompt.kind,
+            payload=prompt.payload,
+            now=ctx.now(),
+        )
+
+
+@prompts.answers(ASK_COMMUNITY)
+async def on_community_name(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    if not ctx.is_superadmin(user_id(update)):
+        raise NotAllowed("setup_needs_superadmin")
+    message = update.effective_message
+    assert message is not None
+    place = place_of(update)
+    try:
+        async with ctx.svc.db.transaction() as session:
+            community = await people.create_community(
+                session,
+                name=message.text or "",
+                timezone=ctx.svc.settings.timezone,
+                language="zh",
+                now=ctx.now(),
+            )
+            auth = await load_auth(session, ctx, update)
+            shown = await community_view(
+                session, ctx, auth, place, community, 0, created=community.name
+            )
+    except (InvalidInput, Conflict):
+        await ask_again(update, ctx, prompt)
+        raise
+    await reply(update, ctx, shown.name, markup=shown.markup, **shown.params)
+
+
+@prompts.answers(ASK_UNIT)
+async def on_unit_name(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    parts = prompt.payload.split(":")
+    if len(parts) != 3:
+        raise InvalidInput("stale_button")
+    community_id, parent_id, kind = as_int(parts[0]), as_int(parts[1]), parts[2]
+    message = update.effective_message
+    assert message is not None
+    place = place_of(update)
+    try:
+        async with ctx.svc.db.transaction() as session:
+            auth = await load_auth(session, ctx, update)
+            unit = await people.add_unit(
+                session,
+                auth=auth,
+                community_id=community_id,
+                parent_id=parent_id or None,
+                kind=kind,
+                name=message.text or "",
+                now=ctx.now(),
+            )
+            if auth.covers(unit):
+                shown = await unit_view(session, ctx, auth, place, unit, 0, added=True)
+            else:
+                shown = await home_view(session, ctx, auth, place, 0, added=unit.name)
+    except (InvalidInput, Conflict) as exc:
+        if exc.key != "stale_button":
+            await ask_again(update, ctx, prompt)
+        raise
+    await reply(update, ctx, shown.name, markup=shown.markup, **shown.params)
+
+
+# --- /unlink -----------------------------------------------------------------------------------
+
+
+async def cmd_unlink(update: Update, ctx: LinliContext) -> None:
+    if is_private(update):
+        await reply(update, ctx, "setup/private")
+        return
+    place = place_of(update)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        if not auth.is_lead:
+            raise NotAllowed("setup_leads_only")
+        link = await people.own_link(session, chat_id=place.chat_id, thread_id=place.thread)
+        if link is None:
+            raise NotFound("chat_not_linked")
+        unit = await people.get_unit(session, link.unit_id)
+        people.require(auth, unit)
+        names = await people.lineage_names(session, unit)
+    rows = [
+        [
+            button(label(ctx, "setup", "unlink_yes"), f"suy:{unit.id}"),
+            button(label(ctx, "setup", "unlink_no"), f"suq:{unit.id}"),
+        ]
+    ]
+    shown = view("setup/unlink_confirm", place, rows, unit=unit.name, names=names)
+    await reply(update, ctx, shown.name, markup=shown.markup, **shown.params)
+
+
+async def btn_unlink(update: Update, ctx: LinliContext) -> None:
+    (unit_id,) = callback_args(update, "suy", 1)
+    place = place_of(update)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        unit = await people.get_unit(session, as_int(unit_id))
+        removed = await people.unlink_chat_as(
+            session, auth=auth, chat_id=place.chat_id, thread_id=place.thread, unit_id=unit.id or 0
+        )
+    note = None if removed is not None else "setup/already_unlinked"
+    await show(update, ctx, view("setup/unlinked", place, [], unit=unit.name), note=note)
+
+
+async def btn_keep(update: Update, ctx: LinliContext) -> None:
+    (unit_id,) = callback_args(update, "suq", 1)
+    place = place_of(update)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        unit = await people.get_unit(session, as_int(unit_id))
+        people.require(auth, unit)
+    await show(update, ctx, view("setup/unlink_kept", place, [], unit=unit.name))
+
+
+# --- the bot's own membership, and groups becoming supergroups ---------------------------------
+
+
+def is_in(member: ChatMember) -> bool:
+    return status_of(member) in (BotStatus.member, BotStatus.administrator)
+
+
+async def on_my_chat_member(update: Update, ctx: LinliContext) -> None:
+    """Added, promoted, removed: remember it; links are never dropped, so a return resumes."""
+    change = update.my_chat_member
+    if change is None or change.chat.type == ChatType.PRIVATE:
+        return
+    chat, old, new = change.chat, change.old_chat_member, change.new_chat_member
+    async with ctx.svc.db.transaction() as session:
+        await people.record_chat(
+            session,
+            chat_id=chat.id,
+            type=chat.type,
+            title=chat.title or "",
+            is_forum=bool(chat.is_forum),
+            bot_status=status_of(new),
+            now=ctx.now(),
+        )
+        links = await people.links_of_chat(session, chat_id=chat.id)
+    if is_in(old) or not is_in(new):
+        return
+    # ctx.lang is the language of whoever added the bot: the group's own language.
+    rights = rights_of(new, forum=bool(chat.is_forum))
+    units = list(dict.fromkeys(unit.name for _, unit in links))
+    name = "setup/welcome_back" if units else "setup/greeting"
+    try:
+        await ctx.bot.send_message(chat.id, render(ctx, name, units=units, rights=rights))
+    except TelegramError as exc:
+        log.warning("could not greet chat %s: %s", chat.id, exc)
+
+
+async def on_migrate(update: Update, ctx: LinliContext) -> None:
+    """Telegram reports an upgrade in both the old group and the new supergroup, maybe twice."""
+    message = update.effective_message
+    if message is None:
+        return
+    if message.migrate_to_chat_id:
+        old, new = message.chat.id, message.migrate_to_chat_id
+    elif message.migrate_from_chat_id:
+        old, new = message.migrate_from_chat_id, message.chat.id
+    else:
+        return
+    async with ctx.svc.db.transaction() as session:
+        moved = await people.migrate_chat(session, old_chat_id=old, new_chat_id=new, now=ctx.now())
+    log.info("chat %s became %s; %d link(s) moved", old, new, moved)
 
 
 def register(app: LinliApp) -> None:
-    return None
+    app.add_handler(CommandHandler("setup", cmd_setup))
+    app.add_handler(CommandHandler("unlink", cmd_unlink))
+    buttons = {
+        "suh": btn_home,
+        "suc": btn_community,
+        "suv": btn_unit,
+        "sul": btn_link,
+        "sun": btn_add,
+        "sur": btn_add_root,
+        "suk": btn_kind,
+        "suy": btn_unlink,
+        "suq": btn_keep,
+    }
+    for prefix, callback in buttons.items():
+        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    app.add_handler(ChatMemberHandler(on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER))
+    app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, on_migrate))

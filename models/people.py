@@ -910,3 +910,240 @@ async def take_prompt(
 async def has_prompt(session: AsyncSession, *, person_id: int, chat_id: int) -> bool:
     query = select(Prompt.id).where(Prompt.person_id == person_id, Prompt.chat_id == chat_id)
     return (await session.exec(query)).first() is not None
+
+
+# --- joining: decisions from buttons, codes for door notices -----------------------------
+
+
+async def decide_pending_join(
+    session: AsyncSession,
+    *,
+    auth: Authority,
+    resident_id: int,
+    household_id: int,
+    approve: bool,
+    now: datetime,
+) -> tuple[Membership, bool]:
+    """Decide the request a lead's message shows; returns (membership, changed).
+
+    The row is locked first so two leads tapping at once cannot both decide it. A request that
+    was already decided is returned unchanged, so the caller can say who decided it. If the
+    person has since asked for another flat, the old message's buttons no longer apply.
+    """
+    await session.exec(select(Resident).where(Resident.id == resident_id).with_for_update())
+    membership = await get_membership(session, resident_id)
+    require(auth, membership.unit)
+    if membership.household.id != household_id:
+        raise Conflict("join_replaced")
+    if membership.resident.status != ResidentStatus.pending:
+        return membership, False
+    return await decide_join(
+        session, auth=auth, resident_id=resident_id, approve=approve, now=now
+    ), True
+
+
+async def households_covered(
+    session: AsyncSession, *, auth: Authority
+) -> list[tuple[Household, Unit]]:
+    """Every household (with its building) in the units this person covers."""
+    query = select(Household, Unit).join(Unit, col(Unit.id) == col(Household.unit_id))
+    if not auth.superadmin:
+        tops = auth.top_units()
+        if not tops:
+            return []
+        within = col(Unit.path).startswith(tops[0].path)
+        for top in tops[1:]:
+            within = within | col(Unit.path).startswith(top.path)
+        query = query.where(within)
+    rows = (await session.exec(query)).all()
+    buildings_found = await units_by_id(session, [h.building_id for h, _ in rows])
+    found = [(h, buildings_found[h.building_id]) for h, _ in rows]
+    return sorted(found, key=lambda hb: (hb[1].community_id, hb[1].name, hb[1].id, hb[0].flat))
+
+
+# --- appointing leads and showing who leads what (handlers/leads.py) ----------------------
+
+
+async def get_community(session: AsyncSession, community_id: int) -> Community:
+    community = await session.get(Community, community_id)
+    if community is None:
+        raise NotFound("unit_not_found")
+    return community
+
+
+async def note_person(
+    session: AsyncSession,
+    *,
+    person_id: int,
+    name: str,
+    username: str | None,
+    language_code: str | None,
+    now: datetime,
+) -> Person:
+    """Remember someone Telegram showed us second-hand (the author of a replied-to message).
+
+    A person already known keeps what their own updates told us: second-hand copies may lack
+    fields such as the language.
+    """
+    person = await session.get(Person, person_id)
+    if person is not None:
+        return person
+    return await touch_person(
+        session,
+        person_id=person_id,
+        name=name,
+        username=username,
+        language_code=language_code,
+        now=now,
+    )
+
+
+async def root_units(session: AsyncSession) -> Sequence[Unit]:
+    """The top unit(s) of every community: where a super-admin's pickers start."""
+    query = select(Unit).where(col(Unit.parent_id).is_(None))
+    return (await session.exec(query.order_by(col(Unit.community_id), col(Unit.name)))).all()
+
+
+async def units_with_children(session: AsyncSession, unit_ids: Sequence[int]) -> set[int]:
+    """Which of these units have units below them (a picker opens those, and picks the rest)."""
+    if not unit_ids:
+        return set()
+    query = select(Unit.parent_id).where(col(Unit.parent_id).in_(set(unit_ids))).distinct()
+    return {pid for pid in (await session.exec(query)).all() if pid is not None}
+
+
+async def role_with_unit(session: AsyncSession, role_id: int) -> tuple[Role, Unit, Person] | None:
+    """A role with its unit and holder, or None once it is gone (stepped down, removed)."""
+    row = (
+        await session.exec(
+            select(Role, Unit, Person)
+            .join(Unit, col(Unit.id) == col(Role.unit_id))
+            .join(Person, col(Person.id) == col(Role.person_id))
+            .where(Role.id == role_id)
+        )
+    ).first()
+    return (row[0], row[1], row[2]) if row is not None else None
+
+
+async def led_units_under(
+    session: AsyncSession, unit: Unit, *, limit: int
+) -> tuple[Sequence[Unit], int]:
+    """Units in a unit's subtree that have a lead or admin, in tree order, with their count."""
+    base = select(Unit).where(
+        col(Unit.path).startswith(unit.path),
+        col(Unit.id).in_(select(Role.unit_id).distinct()),
+    )
+    total = (await session.exec(select(func.count()).select_from(base.subquery()))).one()
+    rows = (await session.exec(base.order_by(col(Unit.path)).limit(limit))).all()
+    return rows, int(total)
+
+
+# --- linking chats to units (handlers/setup.py) -------------------------------------------
+
+
+def can_add_root(auth: Authority, *, community_id: int) -> bool:
+    """A new top-level unit reshapes the whole community: super-admins and its admins only."""
+    return auth.superadmin or any(
+        unit.community_id == community_id and role == RoleKind.admin for unit, role in auth.roles
+    )
+
+
+async def add_unit(
+    session: AsyncSession,
+    *,
+    auth: Authority,
+    community_id: int,
+    parent_id: int | None,
+    kind: str,
+    name: str,
+    now: datetime,
+) -> Unit:
+    """Add a unit where this person may: under a unit they cover, or at the top as an admin."""
+    if parent_id is None:
+        community = await session.get(Community, community_id)
+        if community is None:
+            raise NotFound("community_not_found")
+        if not can_add_root(auth, community_id=community_id):
+            raise NotAllowed("admins_only", unit=community.name)
+    else:
+        require(auth, await get_unit(session, parent_id))
+    return await create_unit(
+        session, community_id=community_id, parent_id=parent_id, kind=kind, name=name, now=now
+    )
+
+
+async def own_link(session: AsyncSession, *, chat_id: int, thread_id: int) -> ChatLink | None:
+    """This exact group or topic's link, without falling back to the group's (see link_for)."""
+    query = select(ChatLink).where(ChatLink.chat_id == chat_id, ChatLink.thread_id == thread_id)
+    return (await session.exec(query)).first()
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    link: ChatLink
+    unit: Unit
+    previous: Unit | None  # the unit the chat or topic served before it moved here
+    changed: bool  # False when it already served this unit
+
+
+async def link_chat_as(
+    session: AsyncSession,
+    *,
+    auth: Authority,
+    chat_id: int,
+    thread_id: int,
+    unit_id: int,
+    title: str,
+    now: datetime,
+) -> LinkResult:
+    """Link a group or topic to a unit this person covers; linking it again changes nothing.
+
+    Moving a link away from another unit needs only the new unit: whoever runs the group
+    decides what it serves, and the old unit's leads see the move in their own /setup.
+    """
+    unit = await get_unit(session, unit_id)
+    require(auth, unit)
+    existing = await own_link(session, chat_id=chat_id, thread_id=thread_id)
+    if existing is not None and existing.unit_id == unit_id:
+        return LinkResult(existing, unit, None, False)
+    link, previous_id = await link_chat(
+        session,
+        chat_id=chat_id,
+        thread_id=thread_id,
+        unit_id=unit_id,
+        title=title,
+        by=auth.person_id,
+        now=now,
+    )
+    previous = await session.get(Unit, previous_id) if previous_id is not None else None
+    return LinkResult(link, unit, previous, True)
+
+
+async def unlink_chat_as(
+    session: AsyncSession, *, auth: Authority, chat_id: int, thread_id: int, unit_id: int
+) -> ChatLink | None:
+    """Remove the link of this group or topic to `unit_id`; None when it is already gone.
+
+    The unit comes from the confirmation the person saw: if the link has moved to another
+    unit since, that confirmation no longer applies.
+    """
+    require(auth, await get_unit(session, unit_id))
+    link = await own_link(session, chat_id=chat_id, thread_id=thread_id)
+    if link is None:
+        return None
+    if link.unit_id != unit_id:
+        raise Conflict("link_changed")
+    await session.delete(link)
+    await session.flush()
+    return link
+
+
+async def links_of_chat(session: AsyncSession, *, chat_id: int) -> list[tuple[ChatLink, Unit]]:
+    """Every link of a group (the group itself first, then its topics) with the unit served."""
+    rows = await session.exec(
+        select(ChatLink, Unit)
+        .join(Unit, col(Unit.id) == col(ChatLink.unit_id))
+        .where(ChatLink.chat_id == chat_id)
+        .order_by(col(ChatLink.thread_id), col(ChatLink.id))
+    )
+    return [(link, unit) for link, unit in rows.all()]
