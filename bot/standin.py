@@ -266,6 +266,8 @@ class FakeTelegram(BaseRequest):
 
     def set_bot_member(self, chat_id: int, status: str, *, can_pin: bool = True) -> JSON:
         member: JSON = {"status": status, "user": BOT_USER}
+        if status == "kicked":
+            member["until_date"] = 0
         if status == "administrator":
             member.update(
                 can_be_edited=False, is_anonymous=False, can_manage_chat=True,
@@ -655,23 +657,23 @@ class Scene:
         raise LookupError(f"no button {button!r} among {labels}")
 
     async def bot_added(self, chat: JSON, by: JSON, *, status: str = "administrator") -> list[Call]:
-        old = self.tg.bot_status(int(chat["id"]))
-        new = self.tg.set_bot_member(int(chat["id"]), status)
-        return await self.feed({"my_chat_member": self._member_change(chat, by, old, new)})
+        return await self._bot_becomes(chat, by, status)
 
     async def bot_removed(self, chat: JSON, by: JSON, *, status: str = "kicked") -> list[Call]:
-        old = self.tg.bot_status(int(chat["id"]))
-        new = self.tg.set_bot_member(int(chat["id"]), status)
-        return await self.feed({"my_chat_member": self._member_change(chat, by, old, new)})
+        return await self._bot_becomes(chat, by, status)
 
-    def _member_change(self, chat: JSON, by: JSON, old: str, new: JSON) -> JSON:
-        return {
+    async def _bot_becomes(self, chat: JSON, by: JSON, status: str) -> list[Call]:
+        chat_id = int(chat["id"])
+        old = self.tg.members.get((chat_id, BOT_USER["id"]), {"status": "left", "user": BOT_USER})
+        new = self.tg.set_bot_member(chat_id, status)
+        change = {
             "chat": chat,
             "from": by,
             "date": int(self.tg.clock()),
-            "old_chat_member": {"status": old, "user": BOT_USER},
+            "old_chat_member": old,
             "new_chat_member": new,
         }
+        return await self.feed({"my_chat_member": change})
 
     async def migrate(self, chat: JSON, new_id: int, by: JSON) -> tuple[JSON, list[Call]]:
         """The group becomes a supergroup: Telegram tells both the old and the new chat."""

@@ -86,7 +86,10 @@ async def cmd_me(update: Update, ctx: LinliContext) -> None:
         if m.resident.status == people.ResidentStatus.verified
     ]
     markup = keyboard(
-        [[button(label(ctx, "people", "step_down", unit=u.name), f"sd:{r.id}")] for r, u in mine]
+        [
+            [button(label(ctx, "people", "step_down", unit=u.name, kind=r.kind), f"sd:{r.id}")]
+            for r, u in mine
+        ]
         + leave
     )
     params = {

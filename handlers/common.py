@@ -175,12 +175,27 @@ def deep_link(ctx: LinliContext, payload: str) -> str:
     return f"https://t.me/{ctx.bot.username}?start={payload}"
 
 
+async def _reader_language(update: Update, ctx: LinliContext) -> None:
+    """PTB hands the error handler a fresh context, without the language the guard chose."""
+    from handlers.guards import know_person  # the guards import this module
+
+    user = update.effective_user
+    if user is None:
+        return
+    try:
+        await know_person(update, ctx)
+    except Exception:  # the database may be what failed; Telegram's language will do
+        code = user.language_code or ""
+        ctx.lang = "zh" if code.lower().startswith("zh") else "en"
+
+
 async def on_error(update: object, ctx: LinliContext) -> None:
     """The one error handler: refusals are explained, anything else is logged with a reference."""
     error = ctx.error
     if not isinstance(update, Update):
         log.error("error outside an update", exc_info=error)
         return
+    await _reader_language(update, ctx)
     if isinstance(error, DomainError):
         name, params = f"errors/{error.key}", error.params
     else:

@@ -76,10 +76,10 @@ async def check(update: Update, ctx: LinliContext) -> None:
         return
     if update.my_chat_member is None and guard.flooding(user.id, time.monotonic()):
         raise ApplicationHandlerStop
-    await _know_person(update, ctx)
+    await know_person(update, ctx)
 
 
-async def _know_person(update: Update, ctx: LinliContext) -> None:
+async def know_person(update: Update, ctx: LinliContext) -> None:
     """Know the person and their language: from memory when Telegram's view of them is
     unchanged, else from the database (written only when something changed)."""
     user = update.effective_user

@@ -41,14 +41,12 @@ async def ask(
             payload=payload,
             now=ctx.now(),
         )
+    # A selective forced reply only reaches the person whose message it answers.
     markup = None if is_private(update) else ForceReply(selective=True)
     message = update.effective_message
     assert message is not None
-    await ctx.bot.send_message(
-        chat.id,
-        render(ctx, name, **params),
-        reply_markup=markup,
-        message_thread_id=message.message_thread_id if message.is_topic_message else None,
+    await message.reply_text(
+        render(ctx, name, **params), reply_markup=markup, do_quote=not is_private(update)
     )
 
 

@@ -535,7 +535,7 @@ class _YamlReader:
         if fields is None:
             return self.b.community("", line)
         text = self.required(fields, "name", line, "community")
-        name = self.b.checked(line, _community_name, text) if text is not None else None
+        name = self.b.checked(fields["name"].line, _community_name, text) if text else None
         draft = self.b.community(name or "", line)
         if (tz := self.optional(fields, "timezone", "community")) is not None:
             draft.timezone = self.b.checked(tz[1], _timezone, tz[0])

@@ -579,12 +579,19 @@ async def grant_role(
 
 
 async def revoke_role(session: AsyncSession, *, auth: Authority, role_id: int) -> Role:
-    """Step down (your own role) or remove someone's role in a unit you cover."""
+    """Step down (your own role), or remove someone's role from above.
+
+    Co-leads of one unit cannot remove each other: only a role on a unit above (of the
+    right kind) or a super-admin can.
+    """
     role = await session.get(Role, role_id)
     if role is None:
         raise NotFound("role_not_found")
     if role.person_id != auth.person_id:
-        require(auth, await get_unit(session, role.unit_id), kind=role.kind)
+        unit = await get_unit(session, role.unit_id)
+        parent = await get_unit(session, unit.parent_id) if unit.parent_id else None
+        if not auth.superadmin and (parent is None or not auth.covers(parent, kind=role.kind)):
+            raise NotAllowed("not_your_unit", unit=unit.name)
     await session.delete(role)
     await session.flush()
     return role
@@ -636,7 +643,7 @@ def new_code() -> str:
 
 
 def normalise_code(text: str) -> str:
-    return "".join(ch for ch in text.upper() if ch.isalnum())
+    return "".join(ch for ch in text.upper() if ch.isascii() and ch.isalnum())
 
 
 async def add_household(
@@ -967,7 +974,7 @@ async def households_covered(
 async def get_community(session: AsyncSession, community_id: int) -> Community:
     community = await session.get(Community, community_id)
     if community is None:
-        raise NotFound("unit_not_found")
+        raise NotFound("community_not_found")
     return community
 
 

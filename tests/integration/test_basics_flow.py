@@ -69,3 +69,10 @@ async def test_command_menu_is_published_per_language(
     en = telegram.commands[("all_group_chats", "en")]
     assert "join" in zh and "pending" not in zh
     assert any(c["command"] == "me" and "household" in c["description"] for c in en)
+
+
+async def test_refusals_speak_the_readers_language(scene: Scene) -> None:
+    user = scene.person(17, "Sam", lang="en")
+    (picker,) = messages(await scene.say(user, scene.private(user), "/lang"))
+    (alert,) = alerts(await scene.press(user, picker, "lang:zz"))
+    assert "no longer valid" in alert
