@@ -827,19 +827,22 @@ async def pending_requests(
     """Requests waiting for a decision in the units this person covers, oldest first."""
     rows = (
         await session.exec(
-            select(Resident, Person)
+            select(Resident, Person, Household, Community)
             .join(Person, col(Person.id) == col(Resident.person_id))
+            .join(Household, col(Household.id) == col(Resident.household_id))
+            .join(Community, col(Community.id) == col(Resident.community_id))
             .where(Resident.status == ResidentStatus.pending)
             .order_by(col(Resident.requested_at), col(Resident.id))
         )
     ).all()
-    out: list[tuple[Membership, Person]] = []
-    for resident, person in rows:
-        assert resident.id is not None
-        membership = await get_membership(session, resident.id)
-        if auth.covers(membership.unit):
-            out.append((membership, person))
-    return out
+    units = await units_by_id(
+        session, [h.building_id for _, _, h, _ in rows] + [h.unit_id for _, _, h, _ in rows]
+    )
+    return [
+        (Membership(r, h, units[h.building_id], units[h.unit_id], c), p)
+        for r, p, h, c in rows
+        if auth.covers(units[h.unit_id])
+    ]
 
 
 async def leave(
