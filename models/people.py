@@ -812,6 +812,9 @@ async def decide_join(
     membership = await get_membership(session, resident_id)
     require(auth, membership.unit)
     resident = membership.resident
+    if resident.person_id == auth.person_id and not auth.superadmin:
+        # A lead moving into their own area is vouched for by someone else.
+        raise NotAllowed("own_request")
     if resident.status != ResidentStatus.pending:
         raise Conflict("already_decided", status=resident.status)
     resident.status = ResidentStatus.verified if approve else ResidentStatus.rejected

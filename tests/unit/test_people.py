@@ -124,3 +124,22 @@ def test_area_is_exact_hundredths() -> None:
     for bad in ("-3", "0", "12.345", "abc", "NaN"):
         with pytest.raises(InvalidInput):
             people.parse_area(bad)
+
+
+async def test_a_lead_cannot_approve_their_own_request(db: Database) -> None:
+    ids = await _tree(db)
+    boss = people.Authority(person_id=0, superadmin=True)
+    async with db.transaction() as s:
+        await people.grant_role(s, auth=boss, unit_id=ids["b3"], person_id=1, kind="lead", now=NOW)
+        resident, _ = await people.request_join(
+            s, person_id=1, household_id=ids["household"], now=NOW
+        )
+    async with db.transaction() as s:
+        auth = await people.authority(s, person_id=1, superadmin=False)
+        with pytest.raises(NotAllowed):
+            await people.decide_join(
+                s, auth=auth, resident_id=resident.id or 0, approve=True, now=NOW
+            )
+    async with db.transaction(write=False) as s:
+        (m,) = await people.memberships(s, person_id=1)
+        assert m.resident.status == "pending"
