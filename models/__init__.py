@@ -1,5 +1,5 @@
 """The neighbourhood itself: tables and the rules on them. Never imports telegram."""
 
-from models import people
+from models import outbox, people
 
-__all__ = ["people"]
+__all__ = ["outbox", "people"]

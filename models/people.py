@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
@@ -57,6 +57,9 @@ class Community(SQLModel, table=True):
     name: str = Field(max_length=120, unique=True)
     timezone: str = Field(default="Asia/Shanghai", max_length=64)
     language: str = Field(default="zh", max_length=8)
+    # Non-urgent messages the bot sends on its own wait until morning (local time).
+    quiet_from: time = time(22, 0)
+    quiet_until: time = time(8, 0)
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
