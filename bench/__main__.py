@@ -6,7 +6,8 @@ import asyncio
 import logging
 import os
 
-from bench import updates
+from bench import delivery, updates
+from bench import points as points_bench
 
 
 def main() -> None:
@@ -15,6 +16,8 @@ def main() -> None:
         "LINLI_TEST_DATABASE_URL"
     )
     asyncio.run(updates.main(postgres))
+    asyncio.run(delivery.main(postgres))
+    asyncio.run(points_bench.main(postgres))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from telegram.constants import ParseMode
@@ -11,6 +11,7 @@ from telegram.ext import ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest
 
 import handlers
+from bot import delivery
 from bot.config import Settings
 from bot.context import BotData, LinliApp, LinliContext, Services
 from bot.db import Database
@@ -27,11 +28,14 @@ def build_application(
     request: BaseRequest | None = None,
     db: Database | None = None,
     clock: Callable[[], datetime] = utcnow,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    delivery_limits: delivery.Limits | None = None,
 ) -> LinliApp:
     """The one place production, tests and the sandbox assemble the bot.
 
     With `request` (the offline stand-in) no network is touched and no updater is built:
-    updates are fed with `process_update`.
+    updates are fed with `process_update`. `sleep` (one that advances `clock`) lets the
+    delivery engine keep Telegram's pace in simulated time; `delivery_limits` changes that pace.
     """
     token = settings.bot_token.get_secret_value() if settings.bot_token else SANDBOX_TOKEN
     api = settings.bot_api_url
@@ -55,14 +59,18 @@ def build_application(
         clock=clock,
     )
     handlers.register(app)
+    delivery.install(app, sleep=sleep, limits=delivery_limits)
     return app
 
 
 async def on_startup(app: LinliApp) -> None:
     """Runs once the bot is initialised (run_polling/run_webhook; the sandbox calls it itself)."""
     await handlers.publish_commands(app)
+    delivery.start_sender(app)
+    delivery.schedule_rhythms(app)
     log.info("Linli is up as @%s", app.bot.username)
 
 
 async def on_shutdown(app: LinliApp) -> None:
+    await delivery.stop_sender(app)
     await app.bot_data.services.db.dispose()

@@ -17,13 +17,15 @@ from typing import Any, TextIO, TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot import delivery
 from bot.app import build_application, on_startup
 from bot.config import Settings
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import BOT_USER, JSON, Call, FakeTelegram, Scene, visible
-from models import people
+from models import people, points, rewards
 from models.base import utcnow
 from models.importer import import_file
 from models.people import Authority, Household, RoleKind, Unit
@@ -181,6 +183,8 @@ async def seed(db: Database, *, now: datetime) -> bool:
                     now=now,
                     verified_by_code=True,
                 )
+                await points.welcome(session, community_id=community.id, person_id=who.id, now=now)
+        await _stock_the_bank(session, community_id=community.id, now=now)
         for chat_id, kind, title, forum in (
             (GROUP_ID, "group", GROUP_TITLE, False),
             (FORUM_ID, "supergroup", FORUM_TITLE, True),
@@ -209,6 +213,37 @@ async def seed(db: Database, *, now: datetime) -> bool:
                 now=now,
             )
     return True
+
+
+async def _stock_the_bank(session: AsyncSession, *, community_id: int, now: datetime) -> None:
+    """Points to spend and rewards to spend them on, so redemption can be tried at once."""
+    await points.post(
+        session,
+        community_id=community_id,
+        person_id=10003,
+        amount=40,
+        key="sandbox:award:10003",
+        reason="楼道清理志愿服务",
+        kind=points.Kind.award,
+        by=10002,
+        now=now,
+    )
+    superadmin = Authority(person_id=ADMIN_ID, superadmin=True)
+    for name_zh, name_en, cost, stock in (
+        ("社区食堂午餐券", "Canteen lunch voucher", 30, 20),
+        ("理发一次", "A haircut", 50, None),
+    ):
+        await rewards.add_reward(
+            session,
+            auth=superadmin,
+            community_id=community_id,
+            name_zh=name_zh,
+            name_en=name_en,
+            cost=cost,
+            stock=stock,
+            merchant_id=10005,
+            now=now,
+        )
 
 
 def _id(unit: Unit) -> int:
@@ -635,6 +670,8 @@ async def converse(console: Console, stdin: TextIO, out: Callable[[str], None]) 
             out(f"> {line}")
         try:
             carry_on = await console.handle(line)
+            # What the bot says on its own (approvals, notices) goes out before the next line.
+            await delivery.drain(console.app)
         except Exception as exc:
             out(f"(sandbox error: {type(exc).__name__}: {exc})")
             carry_on = True
@@ -728,4 +765,5 @@ async def play(settings: Settings, db: Database, stdin: TextIO, out: Callable[[s
             out("Type :help for what you can do, :people and :chats for who and where.")
             await converse(console, stdin, out)
         finally:
+            await delivery.stop_sender(app)
             await app.stop()

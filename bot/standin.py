@@ -11,7 +11,9 @@ from __future__ import annotations
 import html
 import itertools
 import json
+import math
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -34,6 +36,67 @@ _ALLOWED_TAGS = {
 }  # fmt: skip
 _TEXT_LIMIT = 4096
 _CAPTION_LIMIT = 1024
+
+
+_SEND_METHODS = frozenset({"sendMessage", "sendPhoto", "sendDocument"})
+
+
+@dataclass(frozen=True)
+class TelegramLimits:
+    """Telegram's flood limits for messages a bot sends, as the stand-in enforces them."""
+
+    per_second: int = 30
+    chat_interval: float = 1.0
+    group_per_minute: int = 20
+
+
+class _Flood:
+    """Telegram's flood control in miniature: over a limit, a send is answered with 429."""
+
+    _SLACK = 1e-6  # float noise between the sender's arithmetic and ours
+
+    def __init__(self, limits: TelegramLimits) -> None:
+        self.limits = limits
+        self.recent: deque[float] = deque()
+        self.chat_last: dict[int, float] = {}
+        self.group_recent: dict[int, deque[float]] = {}
+        self.checked = 0
+
+    def retry_after(self, chat_id: int, now: float) -> int | None:
+        """Seconds to wait if this send is over a limit, else None (and the send is counted)."""
+        limits, slack = self.limits, self._SLACK
+        while self.recent and self.recent[0] <= now - 1.0 + slack:
+            self.recent.popleft()
+        waits: list[float] = []
+        if len(self.recent) >= limits.per_second:
+            waits.append(self.recent[0] + 1.0 - now)
+        last = self.chat_last.get(chat_id)
+        if last is not None and now - last < limits.chat_interval - slack:
+            waits.append(last + limits.chat_interval - now)
+        window = self.group_recent.get(chat_id)
+        if window is not None:
+            while window and window[0] <= now - 60.0 + slack:
+                window.popleft()
+            if len(window) >= limits.group_per_minute:
+                waits.append(window[0] + 60.0 - now)
+        if waits:
+            return max(1, math.ceil(max(waits)))
+        self.recent.append(now)
+        self.chat_last[chat_id] = now
+        if chat_id < 0:
+            self.group_recent.setdefault(chat_id, deque()).append(now)
+        self.checked += 1
+        if self.checked % 1000 == 0:
+            self._prune(now)
+        return None
+
+    def _prune(self, now: float) -> None:
+        for chat_id in [
+            c for c, t in self.chat_last.items() if t <= now - self.limits.chat_interval
+        ]:
+            del self.chat_last[chat_id]
+        for chat_id in [c for c, w in self.group_recent.items() if not w or w[-1] <= now - 60.0]:
+            del self.group_recent[chat_id]
 
 
 class ApiError(Exception):
@@ -143,8 +206,23 @@ def alerts(calls: list[Call]) -> list[str]:
 class FakeTelegram(BaseRequest):
     """The Bot API, offline. State is public so tests and the sandbox can look at it."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        limits: TelegramLimits | None = None,
+        transcript: bool = True,
+    ) -> None:
+        """`limits`: answer 429 with retry_after when the bot sends faster than Telegram allows
+        (opt-in, timed by `clock`). `transcript=False` keeps counts only, not every call and
+        message (benchmarks sending tens of thousands)."""
         self.clock = clock
+        self.transcript = transcript
+        self.flood = _Flood(limits) if limits is not None else None
+        self.too_many = 0  # sends refused by the flood limits
+        self.delivered: Counter[int] = Counter()  # messages delivered, per chat
+        self.first_delivery: float | None = None
+        self.last_delivery: float | None = None
         self.calls: list[Call] = []
         self.chats: dict[int, JSON] = {BOT_USER["id"]: {"id": BOT_USER["id"], "type": "private"}}
         self.members: dict[tuple[int, int], JSON] = {}
@@ -188,7 +266,8 @@ class FakeTelegram(BaseRequest):
                     content if isinstance(content, bytes) else bytes(str(content), "utf-8")
                 )
         call = Call(api_method, params, files=files)
-        self.calls.append(call)
+        if self.transcript:
+            self.calls.append(call)
         failure = self._take_failure(api_method, params)
         if failure is not None:
             if failure.timeout:
@@ -200,10 +279,24 @@ class FakeTelegram(BaseRequest):
         handler = getattr(self, f"_api_{api_method}", None)
         if handler is None:
             raise NotImplementedError(f"the stand-in does not answer {api_method}")
+        if self.flood is not None and api_method in _SEND_METHODS and "chat_id" in params:
+            wait = self.flood.retry_after(int(params["chat_id"]), self.clock())
+            if wait is not None:
+                self.too_many += 1
+                return self._error(
+                    call,
+                    ApiError(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait}),
+                )
         try:
             call.result = handler(params)
         except ApiError as exc:
             return self._error(call, exc)
+        if api_method in _SEND_METHODS:
+            chat_id = int(params["chat_id"])
+            self.delivered[chat_id] += 1
+            now = self.clock()
+            self.first_delivery = now if self.first_delivery is None else self.first_delivery
+            self.last_delivery = now
         return 200, json.dumps({"ok": True, "result": call.result}).encode()
 
     @staticmethod
@@ -283,10 +376,19 @@ class FakeTelegram(BaseRequest):
         return str(self.members.get((chat_id, BOT_USER["id"]), {}).get("status", "left"))
 
     def store_message(self, message: JSON) -> JSON:
+        if not self.transcript:
+            return message
         self.messages.setdefault(int(message["chat"]["id"]), {})[int(message["message_id"])] = (
             message
         )
         return message
+
+    def reserve(self, chat_ids: list[int]) -> None:
+        """Create the per-chat bookkeeping up front, so that a benchmark tracing memory counts
+        the bot's allocations, not the stand-in's."""
+        for chat_id in chat_ids:
+            self.delivered.setdefault(chat_id, 0)
+            self._message_ids.setdefault(chat_id, itertools.count(1))
 
     def next_message_id(self, chat_id: int) -> int:
         counter = self._message_ids.setdefault(chat_id, itertools.count(1))

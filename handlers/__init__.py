@@ -6,7 +6,7 @@ from telegram import Update
 from telegram.ext import TypeHandler
 
 from bot.context import LinliApp
-from handlers import basics, guards, join, leads, prompts, setup
+from handlers import announce, basics, guards, join, leads, points, prompts, rewards, setup
 from handlers.common import on_error
 from handlers.menu import publish_commands
 
@@ -20,6 +20,9 @@ def register(app: LinliApp) -> None:
     join.register(app)  # before basics: it claims /start join-… deep links
     setup.register(app)
     leads.register(app)
+    announce.register(app)
+    rewards.register(app)  # before basics: it claims /start v-… (a scanned QR) and rewards links
+    points.register(app)  # before basics: it claims /start points|award|deduct|rules
     basics.register(app)
     prompts.register(app)
     app.add_error_handler(on_error)

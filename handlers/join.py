@@ -38,7 +38,7 @@ from handlers.common import (
     user_id,
 )
 from handlers.prompts import answers, ask
-from models import people
+from models import people, points
 from models.errors import InvalidInput, NotAllowed, NotFound
 from models.people import Authority, Community, Household, Membership, Person, Unit
 
@@ -426,6 +426,13 @@ async def _join_by_code(update: Update, ctx: LinliContext, text: str) -> None:
             )
             assert resident.id is not None
             membership = await people.get_membership(session, resident.id)
+            if changed:
+                await points.welcome(
+                    session,
+                    community_id=resident.community_id,
+                    person_id=resident.person_id,
+                    now=ctx.now(),
+                )
     except NotFound as exc:
         if exc.key != "bad_household_code":
             raise
@@ -471,6 +478,13 @@ async def _decide(update: Update, ctx: LinliContext, rid: str, hid: str, approve
             now=ctx.now(),
         )
         resident = membership.resident
+        if changed and resident.status == people.ResidentStatus.verified:
+            await points.welcome(
+                session,
+                community_id=resident.community_id,
+                person_id=resident.person_id,
+                now=ctx.now(),
+            )
         requester = await people.get_person(session, resident.person_id)
         decider = (
             await people.get_person(session, resident.decided_by)

@@ -29,6 +29,17 @@ COMMANDS = (
     Command("codes", "lead", "private"),
     Command("setup", "lead", "group"),
     Command("unlink", "lead", "group"),
+    Command("announce", "lead", "any"),
+    Command("announcements", "lead", "any"),
+    Command("rewards", "resident", "any"),
+    Command("verify", "resident", "any"),
+    Command("reward", "lead", "any"),
+    Command("points", "resident", "any"),
+    Command("top", "resident", "any"),
+    Command("award", "lead", "any"),
+    Command("deduct", "lead", "any"),
+    Command("export", "admin", "private"),
+    Command("rules", "admin", "any"),
 )
 
 

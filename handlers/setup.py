@@ -38,7 +38,7 @@ from handlers.common import (
     thread_of,
     user_id,
 )
-from models import people
+from models import outbox, people
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import Authority, BotStatus, ChatLink, Community, Unit, UnitKind
 
@@ -679,7 +679,8 @@ async def on_migrate(update: Update, ctx: LinliContext) -> None:
         return
     async with ctx.svc.db.transaction() as session:
         moved = await people.migrate_chat(session, old_chat_id=old, new_chat_id=new, now=ctx.now())
-    log.info("chat %s became %s; %d link(s) moved", old, new, moved)
+        queued = await outbox.retarget(session, old_chat_id=old, new_chat_id=new)
+    log.info("chat %s became %s; %d link(s) and %d delivery(ies) moved", old, new, moved, queued)
 
 
 def register(app: LinliApp) -> None:

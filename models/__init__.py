@@ -1,5 +1,8 @@
-"""The neighbourhood itself: tables and the rules on them. Never imports telegram."""
+"""The neighbourhood itself: tables and the rules on them. Never imports telegram.
 
-from models import outbox, people
+Importing the package registers every table on SQLModel.metadata (for the app and Alembic).
+"""
 
-__all__ = ["outbox", "people"]
+from models import announcements, outbox, people, points, rewards
+
+__all__ = ["announcements", "outbox", "people", "points", "rewards"]

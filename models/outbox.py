@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Column, Index, func
+from sqlalchemy import JSON, Column, Index, case, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col, select
@@ -24,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from models.base import TelegramId, UTCDateTime
 from models.people import ChatLink, Community, Unit, links_of_units, subtree
 
+RESERVED_CONTEXT = frozenset({"lang", "name"})  # the renderer's own parameters
 LEASE = timedelta(minutes=2)  # a claimed row another process may take over after a crash
 
 
@@ -67,7 +68,8 @@ class Delivery(SQLModel, table=True):
     status: str = Field(default=Status.pending, max_length=10)
     attempts: int = 0
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    message_id: int | None = None
+    message_id: int | None = None  # the first message, when the text went out in parts
+    parts_sent: int = 0  # a long text goes out in parts; a resumed row skips those already sent
     last_error: str | None = Field(default=None, max_length=300)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(sa_type=UTCDateTime)
@@ -97,7 +99,11 @@ async def enqueue(
     """Add a row unless one with this key exists; True when it was added.
 
     Runs inside the caller's transaction, so the row exists exactly when the change does.
+    The context is rendered as `renderer.render(lang, template, **context)`, so `lang` and
+    `name` cannot be context keys.
     """
+    if RESERVED_CONTEXT & context.keys():
+        raise ValueError(f"outbox context keys {sorted(RESERVED_CONTEXT)} are reserved")
     values = {
         "key": key[:160],
         "chat_id": chat_id,
@@ -188,10 +194,27 @@ async def claim_due(session: AsyncSession, *, now: datetime, limit: int) -> list
     return rows
 
 
-async def next_due_at(session: AsyncSession) -> datetime | None:
-    """When the sender next has something to do (None: nothing pending)."""
+async def next_due_at(session: AsyncSession, *, now: datetime | None = None) -> datetime | None:
+    """When the sender next has something to do (None: nothing pending).
+
+    With `now`, rows another sender holds (leased beyond `now`) are left out: they are not
+    this sender's work until the lease runs out, and counting them would make it spin.
+    """
     query = select(func.min(Delivery.due_at)).where(Delivery.status == Status.pending)
+    if now is not None:
+        query = query.where(
+            (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) <= now)
+        )
     return (await session.exec(query)).one()
+
+
+async def _update(session: AsyncSession, where: Any, **values: Any) -> int:
+    """One UPDATE of outbox rows, without loading them (the sender writes after every send)."""
+    statement = (
+        update(Delivery).where(where).values(**values).execution_options(synchronize_session=False)
+    )
+    result = await session.exec(statement)
+    return int(result.rowcount)
 
 
 async def finish(
@@ -202,60 +225,98 @@ async def finish(
     now: datetime,
     message_id: int | None = None,
     error: str | None = None,
+    parts_sent: int | None = None,
 ) -> None:
-    row = await session.get(Delivery, delivery_id)
-    if row is None:
-        return
-    row.status = status
-    row.lease_until = None
-    row.message_id = message_id if message_id is not None else row.message_id
-    row.last_error = error[:300] if error else row.last_error
+    """Record how a row ended."""
+    values: dict[str, Any] = {"status": status, "lease_until": None}
+    if message_id is not None:
+        values["message_id"] = message_id
+    if parts_sent is not None:
+        values["parts_sent"] = parts_sent
+    if error:
+        values["last_error"] = error[:300]
     if status == Status.sent:
-        row.sent_at = now
-    await session.flush()
+        values["sent_at"] = now
+    await _update(session, col(Delivery.id) == delivery_id, **values)
+
+
+async def progress(
+    session: AsyncSession, *, delivery_id: int, parts_sent: int, message_id: int | None
+) -> None:
+    """Some parts of a long text are out: a resumed row sends only the rest."""
+    values: dict[str, Any] = {"parts_sent": parts_sent}
+    if message_id is not None:
+        values["message_id"] = message_id
+    await _update(session, col(Delivery.id) == delivery_id, **values)
+
+
+async def note_error(session: AsyncSession, *, delivery_id: int, error: str) -> None:
+    """Keep a side problem (a pin refused) on a row without changing how it ended."""
+    await _update(session, col(Delivery.id) == delivery_id, last_error=error[:300])
 
 
 async def retry_later(
     session: AsyncSession, *, delivery_id: int, at: datetime, error: str | None = None
 ) -> None:
-    row = await session.get(Delivery, delivery_id)
-    if row is None:
+    """Try again at `at`; the attempt that failed stays counted (backoff, then `failed`)."""
+    values: dict[str, Any] = {"due_at": at, "lease_until": None}
+    if error:
+        values["last_error"] = error[:300]
+    await _update(session, col(Delivery.id) == delivery_id, **values)
+
+
+async def defer(
+    session: AsyncSession, *, delivery_ids: Sequence[int], at: datetime, error: str | None = None
+) -> None:
+    """Hand claimed rows back, due at `at`, without counting an attempt.
+
+    For rows that were not tried at all: the chat's rate limit, quiet hours, the bot pausing
+    for Telegram's flood wait, or the sender stopping.
+    """
+    if not delivery_ids:
         return
-    row.due_at = at
-    row.lease_until = None
-    row.last_error = error[:300] if error else row.last_error
-    await session.flush()
+    attempts = col(Delivery.attempts)
+    values: dict[str, Any] = {
+        "due_at": at,
+        "lease_until": None,
+        "attempts": case((attempts > 0, attempts - 1), else_=0),
+    }
+    if error:
+        values["last_error"] = error[:300]
+    await _update(session, col(Delivery.id).in_(list(delivery_ids)), **values)
 
 
 async def retarget(session: AsyncSession, *, old_chat_id: int, new_chat_id: int) -> int:
-    """A group became a supergroup: pending rows follow it. Returns rows moved."""
-    rows = (
-        await session.exec(
-            select(Delivery).where(
-                Delivery.chat_id == old_chat_id, Delivery.status == Status.pending
-            )
-        )
-    ).all()
-    for row in rows:
-        row.chat_id = new_chat_id
-        row.lease_until = None
-    await session.flush()
-    return len(rows)
+    """A group became a supergroup: pending rows follow it. Returns rows moved.
+
+    Leases are kept: a sender holding one of these rows learns the new id from Telegram itself.
+    """
+    return await _update(
+        session,
+        (col(Delivery.chat_id) == old_chat_id) & (col(Delivery.status) == Status.pending),
+        chat_id=new_chat_id,
+    )
 
 
-async def abandon_chat(session: AsyncSession, *, chat_id: int, now: datetime, reason: str) -> int:
-    """The chat cannot be reached: its other pending rows end as gone too (no retry storm)."""
-    rows = (
-        await session.exec(
-            select(Delivery).where(Delivery.chat_id == chat_id, Delivery.status == Status.pending)
-        )
-    ).all()
-    for row in rows:
-        row.status = Status.gone
-        row.lease_until = None
-        row.last_error = reason[:300]
-    await session.flush()
-    return len(rows)
+async def abandon_chat(
+    session: AsyncSession,
+    *,
+    chat_id: int,
+    now: datetime,
+    reason: str,
+    due_until: datetime | None = None,
+) -> int:
+    """The chat cannot be reached: its other pending rows end as gone too (no retry storm).
+
+    With `due_until`, only rows due by then: a person who has not opened a private chat yet may
+    still do so before a later reminder. Returns rows ended.
+    """
+    where = (col(Delivery.chat_id) == chat_id) & (col(Delivery.status) == Status.pending)
+    if due_until is not None:
+        where = where & (col(Delivery.due_at) <= due_until)
+    return await _update(
+        session, where, status=Status.gone, lease_until=None, last_error=reason[:300]
+    )
 
 
 def after_quiet_hours(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
+import pytest
 from sqlmodel import select
 
 from bot.db import Database
@@ -119,3 +120,98 @@ def test_quiet_hours_wait_for_morning_in_the_communitys_zone() -> None:
         )
         == NOW
     )
+
+
+async def test_defer_hands_rows_back_without_counting_an_attempt(db: Database) -> None:
+    await _add(db, "a")
+    later = NOW + timedelta(minutes=1)
+    async with db.transaction() as s:
+        (row,) = await outbox.claim_due(s, now=NOW, limit=5)
+        assert row.id is not None and row.attempts == 1
+        await outbox.defer(s, delivery_ids=[row.id], at=later)
+    async with db.transaction() as s:
+        assert await outbox.claim_due(s, now=NOW, limit=5) == []
+        (again,) = await outbox.claim_due(s, now=later, limit=5)
+        assert again.attempts == 1 and again.due_at == later  # the deferral did not count
+
+
+async def test_retry_later_keeps_the_attempt_and_the_reason(db: Database) -> None:
+    await _add(db, "a")
+    async with db.transaction() as s:
+        (row,) = await outbox.claim_due(s, now=NOW, limit=5)
+        assert row.id is not None
+        await outbox.retry_later(s, delivery_id=row.id, at=NOW + timedelta(seconds=5),
+                                 error="TimedOut")  # fmt: skip
+    async with db.transaction(write=False) as s:
+        (stored,) = (await s.exec(select(Delivery))).all()
+        assert (stored.attempts, stored.last_error, stored.lease_until) == (1, "TimedOut", None)
+        assert stored.due_at == NOW + timedelta(seconds=5)
+
+
+async def test_next_due_leaves_out_rows_another_sender_holds(db: Database) -> None:
+    await _add(db, "held")
+    await _add(db, "later", due=NOW + timedelta(minutes=10))
+    async with db.transaction() as s:
+        await outbox.claim_due(s, now=NOW, limit=1)
+    async with db.transaction(write=False) as s:
+        assert await outbox.next_due_at(s) == NOW  # any pending row
+        assert await outbox.next_due_at(s, now=NOW) == NOW + timedelta(minutes=10)
+        # once the lease runs out, the held row is due work again
+        assert await outbox.next_due_at(s, now=NOW + outbox.LEASE + timedelta(seconds=1)) == NOW
+
+
+async def test_progress_and_finish_record_the_parts_of_a_long_text(db: Database) -> None:
+    await _add(db, "long")
+    async with db.transaction() as s:
+        (row,) = await outbox.claim_due(s, now=NOW, limit=1)
+        assert row.id is not None
+        await outbox.progress(s, delivery_id=row.id, parts_sent=1, message_id=41)
+        await outbox.finish(s, delivery_id=row.id, status=Status.sent, now=NOW, parts_sent=3)
+        await outbox.note_error(s, delivery_id=row.id, error="pin: not enough rights")
+    async with db.transaction(write=False) as s:
+        (stored,) = (await s.exec(select(Delivery))).all()
+        assert (stored.status, stored.parts_sent, stored.message_id) == (Status.sent, 3, 41)
+        assert stored.sent_at == NOW and stored.last_error == "pin: not enough rights"
+
+
+async def test_abandon_and_retarget_touch_only_that_chats_pending_rows(db: Database) -> None:
+    async with db.transaction() as s:
+        for key, chat, due in (
+            ("a", -1, NOW),
+            ("b", -1, NOW + timedelta(days=1)),
+            ("c", -2, NOW),
+            ("d", 7, NOW),
+            ("e", 7, NOW + timedelta(days=1)),
+        ):
+            await outbox.enqueue(s, key=key, chat_id=chat, template="t", context={},
+                                 due_at=due, now=NOW)  # fmt: skip
+    async with db.transaction() as s:
+        assert await outbox.retarget(s, old_chat_id=-2, new_chat_id=-3) == 1
+        assert await outbox.abandon_chat(s, chat_id=-1, now=NOW, reason="kicked") == 2
+        # a private chat: only what is due now; a later reminder may still find them
+        assert await outbox.abandon_chat(s, chat_id=7, now=NOW, reason="403", due_until=NOW) == 1
+    async with db.transaction(write=False) as s:
+        found = {r.key: r for r in (await s.exec(select(Delivery))).all()}
+    assert {k: found[k].status for k in "abcde"} == {
+        "a": Status.gone, "b": Status.gone, "c": Status.pending, "d": Status.gone,
+        "e": Status.pending,
+    }  # fmt: skip
+    assert found["c"].chat_id == -3 and found["a"].last_error == "kicked"
+
+
+async def test_context_keys_the_renderer_uses_itself_are_refused(db: Database) -> None:
+    async with db.transaction() as s:
+        with pytest.raises(ValueError, match="reserved"):
+            await outbox.enqueue(s, key="x", chat_id=1, template="t", context={"name": "王"},
+                                 due_at=NOW, now=NOW)  # fmt: skip
+
+
+def test_quiet_hours_within_one_day_and_in_another_zone() -> None:
+    # quiet 13:00–14:00 (a nap), Berlin time
+    nap = datetime(2026, 7, 1, 11, 30, tzinfo=UTC)  # 13:30 in Berlin (summer time)
+    assert outbox.after_quiet_hours(
+        nap, zone="Europe/Berlin", quiet_from=time(13), quiet_until=time(14)
+    ) == datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    assert outbox.after_quiet_hours(
+        nap - timedelta(hours=1), zone="Europe/Berlin", quiet_from=time(13), quiet_until=time(14)
+    ) == nap - timedelta(hours=1)

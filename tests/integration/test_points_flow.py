@@ -1,0 +1,510 @@
+"""Points as residents and leads see them: /points, /award, /deduct, /top, /export, /rules."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlmodel import col, select
+
+from bot.db import Database
+from bot.standin import JSON, Call, Scene, alerts, messages
+from models import people, points
+from models.outbox import Delivery
+from models.points import LedgerEntry
+from tests.conftest import NOW
+from tests.integration.conftest import ADMIN_ID, Clock
+
+GROUP_B3 = -700  # the 3号楼 group
+GROUP_GRID = -701  # the 一网格 group
+LEAD, WANG, LI, SAM, ZHOU, OTHER_LEAD = 30, 31, 32, 33, 34, 35
+BOSS = people.Authority(person_id=ADMIN_ID, superadmin=True)
+
+
+@dataclass
+class World:
+    community: int
+    grid1: int
+    b3: int
+    b5: int
+    b9: int
+
+
+async def _world(db: Database) -> World:
+    """幸福里: 一网格 (3号楼, 5号楼) led by 张网格长; 二网格 (9号楼) led by 刘组长.
+
+    王阿姨 lives in 3号楼; 李叔 and Sam share a flat in 5号楼; 周伯 lives in 9号楼.
+    """
+    async with db.transaction() as s:
+        c = await people.create_community(
+            s, name="幸福里", timezone="Asia/Shanghai", language="zh", now=NOW
+        )
+        assert c.id is not None
+
+        async def unit(parent: int | None, kind: str, name: str) -> int:
+            u = await people.create_unit(
+                s, community_id=c.id or 0, parent_id=parent, kind=kind, name=name, now=NOW
+            )
+            return u.id or 0
+
+        grid1 = await unit(None, "grid", "一网格")
+        b3 = await unit(grid1, "building", "3号楼")
+        b5 = await unit(grid1, "building", "5号楼")
+        grid2 = await unit(None, "grid", "二网格")
+        b9 = await unit(grid2, "building", "9号楼")
+        homes = {}
+        for name, building in (("3-2-501", b3), ("5-1-101", b5), ("9-1-1", b9)):
+            h = await people.add_household(
+                s, unit_id=building, flat=name, area_centi_m2=None, now=NOW
+            )
+            homes[name] = h.id or 0
+        for pid, name, lang in (
+            (ADMIN_ID, "Admin", "zh-hans"),
+            (LEAD, "张网格长", "zh-hans"),
+            (WANG, "王阿姨", "zh-hans"),
+            (LI, "李叔", "zh-hans"),
+            (SAM, "Sam", "en"),
+            (ZHOU, "周伯", "zh-hans"),
+            (OTHER_LEAD, "刘组长", "zh-hans"),
+        ):
+            await people.touch_person(
+                s, person_id=pid, name=name, username=None, language_code=lang, now=NOW
+            )
+        for pid, flat in ((WANG, "3-2-501"), (LI, "5-1-101"), (SAM, "5-1-101"), (ZHOU, "9-1-1")):
+            await people.request_join(
+                s, person_id=pid, household_id=homes[flat], now=NOW, verified_by_code=True
+            )
+        await people.grant_role(s, auth=BOSS, unit_id=grid1, person_id=LEAD, kind="lead", now=NOW)
+        await people.grant_role(
+            s, auth=BOSS, unit_id=grid2, person_id=OTHER_LEAD, kind="lead", now=NOW
+        )
+        for chat_id, unit_id in ((GROUP_B3, b3), (GROUP_GRID, grid1)):
+            await people.link_chat(
+                s, chat_id=chat_id, thread_id=0, unit_id=unit_id, title="", by=ADMIN_ID, now=NOW
+            )
+        return World(c.id, grid1, b3, b5, b9)
+
+
+async def _give(
+    db: Database,
+    w: World,
+    person: int,
+    amount: int,
+    key: str,
+    *,
+    reason: str = "帮忙搬东西",
+    kind: str = "award",
+    minutes: int = 0,
+    rule_code: str | None = None,
+) -> None:
+    async with db.transaction() as s:
+        await points.post(
+            s,
+            community_id=w.community,
+            person_id=person,
+            amount=amount,
+            key=key,
+            reason=reason,
+            kind=kind,
+            by=LEAD,
+            now=NOW + timedelta(minutes=minutes),
+            rule_code=rule_code,
+        )
+
+
+def _labels(call: Call) -> list[str]:
+    return [str(b["text"]) for row in call.buttons for b in row]
+
+
+async def _balance(db: Database, w: World, person: int) -> int:
+    async with db.transaction(write=False) as s:
+        return await points.balance(s, community_id=w.community, person_id=person)
+
+
+async def _entries(db: Database) -> list[LedgerEntry]:
+    async with db.transaction(write=False) as s:
+        query = select(LedgerEntry).where(LedgerEntry.leg == 0).order_by(col(LedgerEntry.id))
+        return list((await s.exec(query)).all())
+
+
+async def _notices(db: Database, template: str) -> list[Delivery]:
+    async with db.transaction(write=False) as s:
+        query = select(Delivery).where(Delivery.template == template).order_by(col(Delivery.id))
+        return list((await s.exec(query)).all())
+
+
+def _only(calls: list[Call], chat_id: int | None = None) -> Call:
+    (found,) = messages(calls, chat_id)
+    return found
+
+
+def _edited(calls: list[Call]) -> Call:
+    (found,) = [c for c in calls if c.method == "editMessageText" and c.ok]
+    return found
+
+
+def _people(scene: Scene) -> dict[int, JSON]:
+    users = {
+        LEAD: scene.person(LEAD, "张网格长"),
+        WANG: scene.person(WANG, "王阿姨"),
+        LI: scene.person(LI, "李叔"),
+        SAM: scene.person(SAM, "Sam", lang="en"),
+        ZHOU: scene.person(ZHOU, "周伯"),
+        OTHER_LEAD: scene.person(OTHER_LEAD, "刘组长"),
+        ADMIN_ID: scene.person(ADMIN_ID, "Admin"),
+    }
+    for uid, user in users.items():
+        scene.private(user)
+        scene.tg.started.add(uid)
+    return users
+
+
+# --- /points -------------------------------------------------------------------------------
+
+
+async def test_points_in_private_shows_balance_household_rank_and_history(
+    db: Database, scene: Scene
+) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    await _give(db, w, LI, 12, "t:1", rule_code="patrol", reason="巡逻")
+    await _give(db, w, SAM, 5, "t:2", minutes=1)
+    await _give(db, w, LI, -4, "t:3", kind="redeem", reason="理发券", minutes=2)
+    shown = _only(await scene.say(u[LI], scene.private(u[LI]), "/points"))
+    assert "我的积分：8 分" in shown.text
+    assert "全家合计：13 分（2 位家人）" in shown.text
+    assert "本月在5号楼：第 1 名（2 人上榜，您本月 12 分）" in shown.text
+    assert "11-20　-4　理发券" in shown.text and "11-20　+12　巡逻" in shown.text
+    assert shown.text.index("理发券") < shown.text.index("巡逻")  # newest first
+    english = _only(await scene.say(u[SAM], scene.private(u[SAM]), "/points"))
+    assert "My points: 5" in english.text
+    assert "rank 2 of 2" in english.text
+
+
+async def test_more_pages_back_through_history(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    for i in range(14):
+        await _give(db, w, WANG, i + 1, f"h:{i}", reason=f"第{i + 1}次", minutes=i)
+    shown = _only(await scene.say(u[WANG], scene.private(u[WANG]), "/points"))
+    assert "第14次" in shown.text and "第5次" in shown.text and "第4次" not in shown.text
+    older = _edited(await scene.tap(u[WANG], shown, "更早的记录"))
+    assert "第4次" in older.text and "第1次" in older.text and "第5次" not in older.text
+    assert not any("更早" in x for x in _labels(older))
+    back = _edited(await scene.tap(u[WANG], older, "返回我的积分"))
+    assert "第14次" in back.text
+    # Someone else's entry as the anchor is a forged button.
+    entries = await _entries(db)
+    (alert,) = alerts(await scene.press(u[LI], shown, f"pm:{w.community}:{entries[-1].id}"))
+    assert "失效" in alert
+
+
+async def test_points_in_a_group_is_sent_privately(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    await _give(db, w, WANG, 7, "g:1")
+    group = scene.group(GROUP_B3, "3号楼邻里群")
+    calls = await scene.say(u[WANG], group, "/points")
+    told = _only(calls, GROUP_B3)
+    private = _only(calls, WANG)
+    assert "私聊" in told.text and "7" not in told.text and "3-2-501" not in told.text
+    assert "我的积分：7 分" in private.text
+    stranger = scene.person(99, "路人")
+    calls = await scene.say(stranger, group, "/points")
+    told = _only(calls)
+    assert told.chat_id == GROUP_B3 and told.buttons[0][0]["url"].endswith("start=points")
+
+
+async def test_welcome_credit_when_joining_by_code(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    newcomer = scene.person(40, "新邻居")
+    async with db.transaction(write=False) as s:
+        household = (await people.households_in(s, building_id=w.b3))[0]
+    chat = scene.private(newcomer)
+    await scene.say(newcomer, chat, f"/join {household.code}")
+    await scene.say(newcomer, chat, f"/join {household.code}")  # again: no second credit
+    shown = _only(await scene.say(newcomer, chat, "/points"))
+    assert "我的积分：5 分" in shown.text and "新邻居欢迎积分" in shown.text
+    assert await _balance(db, w, 40) == 5
+
+
+# --- /award ---------------------------------------------------------------------------------
+
+
+async def test_award_by_reply_in_a_group_and_a_double_tap_counts_once(
+    db: Database, scene: Scene
+) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    group = scene.group(GROUP_B3, "3号楼邻里群")
+    said = scene.message_json(u[WANG], group, "今天的垃圾我分好类了")
+    amounts = _only(await scene.say(u[LEAD], group, "/award", reply_to=said))
+    assert "给 王阿姨 加多少分" in amounts.text.replace("<b>", "").replace("</b>", "")
+    labels = _labels(amounts)
+    assert {"1", "2", "5", "10", "20", "垃圾分类 +2", "巡逻 +5"} <= set(labels)
+    # Someone else cannot drive the lead's picker.
+    (alert,) = alerts(await scene.tap(u[WANG], amounts, "10"))
+    assert "别人打开" in alert
+    reasons = _edited(await scene.tap(u[LEAD], amounts, "10"))
+    confirm = _edited(await scene.tap(u[LEAD], reasons, "垃圾分类"))
+    assert "+10" in confirm.text and "原因：垃圾分类" in confirm.text
+    yes = scene.button_data(scene.message_of(confirm), "确认")
+    done = _edited(await scene.tap(u[LEAD], confirm, "确认"))
+    assert "已记入账本" in done.text and "王阿姨" in done.text
+    again = await scene.press(u[LEAD], confirm, yes)
+    assert any("已经记过" in a for a in alerts(again))
+    assert await _balance(db, w, WANG) == 10
+    (entry,) = await _entries(db)
+    assert (entry.by, entry.reason, entry.rule_code, entry.kind) == (
+        LEAD,
+        "垃圾分类",
+        "garbage",
+        "award",
+    )
+    (notice,) = await _notices(db, "points/awarded")
+    assert notice.key == f"award:{entry.id}" and notice.chat_id == WANG
+    assert notice.person_id == WANG and notice.context["balance"] == 10
+
+
+async def test_award_from_the_list_to_several_people_at_once(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    chat = scene.private(u[LEAD])
+    picker = _only(await scene.say(u[LEAD], chat, "/award"))
+    names = _labels(picker)
+    assert "▫️ 王阿姨（3-2-501）" in names and "▫️ Sam（5-1-101）" in names
+    assert not any("周伯" in n for n in names)  # 9号楼 is not this lead's
+    picked = _edited(await scene.tap(u[LEAD], picker, "王阿姨"))
+    picked = _edited(await scene.tap(u[LEAD], picked, "Sam"))
+    picked = _edited(await scene.tap(u[LEAD], picked, "李叔"))
+    picked = _edited(await scene.tap(u[LEAD], picked, "李叔"))  # changed their mind
+    assert "✅ 王阿姨（3-2-501）" in _labels(picked)
+    amounts = _edited(await scene.tap(u[LEAD], picked, "已选 2 人"))
+    confirm = _edited(await scene.tap(u[LEAD], amounts, "巡逻 +5"))
+    assert "每人" in confirm.text and "+5" in confirm.text
+    _edited(await scene.tap(u[LEAD], confirm, "确认"))
+    assert [await _balance(db, w, p) for p in (WANG, SAM, LI)] == [5, 5, 0]
+    notices = await _notices(db, "points/awarded")
+    assert sorted(n.person_id or 0 for n in notices) == [WANG, SAM]
+
+
+async def test_typed_amount_and_reason(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    chat = scene.private(u[LEAD])
+    picker = _only(await scene.say(u[LEAD], chat, "/award"))
+    amounts = _edited(
+        await scene.tap(u[LEAD], _edited(await scene.tap(u[LEAD], picker, "王阿姨")), "下一步")
+    )
+    asked = _only(await scene.tap(u[LEAD], amounts, "输入其他分数"))
+    assert "1 到 100" in asked.text
+    reasons = _only(
+        await scene.say(u[LEAD], chat, "３")
+    )  # a full-width digit from a Chinese keyboard
+    _only(await scene.tap(u[LEAD], reasons, "输入原因"))
+    confirm = _only(await scene.say(u[LEAD], chat, "帮邻居修好了路灯"))
+    assert "原因：帮邻居修好了路灯" in confirm.text and "+3" in confirm.text
+    await scene.tap(u[LEAD], confirm, "确认")
+    assert await _balance(db, w, WANG) == 3
+
+
+async def test_over_max_negative_and_non_numeric_amounts_are_refused(
+    db: Database, scene: Scene
+) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    chat = scene.private(u[LEAD])
+    picker = _only(await scene.say(u[LEAD], chat, "/award"))
+    amounts = _edited(
+        await scene.tap(u[LEAD], _edited(await scene.tap(u[LEAD], picker, "王阿姨")), "下一步")
+    )
+    draft = scene.button_data(scene.message_of(amounts), 0).split(":")[1]
+    for forged in ("5000", "-5", "0", "abc"):
+        (alert,) = alerts(await scene.press(u[LEAD], amounts, f"pa:{draft}:{forged}"))
+        assert "1 到 100" in alert
+    for typed in ("5000", "-5", "十"):
+        await scene.tap(u[LEAD], amounts, "输入其他分数")
+        refused = _only(await scene.say(u[LEAD], chat, typed))
+        assert "1 到 100" in refused.text
+    (alert,) = alerts(await scene.press(u[LEAD], amounts, f"pc:{draft}"))
+    assert "1 到 100" in alert  # no amount was ever accepted
+    assert await _entries(db) == [] and await _balance(db, w, WANG) == 0
+
+
+async def test_forged_award_callbacks_outside_the_leads_units_are_refused(
+    db: Database, scene: Scene
+) -> None:
+    await _world(db)
+    u = _people(scene)
+    chat = scene.private(u[LEAD])
+    picker = _only(await scene.say(u[LEAD], chat, "/award"))
+    draft = scene.button_data(scene.message_of(picker), 0).split(":")[1]
+    (alert,) = alerts(await scene.press(u[LEAD], picker, f"pt:{draft}:{ZHOU}:0"))
+    assert "不在您负责" in alert
+    # Another lead cannot use this lead's draft, nor can a resident start one.
+    (alert,) = alerts(await scene.press(u[OTHER_LEAD], picker, f"pc:{draft}"))
+    assert "别人打开" in alert
+    refused = _only(await scene.say(u[WANG], scene.private(u[WANG]), "/award"))
+    assert "只有负责人" in refused.text
+    # By reply, a resident outside the lead's units is refused too.
+    group = scene.group(GROUP_GRID, "一网格群")
+    said = scene.message_json(u[ZHOU], group, "我也来帮忙")
+    refused = _only(await scene.say(u[LEAD], group, "/award", reply_to=said))
+    assert "不在您负责" in refused.text
+    # A lead whose cover was removed after the draft started is stopped at confirm.
+    amounts = _edited(
+        await scene.tap(u[LEAD], _edited(await scene.tap(u[LEAD], picker, "王阿姨")), "下一步")
+    )
+    confirm = _edited(await scene.tap(u[LEAD], amounts, "巡逻 +5"))
+    async with db.transaction() as s:
+        ((role, _unit),) = await people.roles_of(s, person_id=LEAD)
+        await people.revoke_role(s, auth=BOSS, role_id=role.id or 0)
+    (alert,) = alerts(await scene.tap(u[LEAD], confirm, "确认"))
+    assert "一网格" in alert
+    assert await _entries(db) == [] and await _notices(db, "points/awarded") == []
+
+
+# --- /deduct --------------------------------------------------------------------------------
+
+
+async def test_deduct_needs_a_reason_and_notifies_the_person(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    await _give(db, w, WANG, 10, "d:1")
+    group = scene.group(GROUP_B3, "3号楼邻里群")
+    said = scene.message_json(u[WANG], group, "谢谢")
+    amounts = _only(await scene.say(u[LEAD], group, "/deduct", reply_to=said))
+    assert not any("巡逻" in x for x in _labels(amounts))  # no rule shortcut
+    draft = scene.button_data(scene.message_of(amounts), 0).split(":")[1]
+    reasons = _edited(await scene.tap(u[LEAD], amounts, "2"))
+    assert _labels(reasons)[0] == "✏️ 输入原因"
+    (alert,) = alerts(await scene.press(u[LEAD], reasons, f"pc:{draft}"))
+    assert "写上原因" in alert
+    (alert,) = alerts(await scene.press(u[LEAD], reasons, f"ps:{draft}:garbage"))
+    assert "失效" in alert
+    assert await _balance(db, w, WANG) == 10
+    await scene.tap(u[LEAD], reasons, "输入原因")
+    confirm = _only(await scene.say(u[LEAD], group, "重复领取，更正"))
+    assert "−2" in confirm.text and "重复领取，更正" in confirm.text
+    await scene.tap(u[LEAD], confirm, "确认")
+    assert await _balance(db, w, WANG) == 8
+    (notice,) = await _notices(db, "points/deducted")
+    assert notice.person_id == WANG and notice.context["reason"] == "重复领取，更正"
+
+
+async def test_deduct_more_than_the_balance_is_refused(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    await _give(db, w, WANG, 3, "d:2")
+    group = scene.group(GROUP_B3, "3号楼邻里群")
+    said = scene.message_json(u[WANG], group, "嗯")
+    amounts = _only(await scene.say(u[LEAD], group, "/deduct", reply_to=said))
+    reasons = _edited(await scene.tap(u[LEAD], amounts, "5"))
+    await scene.tap(u[LEAD], reasons, "输入原因")
+    confirm = _only(await scene.say(u[LEAD], group, "多记了"))
+    (alert,) = alerts(await scene.tap(u[LEAD], confirm, "确认"))
+    assert "积分不够" in alert and "现有 3 分" in alert
+    assert await _balance(db, w, WANG) == 3 and await _notices(db, "points/deducted") == []
+
+
+# --- /top -----------------------------------------------------------------------------------
+
+
+async def test_top_lists_names_only_and_a_hidden_person_is_left_off(
+    db: Database, scene: Scene, clock: Clock
+) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    await _give(db, w, WANG, 9, "top:1")
+    await _give(db, w, LI, 4, "top:2")
+    await _give(db, w, SAM, 6, "top:3")
+    await _give(db, w, SAM, 50, "top:4", kind="welcome")  # welcome credits earn no honour
+    group = scene.group(GROUP_GRID, "一网格群")
+    board = _only(await scene.say(u[LI], group, "/top"))
+    assert "一网格 · 本月红榜" in board.text
+    order = [board.text.index(n) for n in ("王阿姨 — 9", "Sam — 6", "李叔 — 4")]
+    assert order == sorted(order) and "5-1-101" not in board.text
+    calls = await scene.tap(u[SAM], board, "不上榜")
+    assert any("不再显示" in a or "off the honour board" in a for a in alerts(calls))
+    hidden = _edited(calls)
+    assert "Sam" not in hidden.text and "王阿姨 — 9" in hidden.text
+    # The board was redrawn in Sam's language; 李叔's tap redraws it in his.
+    all_time = _edited(await scene.tap(u[LI], hidden, "All time"))
+    assert "总红榜" in all_time.text and "Sam" not in all_time.text
+    # Privately Sam sees the board of his own building, and that he is hidden.
+    mine = _only(await scene.say(u[SAM], scene.private(u[SAM]), "/top"))
+    assert "5号楼" in mine.text and "stay off the board" in mine.text
+    shown = _edited(await scene.tap(u[SAM], mine, "Show me"))
+    assert "Sam — 6" in shown.text
+    # Next month the monthly board starts empty; the all-time board remembers.
+    clock.advance(days=15)
+    fresh = _only(await scene.say(u[LI], group, "/top"))
+    assert "还没有人上榜" in fresh.text
+
+
+# --- /export and /rules ---------------------------------------------------------------------
+
+
+async def test_export_sends_the_ledger_as_csv(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    await _give(db, w, WANG, 9, "x:1", reason="巡逻", rule_code="patrol")
+    await _give(db, w, LI, 4, "x:2", reason='帮忙, "搬家"')
+    chat = scene.private(u[ADMIN_ID])
+    periods = _only(await scene.say(u[ADMIN_ID], chat, "/export"))
+    calls = await scene.tap(u[ADMIN_ID], periods, "本月")
+    (doc,) = [c for c in calls if c.method == "sendDocument"]
+    rows = list(csv.reader(io.StringIO(doc.files["document"].decode("utf-8-sig"))))
+    assert rows[0][:5] == ["时间", "记录编号", "居民ID", "居民", "积分"]
+    assert [(r[3], r[4], r[6], r[7], r[9]) for r in rows[1:]] == [
+        ("王阿姨", "9", "巡逻", "巡逻", "张网格长"),
+        ("李叔", "4", "", '帮忙, "搬家"', "张网格长"),
+    ]
+    assert rows[1][0] == "2026-11-20 10:00:00" and rows[1][-1] == "x:1"
+    assert "2 条记录" in doc.text and "+13" in doc.text
+    empty = _only(await scene.tap(u[ADMIN_ID], periods, "上个月"))
+    assert "没有积分记录" in empty.text
+    await _give(db, w, WANG, 1, "x:3", reason="=HYPERLINK(1)")
+    calls = await scene.tap(u[ADMIN_ID], periods, "全部")
+    (doc,) = [c for c in calls if c.method == "sendDocument"]
+    rows = list(csv.reader(io.StringIO(doc.files["document"].decode("utf-8-sig"))))
+    assert rows[-1][7] == "'=HYPERLINK(1)" and "全部" in doc.text and "3 条记录" in doc.text
+    await scene.tap(u[ADMIN_ID], periods, "输入日期范围")
+    calls = await scene.say(u[ADMIN_ID], chat, "2026-11-20 2026-11-20")
+    assert [c for c in calls if c.method == "sendDocument"]
+    refused = _only(await scene.say(u[LEAD], scene.private(u[LEAD]), "/export"))
+    assert "管理员" in refused.text
+    in_group = _only(await scene.say(u[ADMIN_ID], scene.group(GROUP_B3, "3号楼"), "/export"))
+    assert "私聊" in in_group.text and not [
+        c for c in scene.tg.calls if c.method == "sendDocument" and c.chat_id == GROUP_B3
+    ]
+
+
+async def test_admin_changes_a_rule_and_the_largest_award(db: Database, scene: Scene) -> None:
+    await _world(db)
+    u = _people(scene)
+    chat = scene.private(u[ADMIN_ID])
+    shown = _only(await scene.say(u[ADMIN_ID], chat, "/rules"))
+    assert "垃圾分类：2 分" in shown.text and "单次奖励上限：100 分" in shown.text
+    rule = _edited(await scene.tap(u[ADMIN_ID], shown, "垃圾分类"))
+    await scene.tap(u[ADMIN_ID], rule, "修改分数")
+    saved = _only(await scene.say(u[ADMIN_ID], chat, "3"))
+    assert "已保存" in saved.text and "垃圾分类：3 分" in saved.text
+    rule = _edited(await scene.tap(u[ADMIN_ID], saved, "巡逻"))
+    off = _edited(await scene.tap(u[ADMIN_ID], rule, "停用"))
+    assert "已停用" in off.text
+    listed = _edited(await scene.tap(u[ADMIN_ID], off, "返回"))
+    assert "⏸ 巡逻：5 分" in listed.text
+    await scene.tap(u[ADMIN_ID], listed, "单次奖励上限")
+    _only(await scene.say(u[ADMIN_ID], chat, "8"))
+    # The lead's amount buttons follow: no 10 or 20, no patrol, garbage at 3.
+    picker = _only(await scene.say(u[LEAD], scene.private(u[LEAD]), "/award"))
+    amounts = _edited(
+        await scene.tap(u[LEAD], _edited(await scene.tap(u[LEAD], picker, "王阿姨")), "下一步")
+    )
+    labels = _labels(amounts)
+    assert "10" not in labels and "垃圾分类 +3" in labels and not any("巡逻" in x for x in labels)
+    refused = _only(await scene.say(u[LEAD], scene.private(u[LEAD]), "/rules"))
+    assert "管理员" in refused.text
