@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Any, cast
+from typing import cast
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
@@ -15,7 +14,7 @@ from bot.context import LinliApp, LinliContext
 from handlers import prompts
 from handlers.common import (
     PAGE,
-    Markup,
+    View,
     answer,
     as_int,
     button,
@@ -45,15 +44,6 @@ KINDS = {"o": ScheduleKind.once, "w": ScheduleKind.weekly, "m": ScheduleKind.mon
 # The rhythm that turns schedules into outbox rows runs with the sender's other rhythms.
 if ann.materialise_due not in delivery.RHYTHMS:
     delivery.RHYTHMS.append(ann.materialise_due)
-
-
-@dataclass
-class View:
-    """A message to show: template, its parameters and buttons."""
-
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-    markup: Markup | None = None
 
 
 async def _show(update: Update, ctx: LinliContext, view: View) -> None:

@@ -7,6 +7,8 @@ import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import (
@@ -127,6 +129,36 @@ async def edit(
         if "not modified" not in str(exc).lower():
             raise
     await answer(update, ctx)
+
+
+@dataclass
+class View:
+    """One step of a picker or flow: the template, its parameters and its buttons."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    markup: Markup | None = None
+
+
+async def show(update: Update, ctx: LinliContext, view: View) -> None:
+    """A tapped button turns its message into the next step; anything else gets a new message."""
+    if update.callback_query is not None:
+        await edit(update, ctx, view.name, markup=view.markup, **view.params)
+    else:
+        await reply(update, ctx, view.name, markup=view.markup, **view.params)
+
+
+async def replace(update: Update, ctx: LinliContext, view: View) -> None:
+    """Edit the tapped message without answering the tap (the caller answers with a note)."""
+    query = update.callback_query
+    assert query is not None
+    try:
+        await query.edit_message_text(
+            render(ctx, view.name, **view.params), reply_markup=view.markup
+        )
+    except BadRequest as exc:
+        if "not modified" not in str(exc).lower():
+            raise
 
 
 async def answer(

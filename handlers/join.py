@@ -7,7 +7,7 @@ import io
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -18,7 +18,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     PAGE,
-    Markup,
+    View,
     answer,
     as_int,
     button,
@@ -30,9 +30,11 @@ from handlers.common import (
     label,
     load_auth,
     render,
+    replace,
     reply,
     rows_of,
     send_private,
+    show,
     thread_of,
     url_button,
     user_id,
@@ -50,18 +52,6 @@ UNIT_PAYLOAD = re.compile(r"^u(\d+)$")  # codes are upper-case, so a lower-case 
 CODES_FILE = "linli-household-codes.csv"
 
 T = TypeVar("T")
-
-
-@dataclass
-class Screen:
-    """One step of a picker: the template, its values and its buttons."""
-
-    name: str
-    params: dict[str, object] = field(default_factory=dict)
-    markup: Markup | None = None
-
-
-# --- small helpers ---------------------------------------------------------------------------
 
 
 def _natural(text: str) -> list[tuple[int, int | str]]:
@@ -103,35 +93,11 @@ def _label_in(ctx: LinliContext, lang: str, key: str, **params: object) -> str:
     return ctx.svc.renderer.label(lang, "join", key, **params)
 
 
-async def _show(update: Update, ctx: LinliContext, screen: Screen) -> None:
-    """A tapped button turns its message into the next step; a command gets a new message."""
-    if update.callback_query is not None:
-        await edit(update, ctx, screen.name, markup=screen.markup, **screen.params)
-    else:
-        await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
-
-
-async def _replace(update: Update, ctx: LinliContext, screen: Screen) -> None:
-    """Edit the tapped message without answering the tap (the caller answers with a note)."""
-    query = update.callback_query
-    assert query is not None
-    try:
-        await query.edit_message_text(
-            render(ctx, screen.name, **screen.params), reply_markup=screen.markup
-        )
-    except TelegramError as exc:
-        if "not modified" not in str(exc).lower():
-            raise
-
-
-# --- the picker's screens ------------------------------------------------------------------
-
-
 def _code_row(ctx: LinliContext) -> list[InlineKeyboardButton]:
     return [button(label(ctx, "join", "have_code"), "join:code")]
 
 
-async def _first_screen(session: AsyncSession, ctx: LinliContext, unit_id: int | None) -> Screen:
+async def _first_screen(session: AsyncSession, ctx: LinliContext, unit_id: int | None) -> View:
     """Where the picker starts: a deep link's building, else the community (if only one)."""
     if unit_id is not None:
         try:
@@ -146,18 +112,18 @@ async def _first_screen(session: AsyncSession, ctx: LinliContext, unit_id: int |
             return await _flats_screen(session, ctx, building, 0)
     found = await people.communities(session)
     if not found:
-        return Screen("join/no_community")
+        return View("join/no_community")
     if len(found) == 1:
         assert found[0].id is not None
         return await _buildings_screen(session, ctx, found[0].id, 0)
     return _communities_screen(ctx, found, 0)
 
 
-def _communities_screen(ctx: LinliContext, found: Sequence[Community], page: int) -> Screen:
+def _communities_screen(ctx: LinliContext, found: Sequence[Community], page: int) -> View:
     shown, page, pages = _page(sorted(found, key=lambda c: _natural(c.name)), page, PAGE)
     rows = [[button(c.name, f"jb:{c.id}:0")] for c in shown]
     rows += [_nav(ctx, page, pages, "jk:{}"), _code_row(ctx)]
-    return Screen("join/pick_community", {"page": page, "pages": pages}, keyboard(rows))
+    return View("join/pick_community", {"page": page, "pages": pages}, keyboard(rows))
 
 
 async def _buildings_screen(
@@ -167,7 +133,7 @@ async def _buildings_screen(
     page: int,
     *,
     under: Unit | None = None,
-) -> Screen:
+) -> View:
     community = await session.get(Community, community_id)
     if community is None:
         raise InvalidInput("stale_button")
@@ -192,7 +158,7 @@ async def _buildings_screen(
         "pages": pages,
         "empty": not found,
     }
-    return Screen("join/pick_building", params, keyboard(rows))
+    return View("join/pick_building", params, keyboard(rows))
 
 
 async def _building_labels(
@@ -214,7 +180,7 @@ async def _building_labels(
 
 async def _flats_screen(
     session: AsyncSession, ctx: LinliContext, building: Unit, page: int
-) -> Screen:
+) -> View:
     if building.kind != people.UnitKind.building:
         raise InvalidInput("stale_button")
     assert building.id is not None
@@ -231,12 +197,12 @@ async def _flats_screen(
         _code_row(ctx),
     ]
     params = {"building": building, "page": page, "pages": pages, "empty": not found}
-    return Screen("join/pick_flat", params, keyboard(rows))
+    return View("join/pick_flat", params, keyboard(rows))
 
 
 async def _confirm_screen(
     session: AsyncSession, ctx: LinliContext, household: Household, page: int
-) -> Screen:
+) -> View:
     building = await people.get_unit(session, household.building_id)
     markup = keyboard(
         [
@@ -244,7 +210,7 @@ async def _confirm_screen(
             [button(label(ctx, "join", "back"), f"jf:{building.id}:{page}")],
         ]
     )
-    return Screen("join/confirm", {"household": household, "building": building}, markup)
+    return View("join/confirm", {"household": household, "building": building}, markup)
 
 
 # --- /join and its deep links ---------------------------------------------------------------
@@ -280,7 +246,7 @@ async def cmd_start_join(update: Update, ctx: LinliContext) -> None:
 async def _start_picker(update: Update, ctx: LinliContext, unit_id: int | None) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         screen = await _first_screen(session, ctx, unit_id)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def _offer_private(update: Update, ctx: LinliContext) -> None:
@@ -318,7 +284,7 @@ async def btn_communities(update: Update, ctx: LinliContext) -> None:
     (page,) = callback_args(update, "jk", 1)
     async with ctx.svc.db.transaction(write=False) as session:
         found = await people.communities(session)
-    await _show(update, ctx, _communities_screen(ctx, found, as_int(page)))
+    await show(update, ctx, _communities_screen(ctx, found, as_int(page)))
 
 
 async def btn_buildings(update: Update, ctx: LinliContext) -> None:
@@ -326,7 +292,7 @@ async def btn_buildings(update: Update, ctx: LinliContext) -> None:
     community_id, page = callback_args(update, "jb", 2)
     async with ctx.svc.db.transaction(write=False) as session:
         screen = await _buildings_screen(session, ctx, as_int(community_id), as_int(page))
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_buildings_under(update: Update, ctx: LinliContext) -> None:
@@ -335,7 +301,7 @@ async def btn_buildings_under(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         unit = await people.get_unit(session, as_int(unit_id))
         screen = await _buildings_screen(session, ctx, unit.community_id, as_int(page), under=unit)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_flats(update: Update, ctx: LinliContext) -> None:
@@ -344,7 +310,7 @@ async def btn_flats(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         building = await people.get_unit(session, as_int(building_id))
         screen = await _flats_screen(session, ctx, building, as_int(page))
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_flat(update: Update, ctx: LinliContext) -> None:
@@ -353,7 +319,7 @@ async def btn_flat(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         household = await people.get_household(session, as_int(household_id))
         screen = await _confirm_screen(session, ctx, household, as_int(page))
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
@@ -513,14 +479,14 @@ async def btn_decide(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     action, rid, hid = callback_args(update, "jr", 3)
     d = await _decide(update, ctx, rid, hid, _decision(action))
-    outcome = Screen(
+    outcome = View(
         "join/decided", {"m": d.membership, "who": d.requester, "decider": d.decider}, None
     )
     if d.changed:
-        await _show(update, ctx, outcome)
+        await show(update, ctx, outcome)
     else:
         # Someone decided first: show this lead the outcome too, and say who it was.
-        await _replace(update, ctx, outcome)
+        await replace(update, ctx, outcome)
         await answer(
             update, ctx, "join/already_decided", alert=True, m=d.membership, decider=d.decider
         )
@@ -536,7 +502,7 @@ async def _pending_screen(
     auth: Authority,
     page: int,
     done: Decision | None = None,
-) -> Screen:
+) -> View:
     waiting = await people.pending_requests(session, auth=auth)
     shown, page, pages = _page(waiting, page, PAGE)
     rows = []
@@ -556,7 +522,7 @@ async def _pending_screen(
         "pages": pages,
         "done": done,
     }
-    return Screen("join/pending", params, keyboard(rows) if shown else None)
+    return View("join/pending", params, keyboard(rows) if shown else None)
 
 
 async def cmd_pending(update: Update, ctx: LinliContext) -> None:
@@ -587,7 +553,7 @@ async def btn_pending_page(update: Update, ctx: LinliContext) -> None:
         if not auth.is_lead:
             raise NotAllowed("leads_only")
         screen = await _pending_screen(session, ctx, auth, as_int(page))
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_pending_decide(update: Update, ctx: LinliContext) -> None:
@@ -600,9 +566,9 @@ async def btn_pending_decide(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         screen = await _pending_screen(session, ctx, auth, as_int(page), done=d)
     if d.changed:
-        await _show(update, ctx, screen)
+        await show(update, ctx, screen)
     else:
-        await _replace(update, ctx, screen)
+        await replace(update, ctx, screen)
         await answer(
             update, ctx, "join/already_decided", alert=True, m=d.membership, decider=d.decider
         )

@@ -13,7 +13,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     PAGE,
-    Markup,
+    View,
     answer,
     as_int,
     button,
@@ -39,15 +39,6 @@ KINDS = {"l": RoleKind.lead, "a": RoleKind.admin}
 TEXT_BUDGET = 3900  # UTF-16 units; Telegram refuses more than 4096
 LEADS_PER_UNIT = 6  # more names on one line stop being readable; the rest are counted
 LED_UNITS_LIMIT = 300  # units with leads listed per top unit before "…and N more"
-
-
-@dataclass
-class View:
-    """A message to show: template, its parameters and buttons."""
-
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-    markup: Markup | None = None
 
 
 @dataclass

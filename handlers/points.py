@@ -5,34 +5,33 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update, User
-from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot import delivery
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     PAGE,
-    Markup,
+    View,
     answer,
     as_int,
     button,
     callback_args,
     deep_link,
-    edit,
     is_private,
     keyboard,
     label,
     load_auth,
     render,
+    replace,
     reply,
     rows_of,
     send_private,
+    show,
     thread_of,
     url_button,
     user_id,
@@ -55,21 +54,6 @@ if points.monthly_statements not in delivery.RHYTHMS:
     delivery.RHYTHMS.append(points.monthly_statements)
 
 
-@dataclass
-class Screen:
-    name: str
-    params: dict[str, object] = field(default_factory=dict)
-    markup: Markup | None = None
-
-
-async def _show(update: Update, ctx: LinliContext, screen: Screen) -> None:
-    """A tapped button turns its message into the next screen; anything else gets a reply."""
-    if update.callback_query is not None:
-        await edit(update, ctx, screen.name, markup=screen.markup, **screen.params)
-    else:
-        await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
-
-
 def _nav(ctx: LinliContext, page: int, pages: int, data: str) -> list[InlineKeyboardButton]:
     """◀ ▶ buttons; `data` has a {} where the page number goes."""
     row = []
@@ -80,26 +64,11 @@ def _nav(ctx: LinliContext, page: int, pages: int, data: str) -> list[InlineKeyb
     return row
 
 
-async def _replace(update: Update, screen: Screen, ctx: LinliContext) -> None:
-    """Edit the tapped message without answering the tap (the caller answers with a note)."""
-    query = update.callback_query
-    assert query is not None
-    try:
-        await query.edit_message_text(
-            render(ctx, screen.name, **screen.params), reply_markup=screen.markup
-        )
-    except BadRequest as exc:
-        if "not modified" not in str(exc).lower():
-            raise
-
-
 def _pages(total: int, size: int = PAGE) -> int:
     return max(1, -(-total // size))
 
 
-async def _private_elsewhere(
-    update: Update, ctx: LinliContext, screen: Screen, payload: str
-) -> None:
+async def _private_elsewhere(update: Update, ctx: LinliContext, screen: View, payload: str) -> None:
     """From a group: send the screen privately, or offer the private chat if it is not open."""
     uid = user_id(update)
     if await send_private(ctx, uid, ctx.lang, screen.name, markup=screen.markup, **screen.params):
@@ -119,11 +88,11 @@ def _private_only(update: Update) -> None:
 
 async def _summary_screen(
     session: AsyncSession, ctx: LinliContext, uid: int, community_id: int | None
-) -> Screen:
+) -> View:
     found = await points.verified_memberships(session, person_id=uid)
     if not found:
         join = keyboard([[button(label(ctx, "points", "join_now"), "join:go")]])
-        return Screen("points/not_member", {}, join)
+        return View("points/not_member", {}, join)
     chosen = [m for m in found if community_id in (None, m.community.id)]
     if not chosen:
         raise InvalidInput("stale_button")
@@ -151,7 +120,7 @@ async def _summary_screen(
                 button(label(ctx, "points", "export"), f"pe:{cid}"),
             ]
         )
-    return Screen("points/summary", {"s": summary}, keyboard(rows) if rows else None)
+    return View("points/summary", {"s": summary}, keyboard(rows) if rows else None)
 
 
 async def cmd_points(update: Update, ctx: LinliContext) -> None:
@@ -171,7 +140,7 @@ async def btn_view(update: Update, ctx: LinliContext) -> None:
     (community_id,) = callback_args(update, "pv", 1)
     async with ctx.svc.db.transaction(write=False) as session:
         screen = await _summary_screen(session, ctx, user_id(update), as_int(community_id))
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_more(update: Update, ctx: LinliContext) -> None:
@@ -195,7 +164,7 @@ async def btn_more(update: Update, ctx: LinliContext) -> None:
         rows.append([button(label(ctx, "points", "more"), f"pm:{cid}:{shown[-1].id}")])
     rows.append([button(label(ctx, "points", "back_summary"), f"pv:{cid}")])
     params = {"community": community, "entries": shown, "names": names}
-    await _show(update, ctx, Screen("points/history", params, keyboard(rows)))
+    await show(update, ctx, View("points/history", params, keyboard(rows)))
 
 
 # --- /award and /deduct ------------------------------------------------------------------
@@ -243,7 +212,7 @@ async def _begin(update: Update, ctx: LinliContext, kind: Kind) -> None:
     if len(tops) == 1 and tops[0].id is not None:
         await _draft_for_unit(update, ctx, auth, kind, tops[0].id)
         return
-    await _show(update, ctx, _units_screen(ctx, kind, tops, 0))
+    await show(update, ctx, _units_screen(ctx, kind, tops, 0))
 
 
 async def _top_units(session: AsyncSession, auth: Authority) -> list[Unit]:
@@ -252,13 +221,13 @@ async def _top_units(session: AsyncSession, auth: Authority) -> list[Unit]:
     return auth.top_units()
 
 
-def _units_screen(ctx: LinliContext, kind: Kind, tops: Sequence[Unit], page: int) -> Screen:
+def _units_screen(ctx: LinliContext, kind: Kind, tops: Sequence[Unit], page: int) -> View:
     pages = _pages(len(tops))
     page = min(max(page, 0), pages - 1)
     k = "a" if kind == Kind.award else "d"
     rows = [[button(u.name, f"pu:{k}:{u.id}")] for u in tops[page * PAGE : (page + 1) * PAGE]]
     rows.append(_nav(ctx, page, pages, f"pq:{k}:{{}}"))
-    return Screen("points/pick_unit", {"kind": kind, "empty": not tops}, keyboard(rows))
+    return View("points/pick_unit", {"kind": kind, "empty": not tops}, keyboard(rows))
 
 
 def _kind(code: str) -> Kind:
@@ -274,7 +243,7 @@ async def btn_units_page(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
         tops = await _top_units(session, auth)
-    await _show(update, ctx, _units_screen(ctx, _kind(code), tops, as_int(page)))
+    await show(update, ctx, _units_screen(ctx, _kind(code), tops, as_int(page)))
 
 
 async def btn_unit(update: Update, ctx: LinliContext) -> None:
@@ -294,7 +263,7 @@ async def _draft_for_unit(
             session, auth=auth, unit_id=unit_id, kind=kind, now=ctx.now()
         )
         screen = await _people_screen(session, ctx, draft, 0)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def _begin_for(
@@ -316,12 +285,12 @@ async def _begin_for(
             person_ids=[target.id],
         )
         screen = await _amount_screen(session, ctx, draft)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def _people_screen(
     session: AsyncSession, ctx: LinliContext, draft: AwardDraft, page: int
-) -> Screen:
+) -> View:
     """Residents of the draft's unit, with a tick on each one picked."""
     unit = await people.get_unit(session, draft.unit_id)
     _, total = await people.residents_under(session, unit, offset=0, limit=0)
@@ -353,10 +322,10 @@ async def _people_screen(
         ]
     )
     params = {"draft": draft, "unit": unit, "total": total, "page": page, "pages": pages}
-    return Screen("points/pick_people", params, keyboard(rows))
+    return View("points/pick_people", params, keyboard(rows))
 
 
-async def _amount_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> Screen:
+async def _amount_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
     limit = await points.max_award(session, community_id=draft.community_id)
     amounts = [button(f"{n}", f"pa:{draft.id}:{n}") for n in AMOUNTS if n <= limit]
     rows = rows_of(amounts, len(AMOUNTS))
@@ -374,10 +343,10 @@ async def _amount_screen(session: AsyncSession, ctx: LinliContext, draft: AwardD
     rows.append([button(label(ctx, "points", "type_amount"), f"pk:{draft.id}")])
     rows.append([button(label(ctx, "points", "cancel"), f"px:{draft.id}")])
     who = await points.draft_people(session, draft)
-    return Screen("points/pick_amount", {"draft": draft, "who": who, "max": limit}, keyboard(rows))
+    return View("points/pick_amount", {"draft": draft, "who": who, "max": limit}, keyboard(rows))
 
 
-async def _reason_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> Screen:
+async def _reason_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
     rows: list[list[InlineKeyboardButton]] = []
     if draft.kind == Kind.award:
         found = await points.rules(session, community_id=draft.community_id, now=ctx.now())
@@ -395,10 +364,10 @@ async def _reason_screen(session: AsyncSession, ctx: LinliContext, draft: AwardD
         ]
     )
     who = await points.draft_people(session, draft)
-    return Screen("points/pick_reason", {"draft": draft, "who": who}, keyboard(rows))
+    return View("points/pick_reason", {"draft": draft, "who": who}, keyboard(rows))
 
 
-async def _confirm_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> Screen:
+async def _confirm_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
     rows = [
         [button(label(ctx, "points", "confirm"), f"pc:{draft.id}")],
         [
@@ -407,7 +376,7 @@ async def _confirm_screen(session: AsyncSession, ctx: LinliContext, draft: Award
         ],
     ]
     params = await _draft_params(session, ctx, draft)
-    return Screen("points/confirm", params, keyboard(rows))
+    return View("points/confirm", params, keyboard(rows))
 
 
 async def _draft_params(
@@ -437,7 +406,7 @@ async def btn_toggle(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, draft_id=draft_id, person_id=as_int(person_id), now=ctx.now()
         )
         screen = await _people_screen(session, ctx, draft, as_int(page))
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_people_page(update: Update, ctx: LinliContext) -> None:
@@ -448,7 +417,7 @@ async def btn_people_page(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         draft, _unit = await points.get_draft(session, auth=auth, draft_id=draft_id)
         screen = await _people_screen(session, ctx, draft, as_int(page))
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_next(update: Update, ctx: LinliContext) -> None:
@@ -460,7 +429,7 @@ async def btn_next(update: Update, ctx: LinliContext) -> None:
         if not draft.person_ids:
             raise InvalidInput("points_nobody_picked")
         screen = await _amount_screen(session, ctx, draft)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_amount(update: Update, ctx: LinliContext) -> None:
@@ -472,10 +441,10 @@ async def btn_amount(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, draft_id=draft_id, amount=amount, now=ctx.now()
         )
         screen = await _after_amount(session, ctx, draft)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
-async def _after_amount(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> Screen:
+async def _after_amount(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
     if draft.reason and draft.kind == Kind.award:
         return await _confirm_screen(session, ctx, draft)
     return await _reason_screen(session, ctx, draft)
@@ -490,7 +459,7 @@ async def btn_rule_amount(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, draft_id=draft_id, code=code, now=ctx.now(), with_amount=True
         )
         screen = await _confirm_screen(session, ctx, draft)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_rule_reason(update: Update, ctx: LinliContext) -> None:
@@ -502,7 +471,7 @@ async def btn_rule_reason(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, draft_id=draft_id, code=code, now=ctx.now(), with_amount=False
         )
         screen = await _confirm_screen(session, ctx, draft)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_back(update: Update, ctx: LinliContext) -> None:
@@ -512,7 +481,7 @@ async def btn_back(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         draft, _unit = await points.get_draft(session, auth=auth, draft_id=draft_id)
         screen = await _amount_screen(session, ctx, draft)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def _ask_about_draft(update: Update, ctx: LinliContext, prefix: str, kind: str) -> None:
@@ -581,11 +550,11 @@ async def btn_confirm(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, draft_id=draft_id, now=ctx.now()
         )
         params = await _draft_params(session, ctx, draft)
-    screen = Screen("points/done", params)
+    screen = View("points/done", params)
     if changed:
-        await _show(update, ctx, screen)
+        await show(update, ctx, screen)
         return
-    await _replace(update, screen, ctx)
+    await replace(update, ctx, screen)
     await answer(update, ctx, "points/already_saved", alert=True)
 
 
@@ -596,8 +565,8 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         draft = await points.cancel_draft(session, auth=auth, draft_id=draft_id, now=ctx.now())
         params = await _draft_params(session, ctx, draft)
-    await _show(
-        update, ctx, Screen("points/done" if draft.status == "done" else "points/cancelled", params)
+    await show(
+        update, ctx, View("points/done" if draft.status == "done" else "points/cancelled", params)
     )
 
 
@@ -606,7 +575,7 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
 
 async def _board_screen(
     session: AsyncSession, ctx: LinliContext, unit: Unit, monthly: bool, uid: int, private: bool
-) -> Screen:
+) -> View:
     lines = await points.board(session, unit=unit, now=ctx.now(), monthly=monthly)
     hidden = await points.is_hidden(session, community_id=unit.community_id, person_id=uid)
     m = "m" if monthly else "a"
@@ -619,7 +588,7 @@ async def _board_screen(
         [button(label(ctx, "points", toggle), f"pth:{unit.id}:{m}")],
     ]
     params = {"unit": unit, "lines": lines, "monthly": monthly, "hidden": hidden and private}
-    return Screen("points/top", params, keyboard(rows))
+    return View("points/top", params, keyboard(rows))
 
 
 async def _board_unit(session: AsyncSession, update: Update, uid: int) -> Unit | None:
@@ -660,7 +629,7 @@ async def btn_board(update: Update, ctx: LinliContext) -> None:
         screen = await _board_screen(
             session, ctx, unit, which == "m", user_id(update), is_private(update)
         )
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_hide(update: Update, ctx: LinliContext) -> None:
@@ -676,7 +645,7 @@ async def btn_hide(update: Update, ctx: LinliContext) -> None:
             session, community_id=unit.community_id, person_id=uid, hidden=hidden, now=ctx.now()
         )
         screen = await _board_screen(session, ctx, unit, which == "m", uid, is_private(update))
-    await _replace(update, screen, ctx)
+    await replace(update, ctx, screen)
     await answer(update, ctx, "points/hidden_now" if hidden else "points/shown_now", alert=True)
 
 
@@ -698,13 +667,13 @@ async def cmd_export(update: Update, ctx: LinliContext) -> None:
         await reply(update, ctx, "points/export_private")
         return
     if len(mine) == 1:
-        await _show(update, ctx, _periods_screen(ctx, mine[0]))
+        await show(update, ctx, _periods_screen(ctx, mine[0]))
         return
     rows = [[button(c.name, f"pe:{c.id}")] for c in mine]
     await reply(update, ctx, "points/export_pick_community", markup=keyboard(rows))
 
 
-def _periods_screen(ctx: LinliContext, community: Community) -> Screen:
+def _periods_screen(ctx: LinliContext, community: Community) -> View:
     cid = community.id
     rows = [
         [
@@ -717,7 +686,7 @@ def _periods_screen(ctx: LinliContext, community: Community) -> Screen:
         ],
         [button(label(ctx, "points", "type_range"), f"pg:{cid}")],
     ]
-    return Screen("points/export_pick_period", {"community": community}, keyboard(rows))
+    return View("points/export_pick_period", {"community": community}, keyboard(rows))
 
 
 async def _admin_of(
@@ -735,7 +704,7 @@ async def btn_export_community(update: Update, ctx: LinliContext) -> None:
     (community_id,) = callback_args(update, "pe", 1)
     async with ctx.svc.db.transaction(write=False) as session:
         community = await _admin_of(session, ctx, update, as_int(community_id))
-    await _show(update, ctx, _periods_screen(ctx, community))
+    await show(update, ctx, _periods_screen(ctx, community))
 
 
 async def btn_export_period(update: Update, ctx: LinliContext) -> None:
@@ -835,7 +804,7 @@ def _cell(text: str) -> str:
 
 async def _rules_screen(
     session: AsyncSession, ctx: LinliContext, community: Community, saved: bool = False
-) -> Screen:
+) -> View:
     assert community.id is not None
     found = await points.rules(session, community_id=community.id, now=ctx.now())
     limit = await points.max_award(session, community_id=community.id)
@@ -859,12 +828,12 @@ async def _rules_screen(
     rows.append([button(label(ctx, "points", "new_rule"), f"pj:{cid}")])
     rows.append([button(label(ctx, "points", "set_max", max=limit), f"py:{cid}")])
     params = {"community": community, "rules": found, "max": limit, "saved": saved}
-    return Screen("points/rules", params, keyboard(rows))
+    return View("points/rules", params, keyboard(rows))
 
 
 async def _rule_screen(
     session: AsyncSession, ctx: LinliContext, community: Community, code: str
-) -> Screen:
+) -> View:
     assert community.id is not None
     found = await points.rule(session, community_id=community.id, code=code, now=ctx.now())
     cid = community.id
@@ -877,7 +846,7 @@ async def _rule_screen(
         ],
         [button(label(ctx, "points", "back"), f"pl:{cid}")],
     ]
-    return Screen("points/rule", {"community": community, "rule": found}, keyboard(rows))
+    return View("points/rule", {"community": community, "rule": found}, keyboard(rows))
 
 
 async def cmd_rules(update: Update, ctx: LinliContext) -> None:
@@ -905,7 +874,7 @@ async def btn_rules(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         community = await _admin_of(session, ctx, update, as_int(community_id))
         screen = await _rules_screen(session, ctx, community)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_rule(update: Update, ctx: LinliContext) -> None:
@@ -915,7 +884,7 @@ async def btn_rule(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         community = await _admin_of(session, ctx, update, as_int(community_id))
         screen = await _rule_screen(session, ctx, community, code)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_rule_toggle(update: Update, ctx: LinliContext) -> None:
@@ -931,7 +900,7 @@ async def btn_rule_toggle(update: Update, ctx: LinliContext) -> None:
         )
         community = await people.get_community(session, cid)
         screen = await _rule_screen(session, ctx, community, code)
-    await _show(update, ctx, screen)
+    await show(update, ctx, screen)
 
 
 async def btn_rule_points(update: Update, ctx: LinliContext) -> None:

@@ -7,20 +7,18 @@ import io
 import re
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import segno
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Message, Update, User
-from telegram.error import TelegramError
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot import delivery
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     PAGE,
-    Markup,
+    View,
     answer,
     as_int,
     button,
@@ -32,9 +30,11 @@ from handlers.common import (
     label,
     load_auth,
     render,
+    replace,
     reply,
     rows_of,
     send_private,
+    show,
     url_button,
     user_id,
 )
@@ -65,18 +65,6 @@ ASK_VALUE = "rw_value"
 for _rhythm in (rewards.expire_due, rewards.remind_redemption_day):
     if _rhythm not in delivery.RHYTHMS:
         delivery.RHYTHMS.append(_rhythm)
-
-
-@dataclass
-class View:
-    """A message to show: template, its parameters and buttons."""
-
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-    markup: Markup | None = None
-
-
-# --- small helpers ---------------------------------------------------------------------------
 
 
 def _l(ctx: LinliContext, key: str, **params: object) -> str:
@@ -111,28 +99,6 @@ def _nav(
     if (page + 1) * PAGE < total:
         row.append(button(_l(ctx, "next"), data(page + 1)))
     return row
-
-
-async def _show(update: Update, ctx: LinliContext, view: View) -> None:
-    """A tapped button turns its message into the next step; a command or typed answer gets a
-    new message."""
-    if update.callback_query is not None:
-        await edit(update, ctx, view.name, markup=view.markup, **view.params)
-    else:
-        await reply(update, ctx, view.name, markup=view.markup, **view.params)
-
-
-async def _replace(update: Update, ctx: LinliContext, view: View) -> None:
-    """Edit the tapped message without answering the tap (the caller answers with a note)."""
-    query = update.callback_query
-    assert query is not None
-    try:
-        await query.edit_message_text(
-            render(ctx, view.name, **view.params), reply_markup=view.markup
-        )
-    except TelegramError as exc:
-        if "not modified" not in str(exc).lower():
-            raise
 
 
 def _wake(ctx: LinliContext) -> None:
@@ -228,7 +194,7 @@ async def btn_list(update: Update, ctx: LinliContext) -> None:
     community_id, page = callback_args(update, "rwl", 2)
     async with ctx.svc.db.transaction(write=False) as session:
         view = await _list_view(session, ctx, user_id(update), as_int(community_id), as_int(page))
-    await _show(update, ctx, view)
+    await show(update, ctx, view)
 
 
 async def btn_pick(update: Update, ctx: LinliContext) -> None:
@@ -303,7 +269,7 @@ async def btn_redeem(update: Update, ctx: LinliContext) -> None:
     fresh = created or redemption.status == RedemptionStatus.issued
     view = _code_view(ctx, redemption, reward, zone, fresh=fresh, balance=balance)
     if not created:
-        await _replace(update, ctx, view)
+        await replace(update, ctx, view)
         await answer(update, ctx, "rewards/already_redeemed")
         return
     await edit(update, ctx, view.name, markup=view.markup, **view.params)
@@ -329,7 +295,7 @@ def _usable(redemption: Redemption, ctx: LinliContext) -> bool:
 
 async def btn_code(update: Update, ctx: LinliContext) -> None:
     redemption, reward, zone = await _own(update, ctx, "rwc")
-    await _show(update, ctx, _code_view(ctx, redemption, reward, zone))
+    await show(update, ctx, _code_view(ctx, redemption, reward, zone))
 
 
 async def btn_qr(update: Update, ctx: LinliContext) -> None:
@@ -370,13 +336,13 @@ async def btn_my_codes(update: Update, ctx: LinliContext) -> None:
         "page": shown_page,
         "pages": _pages(len(found)),
     }
-    await _show(update, ctx, View("rewards/my_codes", params, keyboard(rows)))
+    await show(update, ctx, View("rewards/my_codes", params, keyboard(rows)))
 
 
 async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
     redemption, reward, zone = await _own(update, ctx, "rwx")
     if redemption.status != RedemptionStatus.issued:
-        await _show(update, ctx, _code_view(ctx, redemption, reward, zone))
+        await show(update, ctx, _code_view(ctx, redemption, reward, zone))
         return
     markup = keyboard(
         [
@@ -402,9 +368,9 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
         "rewards/cancelled", {"r": redemption, "reward": reward, "balance": balance}, markup
     )
     if changed:
-        await _show(update, ctx, view)
+        await show(update, ctx, view)
     else:
-        await _replace(update, ctx, view)
+        await replace(update, ctx, view)
         await answer(update, ctx, "rewards/already_cancelled")
 
 
@@ -449,9 +415,9 @@ async def btn_hand_over(update: Update, ctx: LinliContext) -> None:
     params = {"c": check, "by": by, "zone": check.community.timezone}
     view = View("rewards/handed_over", params)
     if changed:
-        await _show(update, ctx, view)
+        await show(update, ctx, view)
         return
-    await _replace(update, ctx, view)
+    await replace(update, ctx, view)
     await answer(
         update,
         ctx,
@@ -589,7 +555,7 @@ async def btn_manage(update: Update, ctx: LinliContext) -> None:
     cid, merchant, page = callback_args(update, "rmh", 3)
     async with ctx.svc.db.transaction(write=False) as session:
         view = await _manage_view(session, ctx, update, as_int(cid), as_int(merchant), as_int(page))
-    await _show(update, ctx, view)
+    await show(update, ctx, view)
 
 
 async def btn_day(update: Update, ctx: LinliContext) -> None:
@@ -603,7 +569,7 @@ async def btn_day(update: Update, ctx: LinliContext) -> None:
     rows = rows_of(days, 7)
     rows.append([button(_l(ctx, "day_off"), f"rmds:{as_int(cid)}:0")])
     rows.append([button(_l(ctx, "back"), f"rmh:{as_int(cid)}:0:0")])
-    await _show(update, ctx, View("rewards/pick_day", {"day": day}, keyboard(rows)))
+    await show(update, ctx, View("rewards/pick_day", {"day": day}, keyboard(rows)))
 
 
 async def btn_day_set(update: Update, ctx: LinliContext) -> None:
@@ -615,7 +581,7 @@ async def btn_day_set(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, community_id=as_int(cid), day=as_int(day) or None, now=ctx.now()
         )
         view = await _manage_view(session, ctx, update, as_int(cid), 0, 0, note="day")
-    await _show(update, ctx, view)
+    await show(update, ctx, view)
 
 
 # adding: cost (buttons or typed), stock (buttons or typed), names (typed), merchant (picked)
@@ -648,7 +614,7 @@ async def btn_new(update: Update, ctx: LinliContext) -> None:
     cid, merchant = callback_args(update, "rmn", 2)
     async with ctx.svc.db.transaction(write=False) as session:
         await _manager(session, ctx, update, as_int(cid))
-    await _show(update, ctx, _cost_view(ctx, as_int(cid), as_int(merchant)))
+    await show(update, ctx, _cost_view(ctx, as_int(cid), as_int(merchant)))
 
 
 async def btn_new_cost(update: Update, ctx: LinliContext) -> None:
@@ -657,7 +623,7 @@ async def btn_new_cost(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         await _manager(session, ctx, update, as_int(cid))
     value = _whole(cost, 1, rewards.MAX_COST)
-    await _show(update, ctx, _stock_view(ctx, as_int(cid), as_int(merchant), value))
+    await show(update, ctx, _stock_view(ctx, as_int(cid), as_int(merchant), value))
 
 
 async def btn_new_stock(update: Update, ctx: LinliContext) -> None:
@@ -722,7 +688,7 @@ async def on_new_cost(update: Update, ctx: LinliContext, prompt: people.Prompt) 
     except InvalidInput as error:
         await _again(update, ctx, prompt, error)
         return
-    await _show(update, ctx, _stock_view(ctx, as_int(cid), as_int(merchant), cost))
+    await show(update, ctx, _stock_view(ctx, as_int(cid), as_int(merchant), cost))
 
 
 @answers(ASK_NEW_STOCK)
@@ -776,7 +742,7 @@ async def on_name_en(update: Update, ctx: LinliContext, prompt: people.Prompt) -
         else:
             view = await _merchant_view(session, ctx, reward, 0, added=True)
     _wake(ctx)  # a merchant named by reply is told how codes are confirmed
-    await _show(update, ctx, view)
+    await show(update, ctx, view)
 
 
 # editing one reward
@@ -821,7 +787,7 @@ async def btn_edit(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         _, reward = await _managed_reward(session, ctx, update, reward_id)
         view = await _edit_view(session, ctx, reward)
-    await _show(update, ctx, view)
+    await show(update, ctx, view)
 
 
 def _field(code: str) -> str:
@@ -849,7 +815,7 @@ async def btn_option(update: Update, ctx: LinliContext) -> None:
     rows = rows_of(choices, 3)
     rows.append([button(_l(ctx, "type_number"), f"rmt:{reward.id}:{code}")])
     rows.append([button(_l(ctx, "back"), f"rme:{reward.id}")])
-    await _show(
+    await show(
         update, ctx, View("rewards/pick_value", {"reward": reward, "field": name}, keyboard(rows))
     )
 
@@ -886,7 +852,7 @@ async def btn_set(update: Update, ctx: LinliContext) -> None:
     name = _field(code)
     async with ctx.svc.db.transaction() as session:
         view = await _set_value(session, ctx, update, as_int(reward_id), name, value)
-    await _show(update, ctx, view)
+    await show(update, ctx, view)
 
 
 async def btn_type(update: Update, ctx: LinliContext) -> None:
@@ -911,7 +877,7 @@ async def on_value(update: Update, ctx: LinliContext, prompt: people.Prompt) -> 
             raise
         await _again(update, ctx, prompt, error)
         return
-    await _show(update, ctx, view)
+    await show(update, ctx, view)
 
 
 async def _merchant_view(
@@ -946,7 +912,7 @@ async def btn_merchants(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         _, reward = await _managed_reward(session, ctx, update, reward_id)
         view = await _merchant_view(session, ctx, reward, as_int(page))
-    await _show(update, ctx, view)
+    await show(update, ctx, view)
 
 
 async def btn_set_merchant(update: Update, ctx: LinliContext) -> None:
@@ -963,7 +929,7 @@ async def btn_set_merchant(update: Update, ctx: LinliContext) -> None:
         )
         view = await _edit_view(session, ctx, reward, note="saved")
     _wake(ctx)  # a new merchant is told how codes are confirmed
-    await _show(update, ctx, view)
+    await show(update, ctx, view)
 
 
 async def btn_status(update: Update, ctx: LinliContext) -> None:
@@ -976,7 +942,7 @@ async def btn_status(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, reward_id=as_int(reward_id), status=status, now=ctx.now()
         )
         view = await _edit_view(session, ctx, reward, note=status)
-    await _show(update, ctx, view)
+    await show(update, ctx, view)
 
 
 # --- deep links --------------------------------------------------------------------------------
