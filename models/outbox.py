@@ -22,7 +22,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.base import TelegramId, UTCDateTime
-from models.people import ChatLink, Community, Unit, links_of_units, subtree
+from models.people import ChatLink, Unit, links_of_units, subtree
 
 RESERVED_CONTEXT = frozenset({"lang", "name"})  # the renderer's own parameters
 LEASE = timedelta(minutes=2)  # a claimed row another process may take over after a crash
@@ -335,10 +335,6 @@ def after_quiet_hours(
         return due_at
     wake = datetime.combine(wake_day, quiet_until, tzinfo=ZoneInfo(zone))
     return wake.astimezone(due_at.tzinfo)
-
-
-async def community_of(session: AsyncSession, row: Delivery) -> Community | None:
-    return await session.get(Community, row.community_id) if row.community_id else None
 
 
 async def delivery_report(session: AsyncSession, *, key_prefix: str) -> dict[str, list[Delivery]]:

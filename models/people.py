@@ -467,19 +467,6 @@ async def link_chat(
     return link, None
 
 
-async def unlink_chat(session: AsyncSession, *, chat_id: int, thread_id: int) -> ChatLink:
-    link = (
-        await session.exec(
-            select(ChatLink).where(ChatLink.chat_id == chat_id, ChatLink.thread_id == thread_id)
-        )
-    ).first()
-    if link is None:
-        raise NotFound("chat_not_linked")
-    await session.delete(link)
-    await session.flush()
-    return link
-
-
 async def links_of_units(session: AsyncSession, unit_ids: Sequence[int]) -> Sequence[ChatLink]:
     if not unit_ids:
         return []
