@@ -24,6 +24,8 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    page_buttons,
+    page_count,
     reply,
     rows_of,
     thread_of,
@@ -125,12 +127,7 @@ def _pages(total: int) -> int:
 
 
 def _nav(ctx: LinliContext, page: int, total: int, data: str) -> list[InlineKeyboardButton]:
-    row = []
-    if page > 0:
-        row.append(button(_l(ctx, "prev"), f"{data}:{page - 1}"))
-    if (page + 1) * PAGE < total:
-        row.append(button(_l(ctx, "next"), f"{data}:{page + 1}"))
-    return row
+    return page_buttons(ctx, page, page_count(total), lambda p: f"{data}:{p}")
 
 
 async def _unit_buttons(

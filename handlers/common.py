@@ -53,6 +53,22 @@ def rows_of(
     return [list(buttons[i : i + width]) for i in range(0, len(buttons), width)]
 
 
+def page_count(total: int, size: int = PAGE) -> int:
+    return max(1, -(-total // size))
+
+
+def page_buttons(
+    ctx: LinliContext, page: int, pages: int, data: Callable[[int], str]
+) -> list[InlineKeyboardButton]:
+    """◀ ▶ for a paged picker; `data(n)` is the callback data that shows page n."""
+    row = []
+    if page > 0:
+        row.append(button(label(ctx, "common", "prev"), data(page - 1)))
+    if page < pages - 1:
+        row.append(button(label(ctx, "common", "next"), data(page + 1)))
+    return row
+
+
 def label(ctx: LinliContext, feature: str, key: str, **params: object) -> str:
     return ctx.svc.renderer.label(ctx.lang, feature, key, **params)
 

@@ -29,6 +29,7 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    page_buttons,
     render,
     replace,
     reply,
@@ -69,12 +70,7 @@ def _page(items: Sequence[T], page: int, size: int) -> tuple[Sequence[T], int, i
 
 def _nav(ctx: LinliContext, page: int, pages: int, data: str) -> list[InlineKeyboardButton]:
     """◀ ▶ buttons; `data` has a {} where the page number goes."""
-    row = []
-    if page > 0:
-        row.append(button(label(ctx, "join", "prev"), data.format(page - 1)))
-    if page < pages - 1:
-        row.append(button(label(ctx, "join", "next"), data.format(page + 1)))
-    return row
+    return page_buttons(ctx, page, pages, data.format)
 
 
 def _private_only(update: Update) -> None:

@@ -23,6 +23,8 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    page_buttons,
+    page_count,
     plain,
     render,
     reply,
@@ -105,12 +107,7 @@ def _pages(total: int) -> int:
 def _nav_row(
     ctx: LinliContext, page: int, total: int, data: Callable[[int], str]
 ) -> list[InlineKeyboardButton]:
-    row = []
-    if page > 0:
-        row.append(button(label(ctx, "leads", "prev"), data(page - 1)))
-    if (page + 1) * PAGE < total:
-        row.append(button(label(ctx, "leads", "next"), data(page + 1)))
-    return row
+    return page_buttons(ctx, page, page_count(total), data)
 
 
 def _clamp(page: int, total: int) -> int:

@@ -26,6 +26,7 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    page_buttons,
     render,
     replace,
     reply,
@@ -56,12 +57,7 @@ if points.monthly_statements not in delivery.RHYTHMS:
 
 def _nav(ctx: LinliContext, page: int, pages: int, data: str) -> list[InlineKeyboardButton]:
     """◀ ▶ buttons; `data` has a {} where the page number goes."""
-    row = []
-    if page > 0:
-        row.append(button(label(ctx, "points", "prev"), data.format(page - 1)))
-    if page < pages - 1:
-        row.append(button(label(ctx, "points", "next"), data.format(page + 1)))
-    return row
+    return page_buttons(ctx, page, pages, data.format)
 
 
 def _pages(total: int, size: int = PAGE) -> int:
@@ -718,14 +714,21 @@ async def btn_export_period(update: Update, ctx: LinliContext) -> None:
     await answer(update, ctx)
 
 
-async def btn_export_range(update: Update, ctx: LinliContext) -> None:
-    """pg:<community>: the admin types two dates."""
+async def _admin_types(
+    update: Update, ctx: LinliContext, prefix: str, kind: str, name: str
+) -> None:
+    """An admin's button that asks them to type something about their community."""
     _private_only(update)
-    (community_id,) = callback_args(update, "pg", 1)
+    (community_id,) = callback_args(update, prefix, 1)
     async with ctx.svc.db.transaction(write=False) as session:
         community = await _admin_of(session, ctx, update, as_int(community_id))
-    await ask(update, ctx, "points_range", str(community.id), "points/ask_range")
+    await ask(update, ctx, kind, str(community.id), name)
     await answer(update, ctx)
+
+
+async def btn_export_range(update: Update, ctx: LinliContext) -> None:
+    """pg:<community>: the admin types two dates."""
+    await _admin_types(update, ctx, "pg", "points_range", "points/ask_range")
 
 
 @answers("points_range")
@@ -920,22 +923,12 @@ async def btn_rule_points(update: Update, ctx: LinliContext) -> None:
 
 async def btn_new_rule(update: Update, ctx: LinliContext) -> None:
     """pj:<community>: the admin types a new rule's name."""
-    _private_only(update)
-    (community_id,) = callback_args(update, "pj", 1)
-    async with ctx.svc.db.transaction(write=False) as session:
-        community = await _admin_of(session, ctx, update, as_int(community_id))
-    await ask(update, ctx, "points_new_rule", str(community.id), "points/ask_rule_name")
-    await answer(update, ctx)
+    await _admin_types(update, ctx, "pj", "points_new_rule", "points/ask_rule_name")
 
 
 async def btn_max(update: Update, ctx: LinliContext) -> None:
     """py:<community>: the admin types the largest single award."""
-    _private_only(update)
-    (community_id,) = callback_args(update, "py", 1)
-    async with ctx.svc.db.transaction(write=False) as session:
-        community = await _admin_of(session, ctx, update, as_int(community_id))
-    await ask(update, ctx, "points_max", str(community.id), "points/ask_max")
-    await answer(update, ctx)
+    await _admin_types(update, ctx, "py", "points_max", "points/ask_max")
 
 
 @answers("points_rule")

@@ -29,6 +29,8 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    page_buttons,
+    page_count,
     render,
     replace,
     reply,
@@ -93,12 +95,7 @@ def _clamp(page: int, total: int) -> int:
 def _nav(
     ctx: LinliContext, page: int, total: int, data: Callable[[int], str]
 ) -> list[InlineKeyboardButton]:
-    row = []
-    if page > 0:
-        row.append(button(_l(ctx, "prev"), data(page - 1)))
-    if (page + 1) * PAGE < total:
-        row.append(button(_l(ctx, "next"), data(page + 1)))
-    return row
+    return page_buttons(ctx, page, page_count(total), data)
 
 
 def _wake(ctx: LinliContext) -> None:

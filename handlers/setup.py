@@ -32,6 +32,7 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    page_buttons,
     render,
     reply,
     rows_of,
@@ -159,12 +160,7 @@ def paged(items: Sequence[T], page: int) -> tuple[Sequence[T], int, int]:
 
 
 def nav(ctx: LinliContext, data: str, page: int, pages: int) -> list[InlineKeyboardButton]:
-    row = []
-    if page > 0:
-        row.append(button(label(ctx, "setup", "prev"), f"{data}:{page - 1}"))
-    if page < pages - 1:
-        row.append(button(label(ctx, "setup", "next"), f"{data}:{page + 1}"))
-    return row
+    return page_buttons(ctx, page, pages, lambda p: f"{data}:{p}")
 
 
 def kind_label(ctx: LinliContext, kind: str) -> str:
