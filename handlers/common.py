@@ -16,6 +16,7 @@ from telegram import (
     InlineKeyboardMarkup,
     Message,
     Update,
+    User,
 )
 from telegram.constants import ChatType
 from telegram.error import BadRequest, Forbidden, TelegramError
@@ -115,6 +116,36 @@ def thread_of(message: Message | None) -> int:
     if message is not None and message.is_topic_message and message.message_thread_id:
         return message.message_thread_id
     return 0
+
+
+def replied_to(message: Message | None) -> User | None:
+    """The author of the message a command answers, if it really is a reply to someone.
+
+    In a forum topic every message "replies" to the topic's opening message; that is not a
+    choice of person.
+    """
+    if message is None or message.reply_to_message is None:
+        return None
+    replied = message.reply_to_message
+    if replied.forum_topic_created is not None:
+        return None
+    if message.is_topic_message and replied.message_id == message.message_thread_id:
+        return None
+    return replied.from_user
+
+
+async def note_replied(ctx: LinliContext, who: User) -> None:
+    """With privacy mode on, the bot may never have seen this person speak: Telegram vouches
+    for them in the reply, so they can be appointed or named without having started the bot."""
+    async with ctx.svc.db.transaction() as session:
+        await people.note_person(
+            session,
+            person_id=who.id,
+            name=who.full_name,
+            username=who.username,
+            language_code=who.language_code,
+            now=ctx.now(),
+        )
 
 
 async def load_auth(session: AsyncSession, ctx: LinliContext, update: Update) -> Authority:

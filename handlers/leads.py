@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
-from telegram import InlineKeyboardButton, Message, Update, User
+from telegram import InlineKeyboardButton, Update
 from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.context import LinliApp, LinliContext
@@ -23,10 +23,12 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    note_replied,
     page_buttons,
     page_count,
     plain,
     render,
+    replied_to,
     reply,
     rows_of,
     send_private,
@@ -68,22 +70,6 @@ class Section:
 
 
 # --- /appoint -------------------------------------------------------------------------------
-
-
-def _reply_target(message: Message | None) -> User | None:
-    """The author of the message /appoint answers, if it really is a reply to someone.
-
-    In a forum topic every message "replies" to the topic's opening message; that is not a
-    choice of person.
-    """
-    if message is None or message.reply_to_message is None:
-        return None
-    replied = message.reply_to_message
-    if replied.forum_topic_created is not None:
-        return None
-    if message.is_topic_message and replied.message_id == message.message_thread_id:
-        return None
-    return replied.from_user
 
 
 def _starter(update: Update, by: str) -> int:
@@ -237,21 +223,12 @@ async def cmd_appoint(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("appoint_not_lead")
-    who = _reply_target(message)
+    who = replied_to(message)
     if who is not None and who.is_bot:
         raise InvalidInput("cant_appoint_bot")
     target = 0
     if who is not None:
-        # With privacy mode on, the bot never saw the target speak: Telegram vouches for them here.
-        async with ctx.svc.db.transaction() as session:
-            await people.note_person(
-                session,
-                person_id=who.id,
-                name=who.full_name,
-                username=who.username,
-                language_code=who.language_code,
-                now=ctx.now(),
-            )
+        await note_replied(ctx, who)
         target = who.id
     async with ctx.svc.db.transaction(write=False) as session:
         start = 0

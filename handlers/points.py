@@ -29,6 +29,7 @@ from handlers.common import (
     page_buttons,
     render,
     replace,
+    replied_to,
     reply,
     rows_of,
     send_private,
@@ -166,19 +167,6 @@ async def btn_more(update: Update, ctx: LinliContext) -> None:
 # --- /award and /deduct ------------------------------------------------------------------
 
 
-def _replied_user(update: Update) -> User | None:
-    """The author of the message a command replies to (not a topic's opening message)."""
-    message = update.effective_message
-    if message is None or message.reply_to_message is None:
-        return None
-    replied = message.reply_to_message
-    if replied.forum_topic_created is not None:
-        return None
-    if message.is_topic_message and replied.message_id == message.message_thread_id:
-        return None
-    return replied.from_user
-
-
 async def cmd_award(update: Update, ctx: LinliContext) -> None:
     await _begin(update, ctx, Kind.award)
 
@@ -192,7 +180,7 @@ async def _begin(update: Update, ctx: LinliContext, kind: Kind) -> None:
         auth = await load_auth(session, ctx, update)
     if not auth.is_lead:
         raise NotAllowed("leads_only")
-    target = _replied_user(update) if not is_private(update) else None
+    target = replied_to(update.effective_message) if not is_private(update) else None
     if target is not None:
         await _begin_for(update, ctx, auth, kind, target)
         return

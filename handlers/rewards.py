@@ -11,7 +11,7 @@ from typing import cast
 
 import segno
 from sqlmodel.ext.asyncio.session import AsyncSession
-from telegram import InlineKeyboardButton, Message, Update, User
+from telegram import InlineKeyboardButton, Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot import delivery
@@ -29,10 +29,12 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    note_replied,
     page_buttons,
     page_count,
     render,
     replace,
+    replied_to,
     reply,
     rows_of,
     send_private,
@@ -429,20 +431,6 @@ async def btn_hand_over(update: Update, ctx: LinliContext) -> None:
 # --- /reward: the catalogue, for leads covering the community ----------------------------------
 
 
-def _reply_target(message: Message | None) -> User | None:
-    """The author of the message /reward answers (the new reward's merchant), if it really is a
-    reply to someone: in a forum topic every message "replies" to the topic's first message."""
-    if message is None or message.reply_to_message is None:
-        return None
-    replied = message.reply_to_message
-    if replied.forum_topic_created is not None:
-        return None
-    if message.is_topic_message and replied.message_id == message.message_thread_id:
-        return None
-    who = replied.from_user
-    return None if who is None or who.is_bot else who
-
-
 async def _manager(session: AsyncSession, ctx: LinliContext, update: Update, cid: int) -> Authority:
     auth = await load_auth(session, ctx, update)
     rewards.require_manager(auth, cid)
@@ -515,19 +503,12 @@ async def _merchants(session: AsyncSession, found: Sequence[Reward]) -> dict[int
 
 async def cmd_reward(update: Update, ctx: LinliContext) -> None:
     uid = user_id(update)
-    who = _reply_target(update.effective_message)
+    who = replied_to(update.effective_message)
+    if who is not None and who.is_bot:
+        who = None  # a bot cannot hand over rewards
     merchant = 0
     if who is not None:
-        # With privacy mode on, the bot never saw the merchant speak: Telegram vouches for them.
-        async with ctx.svc.db.transaction() as session:
-            await people.note_person(
-                session,
-                person_id=who.id,
-                name=who.full_name,
-                username=who.username,
-                language_code=who.language_code,
-                now=ctx.now(),
-            )
+        await note_replied(ctx, who)
         merchant = who.id
     await _open_manage(update, ctx, uid, merchant)
 
