@@ -15,6 +15,7 @@ from bot import delivery
 from bot.config import Settings
 from bot.context import BotData, LinliApp, LinliContext, Services
 from bot.db import Database
+from bot.ordering import OrderedUpdateProcessor
 from bot.render import Renderer
 from bot.standin import SANDBOX_TOKEN
 from models.base import utcnow
@@ -48,6 +49,7 @@ def build_application(
         .context_types(ContextTypes(context=LinliContext, bot_data=BotData))
         .post_init(on_startup)
         .post_shutdown(on_shutdown)
+        .concurrent_updates(OrderedUpdateProcessor(settings.max_concurrent_updates))
     )
     if request is not None:
         builder = builder.request(request).get_updates_request(request).updater(None)

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     webhook_port: int = 8443
     timezone: str = "Asia/Shanghai"
     admins: Annotated[frozenset[int], NoDecode] = frozenset()
+    # Updates handled at once (each chat's and each person's still one after another).
+    max_concurrent_updates: int = 256
 
     @field_validator("bot_token", "webhook_secret", "webhook_url", mode="before")
     @classmethod
@@ -44,6 +46,13 @@ class Settings(BaseSettings):
                 return frozenset(int(p) for p in parts)
             except ValueError:
                 raise ValueError("must be comma-separated Telegram user ids") from None
+        return value
+
+    @field_validator("max_concurrent_updates")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be 1 or more")
         return value
 
     @field_validator("timezone")

@@ -8,6 +8,7 @@ API would refuse.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import itertools
 import json
@@ -212,11 +213,14 @@ class FakeTelegram(BaseRequest):
         clock: Callable[[], float] = time.time,
         limits: TelegramLimits | None = None,
         transcript: bool = True,
+        latency: Callable[[], float] | None = None,
     ) -> None:
         """`limits`: answer 429 with retry_after when the bot sends faster than Telegram allows
         (opt-in, timed by `clock`). `transcript=False` keeps counts only, not every call and
-        message (benchmarks sending tens of thousands)."""
+        message (benchmarks sending tens of thousands). `latency`: seconds each call waits
+        (a real `asyncio.sleep`) before Telegram acts on it, as over a real network."""
         self.clock = clock
+        self.latency = latency
         self.transcript = transcript
         self.flood = _Flood(limits) if limits is not None else None
         self.too_many = 0  # sends refused by the flood limits
@@ -256,6 +260,8 @@ class FakeTelegram(BaseRequest):
         connect_timeout: ODVInput[float] = DEFAULT_NONE,
         pool_timeout: ODVInput[float] = DEFAULT_NONE,
     ) -> tuple[int, bytes]:
+        if self.latency is not None:
+            await asyncio.sleep(self.latency())
         api_method = url.rsplit("/", 1)[-1]
         params: JSON = dict(request_data.parameters) if request_data else {}
         files: dict[str, bytes] = {}
@@ -671,8 +677,13 @@ class Scene:
         """Process one update; returns the Bot API calls it caused."""
         before = len(self.tg.calls)
         update = {"update_id": next(self._update_ids), **update}
-        await self.app.process_update(Update.de_json(update, self.app.bot))
+        await self.process(update)
         return self.tg.calls[before:]
+
+    async def process(self, update: JSON) -> None:
+        """Through the application's update processor, the path polling and webhooks take."""
+        parsed = Update.de_json(update, self.app.bot)
+        await self.app.update_processor.process_update(parsed, self.app.process_update(parsed))
 
     def message_json(
         self,
