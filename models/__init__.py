@@ -3,6 +3,15 @@
 Importing the package registers every table on SQLModel.metadata (for the app and Alembic).
 """
 
-from models import announcements, outbox, people, points, rewards
+from models import agenda, announcements, outbox, people, points, polls, rewards, tally
 
-__all__ = ["announcements", "outbox", "people", "points", "rewards"]
+__all__ = [
+    "agenda",
+    "announcements",
+    "outbox",
+    "people",
+    "points",
+    "polls",
+    "rewards",
+    "tally",
+]

@@ -1,0 +1,1081 @@
+"""Polls: who may vote, casting (race-safe, the last ballot counts), closing once, owners.
+
+Three facts are kept apart:
+- `PollVoter`, the "has voted" fact per voting slot (a person, a household, or an owner), with
+  who cast last and whether a lead recorded it by proxy: turnout and reminders read it;
+- `Ballot`, the choices. In a named poll its `ref` is the slot. In an anonymous poll the ref is
+  an HMAC of the slot under a key kept outside the database (settings), the row has no time and
+  no sequence (SQLite stores it WITHOUT ROWID, in ref order), so nothing in the database links a
+  ballot to its voter, and the voter can still replace it;
+- `Ownership` and `OwnerResident`: a household's recorded owner (register column or a lead) and
+  which residents are owners. Headcount per Civil Code: one per flat, except that one owner of
+  several flats counts once and the developer's unsold flats count once together (owner key
+  `developer`).
+
+Slots: `p:<person>` (per person), `h:<household>` (per household), `o:<owner key>` (owners'
+polls counted per household: the owner key, or `#<household>` when none is recorded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import JSON, Column, PrimaryKeyConstraint, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Field, SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models import outbox
+from models.base import TelegramId, UTCDateTime
+from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from models.people import (
+    Authority,
+    Household,
+    Resident,
+    ResidentStatus,
+    Unit,
+    get_unit,
+    require,
+)
+from models.tally import (
+    DEFAULT_WEIGHTS,
+    DecisionRule,
+    Electorate,
+    Method,
+    Result,
+    Rule,
+    canonical_text,
+    count,
+    decode,
+    digest,
+    encode,
+    line,
+)
+from models.tally import Ballot as CountedBallot
+
+DEVELOPER = "developer"  # the owner key of the developer's unsold flats
+MAX_OPTIONS = 10
+MAX_PLACES = 5
+REMIND_BEFORE = timedelta(hours=24)
+
+
+class Counting:
+    person = "person"
+    household = "household"
+
+
+class PollStatus:
+    open = "open"  # scheduled when opens_at is still ahead
+    closed = "closed"
+
+
+class Poll(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    unit_id: int = Field(foreign_key="unit.id", index=True)
+    question: str = Field(max_length=200)
+    description: str = Field(default="", max_length=1000)
+    method: str = Field(max_length=10)
+    max_choices: int = 1  # multiple: up to k
+    weights: str = Field(default="", max_length=40)  # ranking: "5-3-1"
+    counting: str = Field(default=Counting.person, max_length=10)
+    area_weighted: bool = False
+    owners_only: bool = False
+    rule: str = Field(default=Rule.none, max_length=20)
+    quorum: str = Field(default="", max_length=20)  # custom rule: "2/3"
+    threshold: str = Field(default="", max_length=20)  # custom rule: "1/2"
+    threshold_strict: bool = False  # custom rule: "more than" instead of "at least"
+    anonymous: bool = False
+    live_results: bool = False
+    opens_at: datetime = Field(sa_type=UTCDateTime)
+    closes_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    remind_minutes: int = 24 * 60  # 0: no reminder
+    # The closing time the reminder went out for (an extension re-arms it).
+    reminded_for: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    status: str = Field(default=PollStatus.open, max_length=10, index=True)
+    created_by: int = Field(sa_type=TelegramId)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    changed_reason: str = Field(default="", max_length=200)  # why a lead extended or closed early
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    closed_by: int | None = Field(default=None, sa_type=TelegramId)
+    digest: str | None = Field(default=None, max_length=64)
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    origin: str | None = Field(default=None, max_length=60, unique=True)  # "talk:<unit>:<month>"
+
+    @property
+    def weight_list(self) -> tuple[int, ...]:
+        return tuple(int(w) for w in self.weights.split("-")) if self.weights else ()
+
+    @property
+    def decision_rule(self) -> DecisionRule:
+        return DecisionRule.of(
+            self.rule,
+            quorum=Fraction(self.quorum) if self.quorum else None,
+            threshold=Fraction(self.threshold) if self.threshold else None,
+            strict=self.threshold_strict,
+            area=self.area_weighted,
+        )
+
+    def state(self, now: datetime) -> str:
+        if self.status == PollStatus.closed:
+            return "closed"
+        if now < self.opens_at:
+            return "scheduled"
+        return "open" if now < self.closes_at else "due"
+
+    @property
+    def counts_owners(self) -> bool:
+        return self.owners_only and self.counting == Counting.household
+
+
+class PollOption(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("poll_id", "number"),)
+    id: int | None = Field(default=None, primary_key=True)
+    poll_id: int = Field(foreign_key="poll.id", index=True)
+    number: int
+    text: str = Field(max_length=100)
+    proposal_id: int | None = Field(default=None, foreign_key="proposal.id")
+
+
+class PollVoter(SQLModel, table=True):
+    """The "has voted" fact of one slot; never holds the choices."""
+
+    __table_args__ = (UniqueConstraint("poll_id", "slot"),)
+    id: int | None = Field(default=None, primary_key=True)
+    poll_id: int = Field(foreign_key="poll.id", index=True)
+    slot: str = Field(max_length=90)
+    person_id: int = Field(sa_type=TelegramId, index=True)  # who cast (or for whom, by proxy)
+    household_id: int | None = Field(default=None, foreign_key="household.id")
+    proxy_by: int | None = Field(default=None, sa_type=TelegramId)
+    casts: int = 1
+    cast_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Ballot(SQLModel, table=True):
+    """The choices of one slot: no person, no time, no sequence."""
+
+    __table_args__ = (PrimaryKeyConstraint("poll_id", "ref"), {"sqlite_with_rowid": False})
+    poll_id: int = Field(foreign_key="poll.id")
+    ref: str = Field(max_length=90)
+    choices: str = Field(max_length=60)
+
+
+class PollRecord(SQLModel, table=True):
+    """The canonical ballot list frozen at closing: the digest covers exactly this text."""
+
+    poll_id: int = Field(foreign_key="poll.id", primary_key=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Ownership(SQLModel, table=True):
+    """A household's recorded owner: the key groups flats of one owner (`developer` for unsold)."""
+
+    household_id: int = Field(foreign_key="household.id", primary_key=True)
+    owner_key: str = Field(max_length=80, index=True)
+    set_by: int | None = Field(default=None, sa_type=TelegramId)  # None: the register
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class OwnerResident(SQLModel, table=True):
+    """A resident a lead marked as an owner of their household (today residents are occupants)."""
+
+    resident_id: int = Field(foreign_key="resident.id", primary_key=True)
+    marked_by: int = Field(sa_type=TelegramId)
+    marked_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# --- creating ----------------------------------------------------------------------------
+
+
+@dataclass
+class PollSpec:
+    """What a lead chose in /newpoll (or the monthly talk): validated by `check_spec`."""
+
+    unit_id: int
+    question: str
+    options: list[str]
+    opens_at: datetime
+    closes_at: datetime
+    method: str = Method.single
+    description: str = ""
+    max_choices: int = 1
+    weights: tuple[int, ...] = DEFAULT_WEIGHTS
+    counting: str = Counting.person
+    area_weighted: bool = False
+    owners_only: bool = False
+    rule: str = Rule.none
+    quorum: Fraction | None = None
+    threshold: Fraction | None = None
+    threshold_strict: bool = False
+    anonymous: bool = False
+    live_results: bool = False
+    remind_before: timedelta = REMIND_BEFORE
+    proposal_ids: list[int | None] = field(default_factory=list)  # per option, when from the agenda
+
+
+def check_fraction(value: Fraction | None) -> None:
+    if value is not None and not 0 <= value <= 1:
+        raise InvalidInput("poll_threshold_range")
+
+
+def check_weights(weights: Sequence[int]) -> tuple[int, ...]:
+    found = tuple(weights)
+    if not 1 <= len(found) <= MAX_PLACES or any(w <= 0 or w > 100 for w in found):
+        raise InvalidInput("poll_bad_weights", places=MAX_PLACES)
+    return found
+
+
+def parse_weights(text: str) -> tuple[int, ...]:
+    parts = [p for p in text.replace("，", "-").replace(",", "-").replace(" ", "-").split("-") if p]
+    try:
+        return check_weights([int(p) for p in parts])
+    except ValueError:
+        raise InvalidInput("poll_bad_weights", places=MAX_PLACES) from None
+
+
+def check_spec(spec: PollSpec, *, now: datetime) -> PollSpec:
+    """Normalise and validate a poll; raises a DomainError naming the first problem."""
+    spec.question = " ".join(spec.question.split())
+    spec.description = spec.description.strip()
+    if not 2 <= len(spec.question) <= 200:
+        raise InvalidInput("poll_question_length", limit=200)
+    if len(spec.description) > 1000:
+        raise InvalidInput("poll_description_length", limit=1000)
+    method = Method(spec.method)
+    if method is Method.yesno:
+        spec.options = ["yes", "no", "abstain"]  # rendered in the reader's language
+        spec.proposal_ids = []
+    else:
+        spec.options = [" ".join(o.split()) for o in spec.options if o.strip()]
+        if len(spec.options) < 2:
+            raise InvalidInput("poll_too_few_options")
+        if len(spec.options) > MAX_OPTIONS:
+            raise InvalidInput("poll_too_many_options", limit=MAX_OPTIONS)
+        if any(len(o) > 100 for o in spec.options):
+            raise InvalidInput("poll_option_length", limit=100)
+        if len({o.casefold() for o in spec.options}) != len(spec.options):
+            raise InvalidInput("poll_duplicate_option")
+    if spec.proposal_ids and len(spec.proposal_ids) != len(spec.options):
+        raise InvalidInput("poll_too_few_options")
+    if method is Method.multiple and not 1 <= spec.max_choices <= len(spec.options):
+        raise InvalidInput("poll_bad_max_choices", options=len(spec.options))
+    if method is Method.ranking:
+        spec.weights = check_weights(spec.weights)
+    if spec.closes_at <= spec.opens_at:
+        raise InvalidInput("poll_closes_before_opens")
+    if spec.closes_at <= now:
+        raise InvalidInput("poll_closes_in_past")
+    if spec.rule in (Rule.art278_ordinary, Rule.art278_major):
+        # Owners' decisions: counted per owner, by area and by headcount.
+        spec.owners_only, spec.counting, spec.area_weighted = True, Counting.household, True
+    Rule(spec.rule)
+    if spec.counting not in (Counting.person, Counting.household):
+        raise InvalidInput("poll_bad_counting")
+    if spec.area_weighted and spec.counting != Counting.household:
+        raise InvalidInput("poll_area_needs_household")
+    if spec.anonymous and spec.area_weighted:
+        # A flat's area would single out its ballot in the export.
+        raise InvalidInput("poll_anonymous_area")
+    if spec.rule == Rule.custom:
+        check_fraction(spec.quorum)
+        check_fraction(spec.threshold)
+        if spec.threshold is None:
+            raise InvalidInput("poll_threshold_range")
+    if spec.remind_before < timedelta(0):
+        raise InvalidInput("poll_bad_reminder")
+    return spec
+
+
+async def create_poll(
+    session: AsyncSession, *, auth: Authority, spec: PollSpec, now: datetime
+) -> Poll:
+    unit = await get_unit(session, spec.unit_id)
+    require(auth, unit)
+    check_spec(spec, now=now)
+    return await insert_poll(session, unit=unit, spec=spec, by=auth.person_id, now=now)
+
+
+async def insert_poll(
+    session: AsyncSession,
+    *,
+    unit: Unit,
+    spec: PollSpec,
+    by: int,
+    now: datetime,
+    origin: str | None = None,
+) -> Poll:
+    assert unit.id is not None
+    poll = Poll(
+        community_id=unit.community_id,
+        unit_id=unit.id,
+        question=spec.question,
+        description=spec.description,
+        method=spec.method,
+        max_choices=spec.max_choices if spec.method == Method.multiple else 1,
+        weights="-".join(map(str, spec.weights)) if spec.method == Method.ranking else "",
+        counting=spec.counting,
+        area_weighted=spec.area_weighted,
+        owners_only=spec.owners_only,
+        rule=spec.rule,
+        quorum=str(spec.quorum) if spec.rule == Rule.custom and spec.quorum else "",
+        threshold=str(spec.threshold) if spec.rule == Rule.custom and spec.threshold else "",
+        threshold_strict=spec.threshold_strict if spec.rule == Rule.custom else False,
+        anonymous=spec.anonymous,
+        live_results=spec.live_results,
+        opens_at=spec.opens_at,
+        closes_at=spec.closes_at,
+        remind_minutes=int(spec.remind_before.total_seconds() // 60),
+        created_by=by,
+        created_at=now,
+        origin=origin,
+    )
+    session.add(poll)
+    await session.flush()
+    assert poll.id is not None
+    proposals = spec.proposal_ids or [None] * len(spec.options)
+    for number, (text, proposal_id) in enumerate(zip(spec.options, proposals, strict=True), 1):
+        session.add(PollOption(poll_id=poll.id, number=number, text=text, proposal_id=proposal_id))
+    await session.flush()
+    return poll
+
+
+async def get_poll(session: AsyncSession, poll_id: int, *, lock: bool = False) -> Poll:
+    query = select(Poll).where(Poll.id == poll_id)
+    if lock:
+        query = query.with_for_update()
+    poll = (await session.exec(query)).first()
+    if poll is None:
+        raise NotFound("poll_not_found")
+    return poll
+
+
+async def options_of(session: AsyncSession, poll_id: int) -> list[PollOption]:
+    query = select(PollOption).where(PollOption.poll_id == poll_id)
+    return list((await session.exec(query.order_by(col(PollOption.number)))).all())
+
+
+# --- owners ----------------------------------------------------------------------------
+
+
+def clean_owner_key(text: str) -> str:
+    key = " ".join(text.split())[:80]
+    if not key:
+        raise InvalidInput("owner_key_empty")
+    return DEVELOPER if key.casefold() in (DEVELOPER, "开发商", "建设单位") else key
+
+
+async def set_owner_key(
+    session: AsyncSession,
+    *,
+    household_id: int,
+    owner_key: str | None,
+    now: datetime,
+    auth: Authority | None = None,
+) -> None:
+    """Record who owns a flat (None: forget). `auth` None means the register import."""
+    household = await session.get(Household, household_id)
+    if household is None:
+        raise NotFound("household_not_found")
+    if auth is not None:
+        require(auth, await get_unit(session, household.unit_id))
+    found = await session.get(Ownership, household_id)
+    if owner_key is None:
+        if found is not None:
+            await session.delete(found)
+        return
+    key = clean_owner_key(owner_key)
+    if found is None:
+        session.add(
+            Ownership(
+                household_id=household_id,
+                owner_key=key,
+                set_by=auth.person_id if auth else None,
+                updated_at=now,
+            )
+        )
+    else:
+        found.owner_key, found.updated_at = key, now
+        found.set_by = auth.person_id if auth else None
+    await session.flush()
+
+
+async def mark_owner(
+    session: AsyncSession, *, auth: Authority, resident_id: int, owner: bool, now: datetime
+) -> Resident:
+    resident = await session.get(Resident, resident_id)
+    if resident is None:
+        raise NotFound("request_not_found")
+    household = await session.get(Household, resident.household_id)
+    assert household is not None
+    require(auth, await get_unit(session, household.unit_id))
+    found = await session.get(OwnerResident, resident_id)
+    if owner and found is None:
+        session.add(OwnerResident(resident_id=resident_id, marked_by=auth.person_id, marked_at=now))
+    elif not owner and found is not None:
+        await session.delete(found)
+    await session.flush()
+    return resident
+
+
+# --- who may vote ----------------------------------------------------------------------
+
+
+def _slot(poll: Poll, *, person_id: int, household_id: int, owner_key: str | None) -> str:
+    if poll.counting == Counting.person:
+        return f"p:{person_id}"
+    if poll.owners_only:
+        return f"o:{owner_key or f'#{household_id}'}"
+    return f"h:{household_id}"
+
+
+@dataclass(frozen=True)
+class VoterSlot:
+    slot: str
+    household_id: int
+    flat: str
+
+
+async def slots_for(
+    session: AsyncSession, poll: Poll, *, person_id: int, unit: Unit | None = None
+) -> list[VoterSlot]:
+    """The slots this person may cast (one per eligible household); refuses, saying why."""
+    unit = unit or await get_unit(session, poll.unit_id)
+    rows = (
+        await session.exec(
+            select(Resident, Household, OwnerResident.resident_id, Ownership.owner_key)
+            .join(Household, col(Household.id) == col(Resident.household_id))
+            .join(Unit, col(Unit.id) == col(Household.unit_id))
+            .outerjoin(OwnerResident, col(OwnerResident.resident_id) == col(Resident.id))
+            .outerjoin(Ownership, col(Ownership.household_id) == col(Household.id))
+            .where(Resident.person_id == person_id, col(Unit.path).startswith(unit.path))
+            .order_by(col(Household.flat), col(Household.id))
+        )
+    ).all()
+    if not rows:
+        raise NotAllowed("poll_not_your_unit")
+    verified = [r for r in rows if r[0].status == ResidentStatus.verified]
+    if not verified:
+        raise NotAllowed("poll_not_verified")
+    if poll.owners_only:
+        verified = [r for r in verified if r[2] is not None]
+        if not verified:
+            raise NotAllowed("poll_owners_only")
+    found: dict[str, VoterSlot] = {}
+    for _resident, household, _owner, owner_key in verified:
+        assert household.id is not None
+        slot = _slot(poll, person_id=person_id, household_id=household.id, owner_key=owner_key)
+        found.setdefault(slot, VoterSlot(slot, household.id, household.flat))
+    return list(found.values())
+
+
+@dataclass(frozen=True)
+class Roll:
+    """The electorate in detail: area per slot (0 when not weighted), and who is in each slot."""
+
+    electorate: Electorate
+    area: dict[str, int]
+    people: dict[int, set[str]]  # person -> the slots they may cast
+
+
+async def roll(session: AsyncSession, poll: Poll, unit: Unit | None = None) -> Roll:
+    """Who could take part now: every household (or person, or owner) in the poll's unit tree."""
+    unit = unit or await get_unit(session, poll.unit_id)
+    households = (
+        await session.exec(
+            select(Household.id, Household.area_centi_m2, Ownership.owner_key)
+            .join(Unit, col(Unit.id) == col(Household.unit_id))
+            .outerjoin(Ownership, col(Ownership.household_id) == col(Household.id))
+            .where(col(Unit.path).startswith(unit.path))
+        )
+    ).all()
+    key_of = {hid: key for hid, _area, key in households}
+    residents = select(Resident.person_id, Resident.household_id).where(
+        col(Resident.household_id).in_(
+            select(Household.id)
+            .join(Unit, col(Unit.id) == col(Household.unit_id))
+            .where(col(Unit.path).startswith(unit.path))
+        ),
+        Resident.status == ResidentStatus.verified,
+    )
+    if poll.owners_only:
+        residents = residents.join(
+            OwnerResident, col(OwnerResident.resident_id) == col(Resident.id)
+        )
+    people: dict[int, set[str]] = {}
+    for person_id, household_id in (await session.exec(residents)).all():
+        slot = _slot(
+            poll, person_id=person_id, household_id=household_id, owner_key=key_of[household_id]
+        )
+        people.setdefault(person_id, set()).add(slot)
+    area: dict[str, int] = {}
+    missing = 0
+    if poll.counting == Counting.person:
+        for slots in people.values():
+            for slot in slots:
+                area[slot] = 0
+    else:
+        for hid, centi, key in households:
+            assert hid is not None
+            slot = _slot(poll, person_id=0, household_id=hid, owner_key=key)
+            if poll.area_weighted and centi is None:
+                missing += 1
+            area[slot] = area.get(slot, 0) + ((centi or 0) if poll.area_weighted else 0)
+    return Roll(Electorate(len(area), sum(area.values()), missing), area, people)
+
+
+@dataclass(frozen=True)
+class Turnout:
+    voted: int
+    eligible: int
+    area_voted: int
+    area_total: int
+    missing_area: int
+
+
+async def turnout(session: AsyncSession, poll: Poll, the_roll: Roll | None = None) -> Turnout:
+    the_roll = the_roll or await roll(session, poll)
+    slots = (await session.exec(select(PollVoter.slot).where(PollVoter.poll_id == poll.id))).all()
+    return Turnout(
+        voted=len(slots),
+        eligible=the_roll.electorate.heads,
+        area_voted=sum(the_roll.area.get(s, 0) for s in slots),
+        area_total=the_roll.electorate.area,
+        missing_area=the_roll.electorate.missing_area,
+    )
+
+
+# --- casting ---------------------------------------------------------------------------
+
+
+def check_choices(poll: Poll, choices: Sequence[int], options: int) -> tuple[int, ...]:
+    picked = tuple(choices)
+    if any(not 1 <= c <= options for c in picked):
+        raise InvalidInput("poll_bad_choice")
+    if len(set(picked)) != len(picked):
+        raise InvalidInput("poll_repeated_pick")
+    method = Method(poll.method)
+    if method in (Method.single, Method.yesno) and len(picked) != 1:
+        raise InvalidInput("poll_pick_one")
+    if method is Method.multiple and not 1 <= len(picked) <= poll.max_choices:
+        raise InvalidInput("poll_pick_up_to", limit=poll.max_choices)
+    if method is Method.ranking:
+        needed = min(len(poll.weight_list), options)
+        if len(picked) != needed:
+            raise InvalidInput("poll_pick_places", places=needed)
+    return picked
+
+
+def ballot_ref(poll: Poll, slot: str, key: bytes) -> str:
+    if not poll.anonymous:
+        return slot
+    return hmac.new(key, f"{poll.id}:{slot}".encode(), hashlib.sha256).hexdigest()
+
+
+def insert_for(session: AsyncSession) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+@dataclass(frozen=True)
+class Cast:
+    poll: Poll
+    slot: str
+    replaced: bool  # an earlier ballot of this slot was replaced
+    proxy: bool
+
+
+def _open_for_casting(poll: Poll, now: datetime) -> None:
+    state = poll.state(now)
+    if state == "scheduled":
+        raise Conflict("poll_not_open_yet")
+    if state != "open":
+        raise Conflict("poll_closed")
+
+
+async def cast(
+    session: AsyncSession,
+    *,
+    poll_id: int,
+    person_id: int,
+    choices: Sequence[int],
+    now: datetime,
+    ballot_key: bytes,
+    household_id: int | None = None,
+    proxy_by: int | None = None,
+) -> Cast:
+    """Record (or replace) this person's ballot. Race-safe: one row per slot on both databases.
+
+    The poll row is read with a share lock (PostgreSQL), so closing waits for casts in flight
+    and a cast after closing sees the poll closed.
+    """
+    query = select(Poll).where(Poll.id == poll_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    poll = (await session.exec(query)).first()
+    if poll is None:
+        raise NotFound("poll_not_found")
+    _open_for_casting(poll, now)
+    options = len(await options_of(session, poll_id))
+    picked = check_choices(poll, choices, options)
+    slots = await slots_for(session, poll, person_id=person_id)
+    if household_id is not None:
+        slots = [s for s in slots if s.household_id == household_id]
+        if not slots:
+            raise NotAllowed("poll_not_your_unit")
+    if len(slots) > 1:
+        raise InvalidInput("poll_choose_household")
+    chosen = slots[0]
+    insert = insert_for(session)
+    earlier = (
+        await session.exec(
+            select(PollVoter.id).where(PollVoter.poll_id == poll_id, PollVoter.slot == chosen.slot)
+        )
+    ).first()
+    ref = ballot_ref(poll, chosen.slot, ballot_key)
+    if earlier is not None and poll.anonymous:
+        stored = (
+            await session.exec(
+                select(Ballot.ref).where(Ballot.poll_id == poll_id, Ballot.ref == ref)
+            )
+        ).first()
+        if stored is None:
+            # The ballot key changed since the first ballot: a new row would count twice.
+            raise Conflict("ballot_key_changed")
+    voter = {
+        "poll_id": poll_id,
+        "slot": chosen.slot,
+        "person_id": person_id,
+        "household_id": chosen.household_id,
+        "proxy_by": proxy_by,
+        "casts": 1,
+        "cast_at": now,
+    }
+    statement = insert(PollVoter).values(**voter)
+    await session.exec(
+        statement.on_conflict_do_update(
+            index_elements=["poll_id", "slot"],
+            set_={
+                "person_id": person_id,
+                "household_id": chosen.household_id,
+                "proxy_by": proxy_by,
+                "casts": PollVoter.__table__.c.casts + 1,  # type: ignore[attr-defined]
+                "cast_at": now,
+            },
+        )
+    )
+    encoded = encode(poll.method, picked)
+    statement = insert(Ballot).values(poll_id=poll_id, ref=ref, choices=encoded)
+    await session.exec(
+        statement.on_conflict_do_update(
+            index_elements=["poll_id", "ref"], set_={"choices": encoded}
+        )
+    )
+    return Cast(poll, chosen.slot, replaced=earlier is not None, proxy=proxy_by is not None)
+
+
+async def cast_by_proxy(
+    session: AsyncSession,
+    *,
+    auth: Authority,
+    poll_id: int,
+    person_id: int,
+    choices: Sequence[int],
+    now: datetime,
+    ballot_key: bytes,
+    household_id: int | None = None,
+) -> Cast:
+    """A lead records a ballot phoned in by a resident; the resident is told and may replace it."""
+    poll = await get_poll(session, poll_id)
+    require(auth, await get_unit(session, poll.unit_id))
+    done = await cast(
+        session,
+        poll_id=poll_id,
+        person_id=person_id,
+        choices=choices,
+        now=now,
+        ballot_key=ballot_key,
+        household_id=household_id,
+        proxy_by=auth.person_id,
+    )
+    casts = (
+        await session.exec(
+            select(PollVoter.casts).where(PollVoter.poll_id == poll_id, PollVoter.slot == done.slot)
+        )
+    ).one()
+    await outbox.enqueue(
+        session,
+        key=f"poll-proxy:{poll_id}:{done.slot}:{casts}",
+        chat_id=person_id,
+        person_id=person_id,
+        community_id=poll.community_id,
+        template="polls/proxy_notice",
+        context={"poll_id": poll_id, "question": poll.question, "lead_id": auth.person_id},
+        due_at=now,
+        now=now,
+        priority=outbox.Priority.reminder,
+    )
+    return done
+
+
+async def has_voted(session: AsyncSession, poll: Poll, *, person_id: int) -> PollVoter | None:
+    """The slot record this person would cast into, when it already has a ballot."""
+    try:
+        slots = await slots_for(session, poll, person_id=person_id)
+    except NotAllowed:
+        return None
+    names = [s.slot for s in slots]
+    query = select(PollVoter).where(PollVoter.poll_id == poll.id, col(PollVoter.slot).in_(names))
+    return (await session.exec(query)).first()
+
+
+async def my_ballot(
+    session: AsyncSession, poll: Poll, *, slot: str, ballot_key: bytes
+) -> tuple[int, ...] | None:
+    """The choices stored for a slot (shown only to that slot's own voters)."""
+    ref = ballot_ref(poll, slot, ballot_key)
+    query = select(Ballot.choices).where(Ballot.poll_id == poll.id, Ballot.ref == ref)
+    found = (await session.exec(query)).first()
+    return decode(found) if found is not None else None
+
+
+# --- open polls for a person -----------------------------------------------------------
+
+
+async def polls_for(
+    session: AsyncSession, *, person_id: int, now: datetime, limit: int = 20
+) -> list[Poll]:
+    """Open (and scheduled) polls in the units where this person is a verified resident."""
+    paths = (
+        await session.exec(
+            select(Unit.path)
+            .join(Household, col(Household.unit_id) == col(Unit.id))
+            .join(Resident, col(Resident.household_id) == col(Household.id))
+            .where(Resident.person_id == person_id, Resident.status == ResidentStatus.verified)
+        )
+    ).all()
+    unit_ids = {int(p) for path in paths for p in path.strip("/").split("/") if p}
+    if not unit_ids:
+        return []
+    query = (
+        select(Poll)
+        .where(
+            col(Poll.unit_id).in_(unit_ids),
+            Poll.status == PollStatus.open,
+            col(Poll.closes_at) > now,
+        )
+        .order_by(col(Poll.closes_at), col(Poll.id))
+        .limit(limit)
+    )
+    found = []
+    for poll in (await session.exec(query)).all():
+        try:
+            await slots_for(session, poll, person_id=person_id)
+        except NotAllowed:
+            continue
+        found.append(poll)
+    return found
+
+
+# --- lead actions ----------------------------------------------------------------------
+
+
+def _reason(text: str) -> str:
+    reason = " ".join(text.split())
+    if not 2 <= len(reason) <= 200:
+        raise InvalidInput("poll_reason_length", limit=200)
+    return reason
+
+
+async def extend(
+    session: AsyncSession,
+    *,
+    auth: Authority,
+    poll_id: int,
+    closes_at: datetime,
+    reason: str,
+    now: datetime,
+) -> Poll:
+    poll = await get_poll(session, poll_id, lock=True)
+    require(auth, await get_unit(session, poll.unit_id))
+    if poll.status == PollStatus.closed:
+        raise Conflict("poll_closed")
+    if closes_at <= now or closes_at <= poll.opens_at:
+        raise InvalidInput("poll_closes_in_past")
+    if closes_at <= poll.closes_at:
+        raise InvalidInput("poll_extend_later")
+    poll.changed_reason = _reason(reason)
+    poll.closes_at = closes_at
+    await session.flush()
+    return poll
+
+
+# --- closing and results ---------------------------------------------------------------
+
+
+async def ballots_of(session: AsyncSession, poll: Poll, the_roll: Roll) -> list[CountedBallot]:
+    """The canonical ballots: area from the roll for named area-weighted polls, else 0."""
+    rows = (
+        await session.exec(select(Ballot.ref, Ballot.choices).where(Ballot.poll_id == poll.id))
+    ).all()
+    weighted = poll.area_weighted and not poll.anonymous
+    return [
+        CountedBallot(the_roll.area.get(ref, 0) if weighted else 0, decode(choices))
+        for ref, choices in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Tallied:
+    poll: Poll
+    options: list[PollOption]
+    result: Result
+    text: str  # the canonical ballot list
+    digest: str
+
+
+async def tally(session: AsyncSession, poll: Poll) -> Tallied:
+    assert poll.id is not None
+    options = await options_of(session, poll.id)
+    the_roll = await roll(session, poll)
+    ballots = await ballots_of(session, poll, the_roll)
+    result = count(
+        method=poll.method,
+        options=len(options),
+        ballots=ballots,
+        electorate=the_roll.electorate,
+        rule=poll.decision_rule,
+        weights=poll.weight_list or DEFAULT_WEIGHTS,
+        by_area=poll.area_weighted,
+    )
+    text = canonical_text(
+        poll_id=poll.id,
+        method=poll.method,
+        weights=poll.weight_list,
+        options=len(options),
+        area=poll.area_weighted,
+        lines=(line(b, poll.method) for b in ballots),
+    )
+    return Tallied(poll, options, result, text, digest(text))
+
+
+def _fraction(value: Fraction) -> str:
+    return f"{value.numerator}/{value.denominator}"
+
+
+def summary(tallied: Tallied) -> dict[str, Any]:
+    """The result as plain values (stored on the poll, and the context of the result message)."""
+    poll, result = tallied.poll, tallied.result
+    labels = {o.number: o.text for o in tallied.options}
+    verdict = result.verdict
+    return {
+        "poll_id": poll.id,
+        "question": poll.question,
+        "method": poll.method,
+        "weights": list(poll.weight_list),
+        "counting": poll.counting,
+        "owners": poll.counts_owners,
+        "by_area": result.by_area,
+        "anonymous": poll.anonymous,
+        "options": [
+            {
+                "number": o.number,
+                "text": labels[o.number],
+                "heads": o.heads,
+                "area": o.area,
+                "places": o.places,
+            }
+            for o in result.options
+        ],
+        "ranked": list(result.ranked),
+        "leader": result.leader,
+        "tied": list(result.tied),
+        "tie_break": result.tie_break,
+        "heads": result.heads,
+        "area": result.area,
+        "eligible": result.electorate.heads,
+        "eligible_area": result.electorate.area,
+        "missing_area": result.electorate.missing_area,
+        "verdict": None
+        if verdict is None
+        else {
+            "rule": verdict.rule.value,
+            "passed": verdict.passed,
+            "tied": verdict.tied,
+            "checks": [
+                {
+                    "stage": c.stage,
+                    "measure": c.measure,
+                    "num": c.num,
+                    "den": c.den,
+                    "threshold": _fraction(c.threshold.fraction),
+                    "strict": c.threshold.strict,
+                    "passed": c.passed,
+                }
+                for c in verdict.checks
+            ],
+        },
+        "digest": tallied.digest,
+        "reason": poll.changed_reason,
+        "closed_early": poll.closed_by is not None,
+    }
+
+
+async def close(
+    session: AsyncSession,
+    *,
+    poll_id: int,
+    now: datetime,
+    by: int | None = None,
+    reason: str = "",
+) -> Tallied | None:
+    """Close a poll and post its results once (None when it was already closed)."""
+    poll = await get_poll(session, poll_id, lock=True)
+    if poll.status == PollStatus.closed:
+        return None
+    if by is None and now < poll.closes_at:
+        return None  # extended since it was picked
+    poll.status = PollStatus.closed
+    poll.closed_at = now
+    if by is not None:
+        poll.closed_by = by
+        poll.changed_reason = reason
+    tallied = await tally(session, poll)
+    poll.digest = tallied.digest
+    poll.result = summary(tallied)
+    session.add(PollRecord(poll_id=poll_id, text=tallied.text))
+    await session.flush()
+    unit = await get_unit(session, poll.unit_id)
+    await outbox.enqueue_to_unit(
+        session,
+        key=f"poll-result:{poll_id}",
+        unit=unit,
+        subtree_too=True,
+        template="polls/result",
+        context={"result": poll.result},
+        due_at=now,
+        now=now,
+    )
+    return tallied
+
+
+async def close_early(
+    session: AsyncSession, *, auth: Authority, poll_id: int, reason: str, now: datetime
+) -> Tallied:
+    poll = await get_poll(session, poll_id)
+    require(auth, await get_unit(session, poll.unit_id))
+    done = await close(session, poll_id=poll_id, now=now, by=auth.person_id, reason=_reason(reason))
+    if done is None:
+        raise Conflict("poll_closed")
+    return done
+
+
+async def due_to_close(session: AsyncSession, *, now: datetime, limit: int = 100) -> list[int]:
+    query = (
+        select(Poll.id)
+        .where(Poll.status == PollStatus.open, col(Poll.closes_at) <= now)
+        .order_by(col(Poll.closes_at), col(Poll.id))
+        .limit(limit)
+    )
+    return [int(pid) for pid in (await session.exec(query)).all() if pid is not None]
+
+
+# --- reminders -------------------------------------------------------------------------
+
+
+async def remind_due(session: AsyncSession, *, now: datetime, limit: int = 50) -> int:
+    """Remind eligible non-voters privately before closing, once per closing time."""
+    query = (
+        select(Poll)
+        .where(
+            Poll.status == PollStatus.open,
+            col(Poll.remind_minutes) > 0,
+            col(Poll.closes_at) > now,
+            col(Poll.opens_at) <= now,
+        )
+        .order_by(col(Poll.closes_at))
+    )
+    sent = 0
+    polls = [
+        p
+        for p in (await session.exec(query)).all()
+        if p.reminded_for != p.closes_at
+        and p.closes_at - timedelta(minutes=p.remind_minutes) <= now
+    ][:limit]
+    for poll in polls:
+        sent += await remind(session, poll, now=now)
+        poll.reminded_for = poll.closes_at
+    await session.flush()
+    return sent
+
+
+async def remind(session: AsyncSession, poll: Poll, *, now: datetime) -> int:
+    the_roll = await roll(session, poll)
+    voted = set(
+        (await session.exec(select(PollVoter.slot).where(PollVoter.poll_id == poll.id))).all()
+    )
+    added = 0
+    stamp = int(poll.closes_at.timestamp())
+    for person_id, slots in sorted(the_roll.people.items()):
+        if slots <= voted:
+            continue
+        added += await outbox.enqueue(
+            session,
+            key=f"poll-remind:{poll.id}:{stamp}:{person_id}",
+            chat_id=person_id,
+            person_id=person_id,
+            community_id=poll.community_id,
+            template="polls/reminder",
+            context={
+                "poll_id": poll.id,
+                "question": poll.question,
+                "closes_at": poll.closes_at.isoformat(),
+            },
+            due_at=now,
+            now=now,
+            priority=outbox.Priority.reminder,
+        )
+    return added
+
+
+# --- export ----------------------------------------------------------------------------
+
+EXPORT_HEADER = ["area", "choices"]
+
+
+async def export_rows(session: AsyncSession, poll: Poll) -> list[list[str]]:
+    """The closed poll's canonical ballot list as CSV rows `area, choices` (no identities)."""
+    if poll.status != PollStatus.closed:
+        raise Conflict("poll_export_open")
+    record = await session.get(PollRecord, poll.id)
+    assert record is not None
+    return [text.split(",", 1) for text in record.text.splitlines()[1:]]
+
+
+async def record_text(session: AsyncSession, poll: Poll) -> str:
+    record = await session.get(PollRecord, poll.id)
+    if record is None:
+        raise Conflict("poll_export_open")
+    return record.text
+
+
+async def roll_call(session: AsyncSession, poll: Poll) -> list[list[str]]:
+    """A named poll's ballots with who cast them (leads only; never for anonymous polls)."""
+    if poll.anonymous:
+        raise NotAllowed("poll_anonymous_export")
+    rows = await session.exec(
+        select(PollVoter, Ballot.choices)
+        .join(
+            Ballot,
+            (col(Ballot.poll_id) == col(PollVoter.poll_id))
+            & (col(Ballot.ref) == col(PollVoter.slot)),
+        )
+        .where(PollVoter.poll_id == poll.id)
+        .order_by(col(PollVoter.slot))
+    )
+    return [[v.slot, str(v.person_id), str(v.proxy_by or ""), choices] for v, choices in rows.all()]
