@@ -415,7 +415,11 @@ class Console:
         if not line.startswith(":"):
             await self.scene.say(self.user, self.chat(), line, thread=self.place.thread)
             return True
-        command, *args = line[1:].split()
+        words = line[1:].split()
+        if not words:  # a bare ":" (or ": ") is no command at all
+            self.out("(a sandbox command follows the colon, e.g. :who; :help lists them all)")
+            return True
+        command, *args = words
         action = {
             "as": self.cmd_as,
             "in": self.cmd_in,

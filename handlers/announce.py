@@ -17,6 +17,7 @@ from handlers.common import (
     View,
     answer,
     as_int,
+    as_state,
     button,
     callback_args,
     edit,
@@ -28,6 +29,7 @@ from handlers.common import (
     page_count,
     reply,
     rows_of,
+    state,
     thread_of,
     user_id,
 )
@@ -341,11 +343,19 @@ def _days_view(ctx: LinliContext, draft: AnnouncementDraft, community: Community
     d = _draft_id(draft)
     chosen = set(draft.days)
     if draft.kind == ScheduleKind.weekly:
-        days = [button(_l(ctx, "weekday", day=i, on=i in chosen), f"and:{d}:{i}") for i in range(7)]
+        days = [
+            button(
+                _l(ctx, "weekday", day=i, on=i in chosen), f"and:{d}:{i}:{state(i not in chosen)}"
+            )
+            for i in range(7)
+        ]
         rows = rows_of(days, 4)
     else:
         days = [
-            button(_l(ctx, "monthday", day=i, on=i in chosen), f"and:{d}:{i}") for i in range(1, 32)
+            button(
+                _l(ctx, "monthday", day=i, on=i in chosen), f"and:{d}:{i}:{state(i not in chosen)}"
+            )
+            for i in range(1, 32)
         ]
         rows = rows_of(days, 7)
     rows.append([button(_l(ctx, "done"), f"anc:{d}")])
@@ -368,8 +378,8 @@ async def _confirm_view(
     plan = await ann.plan(session, auth=auth, draft=draft, now=ctx.now())
     rows = [
         [
-            button(_l(ctx, "pin", on=draft.pin), f"ano:{d}:p"),
-            button(_l(ctx, "silent", on=draft.silent), f"ano:{d}:s"),
+            button(_l(ctx, "pin", on=draft.pin), f"ano:{d}:p:{state(not draft.pin)}"),
+            button(_l(ctx, "silent", on=draft.silent), f"ano:{d}:s:{state(not draft.silent)}"),
         ],
         [button(_l(ctx, "send_now" if draft.send_now else "schedule"), f"any:{d}")],
         [button(_l(ctx, "change_time"), f"anb:{d}")],
@@ -494,10 +504,10 @@ async def btn_repeat(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_day(update: Update, ctx: LinliContext) -> None:
-    draft_id, day = callback_args(update, "and", 2)
+    draft_id, day, wanted = callback_args(update, "and", 3)
     async with ctx.svc.db.transaction() as session:
         draft, _auth, community = await _aimed(session, ctx, update, draft_id)
-        await ann.toggle_day(session, draft=draft, day=as_int(day))
+        await ann.set_day(session, draft=draft, day=as_int(day), chosen=as_state(wanted))
         view = _days_view(ctx, draft, community)
     await _show(update, ctx, view)
 
@@ -515,13 +525,14 @@ async def btn_confirm(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_option(update: Update, ctx: LinliContext) -> None:
-    draft_id, code = callback_args(update, "ano", 2)
+    draft_id, code, wanted = callback_args(update, "ano", 3)
     if code not in OPTIONS:
         raise InvalidInput("stale_button")
+    on = as_state(wanted)
     async with ctx.svc.db.transaction() as session:
         draft = await _draft(session, update, draft_id)
         auth = await _lead(session, ctx, update)
-        await ann.toggle_option(session, draft=draft, option=OPTIONS[code])
+        await ann.set_option(session, draft=draft, option=OPTIONS[code], on=on)
         view = await _confirm_view(session, ctx, auth, draft)
     await _show(update, ctx, view)
 

@@ -92,11 +92,37 @@ def callback_args(update: Update, prefix: str, count: int) -> list[str]:
     return parts[1:]
 
 
-def as_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidInput("stale_button") from None
+ROW_ID_MAX = 2**31 - 1  # PostgreSQL's `integer`: row ids, pages, amounts in callback data
+TELEGRAM_ID_MAX = 2**63 - 1  # `bigint`: people and chats as Telegram numbers them
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")
+
+
+def as_int(text: str, *, telegram_id: bool = False) -> int:
+    """A number from callback data, within its column's range; anything else is stale or forged.
+
+    Row ids and pages are 0 … 2^31-1 (PostgreSQL's 32-bit integer columns); Telegram ids
+    (`telegram_id=True`, people and chats) are signed 64-bit. Python's int() would also take
+    "+5", " 5", "1_000" and non-ASCII digits: none of those is a button Linli made.
+    """
+    if not _DECIMAL.fullmatch(text):
+        raise InvalidInput("stale_button")
+    value = int(text)
+    low, high = (-TELEGRAM_ID_MAX - 1, TELEGRAM_ID_MAX) if telegram_id else (0, ROW_ID_MAX)
+    if not low <= value <= high:
+        raise InvalidInput("stale_button")
+    return value
+
+
+def as_state(text: str) -> bool:
+    """A button's target state ("1" on, "0" off). Buttons set a state, never toggle one, so a
+    double tap or a redelivered update leaves things as the person wanted."""
+    if text not in ("0", "1"):
+        raise InvalidInput("stale_button")
+    return text == "1"
+
+
+def state(on: bool) -> str:
+    return "1" if on else "0"
 
 
 def user_id(update: Update) -> int:

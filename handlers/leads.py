@@ -75,7 +75,7 @@ class Section:
 def _starter(update: Update, by: str) -> int:
     """The tapper, who must be the person who opened this picker."""
     uid = user_id(update)
-    if as_int(by) != uid:
+    if as_int(by, telegram_id=True) != uid:
         raise NotAllowed("not_your_picker")
     return uid
 
@@ -250,7 +250,7 @@ async def btn_navigate(update: Update, ctx: LinliContext) -> None:
             ctx,
             auth,
             by=uid,
-            target=as_int(target),
+            target=as_int(target, telegram_id=True),
             unit_id=as_int(unit_id),
             page=as_int(page),
         )
@@ -262,9 +262,14 @@ async def btn_select_unit(update: Update, ctx: LinliContext) -> None:
     uid = _starter(update, by)
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
-        if as_int(target):
+        if as_int(target, telegram_id=True):
             view = await _role_view(
-                session, ctx, auth, by=uid, unit_id=as_int(unit_id), target=as_int(target)
+                session,
+                ctx,
+                auth,
+                by=uid,
+                unit_id=as_int(unit_id),
+                target=as_int(target, telegram_id=True),
             )
         else:
             view = await _person_view(session, ctx, auth, by=uid, unit_id=as_int(unit_id), page=0)
@@ -288,7 +293,12 @@ async def btn_select_person(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
         view = await _role_view(
-            session, ctx, auth, by=uid, unit_id=as_int(unit_id), target=as_int(target)
+            session,
+            ctx,
+            auth,
+            by=uid,
+            unit_id=as_int(unit_id),
+            target=as_int(target, telegram_id=True),
         )
     await edit(update, ctx, view.name, markup=view.markup, **view.params)
 
@@ -305,21 +315,21 @@ async def btn_appoint(update: Update, ctx: LinliContext) -> None:
             session,
             auth=auth,
             unit_id=as_int(unit_id),
-            person_id=as_int(target),
+            person_id=as_int(target, telegram_id=True),
             kind=kind,
             now=ctx.now(),
         )
         unit = await people.get_unit(session, as_int(unit_id))
         names = await people.lineage_names(session, unit)
         community = await people.get_community(session, unit.community_id)
-        person = await people.get_person(session, as_int(target))
+        person = await people.get_person(session, as_int(target, telegram_id=True))
         assert person is not None
     if not created:
         await edit(update, ctx, "leads/already", target=person, unit=unit, kind=kind)
         return
     told = await send_private(
         ctx,
-        as_int(target),
+        as_int(target, telegram_id=True),
         people.language_for(person, community),
         "leads/you_are_lead",
         names=names,

@@ -19,6 +19,7 @@ from handlers.common import (
     View,
     answer,
     as_int,
+    as_state,
     button,
     callback_args,
     deep_link,
@@ -34,6 +35,7 @@ from handlers.common import (
     rows_of,
     send_private,
     show,
+    state,
     thread_of,
     url_button,
     user_id,
@@ -226,6 +228,8 @@ async def btn_units_page(update: Update, ctx: LinliContext) -> None:
     code, page = callback_args(update, "pq", 2)
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
+        if not auth.is_lead:
+            raise NotAllowed("leads_only")
         tops = await _top_units(session, auth)
     await show(update, ctx, _units_screen(ctx, _kind(code), tops, as_int(page)))
 
@@ -293,7 +297,7 @@ async def _people_screen(
                     flat=flats.get(r.household_id, ""),
                     picked=p.id in draft.person_ids,
                 ),
-                f"pt:{draft.id}:{p.id}:{page}",
+                f"pt:{draft.id}:{p.id}:{page}:{state(p.id not in draft.person_ids)}",
             )
         ]
         for r, p in shown
@@ -380,14 +384,19 @@ def _draft_id(update: Update, prefix: str, count: int = 1) -> tuple[int, list[st
     return as_int(args[0]), args[1:]
 
 
-async def btn_toggle(update: Update, ctx: LinliContext) -> None:
-    """pt:<draft>:<person>:<page>: pick or unpick one resident."""
+async def btn_pick(update: Update, ctx: LinliContext) -> None:
+    """pt:<draft>:<person>:<page>:<1|0>: pick (1) or unpick (0) one resident."""
     _private_only(update)  # the list shows flat numbers
-    draft_id, (person_id, page) = _draft_id(update, "pt", 3)
+    draft_id, (person_id, page, wanted) = _draft_id(update, "pt", 4)
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
-        draft = await points.toggle_person(
-            session, auth=auth, draft_id=draft_id, person_id=as_int(person_id), now=ctx.now()
+        draft = await points.pick_person(
+            session,
+            auth=auth,
+            draft_id=draft_id,
+            person_id=as_int(person_id, telegram_id=True),
+            picked=as_state(wanted),
+            now=ctx.now(),
         )
         screen = await _people_screen(session, ctx, draft, as_int(page))
     await show(update, ctx, screen)
@@ -563,13 +572,21 @@ async def _board_screen(
     lines = await points.board(session, unit=unit, now=ctx.now(), monthly=monthly)
     hidden = await points.is_hidden(session, community_id=unit.community_id, person_id=uid)
     m = "m" if monthly else "a"
-    toggle = "hide_toggle" if not private else ("show_me" if hidden else "hide_me")
+    # Each button sets a state ("hide me", "show me"): a double tap or a repeat leaves it set.
+    # In a group the board is everyone's, so both are offered; privately, the one that applies.
+    states = ("h", "s") if not private else (("s",) if hidden else ("h",))
     rows = [
         [
             button(label(ctx, "points", "this_month", on=monthly), f"ptb:{unit.id}:m"),
             button(label(ctx, "points", "all_time", on=not monthly), f"ptb:{unit.id}:a"),
         ],
-        [button(label(ctx, "points", toggle), f"pth:{unit.id}:{m}")],
+        [
+            button(
+                label(ctx, "points", "hide_me" if state == "h" else "show_me"),
+                f"pth:{unit.id}:{m}:{state}",
+            )
+            for state in states
+        ],
     ]
     params = {"unit": unit, "lines": lines, "monthly": monthly, "hidden": hidden and private}
     return View("points/top", params, keyboard(rows))
@@ -603,13 +620,30 @@ async def cmd_top(update: Update, ctx: LinliContext) -> None:
     await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
 
 
+async def _readable_board(
+    session: AsyncSession, update: Update, ctx: LinliContext, unit_id: str
+) -> Unit:
+    """The unit of a tapped board, if the tapper may see it (see points.require_board_reader)."""
+    unit = await people.get_unit(session, as_int(unit_id))
+    chat_unit = None
+    chat = update.effective_chat
+    if chat is not None and not is_private(update):
+        link = await people.link_for(
+            session, chat_id=chat.id, thread_id=thread_of(update.effective_message)
+        )
+        chat_unit = link.unit_id if link is not None else None
+    auth = await load_auth(session, ctx, update)
+    await points.require_board_reader(session, auth=auth, unit=unit, chat_unit_id=chat_unit)
+    return unit
+
+
 async def btn_board(update: Update, ctx: LinliContext) -> None:
     """ptb:<unit>:<m|a>: this month's board or the all-time one."""
     unit_id, which = callback_args(update, "ptb", 2)
     if which not in ("m", "a"):
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction(write=False) as session:
-        unit = await people.get_unit(session, as_int(unit_id))
+        unit = await _readable_board(session, update, ctx, unit_id)
         screen = await _board_screen(
             session, ctx, unit, which == "m", user_id(update), is_private(update)
         )
@@ -617,14 +651,14 @@ async def btn_board(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_hide(update: Update, ctx: LinliContext) -> None:
-    """pth:<unit>:<m|a>: the tapper leaves the board, or comes back to it."""
-    unit_id, which = callback_args(update, "pth", 2)
-    if which not in ("m", "a"):
+    """pth:<unit>:<m|a>:<h|s>: the tapper leaves the board (h), or comes back to it (s)."""
+    unit_id, which, state = callback_args(update, "pth", 3)
+    if which not in ("m", "a") or state not in ("h", "s"):
         raise InvalidInput("stale_button")
     uid = user_id(update)
+    hidden = state == "h"
     async with ctx.svc.db.transaction() as session:
-        unit = await people.get_unit(session, as_int(unit_id))
-        hidden = not await points.is_hidden(session, community_id=unit.community_id, person_id=uid)
+        unit = await _readable_board(session, update, ctx, unit_id)
         await points.set_hidden(
             session, community_id=unit.community_id, person_id=uid, hidden=hidden, now=ctx.now()
         )
@@ -832,7 +866,8 @@ async def _rule_screen(
         [button(label(ctx, "points", "rule_points"), f"pz:{cid}:{code}")],
         [
             button(
-                label(ctx, "points", "turn_off" if found.active else "turn_on"), f"po:{cid}:{code}"
+                label(ctx, "points", "turn_off" if found.active else "turn_on"),
+                f"po:{cid}:{code}:{state(not found.active)}",
             )
         ],
         [button(label(ctx, "points", "back"), f"pl:{cid}")],
@@ -878,16 +913,16 @@ async def btn_rule(update: Update, ctx: LinliContext) -> None:
     await show(update, ctx, screen)
 
 
-async def btn_rule_toggle(update: Update, ctx: LinliContext) -> None:
-    """po:<community>:<rule>: on or off."""
+async def btn_rule_active(update: Update, ctx: LinliContext) -> None:
+    """po:<community>:<rule>:<1|0>: turn the rule on (1) or off (0)."""
     _private_only(update)
-    community_id, code = callback_args(update, "po", 2)
+    community_id, code, wanted = callback_args(update, "po", 3)
+    active = as_state(wanted)
     cid = as_int(community_id)
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
-        found = await points.rule(session, community_id=cid, code=code, now=ctx.now())
         await points.edit_rule(
-            session, auth=auth, community_id=cid, code=code, now=ctx.now(), active=not found.active
+            session, auth=auth, community_id=cid, code=code, now=ctx.now(), active=active
         )
         community = await people.get_community(session, cid)
         screen = await _rule_screen(session, ctx, community, code)
@@ -988,7 +1023,7 @@ def register(app: LinliApp) -> None:
         ("pm", btn_more),
         ("pq", btn_units_page),
         ("pu", btn_unit),
-        ("pt", btn_toggle),
+        ("pt", btn_pick),
         ("pp", btn_people_page),
         ("pn", btn_next),
         ("pa", btn_amount),
@@ -1006,7 +1041,7 @@ def register(app: LinliApp) -> None:
         ("pg", btn_export_range),
         ("pl", btn_rules),
         ("pi", btn_rule),
-        ("po", btn_rule_toggle),
+        ("po", btn_rule_active),
         ("pz", btn_rule_points),
         ("pj", btn_new_rule),
         ("py", btn_max),

@@ -532,7 +532,9 @@ async def btn_manage(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     cid, merchant, page = callback_args(update, "rmh", 3)
     async with ctx.svc.db.transaction(write=False) as session:
-        view = await _manage_view(session, ctx, update, as_int(cid), as_int(merchant), as_int(page))
+        view = await _manage_view(
+            session, ctx, update, as_int(cid), as_int(merchant, telegram_id=True), as_int(page)
+        )
     await show(update, ctx, view)
 
 
@@ -592,7 +594,7 @@ async def btn_new(update: Update, ctx: LinliContext) -> None:
     cid, merchant = callback_args(update, "rmn", 2)
     async with ctx.svc.db.transaction(write=False) as session:
         await _manager(session, ctx, update, as_int(cid))
-    await show(update, ctx, _cost_view(ctx, as_int(cid), as_int(merchant)))
+    await show(update, ctx, _cost_view(ctx, as_int(cid), as_int(merchant, telegram_id=True)))
 
 
 async def btn_new_cost(update: Update, ctx: LinliContext) -> None:
@@ -601,7 +603,9 @@ async def btn_new_cost(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         await _manager(session, ctx, update, as_int(cid))
     value = _whole(cost, 1, rewards.MAX_COST)
-    await show(update, ctx, _stock_view(ctx, as_int(cid), as_int(merchant), value))
+    await show(
+        update, ctx, _stock_view(ctx, as_int(cid), as_int(merchant, telegram_id=True), value)
+    )
 
 
 async def btn_new_stock(update: Update, ctx: LinliContext) -> None:
@@ -612,7 +616,8 @@ async def btn_new_stock(update: Update, ctx: LinliContext) -> None:
         await _manager(session, ctx, update, as_int(cid))
     value = _whole(cost, 1, rewards.MAX_COST)
     amount = None if stock == UNLIMITED else _whole(stock, 0, rewards.MAX_STOCK)
-    payload = f"{as_int(cid)}:{as_int(merchant)}:{value}:{UNLIMITED if amount is None else amount}"
+    merchant_id = as_int(merchant, telegram_id=True)
+    payload = f"{as_int(cid)}:{merchant_id}:{value}:{UNLIMITED if amount is None else amount}"
     await ask(update, ctx, ASK_NAME_ZH, payload, "rewards/ask_name_zh")
     await answer(update, ctx)
 
@@ -622,7 +627,13 @@ async def btn_type_new_cost(update: Update, ctx: LinliContext) -> None:
     cid, merchant = callback_args(update, "rmtc", 2)
     async with ctx.svc.db.transaction(write=False) as session:
         await _manager(session, ctx, update, as_int(cid))
-    await ask(update, ctx, ASK_NEW_COST, f"{as_int(cid)}:{as_int(merchant)}", "rewards/ask_cost")
+    await ask(
+        update,
+        ctx,
+        ASK_NEW_COST,
+        f"{as_int(cid)}:{as_int(merchant, telegram_id=True)}",
+        "rewards/ask_cost",
+    )
     await answer(update, ctx)
 
 
@@ -631,7 +642,9 @@ async def btn_type_new_stock(update: Update, ctx: LinliContext) -> None:
     cid, merchant, cost = callback_args(update, "rmts", 3)
     async with ctx.svc.db.transaction(write=False) as session:
         await _manager(session, ctx, update, as_int(cid))
-    payload = f"{as_int(cid)}:{as_int(merchant)}:{_whole(cost, 1, rewards.MAX_COST)}"
+    payload = (
+        f"{as_int(cid)}:{as_int(merchant, telegram_id=True)}:{_whole(cost, 1, rewards.MAX_COST)}"
+    )
     await ask(update, ctx, ASK_NEW_STOCK, payload, "rewards/ask_stock")
     await answer(update, ctx)
 
@@ -666,7 +679,7 @@ async def on_new_cost(update: Update, ctx: LinliContext, prompt: people.Prompt) 
     except InvalidInput as error:
         await _again(update, ctx, prompt, error)
         return
-    await show(update, ctx, _stock_view(ctx, as_int(cid), as_int(merchant), cost))
+    await show(update, ctx, _stock_view(ctx, as_int(cid), as_int(merchant, telegram_id=True), cost))
 
 
 @answers(ASK_NEW_STOCK)
@@ -712,9 +725,13 @@ async def on_name_en(update: Update, ctx: LinliContext, prompt: people.Prompt) -
             now=ctx.now(),
         )
         assert reward.id is not None
-        if as_int(merchant):
+        if as_int(merchant, telegram_id=True):
             reward, _ = await rewards.set_merchant(
-                session, auth=auth, reward_id=reward.id, merchant_id=as_int(merchant), now=ctx.now()
+                session,
+                auth=auth,
+                reward_id=reward.id,
+                merchant_id=as_int(merchant, telegram_id=True),
+                now=ctx.now(),
             )
             view = await _edit_view(session, ctx, reward, note="added")
         else:
@@ -902,7 +919,7 @@ async def btn_set_merchant(update: Update, ctx: LinliContext) -> None:
             session,
             auth=auth,
             reward_id=as_int(reward_id),
-            merchant_id=as_int(person_id) or None,
+            merchant_id=as_int(person_id, telegram_id=True) or None,
             now=ctx.now(),
         )
         view = await _edit_view(session, ctx, reward, note="saved")

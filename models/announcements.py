@@ -380,21 +380,29 @@ async def set_recurrence(
     await session.flush()
 
 
-async def toggle_day(session: AsyncSession, *, draft: AnnouncementDraft, day: int) -> None:
+async def set_day(
+    session: AsyncSession, *, draft: AnnouncementDraft, day: int, chosen: bool
+) -> None:
+    """Choose a day of the repeat, or leave it out; setting what is already set changes nothing."""
     valid = range(7) if draft.kind == ScheduleKind.weekly else range(1, 32)
     if draft.kind == ScheduleKind.once or day not in valid:
         raise InvalidInput("stale_button")
-    chosen = set(draft.days)
-    chosen ^= {day}
-    draft.days = sorted(chosen)
+    days = set(draft.days)
+    if chosen:
+        days.add(day)
+    else:
+        days.discard(day)
+    draft.days = sorted(days)
     await session.flush()
 
 
-async def toggle_option(session: AsyncSession, *, draft: AnnouncementDraft, option: str) -> None:
+async def set_option(
+    session: AsyncSession, *, draft: AnnouncementDraft, option: str, on: bool
+) -> None:
     if option == "pin":
-        draft.pin = not draft.pin
+        draft.pin = on
     elif option == "silent":
-        draft.silent = not draft.silent
+        draft.silent = on
     else:
         raise InvalidInput("stale_button")
     await session.flush()

@@ -725,21 +725,31 @@ async def _open_draft(
     return draft, unit
 
 
-async def toggle_person(
-    session: AsyncSession, *, auth: Authority, draft_id: int, person_id: int, now: datetime
+async def pick_person(
+    session: AsyncSession,
+    *,
+    auth: Authority,
+    draft_id: int,
+    person_id: int,
+    picked: bool,
+    now: datetime,
 ) -> AwardDraft:
+    """Pick a resident for the draft (or unpick them); picking one already picked changes
+    nothing, so a double tap or a repeated update leaves the choice as the lead made it."""
     draft, unit = await _open_draft(session, auth=auth, draft_id=draft_id)
-    picked = list(draft.person_ids)
-    if person_id in picked:
-        picked.remove(person_id)
+    chosen = list(draft.person_ids)
+    if (person_id in chosen) == picked:
+        return draft
+    if not picked:
+        chosen.remove(person_id)
     else:
         await check_awardable(
             session, auth=auth, community_id=draft.community_id, person_id=person_id, within=unit
         )
-        if len(picked) >= MAX_PICKED:
+        if len(chosen) >= MAX_PICKED:
             raise InvalidInput("points_too_many", limit=MAX_PICKED)
-        picked.append(person_id)
-    draft.person_ids = picked  # a new list, so the JSON column is seen as changed
+        chosen.append(person_id)
+    draft.person_ids = chosen  # a new list, so the JSON column is seen as changed
     draft.updated_at = now
     await session.flush()
     return draft
@@ -1132,10 +1142,34 @@ async def is_hidden(session: AsyncSession, *, community_id: int, person_id: int)
     return bool((await session.exec(query)).first())
 
 
+async def is_resident_of(session: AsyncSession, *, person_id: int, community_id: int) -> bool:
+    """A verified resident of this community (a pending request does not count)."""
+    found = await verified_memberships(session, person_id=person_id)
+    return any(m.community.id == community_id for m in found)
+
+
+async def require_board_reader(
+    session: AsyncSession, *, auth: Authority, unit: Unit, chat_unit_id: int | None
+) -> None:
+    """Who may see a unit's honour board: its community's residents and the leads covering it,
+    and anyone in the group the board is posted to (`chat_unit_id`: the unit that chat serves)."""
+    if chat_unit_id is not None and chat_unit_id == unit.id:
+        return
+    if auth.covers(unit):
+        return
+    if not await is_resident_of(session, person_id=auth.person_id, community_id=unit.community_id):
+        raise NotAllowed("not_a_member")
+
+
 async def set_hidden(
     session: AsyncSession, *, community_id: int, person_id: int, hidden: bool, now: datetime
 ) -> None:
-    """Anyone may keep their name off the honour board; it changes nothing else."""
+    """A resident may keep their name off their community's honour board (or put it back);
+    it changes nothing else, and setting the state it already has is a no-op."""
+    if not await is_resident_of(session, person_id=person_id, community_id=community_id):
+        raise NotAllowed("not_a_member")
+    if await is_hidden(session, community_id=community_id, person_id=person_id) == hidden:
+        return
     await _open_account(session, community_id=community_id, person_id=person_id, now=now)
     await session.exec(
         update(PointAccount)

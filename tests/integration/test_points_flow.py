@@ -341,7 +341,7 @@ async def test_forged_award_callbacks_outside_the_leads_units_are_refused(
     chat = scene.private(u[LEAD])
     picker = _only(await scene.say(u[LEAD], chat, "/award"))
     draft = scene.button_data(scene.message_of(picker), 0).split(":")[1]
-    (alert,) = alerts(await scene.press(u[LEAD], picker, f"pt:{draft}:{ZHOU}:0"))
+    (alert,) = alerts(await scene.press(u[LEAD], picker, f"pt:{draft}:{ZHOU}:0:1"))
     assert "不在您负责" in alert
     # Another lead cannot use this lead's draft, nor can a resident start one.
     (alert,) = alerts(await scene.press(u[OTHER_LEAD], picker, f"pc:{draft}"))
@@ -426,7 +426,7 @@ async def test_top_lists_names_only_and_a_hidden_person_is_left_off(
     assert "一网格 · 本月红榜" in board.text
     order = [board.text.index(n) for n in ("王阿姨 — 9", "Sam — 6", "李叔 — 4")]
     assert order == sorted(order) and "5-1-101" not in board.text
-    calls = await scene.tap(u[SAM], board, "不上榜")
+    calls = await scene.tap(u[SAM], board, "我不想上榜")
     assert any("不再显示" in a or "off the honour board" in a for a in alerts(calls))
     hidden = _edited(calls)
     assert "Sam" not in hidden.text and "王阿姨 — 9" in hidden.text

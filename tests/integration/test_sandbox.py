@@ -142,10 +142,12 @@ async def test_mistakes_get_a_hint_and_the_script_goes_on(
         raise RuntimeError("the printer jammed")
 
     monkeypatch.setattr(sandbox.Console, "cmd_codes", broken)
-    script = ":frobnicate\n:as nobody\n:codes\n/lang\n:tap 7\n:tap 2 99\n/start\n:quit\n/help\n"
+    script = ":frobnicate\n:\n:as nobody\n:codes\n/lang\n:tap 7\n:tap 2 99\n/start\n:quit\n/help\n"
     code, transcript = await play(tmp_path, monkeypatch, script)
     assert code == 0
     assert "unknown command :frobnicate; :help lists" in after(transcript, ":frobnicate")
+    bare = after(transcript, ":")  # a bare colon: the help line, not a Python error
+    assert ":help lists them all" in bare and "error" not in bare
     assert "who?" in after(transcript, ":as nobody")
     assert "(sandbox error: RuntimeError: the printer jammed)" in after(transcript, ":codes")
     assert "no button '7'" in after(transcript, ":tap 7") and "[2] English" in transcript
