@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
 
+from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram.ext import Application, CallbackContext, ExtBot, JobQueue
 
+from bot.cards import CardBuilder
 from bot.config import Settings
 from bot.db import Database
 from bot.render import Renderer
 from models.people import Person
+
+Rhythm = Callable[[AsyncSession, datetime], Awaitable[int]]
+"""Periodic work: takes (session, now), returns how many things it did."""
 
 
 @dataclass
@@ -21,6 +26,9 @@ class Services:
     db: Database
     renderer: Renderer
     clock: Callable[[], datetime]
+    # Filled by the features' register(app), never by importing a module:
+    rhythms: list[Rhythm] = field(default_factory=list)  # bot.delivery.add_rhythm
+    cards: dict[str, CardBuilder] = field(default_factory=dict)  # bot.cards.register
 
 
 class BotData:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import models  # noqa: F401  (registers every table on SQLModel.metadata)
+from models.outbox import QUEUED
 
 _WRITE = "linli_write"
 
@@ -69,13 +70,16 @@ class Database:
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
+        # Called after a commit that queued outbox rows (the sender's wake-up).
+        self.on_queued: list[Callable[[], None]] = []
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """One unit of work: commit on success, roll back on any exception.
 
         Read-only work passes write=False so SQLite readers do not queue behind the writer.
-        Close it before calling Telegram.
+        Close it before calling Telegram. When the work queued outbox rows, whoever listens in
+        `on_queued` (the sender) is told once it is committed: no handler has to remember.
         """
         async with self._sessions() as session:
             await session.connection(execution_options={_WRITE: write})
@@ -85,6 +89,9 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+            if session.info.pop(QUEUED, False):
+                for listener in list(self.on_queued):
+                    listener()
 
     async def create_all(self) -> None:
         """Create the schema directly (tests); production uses migrations."""

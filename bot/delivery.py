@@ -5,7 +5,10 @@ claims due rows in batches, most urgent first, renders each in its reader's lang
 it no faster than Telegram allows: a global pace, one message per second per chat, twenty per
 minute per group. It is one asyncio task whatever the number of chats (one task per chat froze
 the bot at 30,000 chats, see docs/architecture.md), and it sleeps until the next row is due or
-a feature calls `wake(app)` after enqueueing.
+a unit of work that queued rows commits (`Database.on_queued` wakes it).
+
+Live cards (bot/cards.py) are built here when they go: a post sends the card with its buttons,
+an edit row edits the message its post left, with the latest state.
 
 Delivery is at least once, with a tiny window: a row's status is committed right after
 Telegram answers, so a crash between that answer and the commit sends the row again after a
@@ -13,7 +16,8 @@ restart. A timeout is the same case seen from the other side (Telegram may have 
 message it did not confirm). Everything else ends exactly once in `sent`, `gone` or `failed`.
 
 Periodic work ("rhythms": recurring announcements materialising their next occurrence, codes
-expiring) runs as one repeating job; features append their function to `RHYTHMS`.
+expiring) runs as one repeating job; features add theirs with `add_rhythm(app, fn)` in their
+`register(app)`.
 """
 
 from __future__ import annotations
@@ -29,17 +33,18 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from telegram import Bot, Message
+from telegram import Bot, InlineKeyboardMarkup, Message
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
-from bot.context import LinliApp, LinliContext
+from bot.cards import Card, CardBuilder, CardRequest
+from bot.context import LinliApp, LinliContext, Rhythm
 from bot.db import Database
 from bot.render import Renderer
 from models import outbox, people
@@ -53,13 +58,8 @@ CAPTION_LIMIT = 1024
 FALLBACK_TEMPLATE = "delivery/fallback_mention"
 
 Sleep = Callable[[float], Awaitable[None]]
-Rhythm = Callable[[AsyncSession, datetime], Awaitable[int]]
-
-RHYTHMS: list[Rhythm] = []
-"""Periodic work run every minute in one write transaction, then the sender is woken.
-
-Each takes (session, now) and returns how many things it did. Features append at import time.
-"""
+# An edit Telegram will not make: the message was deleted, or is too old or not the bot's.
+_UNEDITABLE = ("message to edit not found", "message can't be edited", "message_id_invalid")
 
 
 @dataclass(frozen=True)
@@ -267,6 +267,12 @@ class _Job:
     rank: int
     parts: list[Part] = field(default_factory=list)
     first_message_id: int | None = None
+    markup: InlineKeyboardMarkup | None = None  # a card's buttons, on its last part
+    target: Delivery | None = None  # an edit: the post whose message it edits
+
+    @property
+    def claim(self) -> str | None:
+        return self.row.claim
 
     @property
     def chat_id(self) -> int:
@@ -314,11 +320,13 @@ class Sender:
         clock: Callable[[], datetime],
         sleep: Sleep | None = None,
         limits: Limits | None = None,
+        cards: Mapping[str, CardBuilder] | None = None,
     ) -> None:
         self.db = db
         self.bot = bot
         self.renderer = renderer
         self.clock = clock
+        self.cards: Mapping[str, CardBuilder] = cards if cards is not None else {}
         self.limits = limits or Limits()
         self.pacer = Pacer(self.limits)
         if sleep is None:
@@ -363,6 +371,11 @@ class Sender:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def woken(self) -> bool:
+        """A wake-up is waiting to be noticed (the loop clears it when it next looks)."""
+        return self._wake.is_set()
 
     async def drain(self, *, until_idle: bool = True) -> int:
         """Send what is due now (one batch, or until nothing is due); returns rows handled."""
@@ -447,14 +460,18 @@ class Sender:
                 session, Person, {r.person_id or r.chat_id for r in rows if _is_private(r)}
             )
             chats = await _by_id(session, Chat, {r.chat_id for r in rows if not _is_private(r)})
+            targets = await outbox.card_targets(session, rows)
             jobs: list[_Job] = []
             for row in rows:
                 community = communities.get(row.community_id) if row.community_id else None
                 chat = chats.get(row.chat_id)
+                target = targets.get(row.edits) if row.edits is not None else None
+                if row.edits is not None and not self._editable(row, target, now):
+                    continue
                 if chat is not None and chat.migrated_to:
                     row.chat_id = chat.migrated_to
                 elif chat is not None and not people.chat_is_reachable(chat):
-                    row.status, row.lease_until = Status.gone, None
+                    row.status, row.lease_until, row.claim = Status.gone, None, None
                     row.last_error = f"the bot is {chat.bot_status} in this chat"
                     continue
                 # Quiet hours are a community's; a row without one (rare) goes when due.
@@ -466,11 +483,28 @@ class Sender:
                         quiet_until=community.quiet_until,
                     )
                     if morning > now:
-                        row.due_at, row.lease_until = morning, None
+                        row.due_at, row.lease_until, row.claim = morning, None, None
                         row.attempts = max(0, row.attempts - 1)  # not an attempt
                         continue
-                jobs.append(_Job(row, self._language(row, community, persons), len(jobs)))
+                language = self._language(row, community, persons)
+                jobs.append(_Job(row, language, len(jobs), target=target))
         return jobs, len(rows)
+
+    @staticmethod
+    def _editable(row: Delivery, target: Delivery | None, now: datetime) -> bool:
+        """Whether an edit row can go now. Its post not out yet: it waits for it (the post
+        renders the latest state itself, but may be in flight with an older one). Its post
+        never went out, or left no message: there is nothing to edit."""
+        if target is not None and target.status == Status.pending:
+            row.due_at = max(target.due_at, now) + outbox.CARD_GAP
+            row.lease_until, row.claim = None, None
+            row.attempts = max(0, row.attempts - 1)
+            return False
+        if target is None or target.status != Status.sent or target.message_id is None:
+            row.status, row.lease_until, row.claim = Status.gone, None, None
+            row.last_error = "the card was never posted"
+            return False
+        return True
 
     @staticmethod
     def _language(row: Delivery, community: Community | None, persons: dict[Any, Person]) -> str:
@@ -484,26 +518,68 @@ class Sender:
 
     async def _render(self, jobs: list[_Job]) -> list[_Job]:
         ready: list[_Job] = []
-        broken: list[tuple[_Job, str]] = []
+        ended: list[tuple[_Job, Status, str]] = []
+        built = await self._build_cards([job for job in jobs if job.row.card is not None])
         for index, job in enumerate(jobs):
             if index % 50 == 49:
                 await asyncio.sleep(0)  # a batch renders in slices: updates get their turn
             try:
-                text = self.renderer.render(job.lang, job.row.template, **job.row.context)
-                job.parts = plan(text, job.row.photo)
+                if job.row.card is not None:
+                    card = built[job.id]
+                    if isinstance(card, Exception):
+                        raise card
+                    if card is None:
+                        ended.append((job, Status.gone, "the card's subject is gone"))
+                        continue
+                    text = self.renderer.render(job.lang, card.template, **card.params)
+                    # A card is one message: its buttons and its edits need that.
+                    job.parts, job.markup = [Part(split_html(text)[0])], card.markup
+                else:
+                    text = self.renderer.render(job.lang, job.row.template, **job.row.context)
+                    job.parts = plan(text, job.row.photo)
             except Exception as exc:  # a missing template or context value: a bug, not a retry
                 log.exception("cannot render delivery %s (%s)", job.id, job.row.template)
-                broken.append((job, f"render: {exc!r}"))
+                ended.append((job, Status.failed, f"render: {exc!r}"))
                 continue
             ready.append(job)
-        if broken:
+        if ended:
             now = self.clock()
             async with self.db.transaction() as session:
-                for job, error in broken:
+                for job, status, error in ended:
                     await outbox.finish(
-                        session, delivery_id=job.id, status=Status.failed, now=now, error=error
+                        session,
+                        delivery_id=job.id,
+                        claim=job.claim,
+                        status=status,
+                        now=now,
+                        error=error,
                     )
         return ready
+
+    async def _build_cards(self, jobs: list[_Job]) -> dict[int, Card | Exception | None]:
+        """Each card as the database shows it now (one read transaction for the batch)."""
+        built: dict[int, Any] = {}
+        if not jobs:
+            return built
+        now = self.clock()
+        async with self.db.transaction(write=False) as session:
+            for job in jobs:
+                assert job.row.card is not None
+                kind, _, subject = job.row.card.partition(":")
+                try:
+                    builder = self.cards[kind]
+                    request = CardRequest(
+                        session=session,
+                        subject_id=int(subject),
+                        lang=job.lang,
+                        chat_id=job.chat_id,
+                        now=now,
+                        renderer=self.renderer,
+                    )
+                    built[job.id] = await builder(request)
+                except Exception as exc:  # no builder for the kind, or the builder failed
+                    built[job.id] = exc
+        return built
 
     async def _send_all(self, jobs: list[_Job]) -> None:
         """Send in pace: the job whose chat is free soonest first, ties in claim order."""
@@ -546,24 +622,28 @@ class Sender:
         if not jobs:
             return
         seen: dict[int, int] = {}
-        by_time: dict[datetime, list[int]] = {}
+        by_time: dict[tuple[datetime, str | None], list[int]] = {}
         for job, at in jobs:
             nth = seen.get(job.chat_id, 0)
             seen[job.chat_id] = nth + 1
             when = at if math.isinf(at) else at + nth * self.pacer.spacing(job.chat_id)
-            by_time.setdefault(self._at(when), []).append(job.id)
+            by_time.setdefault((self._at(when), job.claim), []).append(job.id)
         async with self.db.transaction() as session:
-            for due, ids in by_time.items():
-                await outbox.defer(session, delivery_ids=ids, at=due)
+            for (due, claim), ids in by_time.items():
+                await outbox.defer(session, delivery_ids=ids, claim=claim, at=due)
 
     # --- one message ------------------------------------------------------------------------
 
-    async def _send_part(self, job: _Job, part: Part) -> Message:
+    async def _send_part(self, job: _Job, part: Part) -> Message | bool:
         row = job.row
+        if job.target is not None:
+            return await self._edit(job, part)
         options: dict[str, Any] = {
             "message_thread_id": row.thread_id or None,
             "disable_notification": row.silent,
         }
+        if job.markup is not None and row.parts_sent == len(job.parts) - 1:
+            options["reply_markup"] = job.markup
         if part.photo:
             return await self.bot.send_photo(
                 row.chat_id, photo=part.photo, caption=part.text, **options
@@ -571,13 +651,30 @@ class Sender:
         assert part.text is not None
         return await self.bot.send_message(row.chat_id, part.text, **options)
 
+    async def _edit(self, job: _Job, part: Part) -> Message | bool:
+        """A card's edit: its post's message shows the card as it is now."""
+        target = job.target
+        assert target is not None and target.message_id is not None and part.text is not None
+        try:
+            if target.photo:
+                return await self.bot.edit_message_caption(
+                    target.chat_id, target.message_id, caption=part.text, reply_markup=job.markup
+                )
+            return await self.bot.edit_message_text(
+                part.text, target.chat_id, target.message_id, reply_markup=job.markup
+            )
+        except BadRequest as exc:
+            if "not modified" in str(exc).lower():
+                return True  # it shows this already
+            raise
+
     async def _attempt(self, job: _Job) -> str:
         """Send the job's next part and record what happened: "again" (more to send, or retry
         now), "dead" (the chat cannot be reached), or "done"."""
         row = job.row
         part = job.parts[row.parts_sent]
         try:
-            message = await self._send_part(job, part)
+            sent = await self._send_part(job, part)
         except RetryAfter as exc:
             wait = _retry_seconds(exc)
             log.warning("Telegram flood wait: pausing every send for %.0f s", wait)
@@ -590,22 +687,27 @@ class Sender:
             await self._unreachable(job, str(exc), kicked=True)
             return "dead"
         except BadRequest as exc:
-            if "chat not found" in str(exc).lower():
+            reason = str(exc).lower()
+            if "chat not found" in reason:
                 await self._unreachable(job, str(exc), kicked=False)
                 return "dead"
+            if job.target is not None and any(words in reason for words in _UNEDITABLE):
+                await self._end(job, Status.gone, f"the card's message is gone: {exc}")
+                return "done"
             await self._end(job, Status.failed, f"Telegram refused: {exc}")
             return "done"
         except TelegramError as exc:  # timeouts and network trouble: back off and retry
             await self._back_off(job, exc)
             return "done"
-        if job.first_message_id is None:
-            job.first_message_id = row.message_id or message.message_id
+        if job.first_message_id is None and isinstance(sent, Message) and job.target is None:
+            job.first_message_id = row.message_id or sent.message_id
         row.parts_sent += 1
         if row.parts_sent < len(job.parts):
             async with self.db.transaction() as session:
                 await outbox.progress(
                     session,
                     delivery_id=job.id,
+                    claim=job.claim,
                     parts_sent=row.parts_sent,
                     message_id=job.first_message_id,
                 )
@@ -620,15 +722,20 @@ class Sender:
         self, job: _Job, status: Status, error: str | None, *, message_id: int | None = None
     ) -> None:
         async with self.db.transaction() as session:
-            await outbox.finish(
+            applied = await outbox.finish(
                 session,
                 delivery_id=job.id,
+                claim=job.claim,
                 status=status,
                 now=self.clock(),
                 message_id=message_id,
                 error=error,
                 parts_sent=job.row.parts_sent,
             )
+        if not applied:
+            # Another sender took the row over after our lease ran out, or it was withdrawn
+            # (or its card changed) while we sent it: their outcome stands.
+            log.info("delivery %s: outcome %s dropped, the claim is no longer ours", job.id, status)
 
     async def _pin(self, job: _Job, message_id: int) -> None:
         """Pinning is a courtesy: without the right to pin, the message still went out."""
@@ -644,7 +751,7 @@ class Sender:
 
     async def _note(self, job: _Job, error: str) -> None:
         async with self.db.transaction() as session:
-            await outbox.note_error(session, delivery_id=job.id, error=error)
+            await outbox.note_error(session, delivery_id=job.id, claim=job.claim, error=error)
 
     async def _back_off(self, job: _Job, exc: TelegramError) -> None:
         """Retry after 5 s, 30 s, 2 min, 10 min; then the row fails with the last reason."""
@@ -655,7 +762,9 @@ class Sender:
             return
         at = self.clock() + timedelta(seconds=self.limits.backoff[attempts - 1])
         async with self.db.transaction() as session:
-            await outbox.retry_later(session, delivery_id=job.id, at=at, error=reason)
+            await outbox.retry_later(
+                session, delivery_id=job.id, claim=job.claim, at=at, error=reason
+            )
 
     async def _migrated(self, job: _Job, new_chat_id: int) -> None:
         """The group became a supergroup: its links and pending rows follow, and we resend."""
@@ -675,7 +784,12 @@ class Sender:
         private = _is_private(row)
         async with self.db.transaction() as session:
             await outbox.finish(
-                session, delivery_id=job.id, status=Status.gone, now=now, error=reason
+                session,
+                delivery_id=job.id,
+                claim=job.claim,
+                status=Status.gone,
+                now=now,
+                error=reason,
             )
             await outbox.abandon_chat(
                 session,
@@ -683,6 +797,7 @@ class Sender:
                 now=now,
                 reason=reason,
                 due_until=now if private else None,
+                claim=job.claim,
             )
             if kicked and not private:
                 chat = await session.get(Chat, row.chat_id)
@@ -697,9 +812,8 @@ class Sender:
                 )
             # Someone who blocked the bot said no: they are not called out in their group.
             refused = any(word in reason.lower() for word in ("blocked", "deactivated"))
-            fallback = private and not refused and await self._fallback(session, row, now)
-        if fallback:
-            self.wake()
+            if private and not refused:
+                await self._fallback(session, row, now)
 
     async def _fallback(self, session: AsyncSession, row: Delivery, now: datetime) -> bool:
         if row.fallback_link_id is None:
@@ -760,21 +874,15 @@ def install(app: LinliApp, *, sleep: Sleep | None = None, limits: Limits | None 
         clock=services.clock,
         sleep=sleep,
         limits=limits,
+        cards=services.cards,
     )
+    services.db.on_queued.append(sender.wake)
     _SENDERS[app] = sender
     return sender
 
 
 def sender_of(app: LinliApp) -> Sender:
     return _SENDERS.get(app) or install(app)
-
-
-def wake(app: LinliApp) -> None:
-    """Call after committing new outbox rows: the sender looks at once instead of at its next
-    timeout. Harmless when no sender runs (tests drain by hand)."""
-    sender = _SENDERS.get(app)
-    if sender is not None:
-        sender.wake()
 
 
 async def drain(app: LinliApp, *, until_idle: bool = True) -> int:
@@ -794,20 +902,26 @@ async def stop_sender(app: LinliApp) -> None:
         await sender.stop()
 
 
+def add_rhythm(app: LinliApp, rhythm: Rhythm) -> None:
+    """Run `rhythm(session, now)` every minute (a feature's `register(app)` calls this)."""
+    rhythms = app.bot_data.services.rhythms
+    if rhythm not in rhythms:
+        rhythms.append(rhythm)
+
+
 async def run_rhythms(app: LinliApp) -> int:
     """Every rhythm in one write transaction (each in its own savepoint, so one failing does
-    not undo the others), then wake the sender for whatever they enqueued."""
+    not undo the others); what they enqueue wakes the sender when it commits."""
     services = app.bot_data.services
     now = services.clock()
     done = 0
     async with services.db.transaction() as session:
-        for rhythm in list(RHYTHMS):
+        for rhythm in list(services.rhythms):
             try:
                 async with session.begin_nested():
                     done += await rhythm(session, now)
             except Exception:
                 log.exception("rhythm %s failed", getattr(rhythm, "__qualname__", rhythm))
-    wake(app)
     return done
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from typing import cast
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
@@ -44,10 +43,6 @@ ASK_TIME = "announce_time"
 TIMES = (time(8, 0), time(12, 0), time(18, 0), time(20, 0))  # when notices are usually read
 OPTIONS = {"p": "pin", "s": "silent"}
 KINDS = {"o": ScheduleKind.once, "w": ScheduleKind.weekly, "m": ScheduleKind.monthly}
-
-# The rhythm that turns schedules into outbox rows runs with the sender's other rhythms.
-if ann.materialise_due not in delivery.RHYTHMS:
-    delivery.RHYTHMS.append(ann.materialise_due)
 
 
 async def _show(update: Update, ctx: LinliContext, view: View) -> None:
@@ -547,8 +542,6 @@ async def btn_schedule(update: Update, ctx: LinliContext) -> None:
         unit = await people.get_unit(session, announcement.unit_id)
         names = await people.lineage_names(session, unit)
         community = await people.get_community(session, announcement.community_id)
-    if added:
-        delivery.wake(cast(LinliApp, ctx.application))
     aid = announcement.id
     rows = [[button(_l(ctx, "report"), f"alr:{aid}")]]
     if announcement.next_occurrence is not None:
@@ -694,6 +687,8 @@ async def btn_report(update: Update, ctx: LinliContext) -> None:
 
 
 def register(app: LinliApp) -> None:
+    # The rhythm that turns schedules into outbox rows.
+    delivery.add_rhythm(app, ann.materialise_due)
     app.add_handler(CommandHandler("announce", cmd_announce))
     app.add_handler(CommandHandler("announcements", cmd_announcements))
     app.add_handler(MessageHandler(filters.PHOTO & filters.ChatType.PRIVATE, on_photo))

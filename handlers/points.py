@@ -53,10 +53,6 @@ CSV_COLUMNS = ("time", "entry", "person_id", "person", "amount", "kind", "rule",
                "by", "key")  # fmt: skip
 KINDS = {"a": Kind.award, "d": Kind.deduct}
 
-# Each unit's leads get last month's figures on the 1st (keyed: running every minute adds once).
-if points.monthly_statements not in delivery.RHYTHMS:
-    delivery.RHYTHMS.append(points.monthly_statements)
-
 
 def _nav(ctx: LinliContext, page: int, pages: int, data: str) -> list[InlineKeyboardButton]:
     """◀ ▶ buttons; `data` has a {} where the page number goes."""
@@ -1004,6 +1000,8 @@ async def cmd_start_points(update: Update, ctx: LinliContext) -> None:
 
 
 def register(app: LinliApp) -> None:
+    # Each unit's leads get last month's figures on the 1st (keyed: running every minute adds once).
+    delivery.add_rhythm(app, points.monthly_statements)
     # Before basics: these /start payloads are ours, plain /start is basics'.
     app.add_handler(
         CommandHandler(

@@ -7,7 +7,6 @@ import io
 import re
 import secrets
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import segno
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -64,12 +63,6 @@ ASK_NAME_ZH = "rw_name_zh"
 ASK_NAME_EN = "rw_name_en"
 ASK_VALUE = "rw_value"
 
-# Unused codes expire (points and stock go back) with the sender's other periodic work.
-# The monthly redemption day's reminder is one too.
-for _rhythm in (rewards.expire_due, rewards.remind_redemption_day):
-    if _rhythm not in delivery.RHYTHMS:
-        delivery.RHYTHMS.append(_rhythm)
-
 
 def _l(ctx: LinliContext, key: str, **params: object) -> str:
     return label(ctx, "rewards", key, **params)
@@ -98,11 +91,6 @@ def _nav(
     ctx: LinliContext, page: int, total: int, data: Callable[[int], str]
 ) -> list[InlineKeyboardButton]:
     return page_buttons(ctx, page, page_count(total), data)
-
-
-def _wake(ctx: LinliContext) -> None:
-    """New outbox rows are committed: the sender looks now rather than at its next timeout."""
-    delivery.wake(cast(LinliApp, ctx.application))
 
 
 def qr_png(text: str) -> bytes:
@@ -409,8 +397,6 @@ async def btn_hand_over(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, redemption_id=as_int(redemption_id), now=ctx.now()
         )
         by = await rewards.closer_of(session, check.redemption)
-    if changed:
-        _wake(ctx)  # the resident's "collected" notice
     params = {"c": check, "by": by, "zone": check.community.timezone}
     view = View("rewards/handed_over", params)
     if changed:
@@ -736,7 +722,6 @@ async def on_name_en(update: Update, ctx: LinliContext, prompt: people.Prompt) -
             view = await _edit_view(session, ctx, reward, note="added")
         else:
             view = await _merchant_view(session, ctx, reward, 0, added=True)
-    _wake(ctx)  # a merchant named by reply is told how codes are confirmed
     await show(update, ctx, view)
 
 
@@ -923,7 +908,6 @@ async def btn_set_merchant(update: Update, ctx: LinliContext) -> None:
             now=ctx.now(),
         )
         view = await _edit_view(session, ctx, reward, note="saved")
-    _wake(ctx)  # a new merchant is told how codes are confirmed
     await show(update, ctx, view)
 
 
@@ -957,6 +941,9 @@ async def cmd_start(update: Update, ctx: LinliContext) -> None:
 
 
 def register(app: LinliApp) -> None:
+    # Unused codes expire (points and stock go back); the monthly redemption day's reminder.
+    delivery.add_rhythm(app, rewards.expire_due)
+    delivery.add_rhythm(app, rewards.remind_redemption_day)
     # Before basics: these /start payloads are ours, plain /start is basics'.
     app.add_handler(
         CommandHandler(

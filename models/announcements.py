@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Column, Text, func, update
+from sqlalchemy import JSON, Column, Text, func
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -693,7 +693,9 @@ async def cancel(
     announcement.next_occurrence = None
     announcement.cancelled_at, announcement.cancelled_by = now, auth.person_id
     await session.flush()
-    withdrawn = await withdraw_unsent(session, announcement_id=announcement_id)
+    withdrawn = await outbox.withdraw(
+        session, key_prefix=report_prefix(announcement_id), now=now, reason=CANCELLED
+    )
     return announcement, withdrawn
 
 
@@ -740,20 +742,3 @@ async def delivery_report(
         unreachable=titles,
     )
     return announcement, unit, community, report
-
-
-# --- withdrawing from the outbox (kept last: the outbox module belongs to the sender) ----------
-
-
-async def withdraw_unsent(session: AsyncSession, *, announcement_id: int) -> int:
-    """End this announcement's not-yet-sent outbox rows as failed ("cancelled")."""
-    result = await session.exec(
-        update(outbox.Delivery)
-        .where(
-            col(outbox.Delivery.key).startswith(report_prefix(announcement_id)),
-            col(outbox.Delivery.status) == outbox.Status.pending,
-        )
-        .values(status=outbox.Status.failed, last_error=CANCELLED, lease_until=None)
-    )
-    await session.flush()
-    return int(result.rowcount)

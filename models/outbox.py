@@ -5,10 +5,22 @@ and plain-value context, rendered in the reader's language when it is sent, or a
 (`due_at`), how urgent, and a unique idempotency key `kind:id:target`, so the same effect
 enqueued twice is one row. The paced sender (bot/delivery.py) claims due rows, sends them and
 records how each ended: sent, gone (the chat or person cannot be reached) or failed.
+
+Every claim carries a token: an outcome is recorded only with the token of the current claim,
+so a sender that stalled past its lease cannot overwrite what another sender did with the row.
+
+Live cards: a row with `card` ("kind:subject") is rendered at send time by the card builder
+registered for its kind (bot/cards.py), from the database as it is then. `mark_changed` puts
+one edit row per posted card (key `<post key>:edit`, `edits` = the post's id): re-armed, never
+duplicated, and due no sooner than `CARD_GAP` after the previous edit, so a burst of taps
+becomes a few edits showing the latest state.
+
+Queuing a row marks the session (`QUEUED`); the unit of work wakes the sender after commit.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from enum import StrEnum
@@ -26,6 +38,9 @@ from models.people import ChatLink, Unit, links_of_units, subtree
 
 RESERVED_CONTEXT = frozenset({"lang", "name"})  # the renderer's own parameters
 LEASE = timedelta(minutes=2)  # a claimed row another process may take over after a crash
+CARD_GAP = timedelta(seconds=5)  # one card is edited at most this often (12 times a minute)
+QUEUED = "linli.outbox.queued"  # session.info flag: rows were queued, wake the sender on commit
+WITHDRAWN_IN_FLIGHT = "withdrawn while being sent"
 
 
 class Status(StrEnum):
@@ -68,6 +83,9 @@ class Delivery(SQLModel, table=True):
     status: str = Field(default=Status.pending, max_length=10)
     attempts: int = 0
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    claim: str | None = Field(default=None, max_length=32)  # the current claim's token
+    card: str | None = Field(default=None, max_length=80, index=True)  # "kind:subject"
+    edits: int | None = None  # this row edits the message the row with this id posted
     message_id: int | None = None  # the first message, when the text went out in parts
     parts_sent: int = 0  # a long text goes out in parts; a resumed row skips those already sent
     last_error: str | None = Field(default=None, max_length=300)
@@ -95,6 +113,7 @@ async def enqueue(
     silent: bool = False,
     urgent: bool = False,
     priority: int = Priority.normal,
+    card: str | None = None,
 ) -> bool:
     """Add a row unless one with this key exists; True when it was added.
 
@@ -124,7 +143,20 @@ async def enqueue(
         "status": Status.pending,
         "attempts": 0,
         "created_at": now,
+        "card": card,
     }
+    added = await _insert(session, values)
+    if added:
+        queued(session)
+    return added
+
+
+def queued(session: AsyncSession) -> None:
+    """Rows were queued or made due: the unit of work wakes the sender when it commits."""
+    session.info[QUEUED] = True
+
+
+async def _insert(session: AsyncSession, values: dict[str, Any]) -> bool:
     bind = session.get_bind()
     insert = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
     statement = insert(Delivery).values(**values).on_conflict_do_nothing(index_elements=["key"])
@@ -168,11 +200,17 @@ async def enqueue_to_unit(
     return added
 
 
+def in_flight(now: datetime) -> Any:
+    """Rows a sender holds right now (claimed, lease not run out)."""
+    return col(Delivery.lease_until).is_not(None) & (col(Delivery.lease_until) >= now)
+
+
 async def claim_due(session: AsyncSession, *, now: datetime, limit: int) -> list[Delivery]:
     """Take up to `limit` due rows, most urgent first, and lease them to this process.
 
     On PostgreSQL rows another process holds are skipped (FOR UPDATE SKIP LOCKED), so two
-    senders never send the same row; SQLite has one writer at a time anyway.
+    senders never send the same row; SQLite has one writer at a time anyway. The rows carry a
+    fresh `claim` token: pass it back with the outcome.
     """
     query = (
         select(Delivery)
@@ -187,8 +225,10 @@ async def claim_due(session: AsyncSession, *, now: datetime, limit: int) -> list
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     rows = list((await session.exec(query)).all())
+    token = secrets.token_hex(16)
     for row in rows:
         row.lease_until = now + LEASE
+        row.claim = token
         row.attempts += 1
     await session.flush()
     return rows
@@ -217,18 +257,24 @@ async def _update(session: AsyncSession, where: Any, **values: Any) -> int:
     return int(result.rowcount)
 
 
+def _claimed(delivery_id: int, claim: str | None) -> Any:
+    """The row, as long as the claim that took it is still the current one."""
+    return (col(Delivery.id) == delivery_id) & (col(Delivery.claim) == claim)
+
+
 async def finish(
     session: AsyncSession,
     *,
     delivery_id: int,
+    claim: str | None,
     status: Status,
     now: datetime,
     message_id: int | None = None,
     error: str | None = None,
     parts_sent: int | None = None,
-) -> None:
-    """Record how a row ended."""
-    values: dict[str, Any] = {"status": status, "lease_until": None}
+) -> bool:
+    """Record how a row ended; False (nothing written) when the claim is no longer current."""
+    values: dict[str, Any] = {"status": status, "lease_until": None, "claim": None}
     if message_id is not None:
         values["message_id"] = message_id
     if parts_sent is not None:
@@ -237,53 +283,79 @@ async def finish(
         values["last_error"] = error[:300]
     if status == Status.sent:
         values["sent_at"] = now
-    await _update(session, col(Delivery.id) == delivery_id, **values)
+    return bool(await _update(session, _claimed(delivery_id, claim), **values))
 
 
 async def progress(
-    session: AsyncSession, *, delivery_id: int, parts_sent: int, message_id: int | None
-) -> None:
+    session: AsyncSession,
+    *,
+    delivery_id: int,
+    claim: str | None,
+    parts_sent: int,
+    message_id: int | None,
+) -> bool:
     """Some parts of a long text are out: a resumed row sends only the rest."""
     values: dict[str, Any] = {"parts_sent": parts_sent}
     if message_id is not None:
         values["message_id"] = message_id
-    await _update(session, col(Delivery.id) == delivery_id, **values)
+    return bool(await _update(session, _claimed(delivery_id, claim), **values))
 
 
-async def note_error(session: AsyncSession, *, delivery_id: int, error: str) -> None:
-    """Keep a side problem (a pin refused) on a row without changing how it ended."""
-    await _update(session, col(Delivery.id) == delivery_id, last_error=error[:300])
+async def note_error(
+    session: AsyncSession, *, delivery_id: int, claim: str | None, error: str
+) -> bool:
+    """Keep a side problem (a pin refused) on a row without changing how it ended.
+
+    The row has usually ended already (its claim cleared): the note goes on it if no other
+    claim has taken it since.
+    """
+    owner = (col(Delivery.claim) == claim) | col(Delivery.claim).is_(None)
+    where = (col(Delivery.id) == delivery_id) & owner
+    return bool(await _update(session, where, last_error=error[:300]))
 
 
 async def retry_later(
-    session: AsyncSession, *, delivery_id: int, at: datetime, error: str | None = None
-) -> None:
+    session: AsyncSession,
+    *,
+    delivery_id: int,
+    claim: str | None,
+    at: datetime,
+    error: str | None = None,
+) -> bool:
     """Try again at `at`; the attempt that failed stays counted (backoff, then `failed`)."""
-    values: dict[str, Any] = {"due_at": at, "lease_until": None}
+    values: dict[str, Any] = {"due_at": at, "lease_until": None, "claim": None}
     if error:
         values["last_error"] = error[:300]
-    await _update(session, col(Delivery.id) == delivery_id, **values)
+    return bool(await _update(session, _claimed(delivery_id, claim), **values))
 
 
 async def defer(
-    session: AsyncSession, *, delivery_ids: Sequence[int], at: datetime, error: str | None = None
-) -> None:
+    session: AsyncSession,
+    *,
+    delivery_ids: Sequence[int],
+    claim: str | None,
+    at: datetime,
+    error: str | None = None,
+) -> int:
     """Hand claimed rows back, due at `at`, without counting an attempt.
 
     For rows that were not tried at all: the chat's rate limit, quiet hours, the bot pausing
-    for Telegram's flood wait, or the sender stopping.
+    for Telegram's flood wait, or the sender stopping. Rows claimed since by another sender
+    are left alone. Returns rows handed back.
     """
     if not delivery_ids:
-        return
+        return 0
     attempts = col(Delivery.attempts)
     values: dict[str, Any] = {
         "due_at": at,
         "lease_until": None,
+        "claim": None,
         "attempts": case((attempts > 0, attempts - 1), else_=0),
     }
     if error:
         values["last_error"] = error[:300]
-    await _update(session, col(Delivery.id).in_(list(delivery_ids)), **values)
+    where = col(Delivery.id).in_(list(delivery_ids)) & (col(Delivery.claim) == claim)
+    return await _update(session, where, **values)
 
 
 async def retarget(session: AsyncSession, *, old_chat_id: int, new_chat_id: int) -> int:
@@ -305,18 +377,242 @@ async def abandon_chat(
     now: datetime,
     reason: str,
     due_until: datetime | None = None,
+    claim: str | None = None,
 ) -> int:
     """The chat cannot be reached: its other pending rows end as gone too (no retry storm).
 
     With `due_until`, only rows due by then: a person who has not opened a private chat yet may
-    still do so before a later reminder. Returns rows ended.
+    still do so before a later reminder. Rows another sender holds are its to end; rows of the
+    caller's own claim are ended here. Returns rows ended.
     """
-    where = (col(Delivery.chat_id) == chat_id) & (col(Delivery.status) == Status.pending)
+    free = ~in_flight(now)
+    if claim is not None:
+        free = free | (col(Delivery.claim) == claim)
+    where = (col(Delivery.chat_id) == chat_id) & (col(Delivery.status) == Status.pending) & free
     if due_until is not None:
         where = where & (col(Delivery.due_at) <= due_until)
     return await _update(
-        session, where, status=Status.gone, lease_until=None, last_error=reason[:300]
+        session, where, status=Status.gone, lease_until=None, claim=None, last_error=reason[:300]
     )
+
+
+async def withdraw(
+    session: AsyncSession, *, key_prefix: str, now: datetime, reason: str = "withdrawn"
+) -> int:
+    """Stop every unsent row whose key starts with `key_prefix`; returns rows withdrawn.
+
+    A row being sent at this moment (claimed, lease running) cannot be called back: it is
+    resolved as sent, now, and the sender's own outcome for it no longer applies (its claim is
+    cleared), so a report shows it exactly once, as sent. Withdrawn rows end as `failed` with
+    `reason` as their error.
+    """
+    prefix = col(Delivery.key).startswith(key_prefix)
+    pending = prefix & (col(Delivery.status) == Status.pending)
+    await _update(
+        session,
+        pending & in_flight(now),
+        status=Status.sent,
+        sent_at=now,
+        lease_until=None,
+        claim=None,
+        last_error=WITHDRAWN_IN_FLIGHT,
+    )
+    return await _update(
+        session,
+        pending,
+        status=Status.failed,
+        lease_until=None,
+        claim=None,
+        last_error=reason[:300],
+    )
+
+
+async def reschedule(
+    session: AsyncSession, *, key_prefix: str, due_at: datetime, now: datetime
+) -> int:
+    """Move the unsent rows whose key starts with `key_prefix` to `due_at` (a reminder whose
+    event moved). Rows being sent right now go as they are. Returns rows moved."""
+    where = (
+        col(Delivery.key).startswith(key_prefix)
+        & (col(Delivery.status) == Status.pending)
+        & ~in_flight(now)
+    )
+    moved = await _update(session, where, due_at=due_at, lease_until=None, claim=None)
+    if moved:
+        queued(session)
+    return moved
+
+
+# --- live cards ---------------------------------------------------------------------------------
+
+
+def card_of(kind: str, subject_id: int) -> str:
+    """A card's identity: which builder renders it, and about what."""
+    if ":" in kind:
+        raise ValueError(f"card kind {kind!r} may not contain ':'")
+    return f"{kind}:{subject_id}"
+
+
+def card_key(kind: str, subject_id: int) -> str:
+    """The key prefix of every row of one card (withdraw or reschedule with it)."""
+    return f"card:{card_of(kind, subject_id)}:"
+
+
+async def post_card(
+    session: AsyncSession,
+    *,
+    kind: str,
+    subject_id: int,
+    chat_id: int,
+    now: datetime,
+    thread_id: int = 0,
+    due_at: datetime | None = None,
+    round: str = "",
+    **options: Any,
+) -> bool:
+    """Post a card in one chat (or topic, or a person's private chat); True when queued.
+
+    The text and buttons are built when it is sent, by the builder registered for `kind`.
+    Posting the same card to the same chat again adds nothing; a new `round` (say, a request
+    asked again after a refusal) posts a fresh message. Options are `enqueue`'s.
+    """
+    tail = f":{round}" if round else ""
+    return await enqueue(
+        session,
+        key=f"{card_key(kind, subject_id)}{chat_id}:{thread_id}{tail}",
+        chat_id=chat_id,
+        thread_id=thread_id,
+        template=kind,
+        context={},
+        due_at=due_at or now,
+        now=now,
+        card=card_of(kind, subject_id),
+        **options,
+    )
+
+
+async def post_card_to_unit(
+    session: AsyncSession,
+    *,
+    kind: str,
+    subject_id: int,
+    unit: Unit,
+    now: datetime,
+    subtree_too: bool = False,
+    **options: Any,
+) -> int:
+    """The card in every chat linked to the unit (and below it, if asked); returns rows added."""
+    return await enqueue_to_unit(
+        session,
+        key=card_key(kind, subject_id).rstrip(":"),
+        unit=unit,
+        subtree_too=subtree_too,
+        template=kind,
+        context={},
+        due_at=options.pop("due_at", None) or now,
+        now=now,
+        card=card_of(kind, subject_id),
+        **options,
+    )
+
+
+async def mark_changed(
+    session: AsyncSession, *, kind: str, subject_id: int, now: datetime, gap: timedelta = CARD_GAP
+) -> int:
+    """The card's subject changed: every posted copy is edited to show it, coalesced.
+
+    One edit row per posted copy, re-armed rather than added: due now, or `gap` after the
+    copy's previous edit; an edit already waiting stays as it is (it renders the latest state
+    when it goes); an edit being sent right now is claimed back and goes again after `gap`,
+    since it may show the state from before this change. A copy not posted yet needs no edit.
+    Call it in the transaction that changes the subject. Returns edits armed.
+    """
+    card = card_of(kind, subject_id)
+    query = select(Delivery).where(
+        Delivery.card == card,
+        col(Delivery.edits).is_(None),
+        col(Delivery.status).in_([Status.pending, Status.sent]),
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    posts = (await session.exec(query.order_by(col(Delivery.id)))).all()
+    armed = 0
+    for post in posts:
+        if post.status == Status.pending and not _held(post, now):
+            continue  # it will be rendered when it goes
+        armed += await _arm_edit(session, post, now=now, gap=gap)
+    if armed:
+        queued(session)
+    return armed
+
+
+def _held(row: Delivery, now: datetime) -> bool:
+    return row.lease_until is not None and row.lease_until >= now
+
+
+async def _arm_edit(session: AsyncSession, post: Delivery, *, now: datetime, gap: timedelta) -> int:
+    key = f"{post.key}:edit"[:160]
+    values = {
+        "key": key,
+        "chat_id": post.chat_id,
+        "thread_id": post.thread_id,
+        "person_id": post.person_id,
+        "community_id": post.community_id,
+        "link_id": post.link_id,
+        "template": post.template,
+        "context": {},
+        "lang": post.lang,
+        "silent": True,
+        "urgent": True,  # an edit never rings: quiet hours do not apply
+        "priority": post.priority,
+        "due_at": now,
+        "status": Status.pending,
+        "attempts": 0,
+        "created_at": now,
+        "card": post.card,
+        "edits": post.id,
+    }
+    if await _insert(session, values):
+        return 1
+    query = select(Delivery).where(Delivery.key == key)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    edit = (await session.exec(query)).one()
+    if edit.status == Status.pending and not _held(edit, now):
+        return 0  # waiting already: it will show the latest state
+    # In flight, perhaps with the state from before this change: again, after it.
+    in_flight_now = edit.status == Status.pending
+    due = now + gap if in_flight_now else max(now, (edit.sent_at or now) + gap)
+    edit.status, edit.due_at, edit.attempts, edit.parts_sent = Status.pending, due, 0, 0
+    edit.lease_until = edit.claim = edit.last_error = None
+    await session.flush()
+    return 1
+
+
+async def retire_card(session: AsyncSession, *, kind: str, subject_id: int, now: datetime) -> int:
+    """The card's copies stop following its subject: a new round of it is about to be posted
+    and the old messages keep what they last showed. Unsent copies and edits are withdrawn
+    (ones being sent go as they are). Returns rows retired."""
+    card = card_of(kind, subject_id)
+    mine = col(Delivery.card) == card
+    await _update(
+        session,
+        mine & (col(Delivery.status) == Status.pending) & ~in_flight(now),
+        status=Status.failed,
+        lease_until=None,
+        claim=None,
+        last_error="retired",
+    )
+    return await _update(session, mine & (col(Delivery.status) != Status.pending), card=None)
+
+
+async def card_targets(session: AsyncSession, edit_rows: Sequence[Delivery]) -> dict[int, Delivery]:
+    """The posts the given edit rows edit, by id."""
+    ids = {row.edits for row in edit_rows if row.edits is not None}
+    if not ids:
+        return {}
+    rows = await session.exec(select(Delivery).where(col(Delivery.id).in_(ids)))
+    return {row.id: row for row in rows.all() if row.id is not None}
 
 
 def after_quiet_hours(

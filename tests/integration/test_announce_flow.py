@@ -114,7 +114,7 @@ def _data(call: Call, wanted: str) -> str:
 
 async def _send_due(app: LinliApp) -> None:
     """What the bot's minute does: run the rhythms, then send whatever is due."""
-    assert ann.materialise_due in delivery.RHYTHMS
+    assert ann.materialise_due in app.bot_data.services.rhythms
     await delivery.run_rhythms(app)
     await delivery.drain(app)
 

@@ -294,8 +294,7 @@ async def test_wake_sends_at_once_instead_of_waiting_for_the_timeout(
     async with app:
         sender = delivery.start_sender(app)
         await asyncio.wait_for(sender.ready.wait(), 10)  # idle: nothing due for 30 s
-        await put(db, clock, "w:1", GROUP, body="马上")
-        delivery.wake(app)
+        await put(db, clock, "w:1", GROUP, body="马上")  # its commit wakes the sender
         for _ in range(500):  # far less than the 30 s the sender would otherwise sleep
             if telegram.sent(GROUP):
                 break
@@ -536,7 +535,7 @@ async def test_rhythms_run_in_one_transaction_and_one_failing_spoils_nothing(
         )  # fmt: skip
         raise RuntimeError("a bug in a rhythm")
 
-    monkeypatch.setattr(delivery, "RHYTHMS", [broken, announce])
+    monkeypatch.setattr(app.bot_data.services, "rhythms", [broken, announce])
     assert await delivery.run_rhythms(app) == 1
     assert await delivery.run_rhythms(app) == 0  # idempotent keys: nothing new
     await delivery.drain(app)

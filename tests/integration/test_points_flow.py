@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlmodel import col, select
 
+from bot import delivery
 from bot.db import Database
 from bot.standin import JSON, Call, Scene, alerts, messages
 from models import people, points
@@ -251,8 +252,11 @@ async def test_award_by_reply_in_a_group_and_a_double_tap_counts_once(
     confirm = _edited(await scene.tap(u[LEAD], reasons, "垃圾分类"))
     assert "+10" in confirm.text and "原因：垃圾分类" in confirm.text
     yes = scene.button_data(scene.message_of(confirm), "确认")
+    sender = delivery.sender_of(scene.app)
+    sender._wake.clear()
     done = _edited(await scene.tap(u[LEAD], confirm, "确认"))
     assert "已记入账本" in done.text and "王阿姨" in done.text
+    assert sender.woken  # the notice goes now, not at the sender's next 30 s look
     again = await scene.press(u[LEAD], confirm, yes)
     assert any("已经记过" in a for a in alerts(again))
     assert await _balance(db, w, WANG) == 10

@@ -353,7 +353,7 @@ async def test_cancel_withdraws_unsent_rows_and_reports_them(db: Database) -> No
     async with db.transaction() as s:
         (first, *_rest) = await outbox.claim_due(s, now=utc(2026, 11, 21, 0, 0), limit=1)
         assert first.id is not None
-        await outbox.finish(s, delivery_id=first.id, status=Status.sent, now=NOW)
+        await outbox.finish(s, delivery_id=first.id, claim=first.claim, status=Status.sent, now=NOW)
     auth = await _auth(db, LEAD)
     async with db.transaction() as s:
         a, withdrawn = await ann.cancel(s, auth=auth, announcement_id=aid, now=NOW)

@@ -49,7 +49,9 @@ async def test_finish_and_next_due(db: Database) -> None:
     async with db.transaction() as s:
         (row,) = await outbox.claim_due(s, now=NOW, limit=1)
         assert row.id is not None
-        await outbox.finish(s, delivery_id=row.id, status=Status.sent, now=NOW, message_id=7)
+        await outbox.finish(
+            s, delivery_id=row.id, claim=row.claim, status=Status.sent, now=NOW, message_id=7
+        )
     async with db.transaction(write=False) as s:
         assert await outbox.next_due_at(s) == NOW + timedelta(minutes=5)
 
@@ -128,7 +130,7 @@ async def test_defer_hands_rows_back_without_counting_an_attempt(db: Database) -
     async with db.transaction() as s:
         (row,) = await outbox.claim_due(s, now=NOW, limit=5)
         assert row.id is not None and row.attempts == 1
-        await outbox.defer(s, delivery_ids=[row.id], at=later)
+        await outbox.defer(s, delivery_ids=[row.id], claim=row.claim, at=later)
     async with db.transaction() as s:
         assert await outbox.claim_due(s, now=NOW, limit=5) == []
         (again,) = await outbox.claim_due(s, now=later, limit=5)
@@ -140,8 +142,8 @@ async def test_retry_later_keeps_the_attempt_and_the_reason(db: Database) -> Non
     async with db.transaction() as s:
         (row,) = await outbox.claim_due(s, now=NOW, limit=5)
         assert row.id is not None
-        await outbox.retry_later(s, delivery_id=row.id, at=NOW + timedelta(seconds=5),
-                                 error="TimedOut")  # fmt: skip
+        await outbox.retry_later(s, delivery_id=row.id, claim=row.claim,
+                                 at=NOW + timedelta(seconds=5), error="TimedOut")  # fmt: skip
     async with db.transaction(write=False) as s:
         (stored,) = (await s.exec(select(Delivery))).all()
         assert (stored.attempts, stored.last_error, stored.lease_until) == (1, "TimedOut", None)
@@ -165,9 +167,13 @@ async def test_progress_and_finish_record_the_parts_of_a_long_text(db: Database)
     async with db.transaction() as s:
         (row,) = await outbox.claim_due(s, now=NOW, limit=1)
         assert row.id is not None
-        await outbox.progress(s, delivery_id=row.id, parts_sent=1, message_id=41)
-        await outbox.finish(s, delivery_id=row.id, status=Status.sent, now=NOW, parts_sent=3)
-        await outbox.note_error(s, delivery_id=row.id, error="pin: not enough rights")
+        await outbox.progress(s, delivery_id=row.id, claim=row.claim, parts_sent=1, message_id=41)
+        await outbox.finish(
+            s, delivery_id=row.id, claim=row.claim, status=Status.sent, now=NOW, parts_sent=3
+        )
+        await outbox.note_error(
+            s, delivery_id=row.id, claim=row.claim, error="pin: not enough rights"
+        )
     async with db.transaction(write=False) as s:
         (stored,) = (await s.exec(select(Delivery))).all()
         assert (stored.status, stored.parts_sent, stored.message_id) == (Status.sent, 3, 41)
@@ -215,3 +221,77 @@ def test_quiet_hours_within_one_day_and_in_another_zone() -> None:
     assert outbox.after_quiet_hours(
         nap - timedelta(hours=1), zone="Europe/Berlin", quiet_from=time(13), quiet_until=time(14)
     ) == nap - timedelta(hours=1)
+
+
+async def test_a_commit_that_queued_rows_tells_the_listeners_once(db: Database) -> None:
+    woken: list[str] = []
+    db.on_queued.append(lambda: woken.append("sender"))
+    async with db.transaction() as s:  # nothing queued
+        await s.exec(select(Delivery))
+    assert woken == []
+
+    async def queue_then_fail() -> None:
+        async with db.transaction() as s:  # queued, then rolled back: nothing to send
+            await outbox.enqueue(
+                s, key="x", chat_id=1, template="t", context={}, due_at=NOW, now=NOW
+            )
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        await queue_then_fail()
+    assert woken == []
+    await _add(db, "y")
+    assert woken == ["sender"]
+    await _add(db, "y")  # the same key again adds no row: no wake-up
+    assert woken == ["sender"]
+
+
+async def test_a_stale_claim_cannot_record_an_outcome(db: Database) -> None:
+    await _add(db, "a")
+    async with db.transaction() as s:
+        (first,) = await outbox.claim_due(s, now=NOW, limit=1)
+    later = NOW + outbox.LEASE + timedelta(seconds=1)
+    async with db.transaction() as s:
+        (second,) = await outbox.claim_due(s, now=later, limit=1)
+        assert second.claim != first.claim and second.claim is not None
+    async with db.transaction() as s:
+        assert first.id is not None
+        for stale in (
+            outbox.finish(s, delivery_id=first.id, claim=first.claim, status=Status.failed,
+                          now=later),
+            outbox.retry_later(s, delivery_id=first.id, claim=first.claim, at=later),
+            outbox.progress(s, delivery_id=first.id, claim=first.claim, parts_sent=2,
+                            message_id=9),
+        ):  # fmt: skip
+            assert not await stale
+        assert await outbox.defer(s, delivery_ids=[first.id], claim=first.claim, at=later) == 0
+        assert await outbox.finish(
+            s, delivery_id=first.id, claim=second.claim, status=Status.sent, now=later,
+            message_id=5,
+        )  # fmt: skip
+    async with db.transaction(write=False) as s:
+        row = await s.get(Delivery, first.id)
+        assert row is not None
+        assert (row.status, row.message_id, row.parts_sent, row.claim) == ("sent", 5, 0, None)
+
+
+async def test_withdraw_and_reschedule_by_key_prefix(db: Database) -> None:
+    for key in ("task:1:a", "task:1:b", "task:12:a", "task:1:c"):
+        await _add(db, key, due=NOW + timedelta(hours=1))
+    async with db.transaction() as s:
+        (held,) = await outbox.claim_due(s, now=NOW + timedelta(hours=1), limit=1)
+        assert held.key == "task:1:a"
+    async with db.transaction() as s:
+        moved = await outbox.reschedule(
+            s, key_prefix="task:1:", due_at=NOW + timedelta(hours=3), now=NOW
+        )
+        assert moved == 2  # b and c; a is being sent, 12 is another task
+        assert await outbox.withdraw(s, key_prefix="task:1:", now=NOW, reason="cancelled") == 2
+    async with db.transaction(write=False) as s:
+        found = {r.key: r for r in (await s.exec(select(Delivery))).all()}
+    assert found["task:1:a"].status == Status.sent  # in flight: resolved as sent
+    assert found["task:1:a"].last_error == outbox.WITHDRAWN_IN_FLIGHT
+    assert [found[k].status for k in ("task:1:b", "task:1:c")] == [Status.failed] * 2
+    assert found["task:1:b"].due_at == NOW + timedelta(hours=3)
+    assert found["task:12:a"].status == Status.pending
+    assert found["task:12:a"].due_at == NOW + timedelta(hours=1)
