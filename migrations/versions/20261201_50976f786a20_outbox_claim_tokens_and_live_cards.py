@@ -1,7 +1,7 @@
 """outbox claim tokens and live cards
 
 Revision ID: 50976f786a20
-Revises: 8f424b212345
+Revises: b6a74da6c876
 Create Date: 2026-12-01 00:17:50.772024+00:00
 """
 
@@ -12,7 +12,7 @@ import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision: str = "50976f786a20"
-down_revision: str | Sequence[str] | None = "8f424b212345"
+down_revision: str | Sequence[str] | None = "b6a74da6c876"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
