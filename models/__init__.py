@@ -3,7 +3,7 @@
 Importing the package registers every table on SQLModel.metadata (for the app and Alembic).
 """
 
-from models import agenda, announcements, outbox, people, points, polls, rewards, tally
+from models import agenda, announcements, outbox, people, points, polls, rewards, tally, tasks
 
 __all__ = [
     "agenda",
@@ -14,4 +14,5 @@ __all__ = [
     "polls",
     "rewards",
     "tally",
+    "tasks",
 ]

@@ -1305,6 +1305,7 @@ async def monthly_statements(session: AsyncSession, now: datetime) -> int:
             if all(k in done for k in keys.values()):
                 continue
             figures = await month_figures(session, unit=unit, start=start, end=end)
+            held = await _tasks_line(session, unit=unit, start=start, end=end)
             context = {
                 "month": month,
                 "unit": unit.name,
@@ -1312,6 +1313,7 @@ async def monthly_statements(session: AsyncSession, now: datetime) -> int:
                 "issued": figures.issued,
                 "redeemed": figures.redeemed,
                 "top": [{"name": line.person.name, "points": line.points} for line in figures.top],
+                "tasks": held,
             }
             for lead, key in keys.items():
                 if key in done:
@@ -1329,6 +1331,19 @@ async def monthly_statements(session: AsyncSession, now: datetime) -> int:
                     priority=outbox.Priority.broadcast,
                 )
     return added
+
+
+async def _tasks_line(
+    session: AsyncSession, *, unit: Unit, start: datetime, end: datetime
+) -> dict[str, Any] | None:
+    """The statement's volunteer-task line (None in a month without tasks)."""
+    from models.tasks import month_line  # tasks post through this ledger: imported late
+
+    line = await month_line(session, unit=unit, start=start, end=end)
+    if not line.held:
+        return None
+    rate = None if line.no_show_rate is None else round(line.no_show_rate * 100)
+    return {"held": line.held, "hours": line.hours, "volunteers": line.volunteers, "no_show": rate}
 
 
 async def flats_of(session: AsyncSession, household_ids: Sequence[int]) -> dict[int, str]:
