@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, func, update
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, func
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -524,20 +524,6 @@ async def _remind(session: AsyncSession, task: Task, person_id: int, *, now: dat
     return added
 
 
-async def withdraw_rows(session: AsyncSession, prefix: str) -> int:
-    """End the pending outbox rows whose key starts with `prefix` (nothing stale is sent)."""
-    result = await session.exec(
-        update(outbox.Delivery)
-        .where(
-            col(outbox.Delivery.key).startswith(prefix),
-            col(outbox.Delivery.status) == outbox.Status.pending,
-        )
-        .values(status=outbox.Status.failed, last_error="withdrawn", lease_until=None)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)
-
-
 async def _tell(
     session: AsyncSession,
     task: Task,
@@ -687,7 +673,7 @@ async def edit_task(
     assert task.id is not None
     people_in = await signups(session, task.id, ACTIVE)
     if "time" in changed:
-        await withdraw_rows(session, reminder_prefix(task.id))
+        await outbox.withdraw(session, key_prefix=reminder_prefix(task.id), now=now)
         for signup in people_in:
             if signup.status == SignupStatus.signed_up:
                 await _remind(session, task, signup.person_id, now=now)
@@ -710,7 +696,9 @@ async def _fit_to_slots(
         for signup in inside[task.slots :]:
             signup.status, signup.updated_at = SignupStatus.waitlisted, now
             result.moved_to_waitlist.append(signup.person_id)
-            await withdraw_rows(session, reminder_prefix(task.id, signup.person_id))
+            await outbox.withdraw(
+                session, key_prefix=reminder_prefix(task.id, signup.person_id), now=now
+            )
         await session.flush()
         for person_id in result.moved_to_waitlist:
             position = await waitlist_position(session, task.id, person_id)
@@ -730,7 +718,7 @@ async def cancel_task(
     _editable(task, now=now)
     task.status, task.updated_at = TaskStatus.cancelled, now
     assert task.id is not None
-    await withdraw_rows(session, reminder_prefix(task.id))
+    await outbox.withdraw(session, key_prefix=reminder_prefix(task.id), now=now)
     for signup in await signups(session, task.id, ACTIVE):
         await _tell(
             session,
@@ -890,7 +878,7 @@ async def withdraw(
         raise Conflict("task_withdraw_closed", title=task.title)
     was_in = signup.status == SignupStatus.signed_up
     signup.status, signup.updated_at = SignupStatus.withdrawn, now
-    await withdraw_rows(session, reminder_prefix(task.id, person_id))
+    await outbox.withdraw(session, key_prefix=reminder_prefix(task.id, person_id), now=now)
     await session.flush()
     promoted = await _promote(session, task, now=now) if was_in else []
     return Withdrawn(task, signup, promoted)
