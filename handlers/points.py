@@ -63,14 +63,21 @@ def _pages(total: int, size: int = PAGE) -> int:
     return max(1, -(-total // size))
 
 
-async def _private_elsewhere(update: Update, ctx: LinliContext, screen: View, payload: str) -> None:
-    """From a group: send the screen privately, or offer the private chat if it is not open."""
+async def _private_elsewhere(
+    update: Update,
+    ctx: LinliContext,
+    screen: View,
+    payload: str,
+    closed: str = "points/open_private",
+) -> None:
+    """From a group: send the screen privately, or offer the private chat if it is not open
+    (`closed` says why). The group sees neither the screen nor anything about anyone."""
     uid = user_id(update)
     if await send_private(ctx, uid, ctx.lang, screen.name, markup=screen.markup, **screen.params):
         await reply(update, ctx, "points/sent_privately")
         return
     link = keyboard([[url_button(label(ctx, "points", "open_private"), deep_link(ctx, payload))]])
-    await reply(update, ctx, "points/open_private", markup=link)
+    await reply(update, ctx, closed, markup=link)
 
 
 def _private_only(update: Update) -> None:
@@ -253,8 +260,9 @@ async def _draft_for_unit(
 async def _begin_for(
     update: Update, ctx: LinliContext, auth: Authority, kind: Kind, target: User
 ) -> None:
-    """/award as a reply in a group: that person, in the first of their communities the lead
-    covers (a group's residents almost always share one)."""
+    """/award or /deduct as a reply in a group: that person, in the first of their communities
+    the lead covers (a group's residents almost always share one). The steps go to the lead
+    privately: an amount, a reason and a confirmation are nobody else's business."""
     async with ctx.svc.db.transaction() as session:
         found = await points.verified_memberships(session, person_id=target.id)
         covered = [m for m in found if auth.covers(m.unit)]
@@ -269,7 +277,8 @@ async def _begin_for(
             person_ids=[target.id],
         )
         screen = await _amount_screen(session, ctx, draft)
-    await show(update, ctx, screen)
+    payload = "award" if kind == Kind.award else "deduct"
+    await _private_elsewhere(update, ctx, screen, payload, "points/award_open_private")
 
 
 async def _people_screen(

@@ -62,6 +62,7 @@ async def test_a_stranger_cannot_read_or_join_another_communitys_board(
     assert "王阿姨 — 9" in board.text
 
 
+@pytest.mark.shows_in_group("王阿姨", "Sam")  # the board, by their choice
 async def test_in_the_group_the_boards_own_buttons_work_for_everyone_there(
     db: Database, scene: Scene
 ) -> None:
@@ -84,6 +85,7 @@ async def test_in_the_group_the_boards_own_buttons_work_for_everyone_there(
 # --- 4 and 16. buttons set a state, never toggle ---------------------------------------------
 
 
+@pytest.mark.shows_in_group("王阿姨", "Sam")  # the board, by their choice
 async def test_hide_twice_stays_hidden_and_show_twice_stays_shown(
     db: Database, scene: Scene
 ) -> None:

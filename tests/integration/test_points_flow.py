@@ -7,6 +7,7 @@ import io
 from dataclasses import dataclass
 from datetime import timedelta
 
+import pytest
 from sqlmodel import col, select
 
 from bot import delivery
@@ -241,7 +242,10 @@ async def test_award_by_reply_in_a_group_and_a_double_tap_counts_once(
     u = _people(scene)
     group = scene.group(GROUP_B3, "3号楼邻里群")
     said = scene.message_json(u[WANG], group, "今天的垃圾我分好类了")
-    amounts = _only(await scene.say(u[LEAD], group, "/award", reply_to=said))
+    calls = await scene.say(u[LEAD], group, "/award", reply_to=said)
+    # The steps go to the lead privately; the group is told only that.
+    assert "私聊" in _only(calls, GROUP_B3).text
+    amounts = _only(calls, LEAD)
     assert "给 王阿姨 加多少分" in amounts.text.replace("<b>", "").replace("</b>", "")
     labels = _labels(amounts)
     assert {"1", "2", "5", "10", "20", "垃圾分类 +2", "巡逻 +5"} <= set(labels)
@@ -379,7 +383,9 @@ async def test_deduct_needs_a_reason_and_notifies_the_person(db: Database, scene
     await _give(db, w, WANG, 10, "d:1")
     group = scene.group(GROUP_B3, "3号楼邻里群")
     said = scene.message_json(u[WANG], group, "谢谢")
-    amounts = _only(await scene.say(u[LEAD], group, "/deduct", reply_to=said))
+    calls = await scene.say(u[LEAD], group, "/deduct", reply_to=said)
+    assert "私聊" in _only(calls, GROUP_B3).text
+    amounts = _only(calls, LEAD)
     assert not any("巡逻" in x for x in _labels(amounts))  # no rule shortcut
     draft = scene.button_data(scene.message_of(amounts), 0).split(":")[1]
     reasons = _edited(await scene.tap(u[LEAD], amounts, "2"))
@@ -390,7 +396,7 @@ async def test_deduct_needs_a_reason_and_notifies_the_person(db: Database, scene
     assert "失效" in alert
     assert await _balance(db, w, WANG) == 10
     await scene.tap(u[LEAD], reasons, "输入原因")
-    confirm = _only(await scene.say(u[LEAD], group, "重复领取，更正"))
+    confirm = _only(await scene.say(u[LEAD], scene.private(u[LEAD]), "重复领取，更正"))
     assert "−2" in confirm.text and "重复领取，更正" in confirm.text
     await scene.tap(u[LEAD], confirm, "确认")
     assert await _balance(db, w, WANG) == 8
@@ -404,10 +410,10 @@ async def test_deduct_more_than_the_balance_is_refused(db: Database, scene: Scen
     await _give(db, w, WANG, 3, "d:2")
     group = scene.group(GROUP_B3, "3号楼邻里群")
     said = scene.message_json(u[WANG], group, "嗯")
-    amounts = _only(await scene.say(u[LEAD], group, "/deduct", reply_to=said))
+    amounts = _only(await scene.say(u[LEAD], group, "/deduct", reply_to=said), LEAD)
     reasons = _edited(await scene.tap(u[LEAD], amounts, "5"))
     await scene.tap(u[LEAD], reasons, "输入原因")
-    confirm = _only(await scene.say(u[LEAD], group, "多记了"))
+    confirm = _only(await scene.say(u[LEAD], scene.private(u[LEAD]), "多记了"))
     (alert,) = alerts(await scene.tap(u[LEAD], confirm, "确认"))
     assert "积分不够" in alert and "现有 3 分" in alert
     assert await _balance(db, w, WANG) == 3 and await _notices(db, "points/deducted") == []
@@ -416,6 +422,7 @@ async def test_deduct_more_than_the_balance_is_refused(db: Database, scene: Scen
 # --- /top -----------------------------------------------------------------------------------
 
 
+@pytest.mark.shows_in_group("王阿姨", "李叔", "Sam")  # on the board unless they hide
 async def test_top_lists_names_only_and_a_hidden_person_is_left_off(
     db: Database, scene: Scene, clock: Clock
 ) -> None:
