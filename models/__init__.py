@@ -3,7 +3,18 @@
 Importing the package registers every table on SQLModel.metadata (for the app and Alembic).
 """
 
-from models import agenda, announcements, outbox, people, points, polls, rewards, tally, tasks
+from models import (
+    agenda,
+    announcements,
+    outbox,
+    people,
+    points,
+    polls,
+    rewards,
+    tally,
+    tasks,
+    updates,
+)
 
 __all__ = [
     "agenda",
@@ -15,4 +26,5 @@ __all__ = [
     "rewards",
     "tally",
     "tasks",
+    "updates",
 ]

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, DateTime
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+# Every constraint gets a predictable name (set before any table is declared: every models
+# module imports this one first), so a migration can name what it changes on both databases.
+# Check constraints are named by hand, in full: CheckConstraint(..., name="ck_<table>_<what>").
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -37,3 +52,21 @@ TelegramId = BigInteger
 def utcnow() -> datetime:
     """The real clock; operations take `now` as an argument and only the app calls this."""
     return datetime.now(UTC)
+
+
+def dialect_insert(session: AsyncSession) -> Any:
+    """`insert` with ON CONFLICT for the session's database (SQLite and PostgreSQL spell it
+    alike): the way to write a row two people may create at once without a check that races."""
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+Row = TypeVar("Row", bound=SQLModel)
+
+
+async def upserted(session: AsyncSession, statement: Any, model: type[Row]) -> Row:
+    """Run an INSERT … ON CONFLICT … RETURNING <model>; the row it wrote or found, as the
+    session's (refreshed) object."""
+    result = await session.exec(statement, execution_options={"populate_existing": True})
+    row = result.scalar_one()
+    assert isinstance(row, model)
+    return row

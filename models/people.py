@@ -13,7 +13,7 @@ from sqlalchemy import Column, UniqueConstraint, func
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.base import TelegramId, UTCDateTime
+from models.base import TelegramId, UTCDateTime, dialect_insert, upserted
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 
 LANGUAGES = ("zh", "en")
@@ -66,6 +66,10 @@ class Community(SQLModel, table=True):
 class Unit(SQLModel, table=True):
     """A node of a community's tree. `path` is "/root/…/self/" so a subtree is a prefix."""
 
+    # Names are unique among siblings; on PostgreSQL top-level units (no parent) too.
+    __table_args__ = (
+        UniqueConstraint("community_id", "parent_id", "name", postgresql_nulls_not_distinct=True),
+    )
     id: int | None = Field(default=None, primary_key=True)
     community_id: int = Field(foreign_key="community.id", index=True)
     parent_id: int | None = Field(default=None, foreign_key="unit.id", index=True)
@@ -208,24 +212,17 @@ async def touch_person(
     language_code: str | None,
     now: datetime,
 ) -> Person:
-    """Create or refresh the person as Telegram describes them."""
-    person = await session.get(Person, person_id)
+    """Create or refresh the person as Telegram describes them: one statement, so two first
+    updates of a new person at once make one row (an upsert on both databases)."""
     name = name.strip()[:255]
-    if person is None:
-        person = Person(
-            id=person_id,
-            name=name,
-            username=username,
-            language_code=language_code,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(person)
-    elif not person_is_current(person, name=name, username=username, language_code=language_code):
-        person.name, person.username, person.language_code = name, username, language_code
-        person.updated_at = now
-    await session.flush()
-    return person
+    values = {"name": name, "username": username, "language_code": language_code}
+    statement = (
+        dialect_insert(session)(Person)
+        .values(id=person_id, created_at=now, updated_at=now, **values)
+        .on_conflict_do_update(index_elements=["id"], set_={**values, "updated_at": now})
+        .returning(Person)
+    )
+    return await upserted(session, statement, Person)
 
 
 async def set_language(
@@ -264,12 +261,16 @@ async def create_community(
     name = _clean_name(name, limit=120)
     if language not in LANGUAGES:
         raise InvalidInput("bad_language")
-    existing = (await session.exec(select(Community).where(Community.name == name))).first()
-    if existing is not None:
+    statement = (
+        dialect_insert(session)(Community)
+        .values(name=name, timezone=timezone, language=language, created_at=now)
+        .on_conflict_do_nothing(index_elements=["name"])
+        .returning(Community)
+    )
+    community = (await session.exec(statement)).scalar_one_or_none()
+    if community is None:
         raise Conflict("community_exists", name=name)
-    community = Community(name=name, timezone=timezone, language=language, created_at=now)
-    session.add(community)
-    await session.flush()
+    assert isinstance(community, Community)
     return community
 
 
@@ -292,12 +293,18 @@ async def create_unit(
     name = _clean_name(name, limit=80)
     if kind not in UnitKind.__members__:
         raise InvalidInput("bad_unit_kind", kind=kind)
+    # Lock the parent (the community for a top-level unit): two leads adding one name at
+    # once under it take turns, and the second sees the first's unit.
     parent_path = "/"
     if parent_id is not None:
-        parent = await get_unit(session, parent_id)
+        parent = await session.get(Unit, parent_id, with_for_update=True)
+        if parent is None:
+            raise NotFound("unit_not_found")
         if parent.community_id != community_id:
             raise InvalidInput("unit_other_community")
         parent_path = parent.path
+    elif await session.get(Community, community_id, with_for_update=True) is None:
+        raise NotFound("community_not_found")
     clash = await session.exec(
         select(Unit).where(
             Unit.community_id == community_id, Unit.parent_id == parent_id, Unit.name == name
@@ -359,15 +366,20 @@ async def record_chat(
     bot_status: str,
     now: datetime,
 ) -> Chat:
-    chat = await session.get(Chat, chat_id)
-    if chat is None:
-        chat = Chat(id=chat_id, type=type, title=title, is_forum=is_forum, updated_at=now)
-        session.add(chat)
-    chat.type, chat.title, chat.is_forum = type, title[:255], is_forum
-    chat.bot_status = bot_status
-    chat.updated_at = now
-    await session.flush()
-    return chat
+    values = {
+        "type": type,
+        "title": title[:255],
+        "is_forum": is_forum,
+        "bot_status": bot_status,
+        "updated_at": now,
+    }
+    statement = (
+        dialect_insert(session)(Chat)
+        .values(id=chat_id, **values)
+        .on_conflict_do_update(index_elements=["id"], set_=values)
+        .returning(Chat)
+    )
+    return await upserted(session, statement, Chat)
 
 
 def chat_is_reachable(chat: Chat | None) -> bool:
@@ -444,27 +456,33 @@ async def link_chat(
 ) -> tuple[ChatLink, int | None]:
     """Link a group or topic to a unit; returns the link and the unit it served before, if any."""
     await get_unit(session, unit_id)
-    existing = (
-        await session.exec(
-            select(ChatLink).where(ChatLink.chat_id == chat_id, ChatLink.thread_id == thread_id)
+    statement = (
+        dialect_insert(session)(ChatLink)
+        .values(
+            chat_id=chat_id,
+            thread_id=thread_id,
+            unit_id=unit_id,
+            title=title[:255],
+            linked_by=by,
+            created_at=now,
         )
-    ).first()
-    if existing is not None:
-        previous = existing.unit_id
-        existing.unit_id, existing.title, existing.linked_by = unit_id, title[:255], by
-        await session.flush()
-        return existing, (previous if previous != unit_id else None)
-    link = ChatLink(
-        chat_id=chat_id,
-        thread_id=thread_id,
-        unit_id=unit_id,
-        title=title[:255],
-        linked_by=by,
-        created_at=now,
+        .on_conflict_do_nothing(index_elements=["chat_id", "thread_id"])
     )
-    session.add(link)
+    created = bool((await session.exec(statement)).rowcount)
+    link = (
+        await session.exec(
+            select(ChatLink)
+            .where(ChatLink.chat_id == chat_id, ChatLink.thread_id == thread_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).one()
+    if created:
+        return link, None
+    previous = link.unit_id
+    link.unit_id, link.title, link.linked_by = unit_id, title[:255], by
     await session.flush()
-    return link, None
+    return link, (previous if previous != unit_id else None)
 
 
 async def links_of_units(session: AsyncSession, unit_ids: Sequence[int]) -> Sequence[ChatLink]:
@@ -551,21 +569,27 @@ async def grant_role(
     require(auth, unit, kind=kind)
     if await session.get(Person, person_id) is None:
         raise NotFound("unknown_person")
-    existing = (
+    # Two leads appointing one person at once: one row, and the second is told it exists.
+    statement = (
+        dialect_insert(session)(Role)
+        .values(
+            unit_id=unit_id,
+            person_id=person_id,
+            kind=kind,
+            granted_by=auth.person_id,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["unit_id", "person_id", "kind"])
+    )
+    created = bool((await session.exec(statement)).rowcount)
+    role = (
         await session.exec(
             select(Role).where(
                 Role.unit_id == unit_id, Role.person_id == person_id, Role.kind == kind
             )
         )
-    ).first()
-    if existing is not None:
-        return existing, False
-    role = Role(
-        unit_id=unit_id, person_id=person_id, kind=kind, granted_by=auth.person_id, created_at=now
-    )
-    session.add(role)
-    await session.flush()
-    return role, True
+    ).one()
+    return role, created
 
 
 async def revoke_role(session: AsyncSession, *, auth: Authority, role_id: int) -> Role:
@@ -722,15 +746,31 @@ async def request_join(
     member of another household in the community must leave it first.
     """
     household = await get_household(session, household_id)
+    status = ResidentStatus.verified if verified_by_code else ResidentStatus.pending
+    # Insert unless the person has a row in this community (one statement: concurrent first
+    # requests make one row), then work on that row, locked.
+    statement = (
+        dialect_insert(session)(Resident)
+        .values(
+            community_id=household.community_id,
+            person_id=person_id,
+            household_id=household_id,
+            status=status,
+            requested_at=now,
+            decided_at=now if verified_by_code else None,
+        )
+        .on_conflict_do_nothing(index_elements=["community_id", "person_id"])
+    )
+    created = bool((await session.exec(statement)).rowcount)
     resident = (
         await session.exec(
-            select(Resident).where(
-                Resident.community_id == household.community_id, Resident.person_id == person_id
-            )
+            select(Resident)
+            .where(Resident.community_id == household.community_id, Resident.person_id == person_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
-    ).first()
-    status = ResidentStatus.verified if verified_by_code else ResidentStatus.pending
-    if resident is not None:
+    ).one()
+    if not created:
         if resident.status == ResidentStatus.verified:
             if resident.household_id == household_id:
                 return resident, False
@@ -742,17 +782,7 @@ async def request_join(
         resident.requested_at = now
         resident.decided_at = now if verified_by_code else None
         resident.decided_by = None
-    else:
-        resident = Resident(
-            community_id=household.community_id,
-            person_id=person_id,
-            household_id=household_id,
-            status=status,
-            requested_at=now,
-            decided_at=now if verified_by_code else None,
-        )
-        session.add(resident)
-    await session.flush()
+        await session.flush()
     return resident, True
 
 
@@ -882,16 +912,13 @@ async def residents_under(
 async def set_prompt(
     session: AsyncSession, *, person_id: int, chat_id: int, kind: str, payload: str, now: datetime
 ) -> None:
-    prompt = (
-        await session.exec(
-            select(Prompt).where(Prompt.person_id == person_id, Prompt.chat_id == chat_id)
-        )
-    ).first()
-    if prompt is None:
-        prompt = Prompt(person_id=person_id, chat_id=chat_id, kind=kind, created_at=now)
-        session.add(prompt)
-    prompt.kind, prompt.payload, prompt.created_at = kind, payload[:200], now
-    await session.flush()
+    values = {"kind": kind, "payload": payload[:200], "created_at": now}
+    statement = (
+        dialect_insert(session)(Prompt)
+        .values(person_id=person_id, chat_id=chat_id, **values)
+        .on_conflict_do_update(index_elements=["person_id", "chat_id"], set_=values)
+    )
+    await session.exec(statement)
 
 
 async def take_prompt(

@@ -38,7 +38,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import outbox
-from models.base import TelegramId, UTCDateTime
+from models.base import TelegramId, UTCDateTime, dialect_insert
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
     Authority,
@@ -221,10 +221,6 @@ _CREDIT = (
 _UNDO = delete(_ENTRIES).where(_ENTRIES.c.key == bindparam("key"))
 
 
-def _dialect_insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 @cache
 def _claim_for(dialect: str) -> Executable:
     """Insert a posting's legs unless its key exists; one statement, compiled once."""
@@ -245,7 +241,7 @@ async def _open_account(
 ) -> None:
     """Create the account unless it exists; two first postings at once make one row."""
     statement = (
-        _dialect_insert(session)(_ACCOUNTS)
+        dialect_insert(session)(_ACCOUNTS)
         .values(
             community_id=community_id,
             person_id=person_id,
@@ -461,7 +457,7 @@ async def ensure_rules(session: AsyncSession, *, community_id: int, now: datetim
     """Save the default rules for a community that has none (repeats and races add nothing)."""
     rows = [r.model_dump(exclude={"id"}) for r in _default_rows(community_id, now)]
     statement = (
-        _dialect_insert(session)(EarningRule.__table__)  # type: ignore[attr-defined]
+        dialect_insert(session)(EarningRule.__table__)  # type: ignore[attr-defined]
         .values(rows)
         .on_conflict_do_nothing(index_elements=["community_id", "code"])
     )
@@ -542,13 +538,17 @@ async def add_rule(
         raise InvalidInput("empty_name")
     if len(name) > RULE_NAME_LIMIT:
         raise InvalidInput("name_too_long", limit=RULE_NAME_LIMIT)
+    # Two admins adding rules at once take turns on the community row: each sees the other's
+    # rule (no duplicate name) and takes the next free code.
+    await session.get(Community, community_id, with_for_update=True)
     await ensure_rules(session, community_id=community_id, now=now)
     existing = await rules(session, community_id=community_id, now=now)
     if any(name in (r.name_zh, r.name_en) for r in existing):
         raise Conflict("points_rule_exists", name=name)
+    numbers = [int(r.code[1:]) for r in existing if r.code[:1] == "c" and r.code[1:].isdigit()]
     found = EarningRule(
         community_id=community_id,
-        code=f"c{len(existing) + 1}",
+        code=f"c{max(numbers, default=0) + 1}",
         name_zh=name,
         name_en=name,
         points=1,
@@ -570,12 +570,13 @@ async def set_max_award(
 ) -> int:
     require_admin(auth, await get_community(session, community_id))
     amount = _whole_number(value, low=1, high=MAX_AWARD_LIMIT, error="points_bad_max")
-    policy = await session.get(PointPolicy, community_id)
-    if policy is None:
-        policy = PointPolicy(community_id=community_id, updated_at=now)
-        session.add(policy)
-    policy.max_award, policy.updated_at = amount, now
-    await session.flush()
+    values = {"max_award": amount, "updated_at": now}
+    statement = (
+        dialect_insert(session)(PointPolicy)
+        .values(community_id=community_id, **values)
+        .on_conflict_do_update(index_elements=["community_id"], set_=values)
+    )
+    await session.exec(statement)
     return amount
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,30 @@ async def test_sqlite_broken_references_roll_the_migration_back(empty_db: Databa
     assert await foreign_keys_on(empty_db)
     async with empty_db.transaction(write=False) as session:
         assert len((await session.exec(select(Unit))).all()) == 1
+
+
+async def test_constraints_named_before_the_convention_are_renamed(empty_db: Database) -> None:
+    if empty_db.is_sqlite:
+        pytest.skip("SQLite keeps its constraints unnamed")
+    convention = importlib.import_module(
+        "migrations.versions.20261201_5c0e1d2a9b7f_constraint_names_unit_names_handled_updates"
+    )
+    before = convention.down_revision  # the last revision without the convention
+    await migrate.upgrade(empty_db, before)
+    async with empty_db.transaction() as session:
+        conn = await session.connection()
+        rows = (await conn.execute(convention._CONSTRAINTS)).mappings().all()
+        # Back to the names PostgreSQL gave them by itself: community_name_key, unit_pkey, …
+        for row in rows:
+            default = convention.postgres_default(row["table_name"], row["kind"], row["columns"])
+            await conn.execute(
+                sa.text(
+                    f'ALTER TABLE "{row["table_name"]}" RENAME CONSTRAINT "{row["name"]}"'
+                    f' TO "{default}"'
+                )
+            )
+    assert await differences(empty_db) != []
+
+    await migrate.upgrade(empty_db)
+
+    assert await differences(empty_db) == []
