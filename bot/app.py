@@ -18,6 +18,7 @@ from bot.db import Database
 from bot.ordering import OrderedUpdateProcessor
 from bot.render import Renderer
 from bot.standin import SANDBOX_TOKEN
+from handlers import guards
 from models.base import utcnow
 
 log = logging.getLogger("linli")
@@ -54,6 +55,8 @@ def build_application(
     if request is not None:
         builder = builder.request(request).get_updates_request(request).updater(None)
     app: LinliApp = builder.build()  # type: ignore[assignment]
+    assert isinstance(app.update_processor, OrderedUpdateProcessor)
+    app.update_processor.on_finished = app.bot_data.guard.finished
     app.bot_data.services = Services(
         settings=settings,
         db=db or Database(settings.database_url),
@@ -67,6 +70,8 @@ def build_application(
 
 async def on_startup(app: LinliApp) -> None:
     """Runs once the bot is initialised (run_polling/run_webhook; the sandbox calls it itself)."""
+    await guards.restore(app)  # before any update: Telegram may redeliver ones we handled
+    guards.schedule_saving(app)
     await handlers.publish_commands(app)
     delivery.start_sender(app)
     delivery.schedule_rhythms(app)
@@ -75,4 +80,5 @@ async def on_startup(app: LinliApp) -> None:
 
 async def on_shutdown(app: LinliApp) -> None:
     await delivery.stop_sender(app)
+    await guards.save_handled(app)
     await app.bot_data.services.db.dispose()

@@ -11,7 +11,7 @@ bounded too (`max_waiting`), so a burst holds back the update queue instead of g
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telegram import Update
@@ -37,7 +37,7 @@ class OrderedUpdateProcessor(BaseUpdateProcessor):
     """Per-key arrival order, bounded concurrency. The same in polling and webhook mode
     (both feed the application's update queue) and in tests (`Scene.feed` uses it too)."""
 
-    __slots__ = ("_running", "_tails", "max_running")
+    __slots__ = ("_running", "_tails", "max_running", "on_finished")
 
     def __init__(self, max_running: int = DEFAULT_RUNNING) -> None:
         # PTB's own semaphore (taken before `do_process_update`) bounds the admitted updates,
@@ -47,6 +47,8 @@ class OrderedUpdateProcessor(BaseUpdateProcessor):
         self._running = asyncio.BoundedSemaphore(max_running)
         # key -> the future the latest admitted update of that key resolves when it ends.
         self._tails: dict[int, asyncio.Future[None]] = {}
+        # Told of every update whose handling ran to its end (the repeat guard saves these).
+        self.on_finished: Callable[[object], None] | None = None
 
     @property
     def keys_waited_on(self) -> int:
@@ -67,6 +69,8 @@ class OrderedUpdateProcessor(BaseUpdateProcessor):
                 await asyncio.shield(earlier)
             async with self._running:
                 await coroutine
+            if self.on_finished is not None:
+                self.on_finished(update)
         finally:
             if asyncio.iscoroutine(coroutine):
                 coroutine.close()  # no-op once run; cancelled while waiting: it never started

@@ -763,7 +763,8 @@ async def play(settings: Settings, db: Database, stdin: TextIO, out: Callable[[s
         await on_startup(app)  # initialising does not run post_init: publish the menu here
         await app.start()  # the job queue, so scheduled work happens here too
         try:
-            scene = Scene(app, telegram)
+            # after the updates of earlier runs (the repeat guard remembers those)
+            scene = Scene(app, telegram, first_update_id=app.bot_data.guard.newest() + 1)
             console = Console(app, scene, stage(scene), out)
             await console.cmd_who([])
             out("Type :help for what you can do, :people and :chats for who and where.")

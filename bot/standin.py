@@ -626,10 +626,10 @@ class Scene:
     `await scene.tap(alice, message, "3号楼")`; each returns the bot's calls in response.
     """
 
-    def __init__(self, app: Any, telegram: FakeTelegram) -> None:
+    def __init__(self, app: Any, telegram: FakeTelegram, *, first_update_id: int = 1) -> None:
         self.app = app
         self.tg = telegram
-        self._update_ids = itertools.count(1)
+        self._update_ids = itertools.count(first_update_id)
 
     # people and chats
 

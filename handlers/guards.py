@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from typing import cast
 
 from telegram import Update
 from telegram.constants import ChatType
 from telegram.ext import ApplicationHandlerStop
 
-from bot.context import LinliContext
-from models import people
+from bot.context import LinliApp, LinliContext
+from models import people, updates
 
 RECENT_UPDATES = 20_000
 FLOOD_WINDOW = 10.0  # seconds
@@ -26,7 +27,11 @@ class Guard:
 
     def __init__(self) -> None:
         self.recent: OrderedDict[int, None] = OrderedDict()
-        self.activity: dict[int, deque[float]] = {}
+        # Handled since the last save (see save_handled): what a restart must still recognise.
+        self.handled: list[int] = []
+        # Per person, their updates in the flood window; least recently active first, so the
+        # ones idle for a whole window are dropped from the front and the map stays small.
+        self.activity: OrderedDict[int, deque[float]] = OrderedDict()
         # Knowing the person is needed on every update; reading them each time cost a third of
         # the handling time (bench/updates.py), so a snapshot is kept for a few minutes.
         self.people: OrderedDict[int, tuple[float, people.Person, str]] = OrderedDict()
@@ -56,11 +61,32 @@ class Guard:
         self.people.pop(person_id, None)
 
     def flooding(self, user_id: int, now: float) -> bool:
-        times = self.activity.setdefault(user_id, deque())
+        times = self.activity.pop(user_id, None) or deque()
         while times and now - times[0] > FLOOD_WINDOW:
             times.popleft()
         times.append(now)
+        self.activity[user_id] = times
+        while True:
+            first = next(iter(self.activity.values()))
+            if now - first[-1] <= FLOOD_WINDOW:
+                break
+            self.activity.popitem(last=False)
         return len(times) > FLOOD_LIMIT
+
+    def finished(self, update: object) -> None:
+        """The update processor's report that an update was handled (to be saved)."""
+        if isinstance(update, Update):
+            self.handled.append(update.update_id)
+
+    def restore(self, update_ids: list[int]) -> None:
+        for update_id in update_ids:
+            self.recent[update_id] = None
+        while len(self.recent) > RECENT_UPDATES:
+            self.recent.popitem(last=False)
+
+    def newest(self) -> int:
+        """The highest update id remembered (0 when none)."""
+        return max(self.recent, default=0)
 
 
 async def check(update: Update, ctx: LinliContext) -> None:
@@ -117,3 +143,39 @@ async def know_person(update: Update, ctx: LinliContext) -> None:
     ctx.person = person
     ctx.lang = people.language_for(person, community)
     guard.remember(person, ctx.lang, clock)
+
+
+# --- across restarts ----------------------------------------------------------------------
+# Telegram redelivers what a stopped bot had not confirmed. The ids of handled updates are
+# saved every few seconds and on shutdown, and read back before the first update is taken.
+
+SAVE_EVERY = 5.0  # seconds
+SAVE_JOB = "linli-save-handled"
+
+
+async def restore(app: LinliApp) -> None:
+    """Remember the updates handled before the last stop (call before updates flow)."""
+    async with app.bot_data.services.db.transaction(write=False) as session:
+        app.bot_data.guard.restore(await updates.recently_handled(session))
+
+
+async def save_handled(app: LinliApp) -> None:
+    guard: Guard = app.bot_data.guard
+    batch, guard.handled = guard.handled, []
+    if not batch:
+        return
+    try:
+        async with app.bot_data.services.db.transaction() as session:
+            await updates.note_handled(session, batch)
+    except Exception:
+        guard.handled[:0] = batch  # kept for the next try
+        raise
+
+
+async def _save_job(ctx: LinliContext) -> None:
+    await save_handled(cast(LinliApp, ctx.application))
+
+
+def schedule_saving(app: LinliApp) -> None:
+    if app.job_queue is not None:
+        app.job_queue.run_repeating(_save_job, interval=SAVE_EVERY, first=SAVE_EVERY, name=SAVE_JOB)

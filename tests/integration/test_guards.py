@@ -1,0 +1,60 @@
+"""The guards' memory: bounded, and the repeat guard's part of it kept across a restart."""
+
+from __future__ import annotations
+
+from bot.app import build_application
+from bot.config import load_settings
+from bot.db import Database
+from bot.standin import FakeTelegram, Scene, messages
+from handlers import guards
+from handlers.guards import FLOOD_LIMIT, FLOOD_WINDOW, Guard
+
+
+def test_the_flood_guard_forgets_people_idle_for_a_whole_window() -> None:
+    guard = Guard()
+    for person in range(10_000):
+        assert not guard.flooding(person, 0.0)
+    assert len(guard.activity) == 10_000
+    assert not guard.flooding(1, FLOOD_WINDOW / 2)
+    assert len(guard.activity) == 10_000  # everyone is still within the window
+    assert not guard.flooding(2, FLOOD_WINDOW + 1)
+    assert list(guard.activity) == [1, 2]  # a year of a city's traffic stays this small
+    # and the guard still does its job
+    flood = [guard.flooding(3, FLOOD_WINDOW + 1 + i / 100) for i in range(FLOOD_LIMIT + 1)]
+    assert flood[-1] and not any(flood[:-1])
+
+
+async def test_an_update_redelivered_after_a_restart_is_handled_once(db: Database) -> None:
+    settings = load_settings(bot_token="", _env_file=None)
+    first_telegram = FakeTelegram()
+    first = build_application(settings, request=first_telegram, db=db)
+    scene = Scene(first, first_telegram)
+    user = scene.person(15, "Liu")
+    message = scene.message_json(user, scene.private(user), "/lang")
+    async with first:
+        await guards.restore(first)
+        assert len(messages(await scene.feed({"update_id": 500, "message": message}))) == 1
+        assert first.bot_data.guard.handled == [500]
+        await guards.save_handled(first)  # every few seconds, and on shutdown
+        assert first.bot_data.guard.handled == []
+
+    telegram = FakeTelegram()
+    again = build_application(settings, request=telegram, db=db)
+    scene = Scene(again, telegram, first_update_id=501)
+    scene.private(user)
+    telegram.started.add(15)
+    async with again:
+        await guards.restore(again)  # on start-up, before updates flow
+        assert await scene.feed({"update_id": 500, "message": message}) == []
+        assert len(messages(await scene.feed({"message": message}))) == 1  # a new one is answered
+
+
+async def test_saved_update_ids_stay_a_bounded_few(db: Database) -> None:
+    from models import updates
+
+    async with db.transaction() as session:
+        await updates.note_handled(session, list(range(1, 101)), keep=30)
+        await updates.note_handled(session, [100, 101, 102], keep=30)
+    async with db.transaction(write=False) as session:
+        kept = await updates.recently_handled(session, keep=30)
+    assert kept == list(range(73, 103))
