@@ -551,7 +551,7 @@ async def test_start_up_registers_one_rhythms_job_and_the_sender(
 
     await on_startup(app)
     assert app.job_queue is not None
-    jobs = sorted(job.name for job in app.job_queue.jobs())
+    jobs = sorted(str(job.name) for job in app.job_queue.jobs())
     assert jobs == sorted([delivery.RHYTHMS_JOB, guards.SAVE_JOB])  # and the repeat guard's
     assert delivery.sender_of(app).running
     await delivery.stop_sender(app)
