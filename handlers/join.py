@@ -8,13 +8,13 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
-from telegram.error import TelegramError
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
+from bot import cards
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     PAGE,
@@ -41,7 +41,7 @@ from handlers.common import (
     user_id,
 )
 from handlers.prompts import answers, ask
-from models import people, points
+from models import joins, outbox, people, points
 from models.errors import InvalidInput, NotAllowed, NotFound
 from models.people import Authority, Community, Household, Membership, Person, Unit
 
@@ -319,57 +319,79 @@ async def btn_flat(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
-    """Yes, join this flat: a pending request, and every reachable lead of the unit is asked."""
+    """Yes, join this flat: one pending request, and every lead covering it gets a request card
+    (asking for another flat updates their cards; asking again changes nothing)."""
     _private_only(update)
     (household_id,) = callback_args(update, "jy", 1)
     uid = user_id(update)
+    now = ctx.now()
     async with ctx.svc.db.transaction() as session:
-        resident, changed = await people.request_join(
-            session, person_id=uid, household_id=as_int(household_id), now=ctx.now()
+        asked = await joins.ask(session, person_id=uid, household_id=as_int(household_id), now=now)
+        assert asked.resident.id is not None
+        membership = await people.get_membership(session, asked.resident.id)
+    community = membership.community
+    zone = community.timezone
+    params: dict[str, Any] = {"m": membership, "leads": asked.leads, "zone": zone}
+    name = {
+        joins.Asked.member: "join/already_in",
+        joins.Asked.repeated: "join/still_waiting",
+        joins.Asked.refused_recently: "join/refused_recently",
+        joins.Asked.replaced: "join/replaced",
+        joins.Asked.new: "join/sent",
+    }[asked.outcome]
+    if asked.outcome == joins.Asked.refused_recently:
+        assert asked.asked_at is not None
+        params.update(at=asked.asked_at, again=asked.asked_at + joins.COOLDOWN)
+    if asked.outcome == joins.Asked.new:
+        wake = outbox.after_quiet_hours(
+            now, zone=zone, quiet_from=community.quiet_from, quiet_until=community.quiet_until
         )
-        assert resident.id is not None
-        membership = await people.get_membership(session, resident.id)
-        leads: list[Person] = []
-        if changed:
-            leads = list(await people.leads_covering(session, membership.unit))
-        requester = await people.get_person(session, uid)
-    if resident.status == people.ResidentStatus.verified:
-        await edit(update, ctx, "join/already_in", m=membership)
-        return
-    if not changed:
-        await edit(update, ctx, "join/still_waiting", m=membership)
-        return
-    assert requester is not None
-    delivered = await _ask_leads(ctx, membership, requester, leads)
-    await edit(update, ctx, "join/sent", m=membership, delivered=delivered, leads=len(leads))
+        params["morning"] = wake if wake > now else None
+    await show(update, ctx, View(name, params))
 
 
-async def _ask_leads(
-    ctx: LinliContext, membership: Membership, requester: Person, leads: Sequence[Person]
-) -> int:
-    """Message each lead privately with Approve/Reject; returns how many could be reached."""
-    rid, hid = membership.resident.id, membership.household.id
-    delivered = 0
-    for lead in leads:
-        lang = people.language_for(lead, membership.community)
+async def _request_card(req: cards.CardRequest) -> cards.Card | None:
+    """A lead's card about one request: Approve/Reject while it waits, then how it ended.
+    Only ever in the lead's private chat (it names the flat)."""
+    if not req.private:
+        return None
+    try:
+        m = await people.get_membership(req.session, req.subject_id)
+    except NotFound:
+        return None
+    who = await people.get_person(req.session, m.resident.person_id)
+    if m.resident.status == people.ResidentStatus.pending:
+        data = f"{m.resident.id}:{m.household.id}"
         markup = keyboard(
             [
                 [
-                    button(_label_in(ctx, lang, "approve"), f"jr:a:{rid}:{hid}"),
-                    button(_label_in(ctx, lang, "reject"), f"jr:r:{rid}:{hid}"),
+                    button(req.label("join", "approve"), f"jr:a:{data}"),
+                    button(req.label("join", "reject"), f"jr:r:{data}"),
                 ]
             ]
         )
-        try:
-            sent = await send_private(
-                ctx, lead.id, lang, "join/request", markup=markup, m=membership, who=requester
-            )
-        except TelegramError as exc:
-            # One unreachable lead must not stop the others; /pending still lists the request.
-            log.warning("could not ask lead %s about request %s: %s", lead.id, rid, exc)
-            sent = False
-        delivered += sent
-    return delivered
+        return cards.Card("join/request", {"m": m, "who": who}, markup)
+    decider = (
+        await people.get_person(req.session, m.resident.decided_by)
+        if m.resident.decided_by is not None
+        else None
+    )
+    return cards.Card("join/decided", {"m": m, "who": who, "decider": decider})
+
+
+async def _answer_card(req: cards.CardRequest) -> cards.Card | None:
+    """The resident's answer, as it stands when it goes (nothing if they asked again since)."""
+    try:
+        m = await people.get_membership(req.session, req.subject_id)
+    except NotFound:
+        return None
+    if req.chat_id != m.resident.person_id:
+        return None
+    if m.resident.status == people.ResidentStatus.verified:
+        return cards.Card("join/approved", {"m": m})
+    if m.resident.status == people.ResidentStatus.rejected:
+        return cards.Card("join/rejected", {"m": m})
+    return None
 
 
 async def _join_by_code(update: Update, ctx: LinliContext, text: str) -> None:
@@ -389,6 +411,7 @@ async def _join_by_code(update: Update, ctx: LinliContext, text: str) -> None:
             assert resident.id is not None
             membership = await people.get_membership(session, resident.id)
             if changed:
+                await joins.decided(session, resident=resident, now=ctx.now(), answer=False)
                 await points.welcome(
                     session,
                     community_id=resident.community_id,
@@ -440,6 +463,8 @@ async def _decide(update: Update, ctx: LinliContext, rid: str, hid: str, approve
             now=ctx.now(),
         )
         resident = membership.resident
+        if changed:
+            await joins.decided(session, resident=resident, now=ctx.now())
         if changed and resident.status == people.ResidentStatus.verified:
             await points.welcome(
                 session,
@@ -458,18 +483,6 @@ async def _decide(update: Update, ctx: LinliContext, rid: str, hid: str, approve
     return Decision(membership, changed, requester, decider, lang)
 
 
-async def _tell_requester(ctx: LinliContext, d: Decision) -> None:
-    if not d.changed:
-        return
-    approved = d.membership.resident.status == people.ResidentStatus.verified
-    name = "join/approved" if approved else "join/rejected"
-    try:
-        await send_private(ctx, d.requester.id, d.requester_lang, name, m=d.membership)
-    except TelegramError as exc:
-        # The decision stands; /me shows it to them whenever they look.
-        log.warning("could not tell %s about their request: %s", d.requester.id, exc)
-
-
 async def btn_decide(update: Update, ctx: LinliContext) -> None:
     """jr:<a|r>:<resident>:<household> on the message a lead received about one request."""
     _private_only(update)
@@ -486,7 +499,6 @@ async def btn_decide(update: Update, ctx: LinliContext) -> None:
         await answer(
             update, ctx, "join/already_decided", alert=True, m=d.membership, decider=d.decider
         )
-    await _tell_requester(ctx, d)
 
 
 # --- /pending -----------------------------------------------------------------------------
@@ -568,7 +580,6 @@ async def btn_pending_decide(update: Update, ctx: LinliContext) -> None:
         await answer(
             update, ctx, "join/already_decided", alert=True, m=d.membership, decider=d.decider
         )
-    await _tell_requester(ctx, d)
 
 
 # --- /codes -------------------------------------------------------------------------------
@@ -645,9 +656,10 @@ async def btn_leave_yes(update: Update, ctx: LinliContext) -> None:
     m = await _membership_in(ctx, uid, as_int(community_id))
     if m.resident.status != people.ResidentStatus.left:  # a second tap finds it done already
         async with ctx.svc.db.transaction() as session:
-            await people.leave(
+            resident = await people.leave(
                 session, person_id=uid, community_id=as_int(community_id), now=ctx.now()
             )
+            await joins.decided(session, resident=resident, now=ctx.now(), answer=False)
     await edit(update, ctx, "join/left", m=m)
 
 
@@ -658,6 +670,8 @@ async def btn_leave_no(update: Update, ctx: LinliContext) -> None:
 
 
 def register(app: LinliApp) -> None:
+    cards.register(app, joins.REQUEST_CARD, _request_card)
+    cards.register(app, joins.ANSWER_CARD, _answer_card)
     # Before basics: these /start payloads are ours, plain /start is basics'.
     app.add_handler(
         CommandHandler("start", cmd_start_join, filters=filters.Regex(r"^/start (join|pending)\b"))

@@ -31,11 +31,10 @@ from handlers.common import (
     replied_to,
     reply,
     rows_of,
-    send_private,
     thread_of,
     user_id,
 )
-from models import people
+from models import outbox, people
 from models.errors import InvalidInput, NotAllowed, NotFound
 from models.people import Authority, Person, RoleKind, Unit
 
@@ -320,23 +319,38 @@ async def btn_appoint(update: Update, ctx: LinliContext) -> None:
             now=ctx.now(),
         )
         unit = await people.get_unit(session, as_int(unit_id))
-        names = await people.lineage_names(session, unit)
-        community = await people.get_community(session, unit.community_id)
         person = await people.get_person(session, as_int(target, telegram_id=True))
         assert person is not None
+        if created:
+            # Through the outbox: quiet hours hold, a failure is recorded, and someone who never
+            # opened a private chat is asked to, in the group where they were appointed.
+            chat = update.effective_chat
+            here = (
+                await people.link_for(
+                    session, chat_id=chat.id, thread_id=thread_of(update.effective_message)
+                )
+                if chat is not None and not is_private(update)
+                else None
+            )
+            community = await people.get_community(session, unit.community_id)
+            await outbox.enqueue_private(
+                session,
+                key=f"lead:{_role.id}:appointed",
+                person_id=person.id,
+                community_id=unit.community_id,
+                fallback_link_id=here.id if here is not None else None,
+                template="leads/you_are_lead",
+                context={
+                    "names": await people.lineage_names(session, unit),
+                    "kind": kind,
+                    "community": {"name": community.name},
+                },
+                now=ctx.now(),
+            )
     if not created:
         await edit(update, ctx, "leads/already", target=person, unit=unit, kind=kind)
         return
-    told = await send_private(
-        ctx,
-        as_int(target, telegram_id=True),
-        people.language_for(person, community),
-        "leads/you_are_lead",
-        names=names,
-        kind=kind,
-        community=community,
-    )
-    await edit(update, ctx, "leads/appointed", target=person, unit=unit, kind=kind, told=told)
+    await edit(update, ctx, "leads/appointed", target=person, unit=unit, kind=kind)
 
 
 async def btn_cancel(update: Update, ctx: LinliContext) -> None:
@@ -526,22 +540,26 @@ async def btn_step_down_yes(update: Update, ctx: LinliContext) -> None:
         if found is not None:
             role, unit, holder = found
             names = await people.lineage_names(session, unit)
-            community = await people.get_community(session, unit.community_id)
             await people.revoke_role(session, auth=auth, role_id=rid)
+            if holder.id != auth.person_id:
+                await outbox.enqueue_private(
+                    session,
+                    key=f"lead:{rid}:removed",
+                    person_id=holder.id,
+                    community_id=unit.community_id,
+                    template="leads/removed",
+                    context={
+                        "names": names,
+                        "kind": role.kind,
+                        "by": ctx.person.name if ctx.person else "",
+                    },
+                    now=ctx.now(),
+                )
     if found is None:
         await answer(update, ctx, "leads/already_done")
         return
     own = holder.id == auth.person_id
     params: dict[str, Any] = {"names": names, "kind": role.kind, "holder": holder}
-    if not own:
-        await send_private(
-            ctx,
-            holder.id,
-            people.language_for(holder, community),
-            "leads/removed",
-            by=ctx.person.name if ctx.person else "",
-            **params,
-        )
     await edit(update, ctx, "leads/stepped_down", own=own, **params)
 
 

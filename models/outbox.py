@@ -164,6 +164,31 @@ async def _insert(session: AsyncSession, values: dict[str, Any]) -> bool:
     return bool(result.rowcount)
 
 
+async def enqueue_private(
+    session: AsyncSession,
+    *,
+    key: str,
+    person_id: int,
+    template: str,
+    context: dict[str, Any],
+    now: datetime,
+    **options: Any,
+) -> bool:
+    """A notice to one person's private chat, due now unless `due_at` says otherwise, in their
+    own language. Options are `enqueue`'s."""
+    options.setdefault("due_at", now)
+    return await enqueue(
+        session,
+        key=key,
+        chat_id=person_id,
+        person_id=person_id,
+        template=template,
+        context=context,
+        now=now,
+        **options,
+    )
+
+
 async def enqueue_to_unit(
     session: AsyncSession,
     *,

@@ -5,13 +5,18 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from datetime import timedelta
 
+from sqlmodel import select
+
+from bot import delivery
 from bot.db import Database
-from bot.standin import Call, Scene, alerts, messages
+from bot.standin import Call, Scene, alerts, messages, visible
 from handlers.common import PAGE
 from models import people
+from models.outbox import Delivery
 from tests.conftest import NOW
-from tests.integration.conftest import ADMIN_ID
+from tests.integration.conftest import ADMIN_ID, Clock
 
 BOSS = people.Authority(person_id=ADMIN_ID, superadmin=True)
 LEAD_B3 = 20  # 王阿姨, building lead of 3号楼
@@ -104,13 +109,21 @@ async def _resident(db: Database, pid: int) -> people.Resident | None:
     return found[0].resident if found else None
 
 
+async def _then(scene: Scene, calls: list[Call]) -> list[Call]:
+    """An update's calls, followed by what the outbox sent because of it."""
+    before = len(scene.tg.calls)
+    await delivery.drain(scene.app)
+    return calls + scene.tg.calls[before:]
+
+
 async def _request(scene: Scene, user: dict[str, object], building: str, flat: str) -> list[Call]:
-    """Walk the picker in private: /join, building, flat, yes. Returns the last tap's calls."""
+    """Walk the picker in private: /join, building, flat, yes. Returns the last tap's calls and
+    what the outbox then sent (the leads' request cards)."""
     chat = scene.private(user)
     (picker,) = messages(await scene.say(user, chat, "/join"))
     await scene.tap(user, picker, building)
     await scene.tap(user, picker, flat)
-    return await scene.tap(user, picker, 0)
+    return await _then(scene, await scene.tap(user, picker, 0))
 
 
 # --- the picker ---------------------------------------------------------------------------
@@ -130,11 +143,11 @@ async def test_resident_picks_flat_in_chinese_and_lead_approves(db: Database, sc
     assert _labels(shown)[:3] == ["3-1-101", "3-2-501", "3-2-502"]
     (confirm,) = _edits(await scene.tap(resident, picker, "3-2-501"))
     assert "确认申请加入 3号楼 3-2-501 吗" in confirm.text
-    calls = await scene.tap(resident, picker, "是的")
+    calls = await _then(scene, await scene.tap(resident, picker, "是的"))
 
     (sent,) = _edits(calls)
-    assert "已提交申请：3号楼 3-2-501" in sent.text and "已通知 1 位负责人" in sent.text
-    (ask,) = messages(calls)  # only the reachable lead
+    assert "已提交申请：3号楼 3-2-501" in sent.text and "已请 2 位负责人审核" in sent.text
+    (ask,) = messages(calls)  # only the reachable lead gets it; the other's card ends gone
     assert ask.chat_id == LEAD_B3
     assert "张大爷 申请加入" in ask.text and "3号楼 · 3-2-501" in ask.text
     assert 'href="tg://user?id=30"' in ask.params["text"]
@@ -143,10 +156,10 @@ async def test_resident_picks_flat_in_chinese_and_lead_approves(db: Database, sc
     assert pending is not None and pending.status == "pending"
     assert pending.household_id == w.flats["3-2-501"]
 
-    calls = await scene.tap(lead, ask, "批准")
+    calls = await _then(scene, await scene.tap(lead, ask, "批准"))
     (outcome,) = _edits(calls)
     assert "已由 王阿姨 批准" in outcome.text and outcome.buttons == []
-    (told,) = messages(calls)
+    (told,) = messages(calls)  # through the outbox, right after the decision
     assert told.chat_id == 30 and "申请已通过" in told.text
     decided = await _resident(db, 30)
     assert decided is not None and decided.status == "verified"
@@ -154,7 +167,7 @@ async def test_resident_picks_flat_in_chinese_and_lead_approves(db: Database, sc
 
 
 async def test_english_resident_is_rejected_in_english_and_may_ask_again(
-    db: Database, scene: Scene
+    db: Database, scene: Scene, clock: Clock
 ) -> None:
     w = await _world(db)
     lead = _lead(scene, LEAD_B3)
@@ -169,31 +182,40 @@ async def test_english_resident_is_rejected_in_english_and_may_ask_again(
     assert "Tap your flat" in flats.text
     (confirm,) = _edits(await scene.tap(resident, picker, "3-2-502"))
     assert "Ask to join 3-2-502 in 3号楼?" in confirm.text
-    calls = await scene.tap(resident, picker, "Yes, ask to join")
+    calls = await _then(scene, await scene.tap(resident, picker, "Yes, ask to join"))
     (sent,) = _edits(calls)
-    assert "2 leads notified" in sent.text
+    assert "Asked 2 leads to approve it" in sent.text
     asks = {c.chat_id: c for c in messages(calls)}
     # Each lead reads the request in their own language, whatever the resident speaks.
     assert "申请加入" in asks[LEAD_B3].text and "asks to join" in asks[LEAD_GRID].text
     assert _labels(asks[LEAD_GRID]) == ["✅ Approve", "❌ Reject"]
 
-    calls = await scene.tap(grid_lead, asks[LEAD_GRID], "Reject")
-    (outcome,) = _edits(calls)
+    calls = await _then(scene, await scene.tap(grid_lead, asks[LEAD_GRID], "Reject"))
+    outcome, other = _edits(calls)
     assert "Rejected by Li" in outcome.text
+    # The other lead's card is edited in place: decided, no buttons left.
+    assert other.chat_id == LEAD_B3 and "已由 Li 拒绝" in other.text and other.buttons == []
+    assert other.params["message_id"] == asks[LEAD_B3].result["message_id"]
     (told,) = messages(calls)
     assert told.chat_id == 31 and "was not approved" in told.text and "/join" in told.text
     rejected = await _resident(db, 31)
     assert rejected is not None and rejected.status == "rejected"
 
+    # Asking again at once is "already asked"; after the cool-down it is a new request.
+    calls = await _request(scene, resident, "3号楼", "3-2-502")
+    assert "You already asked" in _edits(calls)[0].text and messages(calls) == []
+    clock.advance(minutes=11)
     calls = await _request(scene, resident, "3号楼", "3-2-502")
     assert "Request sent" in _edits(calls)[0].text
-    assert {c.chat_id for c in messages(calls)} == {LEAD_B3, LEAD_GRID}
+    fresh = {c.chat_id: c for c in messages(calls)}
+    assert set(fresh) == {LEAD_B3, LEAD_GRID}
     again = await _resident(db, 31)
     assert again is not None and again.status == "pending"
     assert again.household_id == w.flats["3-2-502"]
-    # The first lead's old message now refers to the new request for the same flat.
-    calls = await scene.tap(lead, asks[LEAD_B3], "批准")
+    calls = await _then(scene, await scene.tap(lead, fresh[LEAD_B3], "批准"))
     assert "已由 王阿姨 批准" in _edits(calls)[0].text
+    # The old, rejected round's messages keep what they said.
+    assert "已由 Li 拒绝" in visible(scene.message_of(asks[LEAD_B3])["text"])
 
 
 async def test_several_communities_are_offered_first(db: Database, scene: Scene) -> None:
@@ -227,7 +249,7 @@ async def test_asking_twice_for_the_same_flat_does_not_ask_the_leads_again(
     first = await _request(scene, resident, "3号楼", "3-2-501")
     assert len(messages(first)) == 1
     again = await _request(scene, resident, "3号楼", "3-2-501")
-    assert messages(again) == []
+    assert messages(again) == [] and len(_edits(again)) == 1  # nothing reaches a lead
     assert "已经提交过了" in _edits(again)[0].text
 
 
@@ -236,17 +258,72 @@ async def test_asking_for_another_flat_replaces_the_old_request(db: Database, sc
     lead = _lead(scene, LEAD_B3)
     resident = scene.person(35, "Wu", lang="zh-hans")
     (old_ask,) = messages(await _request(scene, resident, "3号楼", "3-2-501"))
-    (new_ask,) = messages(await _request(scene, resident, "3号楼", "3-2-502"))
-    assert "3-2-502" in new_ask.text
+    stale = old_ask.buttons[0][0]["callback_data"]
+    calls = await _request(scene, resident, "3号楼", "3-2-502")
+    assert messages(calls) == []  # the lead is not messaged again ...
+    mine, card = _edits(calls)
+    assert "已把您的申请改为：3号楼 3-2-502" in mine.text
+    # ... their request message is updated in place
+    assert card.chat_id == LEAD_B3 and card.params["message_id"] == old_ask.result["message_id"]
+    assert "3-2-502" in card.text and "3-2-501" not in card.text
     row = await _resident(db, 35)
     assert row is not None and row.household_id == w.flats["3-2-502"]
 
-    # The old message's buttons must not approve the new flat.
-    calls = await scene.tap(lead, old_ask, "批准")
+    # A button from before the change must not approve the new flat.
+    calls = await scene.press(lead, old_ask, stale)
     (alert,) = alerts(calls)
     assert "换成了别的门牌" in alert
     row = await _resident(db, 35)
     assert row is not None and row.status == "pending"
+    calls = await scene.tap(lead, old_ask, "批准")  # the updated buttons do
+    row = await _resident(db, 35)
+    assert row is not None and row.status == "verified"
+
+
+async def test_tapping_between_two_flats_messages_the_lead_once_and_edits_that_message(
+    db: Database, scene: Scene, clock: Clock
+) -> None:
+    w = await _world(db)
+    _lead(scene, LEAD_B3)
+    resident = scene.person(37, "Hu", lang="zh-hans")
+    chat = scene.private(resident)
+    (picker,) = messages(await scene.say(resident, chat, "/join"))
+    await scene.tap(resident, picker, "3号楼")
+    before = len(scene.tg.calls)
+    for tap in range(18):  # what one resident did: 18 requests in a few seconds
+        flat = ("3-2-501", "3-2-502")[tap % 2]
+        await scene.press(resident, picker, f"jy:{w.flats[flat]}")
+        await delivery.drain(scene.app)
+        clock.advance(seconds=0.3)
+    clock.advance(seconds=10)
+    await delivery.drain(scene.app)
+    to_lead = [c for c in scene.tg.calls[before:] if c.chat_id == LEAD_B3 and c.ok]
+    sent = [c for c in to_lead if c.method == "sendMessage"]
+    edited = [c for c in to_lead if c.method == "editMessageText"]
+    assert len(sent) == 1 and 1 <= len(edited) <= 3  # was 18 private messages
+    assert "3-2-502" in visible(scene.message_of(sent[0])["text"])  # the last choice
+    row = await _resident(db, 37)
+    assert row is not None and row.household_id == w.flats["3-2-502"]
+
+
+async def test_a_request_at_night_waits_for_the_morning_and_the_resident_is_told(
+    db: Database, scene: Scene, clock: Clock
+) -> None:
+    await _world(db)
+    _lead(scene, LEAD_B3)
+    _lead(scene, LEAD_GRID, started=False)  # cannot be reached: recorded, not just logged
+    clock.now = NOW.replace(hour=15)  # 23:00 in Shanghai: quiet hours
+    resident = scene.person(38, "Lu", lang="zh-hans")
+    calls = await _request(scene, resident, "3号楼", "3-2-501")
+    (sent,) = _edits(calls)
+    assert "已请 2 位负责人审核" in sent.text and "08:00 以后会收到" in sent.text
+    assert messages(calls) == []  # no lead is woken at night
+    clock.now = NOW.replace(hour=0, minute=1) + timedelta(days=1)  # 08:01
+    calls = await _then(scene, [])
+    assert [c.chat_id for c in messages(calls)] == [LEAD_B3]
+    async with db.transaction(write=False) as s:
+        found = (await s.exec(select(Delivery).where(Delivery.chat_id == LEAD_GRID))).all()
+    assert [r.status for r in found] == ["gone"]
 
 
 async def test_a_verified_member_cannot_ask_for_another_flat(db: Database, scene: Scene) -> None:
@@ -395,8 +472,8 @@ async def test_double_tap_on_approve_decides_once(db: Database, scene: Scene) ->
     lead = _lead(scene, LEAD_B3)
     resident = scene.person(50, "Feng", lang="zh-hans")
     (ask,) = messages(await _request(scene, resident, "3号楼", "3-2-501"))
-    first = await scene.press(lead, ask, ask.buttons[0][0]["callback_data"])
-    second = await scene.press(lead, ask, ask.buttons[0][0]["callback_data"])
+    first = await _then(scene, await scene.press(lead, ask, ask.buttons[0][0]["callback_data"]))
+    second = await _then(scene, await scene.press(lead, ask, ask.buttons[0][0]["callback_data"]))
     assert len(messages(first)) == 1 and messages(second) == []
     assert any("王阿姨 已经批准了这个申请" in a for a in alerts(second))
 
@@ -407,13 +484,15 @@ async def test_second_lead_is_told_who_already_decided(db: Database, scene: Scen
     grid_lead = _lead(scene, LEAD_GRID)
     resident = scene.person(51, "Deng", lang="zh-hans")
     asks = {c.chat_id: c for c in messages(await _request(scene, resident, "3号楼", "3-2-501"))}
-    await scene.tap(lead, asks[LEAD_B3], "批准")
-
-    calls = await scene.tap(grid_lead, asks[LEAD_GRID], "Reject")
+    reject = scene.button_data(scene.message_of(asks[LEAD_GRID]), "Reject")
+    await _then(scene, await scene.tap(lead, asks[LEAD_B3], "批准"))
+    # The grid lead's card already says so (edited in place, its buttons gone) ...
+    card = scene.message_of(asks[LEAD_GRID])
+    assert "Approved by 王阿姨" in visible(card["text"]) and "reply_markup" not in card
+    # ... and a tap from before that edit is told who decided.
+    calls = await _then(scene, await scene.press(grid_lead, asks[LEAD_GRID], reject))
     assert messages(calls) == []  # the resident hears nothing more
     assert any("王阿姨 already approved" in a for a in alerts(calls))
-    (shown,) = _edits(calls)
-    assert "Approved by 王阿姨" in shown.text and shown.buttons == []
     row = await _resident(db, 51)
     assert row is not None and row.status == "verified" and row.decided_by == LEAD_B3
 
@@ -464,9 +543,10 @@ async def test_pending_lists_only_the_leads_units_and_decides_from_the_list(
     assert _labels(listed) == ["✅ 批准 1", "❌ 拒绝 1"]
 
     approve = listed.buttons[0][0]["callback_data"]
-    calls = await scene.press(lead, listed, approve)
-    (shown,) = _edits(calls)
+    calls = await _then(scene, await scene.press(lead, listed, approve))
+    shown, card = _edits(calls)
     assert "✅ 已批准：甲（3号楼 3-2-501）" in shown.text and "没有人在等待审核" in shown.text
+    assert card.chat_id == LEAD_B3 and "已由 王阿姨 批准" in card.text  # the request card too
     (told,) = messages(calls)
     assert told.chat_id == 60 and "申请已通过" in told.text
 

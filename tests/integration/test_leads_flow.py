@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bot import delivery
 from bot.db import Database
 from bot.standin import JSON, Call, Scene, alerts, messages
 from models import people
@@ -93,6 +94,13 @@ def _user(scene: Scene, uid: int, name: str, lang: str = "zh-hans") -> JSON:
     return scene.person(uid, name, lang=lang)
 
 
+async def _then(scene: Scene, calls: list[Call]) -> list[Call]:
+    """An update's calls, followed by what the outbox sent because of it."""
+    before = len(scene.tg.calls)
+    await delivery.drain(scene.app)
+    return calls + scene.tg.calls[before:]
+
+
 async def test_superadmin_appoints_a_lead_by_replying_in_a_group(
     scene: Scene, db: Database
 ) -> None:
@@ -109,10 +117,10 @@ async def test_superadmin_appoints_a_lead_by_replying_in_a_group(
     calls = await scene.tap(admin, picker, "就选「3号楼」")
     (roles,) = _edits(calls)
     assert _labels(roles)[:2] == ["👤 负责人", "🛡 管理员"]  # a super-admin may appoint admins
-    calls = await scene.tap(admin, picker, "负责人")
+    calls = await _then(scene, await scene.tap(admin, picker, "负责人"))
     (done,) = _edits(calls)
     assert "王阿姨 现在是「3号楼」的负责人" in done.text and not done.buttons
-    (note,) = messages(calls)
+    (note,) = messages(calls)  # through the outbox
     assert note.chat_id == WANG and "/pending" in note.text and "/appoint" in note.text
     assert "一网格 › 3号楼" in note.text
     assert await _roles(db, WANG) == [(w.b3, "lead")]
@@ -129,10 +137,13 @@ async def test_appointed_lead_who_never_started_the_bot_is_asked_to(
     said = scene.message_json(li, group, "收到")
     (picker,) = messages(await scene.say(admin, group, "/appoint", reply_to=said))
     await scene.tap(admin, picker, "就选「3号楼」")
-    calls = await scene.tap(admin, picker, "负责人")
+    calls = await _then(scene, await scene.tap(admin, picker, "负责人"))
     (done,) = _edits(calls)
     assert "李叔 现在是「3号楼」的负责人" in done.text and "/start" in done.text
-    assert messages(calls) == []  # the private note could not be delivered
+    # The private note could not be delivered: he is asked to open a chat, in the group.
+    (asked,) = messages(calls)
+    assert asked.chat_id == GROUP_B3 and "还没有和我私聊过" in asked.text
+    assert "负责人" not in asked.text  # what the note said stays private
     assert await _roles(db, LI) == [(w.b3, "lead")]
 
 
@@ -169,7 +180,7 @@ async def test_lead_appoints_a_building_lead_in_their_grid_by_picking(
     assert "王阿姨" not in _labels(people_picker)  # she lives in 3号楼
     (roles,) = _edits(await scene.tap(lead, picker, "李叔"))
     assert _labels(roles) == ["👤 负责人", "✖ 取消"]  # a lead cannot make admins
-    calls = await scene.tap(lead, picker, "负责人")
+    calls = await _then(scene, await scene.tap(lead, picker, "负责人"))
     assert "李叔 现在是「5号楼」的负责人" in _edits(calls)[0].text
     assert [c.chat_id for c in messages(calls)] == [LI]
     assert await _roles(db, LI) == [(w.b5, "lead")]
@@ -251,7 +262,7 @@ async def test_appointing_twice_makes_no_duplicate(scene: Scene, db: Database) -
     for expected in ("现在是「3号楼」的负责人", "已经是「3号楼」的负责人了"):
         (picker,) = messages(await scene.say(admin, group, "/appoint", reply_to=said))
         await scene.tap(admin, picker, "就选「3号楼」")
-        calls = await scene.tap(admin, picker, "负责人")
+        calls = await _then(scene, await scene.tap(admin, picker, "负责人"))
         assert expected in _edits(calls)[0].text
         notes += len(messages(calls, chat_id=WANG))
     # A double tap on the finished picker's old button changes nothing either.
@@ -451,7 +462,7 @@ async def test_someone_elses_role_can_only_be_removed_from_above(
     mine = await _lead_role_button(scene, lead)
     (confirm,) = _edits(await scene.press(lead, mine, f"sd:{role.id}"))
     assert "确定要撤下 李叔 在「一网格 › 5号楼」的负责人职务吗" in confirm.text
-    calls = await scene.tap(lead, mine, "是的")
+    calls = await _then(scene, await scene.tap(lead, mine, "是的"))
     assert "李叔 已不再担任" in _edits(calls)[0].text
     (told,) = messages(calls, chat_id=LI)
     assert "由 张网格长 撤下" in told.text
