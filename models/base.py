@@ -70,3 +70,9 @@ async def upserted(session: AsyncSession, statement: Any, model: type[Row]) -> R
     row = result.scalar_one()
     assert isinstance(row, model)
     return row
+
+
+def spreadsheet_safe(text: str) -> str:
+    """Text a spreadsheet will not run: names and notes are typed by people, and a leading
+    = + - @ (or a tab or carriage return) would make a formula of them."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
