@@ -1,7 +1,7 @@
 """problem reports and the weekly digest
 
 Revision ID: d525cc8a987b
-Revises: 50976f786a20
+Revises: 22b44b71af6d
 Create Date: 2026-12-01 00:17:45.928353+00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import models.base
 
 revision: str = "d525cc8a987b"
-down_revision: str | Sequence[str] | None = "50976f786a20"
+down_revision: str | Sequence[str] | None = "22b44b71af6d"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
