@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -25,7 +25,7 @@ from bot.config import Settings
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import BOT_USER, JSON, Call, FakeTelegram, Scene, visible
-from models import people, points, rewards
+from models import people, points, reports, rewards
 from models.base import utcnow
 from models.importer import import_file
 from models.people import Authority, Household, RoleKind, Unit
@@ -212,6 +212,7 @@ async def seed(db: Database, *, now: datetime) -> bool:
                 by=ADMIN_ID,
                 now=now,
             )
+        await _demo_reports(session, community_id=community.id, now=now)
     return True
 
 
@@ -244,6 +245,39 @@ async def _stock_the_bank(session: AsyncSession, *, community_id: int, now: date
             merchant_id=10005,
             now=now,
         )
+
+
+async def _demo_reports(session: AsyncSession, *, community_id: int, now: datetime) -> None:
+    """Reports in different states, so a newcomer sees the whole loop at once: one overdue
+    (never acknowledged, passed up to the grid), one resolved and waiting for the neighbours'
+    verdict, one being worked on."""
+    units = {u.name: u for u in await people.buildings(session, community_id=community_id)}
+    lead = await people.authority(session, person_id=10002, superadmin=False)
+    admin = Authority(person_id=ADMIN_ID, superadmin=True)
+    await reports.file(
+        session, reporter_id=10003, unit_id=_id(units["3号楼"]), category="lights",
+        text="3楼楼道灯不亮，晚上看不见台阶", place=reports.Place.stairwell, floor=3,
+        chat_id=GROUP_ID, now=now - timedelta(hours=30),
+    )  # fmt: skip
+    waiting, _ = await reports.file(
+        session, reporter_id=10003, unit_id=_id(units["3号楼"]), category="lift",
+        text="电梯按钮失灵", place=reports.Place.lift, chat_id=GROUP_ID,
+        now=now - timedelta(days=2),
+    )  # fmt: skip
+    await reports.act(
+        session, auth=lead, report_id=waiting.id or 0, action=reports.Action.resolve,
+        note="已请物业更换按钮", now=now - timedelta(days=1),
+    )  # fmt: skip
+    working, _ = await reports.file(
+        session, reporter_id=10003, unit_id=_id(units["5号楼"]), category="water",
+        text="地下室墙角渗水", place=reports.Place.basement, chat_id=FORUM_ID,
+        thread_id=TOPIC_THREAD, now=now - timedelta(hours=5),
+    )  # fmt: skip
+    await reports.act(
+        session, auth=admin, report_id=working.id or 0, action=reports.Action.in_progress,
+        now=now - timedelta(hours=4),
+    )  # fmt: skip
+    await reports.escalate_due(session, now)
 
 
 def _id(unit: Unit) -> int:

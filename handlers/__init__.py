@@ -6,7 +6,18 @@ from telegram import Update
 from telegram.ext import TypeHandler
 
 from bot.context import LinliApp
-from handlers import announce, basics, guards, join, leads, points, prompts, rewards, setup
+from handlers import (
+    announce,
+    basics,
+    guards,
+    join,
+    leads,
+    points,
+    prompts,
+    reports,
+    rewards,
+    setup,
+)
 from handlers.common import on_error
 from handlers.menu import publish_commands
 
@@ -23,6 +34,7 @@ def register(app: LinliApp) -> None:
     announce.register(app)
     rewards.register(app)  # before basics: it claims /start v-… (a scanned QR) and rewards links
     points.register(app)  # before basics: it claims /start points|award|deduct|rules
+    reports.register(app)  # before basics: it claims /start reports|myreports|stats
     basics.register(app)
     prompts.register(app)
     app.add_error_handler(on_error)

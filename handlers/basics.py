@@ -32,10 +32,9 @@ async def cmd_start(update: Update, ctx: LinliContext) -> None:
         return
     async with ctx.svc.db.transaction(write=False) as session:
         found = await people.memberships(session, person_id=user_id(update))
-    markup = None
-    if not found:
-        markup = keyboard([[button(label(ctx, "people", "join_now"), "join:go")]])
-    await reply(update, ctx, "people/welcome", member=bool(found), markup=markup)
+    rows = [] if found else [[button(label(ctx, "people", "join_now"), "join:go")]]
+    rows.append([button(label(ctx, "reports", "report_problem"), "rh:go")])
+    await reply(update, ctx, "people/welcome", member=bool(found), markup=keyboard(rows))
 
 
 async def cmd_help(update: Update, ctx: LinliContext) -> None:
@@ -44,7 +43,10 @@ async def cmd_help(update: Update, ctx: LinliContext) -> None:
     commands = [
         (c, label(ctx, "help", f"cmd_{c.name}")) for c in allowed(auth, private=is_private(update))
     ]
-    await reply(update, ctx, "people/help", commands=commands, private=is_private(update))
+    markup = keyboard([[button(label(ctx, "reports", "report_problem"), "rh:go")]])
+    await reply(
+        update, ctx, "people/help", commands=commands, private=is_private(update), markup=markup
+    )
 
 
 async def cmd_lang(update: Update, ctx: LinliContext) -> None:

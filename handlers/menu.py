@@ -40,6 +40,10 @@ COMMANDS = (
     Command("deduct", "lead", "any"),
     Command("export", "admin", "private"),
     Command("rules", "admin", "any"),
+    Command("report", "resident", "any"),
+    Command("myreports", "resident", "any"),
+    Command("reports", "lead", "any"),
+    Command("stats", "lead", "any"),
 )
 
 

@@ -64,6 +64,11 @@ DEFAULT_FIX_HOURS = 72
 BATCH = 500  # due reports handled per query in the rhythm
 CREDIT_RULE = "report"  # the neighbour bank's earning rule "accepted problem report"
 REDACTED = "⋯"  # what a redacted text reads as
+# Live cards (bot/cards.py builds them from the report as it is when each is sent or edited).
+CARD = "report"  # in the group the report was filed in, with +1
+LEAD_CARD = "reportlead"  # a lead's private notice, with the button that opens the sheet
+ASK_CARD = "reportask"  # "is it fixed?" and the rating, in a follower's private chat
+CARDS = (CARD, LEAD_CARD, ASK_CARD)
 
 
 class Status(StrEnum):
@@ -701,6 +706,16 @@ async def file(
     await session.flush()
     await _event(session, report, EventKind.filed, by=reporter_id, to=Status.open, now=now)
     await _tell_leads(session, report, unit, level=0, kind="new", now=now)
+    if chat_id is not None:
+        await outbox.post_card(
+            session,
+            kind=CARD,
+            subject_id=report.id or 0,
+            chat_id=chat_id,
+            thread_id=report.thread_id,
+            community_id=report.community_id,
+            now=now,
+        )
     return report, True
 
 
@@ -722,6 +737,7 @@ async def support(
         await _bump_supporters(session, report.id or 0, 1)
         await session.refresh(report)
         await _event(session, report, EventKind.supported, by=person_id, now=now)
+        await changed(session, report, now)
     return report, added
 
 
@@ -762,6 +778,7 @@ async def withdraw_support(
     await session.flush()
     await _bump_supporters(session, report_id, -1)
     await session.refresh(report)
+    await changed(session, report, now)
     return report, True
 
 
@@ -864,6 +881,9 @@ async def act(
         now=now,
     )
     await _tell_followers(session, report, event, now=now)
+    await changed(session, report, now)
+    if target is not None:
+        await changed(session, target, now)
     if action == Action.assign and assignee_id is not None and assignee_id != auth.person_id:
         await _notify(session, report, assignee_id, "reports/notice_assigned_you", event, now=now)
     if action == Action.resolve:
@@ -967,6 +987,7 @@ async def redact(
     session.add(ReportRedaction(report_id=report_id, what=what, by=auth.person_id, at=now))
     await session.flush()
     await _event(session, report, EventKind.redacted, by=auth.person_id, note=what, now=now)
+    await changed(session, report, now)
     return report
 
 
@@ -1024,6 +1045,7 @@ async def verdict(
         photo=photo,
         now=now,
     )
+    await changed(session, report, now)
     if fixed and person_id == report.reporter_id:
         await _close(session, report, fixed=True, by=person_id, now=now)
         return Verdict(report, reopened=False, closed=True)
@@ -1062,6 +1084,7 @@ async def rate(
         raise Conflict("report_rate_first", number=report.label)
     found.rating, found.at = rating, now
     await session.flush()
+    await changed(session, report, now)
     return found
 
 
@@ -1085,6 +1108,7 @@ async def _close(
         now=now,
     )
     await _tell_followers(session, report, event, now=now)
+    await changed(session, report, now)
     return event
 
 
@@ -1108,18 +1132,36 @@ async def _reopen(session: AsyncSession, report: Report, *, by: int, now: dateti
 
 
 async def _ask_followup(session: AsyncSession, report: Report, *, now: datetime) -> None:
+    """The "is it fixed?" card in the reporter's and each supporter's private chat."""
     for person_id in [report.reporter_id, *await supporter_ids(session, report.id or 0)]:
-        await outbox.enqueue(
+        await outbox.post_card(
             session,
-            key=f"report:{report.id}:ask:{report.round}:{person_id}",
+            kind=ASK_CARD,
+            subject_id=report.id or 0,
             chat_id=person_id,
             person_id=person_id,
             community_id=report.community_id,
-            template="reports/ask_fixed",
-            context=await _context(session, report),
-            due_at=now,
             now=now,
+            round=str(report.round),
         )
+
+
+async def my_verdict(
+    session: AsyncSession, *, report: Report, person_id: int
+) -> ReportVerdict | None:
+    """This person's latest answer to "is it fixed?" about the report."""
+    found = await session.exec(
+        select(ReportVerdict)
+        .where(ReportVerdict.report_id == report.id, ReportVerdict.person_id == person_id)
+        .order_by(col(ReportVerdict.round).desc())
+    )
+    return found.first()
+
+
+async def changed(session: AsyncSession, report: Report, now: datetime) -> None:
+    """Every posted card about the report shows its new state (edits coalesced by the outbox)."""
+    for kind in CARDS:
+        await outbox.mark_changed(session, kind=kind, subject_id=report.id or 0, now=now)
 
 
 # --- escalation and follow-up: rows due at a time -----------------------------------------
@@ -1196,19 +1238,16 @@ async def _tell_level(
 ) -> bool:
     if level >= len(levels):
         return False
-    context = await _context(session, report)
-    context.update(level=level, kind=kind)
     for person_id in levels[level]:
-        await outbox.enqueue(
+        await outbox.post_card(
             session,
-            key=f"report:{report.id}:{kind}:{level}:{report.round}:{person_id}",
+            kind=LEAD_CARD,
+            subject_id=report.id or 0,
             chat_id=person_id,
             person_id=person_id,
             community_id=report.community_id,
-            template="reports/notice_leads",
-            context=context,
-            due_at=now,
             now=now,
+            round=f"{kind}{level}r{report.round}",
             urgent=kind == "overdue",
             priority=outbox.Priority.reminder,
         )
@@ -1244,6 +1283,7 @@ async def _escalate(
     await _event(
         session, report, EventKind.escalated, by=None, note=str(report.escalation_level), now=now
     )
+    await changed(session, report, now)
 
 
 async def _due(session: AsyncSession, column: Any, now: datetime) -> list[Report]:

@@ -125,6 +125,12 @@ async def outbox_rows(db: Database, prefix: str) -> list[Delivery]:
         return list(rows.all())
 
 
+async def cards_of(db: Database, kind: str, report: Report, round_: str = "") -> list[Delivery]:
+    """The posted live cards of one kind about a report (`round_`: e.g. "overdue1r0")."""
+    rows = await outbox_rows(db, f"card:{kind}:{report.id}:")
+    return [r for r in rows if r.edits is None and r.key.endswith(round_)]
+
+
 async def fresh(db: Database, report: Report) -> Report:
     async with db.transaction(write=False) as s:
         return await reports.get(s, report.id or 0)
@@ -141,8 +147,10 @@ async def test_reports_are_numbered_per_community_and_tell_the_nearest_leads(
     assert (first.label, second.label) == ("R-1", "R-2")
     assert first.visibility == "group" and first.status == Status.open and first.is_open
     assert first.escalate_at == NOW + timedelta(hours=24)
-    told = await outbox_rows(db, f"report:{first.id}:new:")
+    told = await cards_of(db, reports.LEAD_CARD, first, "new0r0")
     assert [r.person_id for r in told] == [B3_LEAD]
+    (card,) = await cards_of(db, reports.CARD, first)
+    assert (card.chat_id, card.person_id) == (-1003, None)
     async with db.transaction(write=False) as s:
         history = await reports.events(s, first.id or 0)
     assert [(e.kind, e.by, e.to_status) for e in history] == [("filed", REPORTER, "open")]
@@ -400,7 +408,7 @@ async def _resolved(db: Database, w: World, supporters: tuple[int, ...] = (S1, S
 
 async def test_resolving_asks_the_reporter_and_supporters(db: Database, world: World) -> None:
     report = await _resolved(db, world)
-    asked = await outbox_rows(db, f"report:{report.id}:ask:")
+    asked = await cards_of(db, reports.ASK_CARD, report)
     assert sorted(r.person_id or 0 for r in asked) == [REPORTER, S1, S2]
 
 
@@ -433,7 +441,7 @@ async def test_two_supporters_not_fixed_reopen_and_escalate(db: Database, world:
         two = await reports.verdict(s, report_id=report.id or 0, person_id=S2, fixed=False, now=NOW)
     assert two.reopened and two.report.status == Status.reopened and two.report.is_open
     assert two.report.round == 1 and two.report.escalation_level == 1
-    up = await outbox_rows(db, f"report:{report.id}:reopened:1:")
+    up = await cards_of(db, reports.LEAD_CARD, report, "reopened1r1")
     assert [r.person_id for r in up] == [GRID_LEAD]
     with pytest.raises(NotAllowed):
         async with db.transaction() as s:
@@ -485,7 +493,8 @@ async def test_escalation_climbs_the_tree_to_the_admins_then_stops(
     assert after.overdue and after.escalation_level == 2 and after.escalate_at is None
     told = {
         r.person_id
-        for r in await outbox_rows(db, f"report:{report.id}:overdue:")
+        for r in await cards_of(db, reports.LEAD_CARD, report)
+        if "overdue" in r.key
         if r.person_id is not None
     }
     assert told == {GRID_LEAD, ADMIN}
@@ -779,12 +788,7 @@ async def test_every_message_the_domain_queues_renders_in_both_languages(
         await reports.verdict(s, report_id=report.id or 0, person_id=REPORTER, fixed=False, now=NOW)
     await act(db, B3_LEAD, report, Action.assign, assignee_id=S3)
     rows = await outbox_rows(db, f"report:{report.id}:")
-    assert {r.template for r in rows} >= {
-        "reports/notice_leads",
-        "reports/notice_change",
-        "reports/notice_assigned_you",
-        "reports/ask_fixed",
-    }
+    assert {r.template for r in rows} == {"reports/notice_change", "reports/notice_assigned_you"}
     renderer = Renderer()
     for row in rows:
         for lang in ("zh", "en"):

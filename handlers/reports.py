@@ -1,0 +1,1006 @@
+"""Problem reports: filing (/report, a photo captioned /report), the group card with +1, the
+lead's /reports sheet, the private "is it fixed?" card, /myreports and /stats.
+
+Every button is re-checked on the server: the report is read again, the tapper's authority
+checked through `people.authority`, and a lead's action carries the revision they saw, so a
+forged, stale or doubled tap changes nothing it should not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import InlineKeyboardButton, Message, Update
+from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+from bot import cards, charts, delivery
+from bot.context import LinliApp, LinliContext
+from handlers.common import (
+    PAGE,
+    View,
+    answer,
+    as_int,
+    button,
+    callback_args,
+    deep_link,
+    is_private,
+    keyboard,
+    label,
+    load_auth,
+    page_buttons,
+    page_count,
+    render,
+    replace,
+    reply,
+    show,
+    thread_of,
+    url_button,
+    user_id,
+)
+from handlers.prompts import answers, ask
+from models import digest, people, points, reports
+from models.errors import Conflict, InvalidInput, NotAllowed
+from models.people import Authority, Community, Unit
+from models.reports import Action, Report, Status
+
+EXPORT_FILE = "linli-reports-{start}-{end}.csv"
+ACTION_CODES = {
+    "ack": Action.acknowledge,
+    "ip": Action.in_progress,
+    "res": Action.resolve,
+    "dec": Action.decline,
+}
+_COMMAND = re.compile(r"^/report(?:@\w+)?\s*", re.IGNORECASE)
+
+
+def _l(ctx: LinliContext, key: str, **params: object) -> str:
+    return label(ctx, "reports", key, **params)
+
+
+async def _category_names(
+    session: AsyncSession, community_id: int, now: datetime
+) -> dict[str, reports.ReportCategory]:
+    found = await reports.categories(session, community_id=community_id, now=now, active_only=False)
+    return {c.code: c for c in found}
+
+
+def _age_hours(report: Report, now: datetime) -> int:
+    return max(0, int((now - report.created_at).total_seconds() // 3600))
+
+
+# --- cards --------------------------------------------------------------------------------
+
+
+async def report_card(req: cards.CardRequest) -> cards.Card | None:
+    """The card in the group the report was filed in: never a flat, never a hidden name."""
+    report = await req.session.get(Report, req.subject_id)
+    if report is None or report.visibility != reports.Visibility.group:
+        return None
+    unit = await people.get_unit(req.session, report.unit_id)
+    cats = await _category_names(req.session, report.community_id, req.now)
+    reporter = None
+    if report.show_name:
+        person = await req.session.get(people.Person, report.reporter_id)
+        reporter = person.name if person else None
+    params = {
+        "number": report.label,
+        "category": cats[report.category].name(req.lang) if report.category in cats else "",
+        "unit": unit.name,
+        "place": reports.shown_place(report),
+        "status": report.status,
+        "supporters": report.supporters,
+        "hours": _age_hours(report, req.now),
+        "overdue": report.overdue,
+        "reporter": reporter,
+        "text": report.text[:200],
+        "photos": len(report.photos),
+    }
+    markup = None
+    if report.status in reports.OPEN or report.status == Status.resolved:
+        markup = keyboard(
+            [[button(req.label("reports", "plus_one", n=report.supporters), f"rp:{report.id}")]]
+        )
+    return cards.Card("reports/card", params, markup)
+
+
+async def lead_card(req: cards.CardRequest) -> cards.Card | None:
+    report = await req.session.get(Report, req.subject_id)
+    if report is None:
+        return None
+    unit = await people.get_unit(req.session, report.unit_id)
+    cats = await _category_names(req.session, report.community_id, req.now)
+    params = {
+        "number": report.label,
+        "category": cats[report.category].name(req.lang) if report.category in cats else "",
+        "unit": unit.name,
+        "status": report.status,
+        "overdue": report.overdue,
+        "supporters": report.supporters,
+        "hours": _age_hours(report, req.now),
+    }
+    markup = keyboard([[button(req.label("reports", "open_sheet"), f"rs:{report.id}")]])
+    return cards.Card("reports/lead_card", params, markup)
+
+
+async def ask_card(req: cards.CardRequest) -> cards.Card | None:
+    """Is it fixed? Then 1–5 stars. Shows this person's own answer as it stands."""
+    report = await req.session.get(Report, req.subject_id)
+    if report is None:
+        return None
+    cats = await _category_names(req.session, report.community_id, req.now)
+    mine = await reports.my_verdict(req.session, report=report, person_id=req.chat_id)
+    params: dict[str, Any] = {
+        "number": report.label,
+        "category": cats[report.category].name(req.lang) if report.category in cats else "",
+        "status": report.status,
+        "fixed": None if mine is None else mine.fixed,
+        "rating": None if mine is None else mine.rating,
+    }
+    rows: list[list[InlineKeyboardButton]] = []
+    if report.status == Status.resolved and (mine is None or mine.round == report.round):
+        rows.append(
+            [
+                button(req.label("reports", "fixed"), f"rv:{report.id}:{report.round}:1"),
+                button(req.label("reports", "not_fixed"), f"rv:{report.id}:{report.round}:0"),
+            ]
+        )
+    if mine is not None:
+        rows.append([button(f"{n}⭐", f"rr:{report.id}:{n}") for n in range(1, 6)])
+    return cards.Card("reports/ask_card", params, keyboard(rows) if rows else None)
+
+
+# --- filing: /report <text> or a photo captioned /report ----------------------------------
+
+
+def _description(message: Message) -> str:
+    raw = message.caption if message.photo else message.text
+    return _COMMAND.sub("", raw or "", count=1).strip()
+
+
+def _photo(message: Message) -> list[str]:
+    return [message.photo[-1].file_id] if message.photo else []
+
+
+async def _unit_for(session: AsyncSession, update: Update) -> Unit:
+    """The chat's unit in a group; the person's home privately."""
+    chat = update.effective_chat
+    assert chat is not None
+    if not is_private(update):
+        link = await people.link_for(
+            session, chat_id=chat.id, thread_id=thread_of(update.effective_message)
+        )
+        if link is None:
+            raise InvalidInput("chat_not_linked")
+        return await people.get_unit(session, link.unit_id)
+    for membership in await people.memberships(session, person_id=user_id(update)):
+        if membership.resident.status == people.ResidentStatus.verified:
+            return membership.unit
+    raise InvalidInput("report_no_unit")
+
+
+async def _categories_view(
+    session: AsyncSession, ctx: LinliContext, unit: Unit, text: str, photos: int
+) -> View:
+    found = await reports.categories(session, community_id=unit.community_id, now=ctx.now())
+    buttons = [button(c.name(ctx.lang), f"rn:{c.code}") for c in found]
+    rows = [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
+    return View(
+        "reports/pick_category",
+        {"unit": unit.name, "text": text[:200], "photos": photos},
+        keyboard(rows),
+    )
+
+
+def _guess(text: str, found: list[reports.ReportCategory]) -> str | None:
+    """A category named in the description ("电梯又坏了" → lift), if exactly one is."""
+    lowered = text.lower()
+    hits = [
+        c.code
+        for c in found
+        if c.code != "other" and (c.name_zh in text or c.name_en.lower() in lowered)
+    ]
+    return hits[0] if len(hits) == 1 else None
+
+
+async def cmd_report(update: Update, ctx: LinliContext) -> None:
+    """/report <what is wrong>, or a photo with that caption: one step, the category asked."""
+    message = update.effective_message
+    assert message is not None
+    if message.video or message.document or message.animation:
+        raise InvalidInput("report_photo_only")
+    text, photos = _description(message), _photo(message)
+    if not text and not photos:
+        await reply(update, ctx, "reports/how_to")
+        return
+    reports.clean_text(text)
+    async with ctx.svc.db.transaction(write=False) as session:
+        unit = await _unit_for(session, update)
+        found = await reports.categories(session, community_id=unit.community_id, now=ctx.now())
+        guessed = _guess(text, found)
+        view = await _categories_view(session, ctx, unit, text, len(photos))
+    if guessed is not None:
+        await _file_or_suggest(update, ctx, message, guessed, new=False)
+        return
+    # Quoted even privately: the buttons' answer reads the report from the quoted message.
+    await message.reply_text(
+        render(ctx, view.name, **view.params), reply_markup=view.markup, do_quote=True
+    )
+
+
+def _origin(message: Message) -> Message:
+    """The person's /report message a category button answers (the draft is that message)."""
+    origin = message.reply_to_message
+    if origin is None:
+        raise InvalidInput("stale_button")
+    return origin
+
+
+async def btn_category(update: Update, ctx: LinliContext) -> None:
+    """rn:<category> (or rn:<category>:new after "No, it's new")."""
+    query = update.callback_query
+    assert query is not None and isinstance(query.message, Message)
+    parts = (query.data or "").split(":")
+    if len(parts) not in (2, 3) or parts[0] != "rn" or (len(parts) == 3 and parts[2] != "new"):
+        raise InvalidInput("stale_button")
+    origin = _origin(query.message)
+    if origin.from_user is None or origin.from_user.id != user_id(update):
+        raise NotAllowed("not_your_picker")
+    await _file_or_suggest(update, ctx, origin, parts[1], new=len(parts) == 3)
+
+
+async def _file_or_suggest(
+    update: Update, ctx: LinliContext, origin: Message, code: str, *, new: bool
+) -> None:
+    text, photos = _description(origin), _photo(origin)
+    private = origin.chat.type == "private"
+    async with ctx.svc.db.transaction() as session:
+        unit = await _unit_for(session, update)
+        await reports.get_category(
+            session, community_id=unit.community_id, code=code, now=ctx.now()
+        )
+        same = (
+            []
+            if new
+            else await reports.duplicates(session, unit_id=unit.id or 0, category=code, place=None)
+        )
+        same = [r for r in same if r.visibility == reports.Visibility.group or private]
+        if same:
+            rows = [[button(_l(ctx, "same_plus_one", number=r.label), f"rp:{r.id}")] for r in same]
+            rows.append([button(_l(ctx, "its_new"), f"rn:{code}:new")])
+            view = View(
+                "reports/same_problem",
+                {"reports": [{"number": r.label, "supporters": r.supporters} for r in same]},
+                keyboard(rows),
+            )
+        else:
+            report, created = await reports.file(
+                session,
+                reporter_id=user_id(update),
+                unit_id=unit.id or 0,
+                category=code,
+                text=text,
+                photos=photos,
+                now=ctx.now(),
+                chat_id=None if private else origin.chat.id,
+                thread_id=thread_of(origin),
+                origin_key=f"msg:{origin.chat.id}:{origin.message_id}",
+            )
+            view = View(
+                "reports/filed",
+                {"number": report.label, "private": private, "again": not created},
+            )
+    if update.callback_query is not None:
+        await show(update, ctx, view)
+    else:
+        await reply(update, ctx, view.name, markup=view.markup, **view.params)
+
+
+async def btn_support(update: Update, ctx: LinliContext) -> None:
+    """rp:<report>: +1 (sets "I support this"; a second tap adds nothing)."""
+    (report_id,) = callback_args(update, "rp", 1)
+    async with ctx.svc.db.transaction() as session:
+        report = await reports.get(session, as_int(report_id))
+        auth = await load_auth(session, ctx, update)
+        unit = await people.get_unit(session, report.unit_id)
+        if report.visibility != reports.Visibility.group and not reports.may_see(
+            auth, report, unit, person_id=user_id(update)
+        ):
+            raise InvalidInput("stale_button")
+        report, added = await reports.support(
+            session, report_id=report.id or 0, person_id=user_id(update), now=ctx.now()
+        )
+    await answer(
+        update,
+        ctx,
+        "reports/supported" if added else "reports/already_supported",
+        number=report.label,
+    )
+
+
+async def btn_how(update: Update, ctx: LinliContext) -> None:
+    """rh:go: the Report a problem button of /start and /help."""
+    (go,) = callback_args(update, "rh", 1)
+    if go != "go":
+        raise InvalidInput("stale_button")
+    await answer(update, ctx)
+    message = update.effective_message
+    assert message is not None
+    await message.reply_text(render(ctx, "reports/how_to"))
+
+
+# --- leads: /reports, the sheet and its buttons ----------------------------------------------
+
+
+async def _lead_scope(session: AsyncSession, auth: Authority) -> tuple[int, list[int] | None]:
+    """The community and the units whose reports this lead sees (None: all of it)."""
+    tops = auth.top_units()
+    if not tops:
+        if auth.superadmin:
+            found = await people.communities(session)
+            if found:
+                return found[0].id or 0, None
+        raise NotAllowed("leads_only")
+    community_id = tops[0].community_id
+    ids: list[int] = []
+    for top in tops:
+        if top.community_id == community_id:
+            ids += [u.id for u in await people.subtree(session, top) if u.id is not None]
+    return community_id, ids
+
+
+async def cmd_reports(update: Update, ctx: LinliContext) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        await _lead_scope(session, auth)
+    if not is_private(update):
+        markup = keyboard([[url_button(_l(ctx, "open_private"), deep_link(ctx, "reports"))]])
+        await reply(update, ctx, "reports/open_private", markup=markup)
+        return
+    await _show_list(update, ctx, 0, "", "")
+
+
+async def _show_list(update: Update, ctx: LinliContext, page: int, status: str, code: str) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        community_id, units = await _lead_scope(session, auth)
+        found = await reports.open_list(
+            session,
+            community_id=community_id,
+            unit_ids=units,
+            offset=page * PAGE,
+            limit=PAGE,
+            status=status or None,
+            category=code or None,
+        )
+        cats = await _category_names(session, community_id, ctx.now())
+        names = await people.units_by_id(session, [r.unit_id for r in found.reports])
+    rows = [
+        [
+            button(
+                _l(
+                    ctx,
+                    "list_line",
+                    number=r.label,
+                    category=cats[r.category].name(ctx.lang) if r.category in cats else "",
+                    unit=names[r.unit_id].name if r.unit_id in names else "",
+                    overdue=r.overdue,
+                    supporters=r.supporters,
+                ),
+                f"ro:{r.id}",
+            )
+        ]
+        for r in found.reports
+    ]
+    pages = page_count(found.total)
+    rows.append(page_buttons(ctx, page, pages, lambda n: f"rl:{n}:{status}:{code}"))
+    rows.append(
+        [
+            button(_l(ctx, "filter_open", on=not status), f"rl:0::{code}"),
+            button(_l(ctx, "filter_resolved", on=status == "resolved"), f"rl:0:resolved:{code}"),
+        ]
+    )
+    cat_buttons = [
+        button(("● " if c == code else "") + cats[c].name(ctx.lang), f"rl:0:{status}:{c}")
+        for c in list(cats)[:9]
+    ]
+    rows += [cat_buttons[i : i + 3] for i in range(0, len(cat_buttons), 3)]
+    if code:
+        rows.append([button(_l(ctx, "all_categories"), f"rl:0:{status}:")])
+    view = View(
+        "reports/list",
+        {"total": found.total, "page": page + 1, "pages": pages, "status": status},
+        keyboard(rows),
+    )
+    await show(update, ctx, view)
+
+
+async def btn_list(update: Update, ctx: LinliContext) -> None:
+    """rl:<page>:<status or empty>:<category or empty>"""
+    page, status, code = callback_args(update, "rl", 3)
+    if status and status not in Status.__members__:
+        raise InvalidInput("stale_button")
+    if code and not re.fullmatch(r"\w{1,20}", code):
+        raise InvalidInput("stale_button")
+    await _show_list(update, ctx, as_int(page), status, code)
+
+
+async def _sheet(session: AsyncSession, ctx: LinliContext, auth: Authority, report_id: int) -> View:
+    report = await reports.get(session, report_id)
+    unit = await reports.require_lead(session, auth, report)
+    cats = await _category_names(session, report.community_id, ctx.now())
+    history = await reports.events(session, report_id)
+    who = {
+        p.id: p.name
+        for p in await people_named(
+            session,
+            [report.reporter_id, report.assignee_id or 0, *[e.by or 0 for e in history]],
+        )
+    }
+    params = {
+        "number": report.label,
+        "status": report.status,
+        "category": cats[report.category].name(ctx.lang) if report.category in cats else "",
+        "where": " › ".join(await people.lineage_names(session, unit)),
+        "place": report.place,
+        "floor": report.floor,
+        "venue": report.venue,
+        "location": (report.latitude, report.longitude) if report.latitude is not None else None,
+        "text": report.text,
+        "photos": len(report.photos),
+        "reporter": who.get(report.reporter_id, ""),
+        "supporters": report.supporters,
+        "assignee": who.get(report.assignee_id or 0),
+        "hours": _age_hours(report, ctx.now()),
+        "overdue": report.overdue,
+        "private": report.visibility == reports.Visibility.private,
+        "history": [
+            {
+                "at": e.at,
+                "kind": e.kind,
+                "by": who.get(e.by or 0, ""),
+                "to": e.to_status,
+                "note": e.note,
+            }
+            for e in history[-8:]
+        ],
+        "zone": (await people.get_community(session, report.community_id)).timezone,
+    }
+    rid, rev = report.id, report.rev
+    rows: list[list[InlineKeyboardButton]] = []
+    if report.status in reports.ACTIONS[Action.acknowledge]:
+        rows.append([button(_l(ctx, "acknowledge"), f"ra:{rid}:{rev}:ack")])
+    if report.status in reports.ACTIONS[Action.in_progress]:
+        rows.append([button(_l(ctx, "in_progress"), f"ra:{rid}:{rev}:ip")])
+    if report.status in reports.OPEN:
+        rows.append(
+            [
+                button(_l(ctx, "resolve"), f"ra:{rid}:{rev}:res"),
+                button(_l(ctx, "resolve_note"), f"rw:{rid}:{rev}:res"),
+            ]
+        )
+        rows.append(
+            [
+                button(_l(ctx, "decline"), f"rw:{rid}:{rev}:dec"),
+                button(_l(ctx, "duplicate"), f"rw:{rid}:{rev}:dup"),
+            ]
+        )
+        rows.append([button(_l(ctx, "assign"), f"rg:{rid}:{rev}")])
+        templates = await reports.reply_templates(session, community_id=report.community_id)
+        rows += [[button(_l(ctx, "use_template", title=t.title), f"rt:{rid}:{rev}:{t.id}")]
+                 for t in templates[:5]]  # fmt: skip
+    redact = []
+    if report.text and report.text != reports.REDACTED:
+        redact.append(button(_l(ctx, "redact_text"), f"rx:{rid}:text"))
+    redact += [
+        button(_l(ctx, "redact_photo", n=i + 1), f"rx:{rid}:photo:{i}")
+        for i in range(len(report.photos))
+    ]
+    if redact:
+        rows.append(redact)
+    if report.photos:
+        rows.append([button(_l(ctx, "show_photos"), f"rf:{rid}")])
+    rows.append([button(_l(ctx, "back_to_list"), "rl:0::")])
+    return View("reports/sheet", params, keyboard(rows))
+
+
+async def people_named(session: AsyncSession, ids: list[int]) -> list[people.Person]:
+    found = []
+    for pid in dict.fromkeys(i for i in ids if i):
+        person = await session.get(people.Person, pid)
+        if person is not None:
+            found.append(person)
+    return found
+
+
+async def btn_sheet(update: Update, ctx: LinliContext) -> None:
+    """rs:<report> (from a notice card: a new message, the card stays live) or ro:<report>
+    (from the list or a step of the sheet: in place). Privately only."""
+    query = update.callback_query
+    assert query is not None
+    prefix = (query.data or "")[:2]
+    (report_id,) = callback_args(update, prefix, 1)
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        view = await _sheet(session, ctx, auth, as_int(report_id))
+    if prefix == "ro":
+        await show(update, ctx, view)
+        return
+    chat = update.effective_chat
+    assert chat is not None
+    await ctx.bot.send_message(
+        chat.id, render(ctx, view.name, **view.params), reply_markup=view.markup
+    )
+    await answer(update, ctx)
+
+
+async def _act(
+    update: Update,
+    ctx: LinliContext,
+    report_id: int,
+    rev: int,
+    action: Action,
+    **options: Any,
+) -> None:
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        changed = await reports.act(
+            session,
+            auth=auth,
+            report_id=report_id,
+            action=action,
+            rev=rev,
+            now=ctx.now(),
+            **options,
+        )
+    async with ctx.svc.db.transaction(write=False) as session:
+        view = await _sheet(session, ctx, auth, report_id)
+    if update.callback_query is not None:
+        await replace(update, ctx, view)
+        await answer(update, ctx, "reports/done", number=changed.report.label,
+                     status=changed.report.status, credited=changed.credited)  # fmt: skip
+    else:
+        await reply(update, ctx, view.name, markup=view.markup, **view.params)
+
+
+async def btn_action(update: Update, ctx: LinliContext) -> None:
+    """ra:<report>:<rev>:<ack|ip|res|dec>"""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    report_id, rev, code = callback_args(update, "ra", 3)
+    if code not in ACTION_CODES or code == "dec":
+        raise InvalidInput("stale_button")
+    try:
+        await _act(update, ctx, as_int(report_id), as_int(rev), ACTION_CODES[code])
+    except Conflict as exc:
+        await _refresh_after_conflict(update, ctx, as_int(report_id), exc)
+
+
+async def _refresh_after_conflict(
+    update: Update, ctx: LinliContext, report_id: int, exc: Conflict
+) -> None:
+    """The other lead won: show the sheet as it is now, and say what happened."""
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        view = await _sheet(session, ctx, auth, report_id)
+    if update.callback_query is not None:
+        await replace(update, ctx, view)
+    await answer(update, ctx, f"errors/{exc.key}", alert=True, **exc.params)
+    if update.callback_query is None:
+        await reply(update, ctx, f"errors/{exc.key}", **exc.params)
+
+
+WRITES = {"res": "report_resolve", "dec": "report_decline", "dup": "report_duplicate"}
+
+
+async def btn_write(update: Update, ctx: LinliContext) -> None:
+    """rw:<report>:<rev>:<res|dec|dup>: the lead types a note, a reason or R-n next."""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    report_id, rev, code = callback_args(update, "rw", 3)
+    if code not in WRITES:
+        raise InvalidInput("stale_button")
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        report = await reports.get(session, as_int(report_id))
+        await reports.require_lead(session, auth, report)
+    await ask(update, ctx, WRITES[code], f"{report.id}:{as_int(rev)}", f"reports/ask_{code}",
+              number=report.label)  # fmt: skip
+    await answer(update, ctx)
+
+
+def _payload(prompt: people.Prompt) -> tuple[int, int]:
+    report_id, rev = prompt.payload.split(":")
+    return as_int(report_id), as_int(rev)
+
+
+def _typed(update: Update) -> str:
+    message = update.effective_message
+    return (message.text or "") if message else ""
+
+
+@answers("report_resolve")
+async def on_resolve_note(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    report_id, rev = _payload(prompt)
+    await _typed_action(update, ctx, report_id, rev, Action.resolve, note=_typed(update))
+
+
+@answers("report_decline")
+async def on_decline_reason(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    report_id, rev = _payload(prompt)
+    await _typed_action(update, ctx, report_id, rev, Action.decline, note=_typed(update))
+
+
+@answers("report_duplicate")
+async def on_duplicate_of(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    report_id, rev = _payload(prompt)
+    number = reports.parse_number(_typed(update))
+    await _typed_action(update, ctx, report_id, rev, Action.duplicate, target_number=number)
+
+
+async def _typed_action(
+    update: Update, ctx: LinliContext, report_id: int, rev: int, action: Action, **options: Any
+) -> None:
+    try:
+        await _act(update, ctx, report_id, rev, action, **options)
+    except Conflict as exc:
+        await _refresh_after_conflict(update, ctx, report_id, exc)
+
+
+async def btn_template(update: Update, ctx: LinliContext) -> None:
+    """rt:<report>:<rev>:<template>: resolve with a saved reply."""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    report_id, rev, template_id = callback_args(update, "rt", 3)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        found = await reports.reply_template(session, auth=auth, template_id=as_int(template_id))
+    try:
+        await _act(update, ctx, as_int(report_id), as_int(rev), Action.resolve, note=found.text)
+    except Conflict as exc:
+        await _refresh_after_conflict(update, ctx, as_int(report_id), exc)
+
+
+async def btn_assign(update: Update, ctx: LinliContext) -> None:
+    """rg:<report>:<rev>: pick one of the leads covering the unit (rg:<report>:<rev>:<person>)."""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    query = update.callback_query
+    assert query is not None
+    parts = (query.data or "").split(":")
+    if parts[0] != "rg" or len(parts) not in (3, 4):
+        raise InvalidInput("stale_button")
+    report_id, rev = as_int(parts[1]), as_int(parts[2])
+    if len(parts) == 4:
+        assignee = as_int(parts[3], telegram_id=True)
+        try:
+            await _act(update, ctx, report_id, rev, Action.assign, assignee_id=assignee)
+        except Conflict as exc:
+            await _refresh_after_conflict(update, ctx, report_id, exc)
+        return
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        report = await reports.get(session, report_id)
+        unit = await reports.require_lead(session, auth, report)
+        leads = await people.leads_covering(session, unit)
+    rows = [[button(p.name, f"rg:{report_id}:{rev}:{p.id}")] for p in leads[:PAGE]]
+    rows.append([button(_l(ctx, "back"), f"ro:{report_id}")])
+    await show(update, ctx, View("reports/pick_assignee", {"number": report.label}, keyboard(rows)))
+
+
+async def btn_redact(update: Update, ctx: LinliContext) -> None:
+    """rx:<report>:text | rx:<report>:photo:<n>"""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    query = update.callback_query
+    assert query is not None
+    parts = (query.data or "").split(":")
+    if parts[0] != "rx" or len(parts) not in (3, 4):
+        raise InvalidInput("stale_button")
+    what = parts[2] if len(parts) == 3 else f"{parts[2]}:{as_int(parts[3])}"
+    report_id = as_int(parts[1])
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        await reports.redact(session, auth=auth, report_id=report_id, what=what, now=ctx.now())
+        view = await _sheet(session, ctx, auth, report_id)
+    await replace(update, ctx, view)
+    await answer(update, ctx, "reports/redacted")
+
+
+async def btn_photos(update: Update, ctx: LinliContext) -> None:
+    """rf:<report>: the photos, by Telegram file id (never downloaded), to the lead privately."""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    (report_id,) = callback_args(update, "rf", 1)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        report = await reports.get(session, as_int(report_id))
+        await reports.require_lead(session, auth, report)
+    chat = update.effective_chat
+    assert chat is not None
+    for file_id in report.photos:
+        await ctx.bot.send_photo(chat.id, photo=file_id, caption=report.label)
+    await answer(update, ctx)
+
+
+# --- the neighbours' verdict ----------------------------------------------------------------
+
+
+async def btn_verdict(update: Update, ctx: LinliContext) -> None:
+    """rv:<report>:<round>:<1 fixed|0 not fixed> (sets the answer; a repeat changes nothing)."""
+    report_id, round_, fixed = callback_args(update, "rv", 3)
+    if fixed not in ("0", "1"):
+        raise InvalidInput("stale_button")
+    async with ctx.svc.db.transaction() as session:
+        report = await reports.get(session, as_int(report_id))
+        if report.round != as_int(round_):
+            raise Conflict("report_followup_over", number=report.label, status=report.status)
+        result = await reports.verdict(
+            session,
+            report_id=report.id or 0,
+            person_id=user_id(update),
+            fixed=fixed == "1",
+            now=ctx.now(),
+        )
+    await answer(
+        update,
+        ctx,
+        "reports/verdict_thanks",
+        fixed=fixed == "1",
+        reopened=result.reopened,
+        number=result.report.label,
+    )
+
+
+async def btn_rate(update: Update, ctx: LinliContext) -> None:
+    """rr:<report>:<1–5>"""
+    report_id, stars = callback_args(update, "rr", 2)
+    async with ctx.svc.db.transaction() as session:
+        await reports.rate(
+            session,
+            report_id=as_int(report_id),
+            person_id=user_id(update),
+            rating=as_int(stars),
+            now=ctx.now(),
+        )
+    await answer(update, ctx, "reports/rated", stars=as_int(stars))
+
+
+# --- /myreports ---------------------------------------------------------------------------
+
+
+async def cmd_myreports(update: Update, ctx: LinliContext) -> None:
+    if not is_private(update):
+        markup = keyboard([[url_button(_l(ctx, "open_private"), deep_link(ctx, "myreports"))]])
+        await reply(update, ctx, "reports/open_private", markup=markup)
+        return
+    async with ctx.svc.db.transaction(write=False) as session:
+        found = await reports.mine(session, person_id=user_id(update))
+        last = await reports.last_events(session, [r.id for r, _ in found if r.id is not None])
+        lines = []
+        for report, own in found:
+            cats = await _category_names(session, report.community_id, ctx.now())
+            event = last.get(report.id or 0)
+            lines.append(
+                {
+                    "number": report.label,
+                    "category": cats[report.category].name(ctx.lang)
+                    if report.category in cats
+                    else "",
+                    "status": report.status,
+                    "own": own,
+                    "supporters": report.supporters,
+                    "changed": event.at if event else report.updated_at,
+                    "event": event.kind if event else "",
+                }
+            )
+    await reply(update, ctx, "reports/mine", lines=lines)
+
+
+async def cmd_start_reports(update: Update, ctx: LinliContext) -> None:
+    """/start reports | myreports | report: the deep links groups hand out."""
+    message = update.effective_message
+    assert message is not None
+    payload = (message.text or "").split(maxsplit=1)[1]
+    if payload == "myreports":
+        await cmd_myreports(update, ctx)
+    elif payload == "reports":
+        await cmd_reports(update, ctx)
+    elif payload == "stats":
+        await cmd_stats(update, ctx)
+    else:
+        await reply(update, ctx, "reports/how_to")
+
+
+# --- /stats and the export ----------------------------------------------------------------
+
+
+def _period(code: str, now: datetime, zone: str) -> tuple[datetime, datetime]:
+    if code not in ("m", "l", "y"):
+        raise InvalidInput("stale_button")
+    start, end = points.period(code, now, zone)
+    assert start is not None and end is not None
+    return start, end
+
+
+async def _stats_units(session: AsyncSession, auth: Authority) -> list[Unit]:
+    """The lead's top units and the units right below them (the choices on /stats)."""
+    tops = auth.top_units()
+    if not tops and auth.superadmin:
+        tops = list(await people.root_units(session))
+    if not tops:
+        raise NotAllowed("leads_only")
+    found: list[Unit] = []
+    for top in tops:
+        found.append(top)
+        found += list(
+            await people.children(session, community_id=top.community_id, parent_id=top.id)
+        )
+    return found[:PAGE]
+
+
+async def cmd_stats(update: Update, ctx: LinliContext) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        units = await _stats_units(session, auth)
+    if not is_private(update):
+        markup = keyboard([[url_button(_l(ctx, "open_private"), deep_link(ctx, "stats"))]])
+        await reply(update, ctx, "reports/open_private", markup=markup)
+        return
+    await _send_stats(update, ctx, units[0].id or 0, "m")
+
+
+async def btn_stats(update: Update, ctx: LinliContext) -> None:
+    """rq:<unit>:<m|l|y>"""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    unit_id, code = callback_args(update, "rq", 2)
+    await _send_stats(update, ctx, as_int(unit_id), code)
+    await answer(update, ctx)
+
+
+async def _send_stats(update: Update, ctx: LinliContext, unit_id: int, code: str) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        unit = await people.get_unit(session, unit_id)
+        people.require(auth, unit)
+        choices = await _stats_units(session, auth)
+        community = await people.get_community(session, unit.community_id)
+        start, end = _period(code, ctx.now(), community.timezone)
+        figures = await reports.stats(
+            session, unit=unit, start=start, end=end, now=ctx.now(), zone=community.timezone
+        )
+        cats = await _category_names(session, unit.community_id, ctx.now())
+    by_category = [
+        (cats[c].name(ctx.lang) if c in cats else c, n) for c, n in figures.by_category.items()
+    ]
+    text = charts.ChartText(
+        title=f"{_l(ctx, 'chart_title')} · {unit.name} · {_l(ctx, 'period', code=code, on=False)}",
+        by_category=_l(ctx, "chart_by_category"),
+        weekly=_l(ctx, "chart_weekly"),
+        opened=_l(ctx, "chart_opened"),
+        resolved=_l(ctx, "chart_resolved"),
+    )
+    image = await asyncio.to_thread(charts.report_chart, by_category, figures.weeks, text)
+    rows = [
+        [button(_l(ctx, "period", code=c, on=c == code), f"rq:{unit_id}:{c}") for c in "mly"],
+        *[[button(("● " if u.id == unit_id else "") + u.name, f"rq:{u.id}:{code}")]
+          for u in choices if u.id is not None],
+    ]  # fmt: skip
+    if people.can_add_root(auth, community_id=unit.community_id):
+        rows.append([button(_l(ctx, "export_reports"), f"re:{unit.community_id}:{code}")])
+    caption = render(
+        ctx,
+        "reports/stats",
+        unit=unit.name,
+        first=start.astimezone(ZoneInfo(community.timezone)).date().isoformat(),
+        last=(end - timedelta(seconds=1))
+        .astimezone(ZoneInfo(community.timezone))
+        .date()
+        .isoformat(),
+        s=figures,
+        categories=by_category,
+    )
+    chat = update.effective_chat
+    assert chat is not None
+    await ctx.bot.send_photo(chat.id, photo=image, caption=caption, reply_markup=keyboard(rows))
+
+
+async def btn_export(update: Update, ctx: LinliContext) -> None:
+    """re:<community>:<m|l|y>: the reports as CSV (community admins, privately)."""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    community_id, code = callback_args(update, "re", 2)
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        community = await people.get_community(session, as_int(community_id))
+        reports.require_admin(auth, community)
+        start, end = _period(code, ctx.now(), community.timezone)
+        rows = await reports.export_rows(
+            session,
+            community_id=community.id or 0,
+            start=start,
+            end=end,
+            lang=ctx.lang,
+            zone=community.timezone,
+        )
+    await send_export(update, ctx, community, rows, start, end)
+    await answer(update, ctx)
+
+
+async def send_export(
+    update: Update,
+    ctx: LinliContext,
+    community: Community,
+    rows: list[list[str]],
+    start: datetime,
+    end: datetime,
+) -> None:
+    zone = ZoneInfo(community.timezone)
+    first = start.astimezone(zone).date().isoformat()
+    last = (end - timedelta(seconds=1)).astimezone(zone).date().isoformat()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([_l(ctx, f"csv_{c}") for c in reports.EXPORT_COLUMNS])
+    writer.writerows(rows)
+    chat = update.effective_chat
+    assert chat is not None
+    await ctx.bot.send_document(
+        chat.id,
+        document=out.getvalue().encode("utf-8-sig"),
+        filename=EXPORT_FILE.format(start=first, end=last),
+        caption=render(ctx, "reports/export_caption", count=len(rows), first=first, last=last),
+    )
+
+
+def register(app: LinliApp) -> None:
+    delivery.add_rhythm(app, reports.due_work)
+    delivery.add_rhythm(app, digest.weekly)
+    cards.register(app, reports.CARD, report_card)
+    cards.register(app, reports.LEAD_CARD, lead_card)
+    cards.register(app, reports.ASK_CARD, ask_card)
+    app.add_handler(
+        CommandHandler(
+            "start",
+            cmd_start_reports,
+            filters=filters.Regex(r"^/start (reports|myreports|report|stats)$"),
+        )
+    )
+    app.add_handler(CommandHandler("report", cmd_report))
+    app.add_handler(
+        MessageHandler(
+            (filters.PHOTO | filters.VIDEO | filters.Document.ALL)
+            & filters.CaptionRegex(r"^/report(@\w+)?(\s|$)"),
+            cmd_report,
+        )
+    )
+    app.add_handler(CommandHandler("reports", cmd_reports))
+    app.add_handler(CommandHandler("myreports", cmd_myreports))
+    app.add_handler(CommandHandler("stats", cmd_stats))
+    for prefix, callback in (
+        ("rh", btn_how),
+        ("rn", btn_category),
+        ("rp", btn_support),
+        ("rl", btn_list),
+        ("rs", btn_sheet),
+        ("ro", btn_sheet),
+        ("ra", btn_action),
+        ("rw", btn_write),
+        ("rt", btn_template),
+        ("rg", btn_assign),
+        ("rx", btn_redact),
+        ("rf", btn_photos),
+        ("rv", btn_verdict),
+        ("rr", btn_rate),
+        ("rq", btn_stats),
+        ("re", btn_export),
+    ):
+        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
