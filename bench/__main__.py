@@ -8,6 +8,7 @@ import os
 
 from bench import delivery, updates
 from bench import points as points_bench
+from bench import reports as reports_bench
 
 
 def main() -> None:
@@ -18,6 +19,7 @@ def main() -> None:
     asyncio.run(updates.main(postgres))
     asyncio.run(delivery.main(postgres))
     asyncio.run(points_bench.main(postgres))
+    asyncio.run(reports_bench.main(postgres))
 
 
 if __name__ == "__main__":

@@ -35,10 +35,10 @@ PLACES = [p.value for p in reports.Place if p != reports.Place.my_flat]
 
 
 async def _fresh(url: str) -> Database:
+    """An empty schema (each measurement starts from its own data)."""
     db = Database(url)
-    if not db.is_sqlite:
-        async with db.engine.begin() as conn:
-            await conn.run_sync(SQLModel.metadata.drop_all)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.drop_all)
     await db.create_all()
     return db
 

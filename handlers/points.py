@@ -41,6 +41,7 @@ from handlers.common import (
     user_id,
 )
 from handlers.prompts import answers, ask
+from handlers.reports import export_reports
 from models import people, points
 from models.errors import InvalidInput, NotAllowed, NotFound
 from models.people import Authority, Community, Unit
@@ -738,6 +739,7 @@ async def btn_export_period(update: Update, ctx: LinliContext) -> None:
         community = await _admin_of(session, ctx, update, as_int(community_id))
     start, end = points.period(code, ctx.now(), community.timezone)
     await _send_export(update, ctx, community, start, end)
+    await export_reports(update, ctx, community, start, end)  # one period, both books
     await answer(update, ctx)
 
 
@@ -764,6 +766,7 @@ async def on_range(update: Update, ctx: LinliContext, prompt: people.Prompt) -> 
         community = await _admin_of(session, ctx, update, as_int(prompt.payload))
     start, end = points.parse_range(_typed(update), community.timezone)
     await _send_export(update, ctx, community, start, end)
+    await export_reports(update, ctx, community, start, end)  # one period, both books
 
 
 async def _send_export(

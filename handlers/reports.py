@@ -27,6 +27,7 @@ from handlers.common import (
     View,
     answer,
     as_int,
+    as_state,
     button,
     callback_args,
     deep_link,
@@ -40,6 +41,7 @@ from handlers.common import (
     replace,
     reply,
     show,
+    state,
     thread_of,
     url_button,
     user_id,
@@ -292,9 +294,13 @@ async def _file_or_suggest(
                 thread_id=thread_of(origin),
                 origin_key=f"msg:{origin.chat.id}:{origin.message_id}",
             )
+            markup = None
+            if not private:
+                markup = keyboard([[button(_l(ctx, "show_my_name"), f"rk:{report.id}:1")]])
             view = View(
                 "reports/filed",
                 {"number": report.label, "private": private, "again": not created},
+                markup,
             )
     if update.callback_query is not None:
         await show(update, ctx, view)
@@ -333,6 +339,31 @@ async def btn_how(update: Update, ctx: LinliContext) -> None:
     message = update.effective_message
     assert message is not None
     await message.reply_text(render(ctx, "reports/how_to"))
+
+
+async def btn_show_name(update: Update, ctx: LinliContext) -> None:
+    """rk:<report>:<1 show|0 hide>: the reporter's name on the group card (sets the state)."""
+    report_id, shown = callback_args(update, "rk", 2)
+    on = as_state(shown)
+    async with ctx.svc.db.transaction() as session:
+        report = await reports.show_name(
+            session, report_id=as_int(report_id), person_id=user_id(update), shown=on,
+            now=ctx.now(),
+        )  # fmt: skip
+    markup = keyboard(
+        [
+            [
+                button(
+                    _l(ctx, "hide_my_name" if on else "show_my_name"),
+                    f"rk:{report.id}:{state(not on)}",
+                )
+            ]
+        ]
+    )
+    query = update.callback_query
+    assert query is not None
+    await query.edit_message_reply_markup(markup)
+    await answer(update, ctx, "reports/name_shown" if on else "reports/name_hidden")
 
 
 # --- leads: /reports, the sheet and its buttons ----------------------------------------------
@@ -923,7 +954,23 @@ async def btn_export(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         community = await people.get_community(session, as_int(community_id))
         reports.require_admin(auth, community)
-        start, end = _period(code, ctx.now(), community.timezone)
+    start, end = _period(code, ctx.now(), community.timezone)
+    await export_reports(update, ctx, community, start, end, say_if_none=True)
+    await answer(update, ctx)
+
+
+async def export_reports(
+    update: Update,
+    ctx: LinliContext,
+    community: Community,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    say_if_none: bool = False,
+) -> None:
+    """The reports filed in [start, end) as CSV, privately (/export sends it after the ledger,
+    and only when there are some; the caller has checked the person is a community admin)."""
+    async with ctx.svc.db.transaction(write=False) as session:
         rows = await reports.export_rows(
             session,
             community_id=community.id or 0,
@@ -932,21 +979,13 @@ async def btn_export(update: Update, ctx: LinliContext) -> None:
             lang=ctx.lang,
             zone=community.timezone,
         )
-    await send_export(update, ctx, community, rows, start, end)
-    await answer(update, ctx)
-
-
-async def send_export(
-    update: Update,
-    ctx: LinliContext,
-    community: Community,
-    rows: list[list[str]],
-    start: datetime,
-    end: datetime,
-) -> None:
     zone = ZoneInfo(community.timezone)
-    first = start.astimezone(zone).date().isoformat()
-    last = (end - timedelta(seconds=1)).astimezone(zone).date().isoformat()
+    first = start.astimezone(zone).date().isoformat() if start else None
+    last = (end - timedelta(seconds=1)).astimezone(zone).date().isoformat() if end else None
+    if not rows:
+        if say_if_none:
+            await reply(update, ctx, "reports/export_empty", first=first, last=last)
+        return
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([_l(ctx, f"csv_{c}") for c in reports.EXPORT_COLUMNS])
@@ -956,7 +995,7 @@ async def send_export(
     await ctx.bot.send_document(
         chat.id,
         document=out.getvalue().encode("utf-8-sig"),
-        filename=EXPORT_FILE.format(start=first, end=last),
+        filename=EXPORT_FILE.format(start=first or "all", end=last or "all"),
         caption=render(ctx, "reports/export_caption", count=len(rows), first=first, last=last),
     )
 
@@ -987,6 +1026,7 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("stats", cmd_stats))
     for prefix, callback in (
         ("rh", btn_how),
+        ("rk", btn_show_name),
         ("rn", btn_category),
         ("rp", btn_support),
         ("rl", btn_list),

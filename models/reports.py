@@ -782,6 +782,21 @@ async def withdraw_support(
     return report, True
 
 
+async def show_name(
+    session: AsyncSession, *, report_id: int, person_id: int, shown: bool, now: datetime
+) -> Report:
+    """The reporter chooses whether the group card names them (it never does by default)."""
+    report = await get(session, report_id)
+    if report.reporter_id != person_id:
+        raise NotAllowed("report_not_reporter", number=report.label)
+    if report.show_name != shown:
+        report.show_name = shown
+        report.updated_at = now
+        await session.flush()
+        await changed(session, report, now)
+    return report
+
+
 # --- lead actions -------------------------------------------------------------------------
 
 

@@ -369,6 +369,11 @@ async def test_stats_sends_a_chart_in_chinese(
     calls = await scene.tap(lead, stats, "导出报事")
     (csv_file,) = [c for c in calls if c.method == "sendDocument"]
     assert "R-1" in next(iter(csv_file.files.values())).decode("utf-8-sig")
+    # /export sends the reports with the ledger, for the same period.
+    (periods,) = messages(await scene.say(lead, scene.private(lead), "/export"))
+    calls = await scene.tap(lead, periods, "本月")
+    (csv_file,) = [c for c in calls if c.method == "sendDocument"]
+    assert "报事记录 1 件" in csv_file.text and b"R-1" in csv_file.files["document"]
 
 
 def test_the_chinese_chart_font_has_the_glyphs() -> None:
@@ -393,3 +398,26 @@ def _no_flats_in_groups(scene: Scene) -> Iterator[None]:
     for call in scene.tg.calls:
         if call.chat_id is not None and call.chat_id < 0 and call.ok:
             assert "3-1-" not in call.text, call.text
+
+
+@pytest.mark.shows_in_group("王阿姨")
+async def test_the_reporter_may_choose_to_be_named_on_the_card(
+    app: LinliApp, scene: Scene, db: Database, clock: Clock
+) -> None:
+    await _world(db)
+    wang, li = _user(scene, WANG, "王阿姨"), _user(scene, LI, "李叔")
+    group = scene.group(GROUP, "3号楼邻里群")
+    (picker,) = messages(await scene.say(wang, group, "/report 花园的长椅坏了"))
+    (filed,) = _edits(await scene.tap(wang, picker, "绿化"))
+    (card,) = messages(await _send(app, scene, clock), GROUP)
+    assert "王阿姨" not in card.text
+    (alert,) = alerts(await scene.tap(li, filed, "显示我的名字"))
+    assert "只有报事人本人" in alert
+    assert alerts(await scene.tap(wang, filed, "显示我的名字")) == [
+        "群里的卡片上现在显示您的名字。"
+    ]
+    await _send(app, scene, clock)
+    assert "王阿姨" in scene.message_of(card)["text"]
+    await scene.tap(wang, filed, "不显示我的名字")
+    await _send(app, scene, clock)
+    assert "王阿姨" not in scene.message_of(card)["text"]
