@@ -444,6 +444,9 @@ async def _show_list(update: Update, ctx: LinliContext, page: int, status: str, 
     rows += [cat_buttons[i : i + 3] for i in range(0, len(cat_buttons), 3)]
     if code:
         rows.append([button(_l(ctx, "all_categories"), f"rl:0:{status}:")])
+    rows.append([button(_l(ctx, "reply_templates"), f"rm:{community_id}")])
+    if people.can_add_root(auth, community_id=community_id):
+        rows.append([button(_l(ctx, "escalation_times"), f"rc:{community_id}")])
     view = View(
         "reports/list",
         {"total": found.total, "page": page + 1, "pages": pages, "status": status},
@@ -762,6 +765,117 @@ async def btn_photos(update: Update, ctx: LinliContext) -> None:
     await answer(update, ctx)
 
 
+# --- a community's settings: escalation times (admins), saved replies (leads) -------------
+
+HOUR_CHOICES = (1, 2, 4, 8, 12, 24, 48, 72)
+
+
+async def _times_view(session: AsyncSession, ctx: LinliContext, community_id: int) -> View:
+    found = await reports.categories(session, community_id=community_id, now=ctx.now())
+    rows = [
+        [
+            button(
+                _l(ctx, "category_hours", name=c.name(ctx.lang), hours=c.hours),
+                f"rc:{community_id}:{c.code}",
+            )
+        ]
+        for c in found
+    ]
+    rows.append([button(_l(ctx, "back_to_list"), "rl:0::")])
+    return View("reports/times", {}, keyboard(rows))
+
+
+async def btn_times(update: Update, ctx: LinliContext) -> None:
+    """rc:<community> (the list) | rc:<community>:<category> (its choices) |
+    rc:<community>:<category>:<hours> (set it)."""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    query = update.callback_query
+    assert query is not None
+    parts = (query.data or "").split(":")
+    if parts[0] != "rc" or not 2 <= len(parts) <= 4:
+        raise InvalidInput("stale_button")
+    community_id = as_int(parts[1])
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        community = await people.get_community(session, community_id)
+        reports.require_admin(auth, community)
+        if len(parts) == 4:
+            await reports.set_hours(
+                session, auth=auth, community_id=community_id, code=parts[2],
+                hours=as_int(parts[3]), now=ctx.now(),
+            )  # fmt: skip
+        if len(parts) == 3:
+            found = await reports.get_category(
+                session, community_id=community_id, code=parts[2], now=ctx.now()
+            )
+            choices = [
+                button(("● " if h == found.hours else "") + _l(ctx, "hours", n=h),
+                       f"rc:{community_id}:{found.code}:{h}")
+                for h in HOUR_CHOICES
+            ]  # fmt: skip
+            rows = [choices[i : i + 4] for i in range(0, len(choices), 4)]
+            rows.append([button(_l(ctx, "back"), f"rc:{community_id}")])
+            view = View("reports/pick_hours", {"category": found.name(ctx.lang)}, keyboard(rows))
+        else:
+            view = await _times_view(session, ctx, community_id)
+    await show(update, ctx, view)
+
+
+async def _templates_view(
+    session: AsyncSession, ctx: LinliContext, auth: Authority, community_id: int
+) -> View:
+    if not reports.leads_of(auth, community_id):
+        raise NotAllowed("leads_only")
+    found = await reports.reply_templates(session, community_id=community_id)
+    rows = [[button(_l(ctx, "delete_template", title=t.title), f"rm:{community_id}:{t.id}")]
+            for t in found]  # fmt: skip
+    rows.append([button(_l(ctx, "new_template"), f"rm:{community_id}:new")])
+    rows.append([button(_l(ctx, "back_to_list"), "rl:0::")])
+    return View("reports/templates", {"templates": found}, keyboard(rows))
+
+
+async def btn_templates(update: Update, ctx: LinliContext) -> None:
+    """rm:<community> (the list) | rm:<community>:<id> (delete it) | rm:<community>:new."""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    query = update.callback_query
+    assert query is not None
+    parts = (query.data or "").split(":")
+    if parts[0] != "rm" or len(parts) not in (2, 3):
+        raise InvalidInput("stale_button")
+    community_id = as_int(parts[1])
+    if len(parts) == 3 and parts[2] == "new":
+        async with ctx.svc.db.transaction(write=False) as session:
+            auth = await load_auth(session, ctx, update)
+            await _templates_view(session, ctx, auth, community_id)
+        await ask(update, ctx, "report_template", str(community_id), "reports/ask_template")
+        await answer(update, ctx)
+        return
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        if len(parts) == 3:
+            await reports.delete_reply_template(session, auth=auth, template_id=as_int(parts[2]))
+        view = await _templates_view(session, ctx, auth, community_id)
+    await show(update, ctx, view)
+
+
+@answers("report_template")
+async def on_template(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    """Typed as "title: the reply" (a full-width colon too)."""
+    title, _, text = _typed(update).replace("：", ":").partition(":")
+    if not text.strip():
+        raise InvalidInput("report_template_format")
+    community_id = as_int(prompt.payload)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        await reports.save_reply_template(
+            session, auth=auth, community_id=community_id, title=title, text=text, now=ctx.now()
+        )
+        view = await _templates_view(session, ctx, auth, community_id)
+    await reply(update, ctx, view.name, markup=view.markup, **view.params)
+
+
 # --- the neighbours' verdict ----------------------------------------------------------------
 
 
@@ -1041,6 +1155,8 @@ def register(app: LinliApp) -> None:
         ("rv", btn_verdict),
         ("rr", btn_rate),
         ("rq", btn_stats),
+        ("rc", btn_times),
+        ("rm", btn_templates),
         ("re", btn_export),
     ):
         app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))

@@ -1529,7 +1529,8 @@ async def reply_templates(session: AsyncSession, *, community_id: int) -> list[R
     return list(rows.all())
 
 
-def _leads_of(auth: Authority, community_id: int) -> bool:
+def leads_of(auth: Authority, community_id: int) -> bool:
+    """Whether the person leads any unit of the community (or is a super-admin)."""
     return auth.superadmin or any(u.community_id == community_id for u, _ in auth.roles)
 
 
@@ -1543,7 +1544,7 @@ async def save_reply_template(
     now: datetime,
 ) -> ReplyTemplate:
     """Any lead of the community saves one; titles are unique per community."""
-    if not _leads_of(auth, community_id):
+    if not leads_of(auth, community_id):
         raise NotAllowed("leads_only")
     title = " ".join(title.split())
     if not title:
@@ -1572,7 +1573,7 @@ async def reply_template(
     session: AsyncSession, *, auth: Authority, template_id: int
 ) -> ReplyTemplate:
     found = await session.get(ReplyTemplate, template_id)
-    if found is None or not _leads_of(auth, found.community_id):
+    if found is None or not leads_of(auth, found.community_id):
         raise NotFound("report_template_not_found")
     return found
 

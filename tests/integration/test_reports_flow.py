@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlmodel import select
@@ -421,3 +422,48 @@ async def test_the_reporter_may_choose_to_be_named_on_the_card(
     await scene.tap(wang, filed, "不显示我的名字")
     await _send(app, scene, clock)
     assert "王阿姨" not in scene.message_of(card)["text"]
+
+
+async def test_admins_edit_escalation_times_and_leads_keep_reply_templates(
+    app: LinliApp, scene: Scene, db: Database, clock: Clock
+) -> None:
+    w = await _world(db)
+    admin, lead, wang = (
+        _user(scene, ADMIN_ID, "Admin"),
+        _user(scene, B3_LEAD, "陈楼长"),
+        _user(scene, WANG, "王阿姨"),
+    )
+    (listing,) = messages(await scene.say(lead, scene.private(lead), "/reports"))
+    assert "⏱ 各类别的上报时限" not in _labels(listing)  # admins only
+    (alert,) = alerts(await scene.press(lead, listing, f"rc:{w.community}:noise:1"))
+    assert "管理员" in alert
+    (listing,) = messages(await scene.say(admin, scene.private(admin), "/reports"))
+    (times,) = _edits(await scene.tap(admin, listing, "上报时限"))
+    assert "噪音：24 小时" in _labels(times)
+    (hours,) = _edits(await scene.tap(admin, times, "噪音"))
+    (times,) = _edits(await scene.tap(admin, hours, "8 小时"))
+    assert "噪音：8 小时" in _labels(times)
+    # A lead saves a reply and resolves a report with it in one tap.
+    (listing,) = messages(await scene.say(lead, scene.private(lead), "/reports"))
+    (templates,) = _edits(await scene.tap(lead, listing, "回复模板"))
+    await scene.tap(lead, templates, "新模板")
+    (saved,) = messages(
+        await scene.say(lead, scene.private(lead), "已通知物业：已通知物业，三天内处理")
+    )
+    assert "已通知物业" in saved.text
+    group = scene.group(GROUP, "3号楼邻里群")
+    await scene.say(wang, group, "/report 噪音太大")
+    (listing,) = messages(await scene.say(lead, scene.private(lead), "/reports"))
+    (sheet,) = _edits(await scene.tap(lead, listing, "R-1"))
+    await scene.tap(lead, sheet, "💬 已通知物业")
+    report = await _report(db)
+    assert report.status == "resolved" and report.escalate_at is None
+    async with db.transaction(write=False) as s:
+        (last,) = (await reports_events(s, report))[-1:]
+    assert last.note == "已通知物业，三天内处理"
+
+
+async def reports_events(session: Any, report: Report) -> list[Any]:
+    from models import reports
+
+    return await reports.events(session, report.id or 0)
