@@ -43,6 +43,7 @@ from handlers.common import (
 from handlers.prompts import answers, ask
 from handlers.reports import export_reports
 from models import people, points
+from models.base import spreadsheet_safe
 from models.errors import InvalidInput, NotAllowed, NotFound
 from models.people import Authority, Community, Unit
 from models.points import AwardDraft, Kind
@@ -801,13 +802,13 @@ async def _send_export(
                 e.created_at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
                 e.id,
                 e.person_id,
-                _cell(row.person),
+                spreadsheet_safe(row.person),
                 e.amount,
                 e.kind,
-                _cell(rule),
-                _cell(e.reason),
+                spreadsheet_safe(rule),
+                spreadsheet_safe(e.reason),
                 e.by if e.by is not None else "",
-                _cell(row.by),
+                spreadsheet_safe(row.by),
                 e.key,
             ]
         )
@@ -824,12 +825,6 @@ async def _send_export(
     )
     filename = EXPORT_FILE.format(start=first or "all", end=last or "all")
     await ctx.bot.send_document(chat.id, document=data, filename=filename, caption=caption)
-
-
-def _cell(text: str) -> str:
-    """Text a spreadsheet will not run: names and reasons are typed by people, and a leading
-    = + - @ would make a formula of them."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text
 
 
 # --- /rules: what each kind of work earns (admins) -----------------------------------------

@@ -24,13 +24,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import UniqueConstraint
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import outbox
-from models.base import UTCDateTime
+from models.base import UTCDateTime, dialect_insert
 from models.errors import InvalidInput
 from models.people import ChatLink, Community, Unit, communities
 
@@ -190,9 +188,8 @@ def _due_week(community: Community, rule: DigestPolicy, now: datetime) -> Week |
 
 
 async def _claim_run(session: AsyncSession, community_id: int, week: Week, now: datetime) -> bool:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     result = await session.exec(
-        insert(DigestRun)
+        dialect_insert(session)(DigestRun)
         .values(community_id=community_id, week=week.label, units=0, at=now)
         .on_conflict_do_nothing(index_elements=["community_id", "week"])
     )

@@ -28,13 +28,11 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy import JSON, Column, Index, UniqueConstraint, func, or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import digest, outbox, points
-from models.base import TelegramId, UTCDateTime, spreadsheet_safe
+from models.base import TelegramId, UTCDateTime, dialect_insert, spreadsheet_safe
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
     Authority,
@@ -336,10 +334,6 @@ class ReplyTemplate(SQLModel, table=True):
 # --- small helpers ------------------------------------------------------------------------
 
 
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 def _is_pg(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
@@ -455,7 +449,7 @@ async def _ensure_categories(session: AsyncSession, *, community_id: int, now: d
         return
     rows = [c.model_dump(exclude={"id"}) for c in _default_rows(community_id, now)]
     await session.exec(
-        _insert(session)(ReportCategory)
+        dialect_insert(session)(ReportCategory)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["community_id", "code"])
     )
@@ -625,7 +619,7 @@ async def _next_number(session: AsyncSession, community_id: int) -> int:
     found = (await conn.execute(bump)).scalar()
     if found is None:
         await conn.execute(
-            _insert(session)(table)
+            dialect_insert(session)(table)
             .values(community_id=community_id, last=0)
             .on_conflict_do_nothing(index_elements=["community_id"])
         )
@@ -745,7 +739,7 @@ async def _add_supporter(
     session: AsyncSession, report_id: int, person_id: int, now: datetime
 ) -> bool:
     result = await session.exec(
-        _insert(session)(ReportSupporter)
+        dialect_insert(session)(ReportSupporter)
         .values(report_id=report_id, person_id=person_id, created_at=now)
         .on_conflict_do_nothing(index_elements=["report_id", "person_id"])
     )

@@ -1,8 +1,8 @@
 """problem reports and the weekly digest
 
-Revision ID: d525cc8a987b
-Revises: 22b44b71af6d
-Create Date: 2026-12-01 00:17:45.928353+00:00
+Revision ID: 3d6de7f25c61
+Revises: 5c0e1d2a9b7f
+Create Date: 2026-12-01 01:18:48.513207+00:00
 """
 
 from collections.abc import Sequence
@@ -13,8 +13,8 @@ from alembic import op
 
 import models.base
 
-revision: str = "d525cc8a987b"
-down_revision: str | Sequence[str] | None = "22b44b71af6d"
+revision: str = "3d6de7f25c61"
+down_revision: str | Sequence[str] | None = "5c0e1d2a9b7f"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -28,10 +28,9 @@ def upgrade() -> None:
         sa.Column("at", sa.Time(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["community_id"],
-            ["community.id"],
+            ["community_id"], ["community.id"], name=op.f("fk_digestpolicy_community_id_community")
         ),
-        sa.PrimaryKeyConstraint("community_id"),
+        sa.PrimaryKeyConstraint("community_id", name=op.f("pk_digestpolicy")),
     )
     op.create_table(
         "digestrun",
@@ -41,11 +40,10 @@ def upgrade() -> None:
         sa.Column("units", sa.Integer(), nullable=False),
         sa.Column("at", models.base.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["community_id"],
-            ["community.id"],
+            ["community_id"], ["community.id"], name=op.f("fk_digestrun_community_id_community")
         ),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("community_id", "week"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_digestrun")),
+        sa.UniqueConstraint("community_id", "week", name=op.f("uq_digestrun_community_id_week")),
     )
     op.create_table(
         "replytemplate",
@@ -56,11 +54,12 @@ def upgrade() -> None:
         sa.Column("created_by", sa.BigInteger(), nullable=False),
         sa.Column("created_at", models.base.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["community_id"],
-            ["community.id"],
+            ["community_id"], ["community.id"], name=op.f("fk_replytemplate_community_id_community")
         ),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("community_id", "title"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_replytemplate")),
+        sa.UniqueConstraint(
+            "community_id", "title", name=op.f("uq_replytemplate_community_id_title")
+        ),
     )
     op.create_table(
         "reportcategory",
@@ -77,9 +76,12 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["community_id"],
             ["community.id"],
+            name=op.f("fk_reportcategory_community_id_community"),
         ),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("community_id", "code"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reportcategory")),
+        sa.UniqueConstraint(
+            "community_id", "code", name=op.f("uq_reportcategory_community_id_code")
+        ),
     )
     op.create_table(
         "reportsequence",
@@ -88,8 +90,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["community_id"],
             ["community.id"],
+            name=op.f("fk_reportsequence_community_id_community"),
         ),
-        sa.PrimaryKeyConstraint("community_id"),
+        sa.PrimaryKeyConstraint("community_id", name=op.f("pk_reportsequence")),
     )
     op.create_table(
         "report",
@@ -130,24 +133,18 @@ def upgrade() -> None:
         sa.Column("resolved_at", models.base.UTCDateTime(), nullable=True),
         sa.Column("closed_at", models.base.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["community_id"],
-            ["community.id"],
+            ["community_id"], ["community.id"], name=op.f("fk_report_community_id_community")
         ),
         sa.ForeignKeyConstraint(
-            ["duplicate_of"],
-            ["report.id"],
+            ["duplicate_of"], ["report.id"], name=op.f("fk_report_duplicate_of_report")
         ),
         sa.ForeignKeyConstraint(
-            ["reporter_id"],
-            ["person.id"],
+            ["reporter_id"], ["person.id"], name=op.f("fk_report_reporter_id_person")
         ),
-        sa.ForeignKeyConstraint(
-            ["unit_id"],
-            ["unit.id"],
-        ),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("community_id", "number"),
-        sa.UniqueConstraint("origin_key"),
+        sa.ForeignKeyConstraint(["unit_id"], ["unit.id"], name=op.f("fk_report_unit_id_unit")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_report")),
+        sa.UniqueConstraint("community_id", "number", name=op.f("uq_report_community_id_number")),
+        sa.UniqueConstraint("origin_key", name=op.f("uq_report_origin_key")),
     )
     with op.batch_alter_table("report", schema=None) as batch_op:
         batch_op.create_index(
@@ -173,14 +170,12 @@ def upgrade() -> None:
         sa.Column("by", sa.BigInteger(), nullable=False),
         sa.Column("at", models.base.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["assignee_id"],
-            ["person.id"],
+            ["assignee_id"], ["person.id"], name=op.f("fk_reportassignment_assignee_id_person")
         ),
         sa.ForeignKeyConstraint(
-            ["report_id"],
-            ["report.id"],
+            ["report_id"], ["report.id"], name=op.f("fk_reportassignment_report_id_report")
         ),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reportassignment")),
     )
     with op.batch_alter_table("reportassignment", schema=None) as batch_op:
         batch_op.create_index(
@@ -199,10 +194,9 @@ def upgrade() -> None:
         sa.Column("photo", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
         sa.Column("at", models.base.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["report_id"],
-            ["report.id"],
+            ["report_id"], ["report.id"], name=op.f("fk_reportevent_report_id_report")
         ),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reportevent")),
     )
     with op.batch_alter_table("reportevent", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_reportevent_report_id"), ["report_id"], unique=False)
@@ -215,10 +209,9 @@ def upgrade() -> None:
         sa.Column("by", sa.BigInteger(), nullable=False),
         sa.Column("at", models.base.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["report_id"],
-            ["report.id"],
+            ["report_id"], ["report.id"], name=op.f("fk_reportredaction_report_id_report")
         ),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reportredaction")),
     )
     with op.batch_alter_table("reportredaction", schema=None) as batch_op:
         batch_op.create_index(
@@ -232,15 +225,15 @@ def upgrade() -> None:
         sa.Column("person_id", sa.BigInteger(), nullable=False),
         sa.Column("created_at", models.base.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["person_id"],
-            ["person.id"],
+            ["person_id"], ["person.id"], name=op.f("fk_reportsupporter_person_id_person")
         ),
         sa.ForeignKeyConstraint(
-            ["report_id"],
-            ["report.id"],
+            ["report_id"], ["report.id"], name=op.f("fk_reportsupporter_report_id_report")
         ),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("report_id", "person_id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reportsupporter")),
+        sa.UniqueConstraint(
+            "report_id", "person_id", name=op.f("uq_reportsupporter_report_id_person_id")
+        ),
     )
     with op.batch_alter_table("reportsupporter", schema=None) as batch_op:
         batch_op.create_index(
@@ -258,11 +251,15 @@ def upgrade() -> None:
         sa.Column("photo", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
         sa.Column("at", models.base.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["report_id"],
-            ["report.id"],
+            ["report_id"], ["report.id"], name=op.f("fk_reportverdict_report_id_report")
         ),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("report_id", "round", "person_id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reportverdict")),
+        sa.UniqueConstraint(
+            "report_id",
+            "round",
+            "person_id",
+            name=op.f("uq_reportverdict_report_id_round_person_id"),
+        ),
     )
     with op.batch_alter_table("reportverdict", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_reportverdict_report_id"), ["report_id"], unique=False)
