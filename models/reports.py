@@ -1168,9 +1168,24 @@ async def my_verdict(
 
 
 async def changed(session: AsyncSession, report: Report, now: datetime) -> None:
-    """Every posted card about the report shows its new state (edits coalesced by the outbox)."""
-    for kind in CARDS:
-        await outbox.mark_changed(session, kind=kind, subject_id=report.id or 0, now=now)
+    """Every posted card about the report shows its new state (edits coalesced by the outbox).
+
+    One look for the kinds that have a copy out (sent, or being sent) first: a report's cards
+    are usually not all posted, and a copy still waiting renders the new state when it goes.
+    """
+    cards = {outbox.card_of(kind, report.id or 0): kind for kind in CARDS}
+    out = await session.exec(
+        select(outbox.Delivery.card)
+        .where(
+            col(outbox.Delivery.card).in_(list(cards)),
+            col(outbox.Delivery.edits).is_(None),
+            (col(outbox.Delivery.status) == outbox.Status.sent) | outbox.in_flight(now),
+        )
+        .distinct()
+    )
+    for card in out.all():
+        if card in cards:
+            await outbox.mark_changed(session, kind=cards[card], subject_id=report.id or 0, now=now)
 
 
 # --- escalation and follow-up: rows due at a time -----------------------------------------
