@@ -247,7 +247,8 @@ def _origin(message: Message) -> Message:
 async def btn_category(update: Update, ctx: LinliContext) -> None:
     """rn:<category> (or rn:<category>:new after "No, it's new")."""
     query = update.callback_query
-    assert query is not None and isinstance(query.message, Message)
+    if query is None or not isinstance(query.message, Message):
+        raise InvalidInput("stale_button")
     parts = (query.data or "").split(":")
     if len(parts) not in (2, 3) or parts[0] != "rn" or (len(parts) == 3 and parts[2] != "new"):
         raise InvalidInput("stale_button")
