@@ -62,6 +62,17 @@ ACTION_CODES = {
 _COMMAND = re.compile(r"^/report(?:@\w+)?\s*", re.IGNORECASE)
 
 
+def _parts(update: Update, prefix: str, *counts: int, private: bool = True) -> list[str]:
+    """The fields of a button whose data has several shapes (`prefix:a`, `prefix:a:b`, …)."""
+    if private and not is_private(update):
+        raise InvalidInput("private_only")
+    query = update.callback_query
+    parts = (query.data or "").split(":") if query else []
+    if not parts or parts[0] != prefix or len(parts) - 1 not in counts:
+        raise InvalidInput("stale_button")
+    return parts[1:]
+
+
 def _l(ctx: LinliContext, key: str, **params: object) -> str:
     return label(ctx, "reports", key, **params)
 
@@ -585,17 +596,18 @@ async def _act(
     action: Action,
     **options: Any,
 ) -> None:
-    async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        changed = await reports.act(
-            session,
-            auth=auth,
-            report_id=report_id,
-            action=action,
-            rev=rev,
-            now=ctx.now(),
-            **options,
-        )
+    """A lead's action from the sheet; when another lead got there first, the sheet shows the
+    report as it is now and says so."""
+    try:
+        async with ctx.svc.db.transaction() as session:
+            auth = await load_auth(session, ctx, update)
+            changed = await reports.act(
+                session, auth=auth, report_id=report_id, action=action, rev=rev, now=ctx.now(),
+                **options,
+            )  # fmt: skip
+    except Conflict as exc:
+        await _refresh_after_conflict(update, ctx, report_id, exc)
+        return
     async with ctx.svc.db.transaction(write=False) as session:
         view = await _sheet(session, ctx, auth, report_id)
     if update.callback_query is not None:
@@ -613,10 +625,7 @@ async def btn_action(update: Update, ctx: LinliContext) -> None:
     report_id, rev, code = callback_args(update, "ra", 3)
     if code not in ACTION_CODES or code == "dec":
         raise InvalidInput("stale_button")
-    try:
-        await _act(update, ctx, as_int(report_id), as_int(rev), ACTION_CODES[code])
-    except Conflict as exc:
-        await _refresh_after_conflict(update, ctx, as_int(report_id), exc)
+    await _act(update, ctx, as_int(report_id), as_int(rev), ACTION_CODES[code])
 
 
 async def _refresh_after_conflict(
@@ -665,29 +674,20 @@ def _typed(update: Update) -> str:
 @answers("report_resolve")
 async def on_resolve_note(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
     report_id, rev = _payload(prompt)
-    await _typed_action(update, ctx, report_id, rev, Action.resolve, note=_typed(update))
+    await _act(update, ctx, report_id, rev, Action.resolve, note=_typed(update))
 
 
 @answers("report_decline")
 async def on_decline_reason(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
     report_id, rev = _payload(prompt)
-    await _typed_action(update, ctx, report_id, rev, Action.decline, note=_typed(update))
+    await _act(update, ctx, report_id, rev, Action.decline, note=_typed(update))
 
 
 @answers("report_duplicate")
 async def on_duplicate_of(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
     report_id, rev = _payload(prompt)
     number = reports.parse_number(_typed(update))
-    await _typed_action(update, ctx, report_id, rev, Action.duplicate, target_number=number)
-
-
-async def _typed_action(
-    update: Update, ctx: LinliContext, report_id: int, rev: int, action: Action, **options: Any
-) -> None:
-    try:
-        await _act(update, ctx, report_id, rev, action, **options)
-    except Conflict as exc:
-        await _refresh_after_conflict(update, ctx, report_id, exc)
+    await _act(update, ctx, report_id, rev, Action.duplicate, target_number=number)
 
 
 async def btn_template(update: Update, ctx: LinliContext) -> None:
@@ -698,28 +698,16 @@ async def btn_template(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
         found = await reports.reply_template(session, auth=auth, template_id=as_int(template_id))
-    try:
-        await _act(update, ctx, as_int(report_id), as_int(rev), Action.resolve, note=found.text)
-    except Conflict as exc:
-        await _refresh_after_conflict(update, ctx, as_int(report_id), exc)
+    await _act(update, ctx, as_int(report_id), as_int(rev), Action.resolve, note=found.text)
 
 
 async def btn_assign(update: Update, ctx: LinliContext) -> None:
     """rg:<report>:<rev>: pick one of the leads covering the unit (rg:<report>:<rev>:<person>)."""
-    if not is_private(update):
-        raise InvalidInput("private_only")
-    query = update.callback_query
-    assert query is not None
-    parts = (query.data or "").split(":")
-    if parts[0] != "rg" or len(parts) not in (3, 4):
-        raise InvalidInput("stale_button")
-    report_id, rev = as_int(parts[1]), as_int(parts[2])
-    if len(parts) == 4:
-        assignee = as_int(parts[3], telegram_id=True)
-        try:
-            await _act(update, ctx, report_id, rev, Action.assign, assignee_id=assignee)
-        except Conflict as exc:
-            await _refresh_after_conflict(update, ctx, report_id, exc)
+    parts = _parts(update, "rg", 2, 3)
+    report_id, rev = as_int(parts[0]), as_int(parts[1])
+    if len(parts) == 3:
+        assignee = as_int(parts[2], telegram_id=True)
+        await _act(update, ctx, report_id, rev, Action.assign, assignee_id=assignee)
         return
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
@@ -733,15 +721,9 @@ async def btn_assign(update: Update, ctx: LinliContext) -> None:
 
 async def btn_redact(update: Update, ctx: LinliContext) -> None:
     """rx:<report>:text | rx:<report>:photo:<n>"""
-    if not is_private(update):
-        raise InvalidInput("private_only")
-    query = update.callback_query
-    assert query is not None
-    parts = (query.data or "").split(":")
-    if parts[0] != "rx" or len(parts) not in (3, 4):
-        raise InvalidInput("stale_button")
-    what = parts[2] if len(parts) == 3 else f"{parts[2]}:{as_int(parts[3])}"
-    report_id = as_int(parts[1])
+    parts = _parts(update, "rx", 2, 3)
+    what = parts[1] if len(parts) == 2 else f"{parts[1]}:{as_int(parts[2])}"
+    report_id = as_int(parts[0])
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
         await reports.redact(session, auth=auth, report_id=report_id, what=what, now=ctx.now())
@@ -789,13 +771,7 @@ async def _times_view(session: AsyncSession, ctx: LinliContext, community_id: in
 async def btn_times(update: Update, ctx: LinliContext) -> None:
     """rc:<community> (the list) | rc:<community>:<category> (its choices) |
     rc:<community>:<category>:<hours> (set it)."""
-    if not is_private(update):
-        raise InvalidInput("private_only")
-    query = update.callback_query
-    assert query is not None
-    parts = (query.data or "").split(":")
-    if parts[0] != "rc" or not 2 <= len(parts) <= 4:
-        raise InvalidInput("stale_button")
+    parts = ["rc", *_parts(update, "rc", 1, 2, 3)]
     community_id = as_int(parts[1])
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
@@ -838,13 +814,7 @@ async def _templates_view(
 
 async def btn_templates(update: Update, ctx: LinliContext) -> None:
     """rm:<community> (the list) | rm:<community>:<id> (delete it) | rm:<community>:new."""
-    if not is_private(update):
-        raise InvalidInput("private_only")
-    query = update.callback_query
-    assert query is not None
-    parts = (query.data or "").split(":")
-    if parts[0] != "rm" or len(parts) not in (2, 3):
-        raise InvalidInput("stale_button")
+    parts = ["rm", *_parts(update, "rm", 1, 2)]
     community_id = as_int(parts[1])
     if len(parts) == 3 and parts[2] == "new":
         async with ctx.svc.db.transaction(write=False) as session:
