@@ -575,11 +575,33 @@ class FakeTelegram(BaseRequest):
             "premium_subscription": False}}  # fmt: skip
 
     def _api_getChatMember(self, params: JSON) -> JSON:
+        """As Telegram answers: a group's creator, administrators and members (someone who has
+        spoken there is a member), anyone else "left"; in a private chat, its one person."""
         chat_id, uid = int(params["chat_id"]), int(params["user_id"])
-        if chat_id not in self.chats:
+        chat = self.chats.get(chat_id)
+        if chat is None:
             raise ApiError(400, "Bad Request: chat not found")
-        default = {"status": "member", "user": {"id": uid, "is_bot": False, "first_name": str(uid)}}
-        return self.members.get((chat_id, uid), default)
+        user = {"id": uid, "is_bot": False, "first_name": str(uid)}
+        if chat.get("type") == "private":
+            if uid != chat_id:
+                raise ApiError(400, "Bad Request: user not found")
+            return {"status": "member", "user": user}
+        return self.members.get((chat_id, uid), {"status": "left", "user": user})
+
+    def set_member(self, chat_id: int, user: JSON, status: str = "member") -> None:
+        """A person's standing in a group: "creator", "administrator", "member" or "left"."""
+        member: JSON = {"status": status, "user": user}
+        if status == "creator":
+            member["is_anonymous"] = False
+        if status == "administrator":
+            member.update(
+                can_be_edited=False, is_anonymous=False, can_manage_chat=True,
+                can_delete_messages=True, can_manage_video_chats=True, can_restrict_members=True,
+                can_promote_members=False, can_change_info=True, can_invite_users=True,
+                can_post_stories=False, can_edit_stories=False, can_delete_stories=False,
+                can_pin_messages=True, can_manage_topics=True,
+            )  # fmt: skip
+        self.members[(chat_id, int(user["id"]))] = member
 
     def _api_getChatAdministrators(self, params: JSON) -> list[JSON]:
         chat_id = int(params["chat_id"])
@@ -698,6 +720,8 @@ class Scene:
         chat_id = int(chat["id"])
         if chat["type"] == "private":
             self.tg.started.add(int(user["id"]))
+        elif (chat_id, int(user["id"])) not in self.tg.members:
+            self.tg.set_member(chat_id, user)  # whoever speaks in a group is a member of it
         message: JSON = {
             "message_id": self.tg.next_message_id(chat_id),
             "date": int(self.tg.clock()),
@@ -740,6 +764,12 @@ class Scene:
     async def press(self, user: JSON, message: JSON | Call, data: str) -> list[Call]:
         """Send a callback with any data at all (a forged one, for instance)."""
         stored = self.message_of(message)
+        chat = stored["chat"]
+        if (
+            chat.get("type") != "private"
+            and (int(chat["id"]), int(user["id"])) not in self.tg.members
+        ):
+            self.tg.set_member(int(chat["id"]), user)  # only a member sees a group's buttons
         query = {
             "id": str(next(self._update_ids) * 7919),
             "from": user,

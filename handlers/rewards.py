@@ -375,6 +375,12 @@ async def _verify(update: Update, ctx: LinliContext, code: str) -> None:
 
 
 async def cmd_verify(update: Update, ctx: LinliContext) -> None:
+    if not is_private(update):
+        # A code and the name it belongs to are checked privately: the group gets only a link
+        # to the private chat (which asks for the code there), never the code back.
+        link = keyboard([[url_button(_l(ctx, "open_private"), deep_link(ctx, "verify"))]])
+        await reply(update, ctx, "rewards/open_private", markup=link)
+        return
     if ctx.args:
         await _verify(update, ctx, "".join(ctx.args))
         return
@@ -928,11 +934,13 @@ async def btn_status(update: Update, ctx: LinliContext) -> None:
 
 
 async def cmd_start(update: Update, ctx: LinliContext) -> None:
-    """/start v-<CODE> (a scanned QR), /start rewards, /start reward[-m<merchant>]."""
+    """/start v-<CODE> (a scanned QR), /start verify, /start rewards, /start reward[-m<id>]."""
     payload = ctx.args[0] if ctx.args else ""
     verify = VERIFY_PAYLOAD.match(payload)
     if verify is not None:
         await _verify(update, ctx, verify.group(1))
+    elif payload == "verify":
+        await ask(update, ctx, ASK_VERIFY, "", "rewards/ask_code")
     elif payload == "rewards":
         await cmd_rewards(update, ctx)
     else:
@@ -947,7 +955,7 @@ def register(app: LinliApp) -> None:
     # Before basics: these /start payloads are ours, plain /start is basics'.
     app.add_handler(
         CommandHandler(
-            "start", cmd_start, filters=filters.Regex(r"^/start (v-|rewards\b|reward\b)")
+            "start", cmd_start, filters=filters.Regex(r"^/start (v-|verify$|rewards\b|reward\b)")
         )
     )
     app.add_handler(CommandHandler("rewards", cmd_rewards))

@@ -119,6 +119,18 @@ async def check_rights(ctx: LinliContext, place: Place) -> Rights:
     return rights_of(member, forum=place.forum)
 
 
+async def is_chat_admin(ctx: LinliContext, place: Place, person_id: int) -> bool:
+    """Whether Telegram says this person administers the group (its owner included)."""
+    if place.type == ChatType.PRIVATE:
+        return False
+    try:
+        member = await ctx.bot.get_chat_member(place.chat_id, person_id)
+    except TelegramError as exc:
+        log.warning("could not ask who administers %s: %s", place.chat_id, exc)
+        return False
+    return member.status in (ChatMember.ADMINISTRATOR, ChatMember.OWNER)
+
+
 async def remember_chat(
     session: AsyncSession, ctx: LinliContext, place: Place, rights: Rights
 ) -> None:
@@ -441,6 +453,7 @@ async def btn_link(update: Update, ctx: LinliContext) -> None:
     (unit_id,) = callback_args(update, "sul", 1)
     place = place_of(update)
     rights = await check_rights(ctx, place)
+    chat_admin = await is_chat_admin(ctx, place, user_id(update))
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
         result = await people.link_chat_as(
@@ -451,6 +464,7 @@ async def btn_link(update: Update, ctx: LinliContext) -> None:
             unit_id=as_int(unit_id),
             title=place.title,
             now=ctx.now(),
+            chat_admin=chat_admin,
         )
         await remember_chat(session, ctx, place, rights)
         names = await people.lineage_names(session, result.unit)

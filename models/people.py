@@ -1125,17 +1125,27 @@ async def link_chat_as(
     unit_id: int,
     title: str,
     now: datetime,
+    chat_admin: bool = False,
 ) -> LinkResult:
     """Link a group or topic to a unit this person covers; linking it again changes nothing.
 
-    Moving a link away from another unit needs only the new unit: whoever runs the group
-    decides what it serves, and the old unit's leads see the move in their own /setup.
+    A group or topic that already serves another unit (its own link, or a topic's group's)
+    moves only for a lead of the unit it serves now, or for an administrator of the Telegram
+    chat (`chat_admin`, as Telegram says) who also leads the new unit: a lead who is merely a
+    member of a building's group cannot take its notices elsewhere.
     """
+    if chat_id > 0:  # Telegram numbers private chats (people) above zero, groups below
+        raise InvalidInput("link_groups_only")
     unit = await get_unit(session, unit_id)
     require(auth, unit)
     existing = await own_link(session, chat_id=chat_id, thread_id=thread_id)
     if existing is not None and existing.unit_id == unit_id:
         return LinkResult(existing, unit, None, False)
+    serving = await link_for(session, chat_id=chat_id, thread_id=thread_id)
+    if serving is not None and serving.unit_id != unit_id and not chat_admin:
+        current = await get_unit(session, serving.unit_id)
+        if not auth.covers(current):
+            raise NotAllowed("link_takeover", unit=current.name)
     link, previous_id = await link_chat(
         session,
         chat_id=chat_id,

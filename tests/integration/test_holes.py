@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import col, select
 
 from bot.db import Database
-from bot.standin import Scene, alerts
+from bot.standin import Scene, alerts, messages
 from models import people, points
 from models.points import PointAccount
 from tests.conftest import NOW
@@ -177,3 +177,122 @@ async def test_ids_out_of_the_columns_range_are_a_stale_button(
             calls = await scene.press(u[LEAD], anchor, data)
             assert any("按钮已失效" in a for a in alerts(calls)), data
     assert "failed" not in caplog.text  # no traceback, no "something went wrong"
+
+
+# --- 9. /verify CODE in a group: a private-chat link, never the code or the name ---------
+
+
+async def test_verify_in_a_group_only_links_to_the_private_chat(db: Database, scene: Scene) -> None:
+    from tests.integration import test_rewards_flow as rw
+
+    await rw._world(db)
+    auntie = rw._user(scene, rw.AUNTIE)
+    redemption, _photo = await rw._redeem_lunch(scene, auntie)
+    merchant = rw._user(scene, rw.MERCHANT)
+    group = scene.group(rw.GROUP, "3号楼邻里群")
+    for typed in (f"/verify {redemption.code}", "/verify"):
+        calls = await scene.say(merchant, group, typed)
+        (said,) = [c for c in calls if c.method == "sendMessage"]
+        assert said.chat_id == rw.GROUP and "私聊" in said.text
+        shown = said.text + str(said.buttons)
+        assert redemption.code not in shown and "王阿姨" not in shown
+        (link,) = [b["url"] for row in said.buttons for b in row]
+        assert link.endswith("?start=verify")
+    # The link asks for the code privately, where the merchant confirms as before.
+    chat = scene.private(merchant)
+    asked = _only(await scene.say(merchant, chat, "/start verify"))
+    assert "兑换码" in asked.text
+    checked = _only(await scene.say(merchant, chat, redemption.code))
+    assert "王阿姨" in checked.text
+
+
+# --- 2. taking over a group's link needs the group's admin or the unit it serves now --------
+
+
+async def test_a_group_already_linked_moves_only_for_its_admin_or_the_lead_it_serves(
+    db: Database, scene: Scene
+) -> None:
+    from tests.integration import test_setup_flow as su
+
+    ids = await su._tree(db)
+    async with db.transaction() as s:  # 马组长 leads only 第二网格; 林主任 another community
+        other = await people.create_community(
+            s, name="阳光苑", timezone="Asia/Shanghai", language="zh", now=NOW
+        )
+        estate = await people.create_unit(
+            s, community_id=other.id or 0, parent_id=None, kind="estate", name="阳光苑小区", now=NOW
+        )
+        for pid, name, unit in ((60, "马组长", ids["grid2"]), (61, "林主任", estate.id or 0)):
+            await people.touch_person(
+                s, person_id=pid, name=name, username=None, language_code="zh-hans", now=NOW
+            )
+            await people.grant_role(
+                s, auth=su.BOSS, unit_id=unit, person_id=pid, kind="lead", now=NOW
+            )
+    lead, ma, lin = (
+        scene.person(su.LEAD, "刘网格长"),
+        scene.person(60, "马组长"),
+        scene.person(61, "林主任"),
+    )
+    gid = -1000000002020
+    group = scene.group(gid, "3号楼群", forum=True)
+    topic = scene.topic(group, "公告")
+    await su._link_via_picker(scene, lead, group, ["第一网格", "3号楼"])
+    assert await su._unit_of(db, gid) == "3号楼"
+    # Members of the group who lead elsewhere cannot take it: the refusal says why.
+    for taker, unit in ((ma, ids["b7"]), (lin, estate.id or 0)):
+        (picker,) = messages(await scene.say(taker, group, "/setup"))
+        (alert,) = alerts(await scene.press(taker, picker, f"sul:{unit}"))
+        assert "已经关联到「3号楼」" in alert and "管理员" in alert
+    # Nor a topic of it, which serves the group's unit until linked itself.
+    (picker,) = messages(await scene.say(lin, group, "/setup", thread=topic))
+    (alert,) = alerts(await scene.press(lin, picker, f"sul:{estate.id}"))
+    assert "已经关联到「3号楼」" in alert
+    assert await su._unit_of(db, gid) == await su._unit_of(db, gid, topic) == "3号楼"
+    # An administrator of the group who leads the new unit may move it …
+    scene.tg.set_member(gid, ma, "administrator")
+    (picker,) = messages(await scene.say(ma, group, "/setup"))
+    (moved,) = su._edits(await scene.press(ma, picker, f"sul:{ids['b7']}"))
+    assert "7号楼" in moved.text and await su._unit_of(db, gid) == "7号楼"
+    # … and then 刘网格长, who neither leads 7号楼 nor administers the group, cannot move it
+    # back; the lead of 7号楼 (the unit it serves now) can, admin or not.
+    scene.tg.set_member(gid, ma, "member")
+    (picker,) = messages(await scene.say(lead, group, "/setup"))
+    (alert,) = alerts(await scene.press(lead, picker, f"sul:{ids['b3']}"))
+    assert "已经关联到「7号楼」" in alert
+    async with db.transaction() as s:
+        await people.grant_role(
+            s, auth=su.BOSS, unit_id=ids["b3"], person_id=60, kind="lead", now=NOW
+        )
+    (picker,) = messages(await scene.say(ma, group, "/setup"))
+    su._edits(await scene.press(ma, picker, f"sul:{ids['b3']}"))
+    assert await su._unit_of(db, gid) == "3号楼"
+
+
+async def test_a_private_chat_cannot_be_linked_to_a_unit(db: Database, scene: Scene) -> None:
+    from tests.integration import test_setup_flow as su
+
+    ids = await su._tree(db)
+    lead = scene.person(su.LEAD, "刘网格长")
+    chat = scene.private(lead)
+    anchor = _only(await scene.say(lead, chat, "/start"))
+    (alert,) = alerts(await scene.press(lead, anchor, f"sul:{ids['b3']}"))
+    assert "只有群或群里的话题" in alert
+    assert await su._unit_of(db, su.LEAD) is None
+
+
+def test_the_stand_in_answers_get_chat_member_as_telegram_does() -> None:
+    from bot.standin import ApiError, FakeTelegram
+
+    tg = FakeTelegram()
+    tg.add_chat({"id": -5, "type": "group", "title": "g"})
+    tg.chats[8] = {"id": 8, "type": "private", "first_name": "x"}
+    ask = tg._api_getChatMember
+    assert ask({"chat_id": -5, "user_id": 8})["status"] == "left"
+    tg.set_member(-5, {"id": 8, "is_bot": False, "first_name": "x"}, "administrator")
+    assert ask({"chat_id": -5, "user_id": 8})["status"] == "administrator"
+    assert ask({"chat_id": 8, "user_id": 8})["status"] == "member"
+    with pytest.raises(ApiError):
+        ask({"chat_id": 8, "user_id": 9})
+    with pytest.raises(ApiError):
+        ask({"chat_id": -6, "user_id": 8})
