@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from sqlmodel import col, select
@@ -296,3 +297,48 @@ def test_the_stand_in_answers_get_chat_member_as_telegram_does() -> None:
         ask({"chat_id": 8, "user_id": 9})
     with pytest.raises(ApiError):
         ask({"chat_id": -6, "user_id": 8})
+
+
+# --- 18. a list in a message fits Telegram's 4,096 characters --------------------------------
+
+
+@pytest.mark.parametrize("lang", ["zh-hans", "en"])
+async def test_an_award_to_fifty_residents_with_long_names_goes_through(
+    db: Database, scene: Scene, lang: str
+) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    lead = scene.person(LEAD, "张网格长", lang=lang)
+    first, last = "长" * 64, "名" * 64
+    crowd = list(range(5000, 5050))
+    async with db.transaction() as s:
+        for n, pid in enumerate(crowd):
+            await people.touch_person(
+                s, person_id=pid, name=f"{first} {last}{n}", username=None, language_code=None,
+                now=NOW,
+            )  # fmt: skip
+            h = await people.add_household(
+                s, unit_id=w.b3, flat=f"8-{n}", area_centi_m2=None, now=NOW
+            )
+            await people.request_join(
+                s, person_id=pid, household_id=h.id or 0, now=NOW, verified_by_code=True
+            )
+        auth = await people.authority(s, person_id=LEAD, superadmin=False)
+        draft = await points.start_draft(
+            s, auth=auth, unit_id=w.b3, kind="award", now=NOW, person_ids=crowd
+        )
+    chat = scene.private(lead)
+    anchor = _only(await scene.say(lead, chat, "/points"))
+    amounts = _edited(await scene.press(lead, anchor, f"pn:{draft.id}"))
+    reasons = _edited(await scene.tap(lead, amounts, "10"))
+    confirm = _edited(await scene.tap(lead, reasons, 0))
+    done = _edited(await scene.tap(lead, confirm, 0))
+    for shown in (amounts, reasons, confirm, done):
+        assert len(shown.text) <= 4096
+        assert "等 50 人" in shown.text or "and 40 more" in shown.text
+    assert f"{last}49" not in done.text
+    async with db.transaction(write=False) as s:
+        assert await points.balance(s, community_id=w.community, person_id=crowd[-1]) == 10
+    if lang == "en":  # the name list and "Reason:" each on their own line
+        assert re.search(r"\(each\)\nReason: ", confirm.text)
+    assert u[WANG]["id"] == WANG
