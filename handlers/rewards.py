@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 
 import segno
 from sqlmodel.ext.asyncio.session import AsyncSession
-from telegram import InlineKeyboardButton, Update
+from telegram import ChatMember, InlineKeyboardButton, Update
+from telegram.error import TelegramError
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot import delivery
@@ -55,6 +56,7 @@ NONCE = re.compile(r"^[A-Za-z0-9_-]{4,16}$")
 VERIFY_PAYLOAD = re.compile(r"^v-([A-Za-z0-9]{1,16})$")
 MERCHANT_PAYLOAD = re.compile(r"^reward-m(\d+)$")
 UNLIMITED, NO_LIMIT = "u", "n"
+CHATS_ASKED = 10  # a community's groups asked whether a new merchant is in one of them
 FIELDS = {"c": "cost", "s": "stock", "l": "limit"}
 ASK_VERIFY = "rw_verify"
 ASK_NEW_COST = "rw_new_cost"
@@ -704,6 +706,8 @@ async def on_name_en(update: Update, ctx: LinliContext, prompt: people.Prompt) -
     except InvalidInput as error:
         await _again(update, ctx, prompt, error)
         return
+    merchant_id = as_int(merchant, telegram_id=True)
+    vouched = bool(merchant_id) and await _in_community_chat(ctx, as_int(cid), merchant_id)
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
         reward = await rewards.add_reward(
@@ -717,13 +721,14 @@ async def on_name_en(update: Update, ctx: LinliContext, prompt: people.Prompt) -
             now=ctx.now(),
         )
         assert reward.id is not None
-        if as_int(merchant, telegram_id=True):
+        if merchant_id:
             reward, _ = await rewards.set_merchant(
                 session,
                 auth=auth,
                 reward_id=reward.id,
-                merchant_id=as_int(merchant, telegram_id=True),
+                merchant_id=merchant_id,
                 now=ctx.now(),
+                in_community_chat=vouched,
             )
             view = await _edit_view(session, ctx, reward, note="added")
         else:
@@ -901,17 +906,38 @@ async def btn_merchants(update: Update, ctx: LinliContext) -> None:
     await show(update, ctx, view)
 
 
+async def _in_community_chat(ctx: LinliContext, community_id: int, person_id: int) -> bool:
+    """Whether Telegram says this person is in one of the community's groups."""
+    async with ctx.svc.db.transaction(write=False) as session:
+        if await rewards.may_be_merchant(session, community_id=community_id, person_id=person_id):
+            return True
+        chats = await people.chats_of_community(session, community_id)
+    for chat_id in chats[:CHATS_ASKED]:
+        try:
+            member = await ctx.bot.get_chat_member(chat_id, person_id)
+        except TelegramError:
+            continue
+        if member.status not in (ChatMember.LEFT, ChatMember.BANNED):
+            return True
+    return False
+
+
 async def btn_set_merchant(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     reward_id, person_id = callback_args(update, "rmp", 2)
+    merchant_id = as_int(person_id, telegram_id=True) or None
+    async with ctx.svc.db.transaction(write=False) as session:
+        community_id = (await rewards.get_reward(session, as_int(reward_id))).community_id
+    vouched = merchant_id is not None and await _in_community_chat(ctx, community_id, merchant_id)
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
         reward, _ = await rewards.set_merchant(
             session,
             auth=auth,
             reward_id=as_int(reward_id),
-            merchant_id=as_int(person_id, telegram_id=True) or None,
+            merchant_id=merchant_id,
             now=ctx.now(),
+            in_community_chat=vouched,
         )
         view = await _edit_view(session, ctx, reward, note="saved")
     await show(update, ctx, view)

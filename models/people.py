@@ -1178,6 +1178,17 @@ async def unlink_chat_as(
     return link
 
 
+async def chats_of_community(session: AsyncSession, community_id: int) -> list[int]:
+    """The groups linked to any unit of this community."""
+    query = (
+        select(ChatLink.chat_id)
+        .join(Unit, col(Unit.id) == col(ChatLink.unit_id))
+        .where(Unit.community_id == community_id)
+        .distinct()
+    )
+    return sorted((await session.exec(query)).all())
+
+
 async def links_of_chat(session: AsyncSession, *, chat_id: int) -> list[tuple[ChatLink, Unit]]:
     """Every link of a group (the group itself first, then its topics) with the unit served."""
     rows = await session.exec(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import CheckConstraint, Index, func, or_
@@ -271,8 +272,12 @@ async def set_merchant(
     reward_id: int,
     merchant_id: int | None,
     now: datetime,
+    in_community_chat: bool = False,
 ) -> tuple[Reward, bool]:
     """Name who hands the reward over (None: the community itself); returns (reward, changed).
+
+    The merchant is one of the community's residents or merchants, or someone Telegram says is
+    in one of its groups (`in_community_chat`: a shop owner a lead replied to there).
 
     A new merchant is told privately (through the outbox) how codes are confirmed.
     """
@@ -281,6 +286,14 @@ async def set_merchant(
         raise NotFound("unknown_person")
     if reward.merchant_id == merchant_id:
         return reward, False
+    if (
+        merchant_id is not None
+        and not in_community_chat
+        and not await may_be_merchant(
+            session, community_id=reward.community_id, person_id=merchant_id
+        )
+    ):
+        raise NotAllowed("merchant_not_here")
     reward.merchant_id = merchant_id
     await session.flush()
     if merchant_id is not None:
@@ -355,16 +368,28 @@ async def catalogue(
     return offers, have
 
 
+def _candidates(community_id: int) -> Any:
+    """The ids a reward's merchant may be chosen from: the community's merchants already named
+    and its verified residents."""
+    merchants = select(Reward.merchant_id).where(Reward.community_id == community_id)
+    residents = select(Resident.person_id).where(
+        Resident.community_id == community_id, Resident.status == ResidentStatus.verified
+    )
+    return or_(col(Person.id).in_(merchants), col(Person.id).in_(residents))
+
+
+async def may_be_merchant(session: AsyncSession, *, community_id: int, person_id: int) -> bool:
+    """The same people the merchant picker lists: nobody from outside the community."""
+    query = select(Person.id).where(Person.id == person_id, _candidates(community_id))
+    return (await session.exec(query)).first() is not None
+
+
 async def merchant_candidates(
     session: AsyncSession, *, community_id: int, offset: int = 0, limit: int = 8
 ) -> tuple[Sequence[Person], int]:
     """People a reward's merchant may be chosen from: the community's merchants already named
     and its verified residents, by name, with their count."""
-    merchants = select(Reward.merchant_id).where(Reward.community_id == community_id)
-    residents = select(Resident.person_id).where(
-        Resident.community_id == community_id, Resident.status == ResidentStatus.verified
-    )
-    base = select(Person).where(or_(col(Person.id).in_(merchants), col(Person.id).in_(residents)))
+    base = select(Person).where(_candidates(community_id))
     total = (await session.exec(select(func.count()).select_from(base.subquery()))).one()
     rows = await session.exec(
         base.order_by(col(Person.name), col(Person.id)).offset(offset).limit(limit)

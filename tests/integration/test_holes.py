@@ -12,6 +12,7 @@ from bot.db import Database
 from bot.standin import Scene, alerts, messages
 from models import people, points
 from models.points import PointAccount
+from models.rewards import Reward
 from tests.conftest import NOW
 from tests.integration.test_points_flow import (
     GROUP_GRID,
@@ -342,3 +343,49 @@ async def test_an_award_to_fifty_residents_with_long_names_goes_through(
     if lang == "en":  # the name list and "Reason:" each on their own line
         assert re.search(r"\(each\)\nReason: ", confirm.text)
     assert u[WANG]["id"] == WANG
+
+
+# --- 6. a reward's merchant comes from its own community --------------------------------------
+
+
+async def test_a_lead_cannot_name_another_communitys_resident_as_merchant(
+    db: Database, scene: Scene
+) -> None:
+    from models.outbox import Delivery
+    from tests.integration import test_rewards_flow as rw
+
+    w = await rw._world(db)
+    async with db.transaction() as s:  # 周伯 lives in another community, 阳光苑
+        other = await people.create_community(
+            s, name="阳光苑", timezone="Asia/Shanghai", language="zh", now=NOW
+        )
+        b1 = await people.create_unit(
+            s, community_id=other.id or 0, parent_id=None, kind="building", name="1栋", now=NOW
+        )
+        home = await people.add_household(
+            s, unit_id=b1.id or 0, flat="1-101", area_centi_m2=None, now=NOW
+        )
+        await people.touch_person(
+            s, person_id=ZHOU, name="周伯", username=None, language_code="zh-hans", now=NOW
+        )
+        await people.request_join(
+            s, person_id=ZHOU, household_id=home.id or 0, now=NOW, verified_by_code=True
+        )
+    lead = rw._user(scene, rw.LEAD)
+    chat = scene.private(lead)
+    anchor = _only(await scene.say(lead, chat, "/start"))
+    for outsider in (ZHOU, 424242):  # another community's resident; nobody known
+        (alert,) = alerts(await scene.press(lead, anchor, f"rmp:{w.lunch}:{outsider}"))
+        assert "本社区的居民或已有的商家" in alert or "找不到" in alert
+    async with db.transaction(write=False) as s:
+        reward = await s.get(Reward, w.lunch)
+        notices = (await s.exec(select(Delivery))).all()
+    assert reward is not None and reward.merchant_id == rw.MERCHANT
+    assert not [n for n in notices if n.person_id == ZHOU]
+    # Its own resident, or a merchant it already works with, is fine.
+    (shown,) = [c for c in await scene.press(lead, anchor, f"rmp:{w.lunch}:{rw.AUNTIE}") if c.text][
+        :1
+    ]
+    async with db.transaction(write=False) as s:
+        reward = await s.get(Reward, w.lunch)
+    assert reward is not None and reward.merchant_id == rw.AUNTIE and shown.ok

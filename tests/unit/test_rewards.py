@@ -201,12 +201,22 @@ async def test_merchant_candidates_are_residents_and_merchants(db: Database) -> 
     assert total == 3 and {p.id for p in found} == {OTHER_MERCHANT, *w.residents}
 
 
+async def test_a_merchant_from_outside_the_community_is_refused(db: Database) -> None:
+    w = await _world(db, residents=0)
+    rid = await _reward(db, w, merchant=None)
+    async with db.transaction() as s:
+        with pytest.raises(NotAllowed):
+            await rewards.set_merchant(s, auth=BOSS, reward_id=rid, merchant_id=MERCHANT, now=NOW)
+
+
 async def test_a_new_merchant_is_told_once(db: Database) -> None:
     w = await _world(db, residents=0)
     rid = await _reward(db, w, merchant=None)
     for _ in range(2):
         async with db.transaction() as s:
-            await rewards.set_merchant(s, auth=BOSS, reward_id=rid, merchant_id=MERCHANT, now=NOW)
+            await rewards.set_merchant(
+                s, auth=BOSS, reward_id=rid, merchant_id=MERCHANT, now=NOW, in_community_chat=True
+            )
     async with db.transaction(write=False) as s:
         rows = (await s.exec(select(Delivery))).all()
     assert [(r.key, r.chat_id) for r in rows] == [(f"merchant:{rid}:{MERCHANT}", MERCHANT)]
