@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
-from telegram import InlineKeyboardButton, Update
+from telegram import ChatMember, InlineKeyboardButton, Update
+from telegram.error import TelegramError
 from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.context import LinliApp, LinliContext
@@ -239,9 +240,32 @@ async def cmd_appoint(update: Update, ctx: LinliContext) -> None:
     await reply(update, ctx, view.name, markup=view.markup, **view.params)
 
 
+async def _vouched(update: Update, ctx: LinliContext, target: str) -> int:
+    """The person a picker's button names: a resident or lead of the appointer's units, or
+    someone Telegram says is in the group the picker is in (the one replied to); a forged id
+    of anyone else is refused before their name is shown or a role given."""
+    person_id = as_int(target, telegram_id=True)
+    if not person_id:
+        return 0
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        if await people.within_reach(session, auth, person_id):
+            return person_id
+    chat = update.effective_chat
+    if chat is not None and not is_private(update):
+        try:
+            member = await ctx.bot.get_chat_member(chat.id, person_id)
+        except TelegramError:
+            member = None
+        if member is not None and member.status not in (ChatMember.LEFT, ChatMember.BANNED):
+            return person_id
+    raise NotFound("unknown_person")
+
+
 async def btn_navigate(update: Update, ctx: LinliContext) -> None:
     by, target, unit_id, page = callback_args(update, "apn", 4)
     uid = _starter(update, by)
+    await _vouched(update, ctx, target)
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
         view = await _unit_view(
@@ -259,6 +283,7 @@ async def btn_navigate(update: Update, ctx: LinliContext) -> None:
 async def btn_select_unit(update: Update, ctx: LinliContext) -> None:
     by, target, unit_id = callback_args(update, "aps", 3)
     uid = _starter(update, by)
+    await _vouched(update, ctx, target)
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
         if as_int(target, telegram_id=True):
@@ -289,6 +314,7 @@ async def btn_person_page(update: Update, ctx: LinliContext) -> None:
 async def btn_select_person(update: Update, ctx: LinliContext) -> None:
     by, unit_id, target = callback_args(update, "apr", 3)
     uid = _starter(update, by)
+    await _vouched(update, ctx, target)
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
         view = await _role_view(
@@ -305,6 +331,7 @@ async def btn_select_person(update: Update, ctx: LinliContext) -> None:
 async def btn_appoint(update: Update, ctx: LinliContext) -> None:
     by, unit_id, target, code = callback_args(update, "ap", 4)
     _starter(update, by)
+    await _vouched(update, ctx, target)
     if code not in KINDS:
         raise InvalidInput("stale_button")
     kind = KINDS[code]

@@ -546,6 +546,16 @@ async def authority(session: AsyncSession, *, person_id: int, superadmin: bool) 
     return Authority(person_id=person_id, superadmin=superadmin, roles=roles)
 
 
+async def within_reach(session: AsyncSession, auth: Authority, person_id: int) -> bool:
+    """Whether this person lives in, or leads, a unit `auth` covers (a super-admin reaches all)."""
+    if auth.superadmin:
+        return True
+    units = [m.unit for m in await memberships(session, person_id=person_id)
+             if m.resident.status == ResidentStatus.verified]  # fmt: skip
+    units += [unit for _role, unit in await roles_of(session, person_id=person_id)]
+    return any(auth.covers(unit) for unit in units)
+
+
 def require(auth: Authority, unit: Unit, *, kind: str = RoleKind.lead) -> None:
     if not auth.covers(unit, kind=kind):
         raise NotAllowed(

@@ -389,3 +389,28 @@ async def test_a_lead_cannot_name_another_communitys_resident_as_merchant(
     async with db.transaction(write=False) as s:
         reward = await s.get(Reward, w.lunch)
     assert reward is not None and reward.merchant_id == rw.AUNTIE and shown.ok
+
+
+# --- 6. a forged person in the appoint picker: no name shown, no role given ---------------
+
+
+async def test_a_forged_person_in_the_appoint_picker_is_refused(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    chat = scene.private(u[LEAD])
+    picker = _only(await scene.say(u[LEAD], chat, "/appoint"))
+    # 周伯 lives in 9号楼, under 二网格, which 张网格长 does not lead.
+    for data in (
+        f"apn:{LEAD}:{ZHOU}:0:0",
+        f"aps:{LEAD}:{ZHOU}:{w.b3}",
+        f"apr:{LEAD}:{w.b3}:{ZHOU}",
+        f"ap:{LEAD}:{w.b3}:{ZHOU}:l",
+    ):
+        calls = await scene.press(u[LEAD], picker, data)
+        assert not [c for c in calls if "周伯" in c.text], data
+        assert alerts(calls), data
+    async with db.transaction(write=False) as s:
+        assert await people.roles_of(s, person_id=ZHOU) == []
+    # A resident of his own units is still named and appointed as before.
+    named = _edited(await scene.press(u[LEAD], picker, f"aps:{LEAD}:{WANG}:{w.b3}"))
+    assert "王阿姨" in named.text
