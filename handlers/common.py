@@ -6,7 +6,8 @@ import html
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from bot.context import LinliContext
 from models import people
 from models.errors import DomainError, InvalidInput
-from models.people import Authority
+from models.people import Authority, Community
 
 log = logging.getLogger("linli")
 
@@ -219,6 +220,20 @@ async def show(update: Update, ctx: LinliContext, view: View) -> None:
         await edit(update, ctx, view.name, markup=view.markup, **view.params)
     else:
         await reply(update, ctx, view.name, markup=view.markup, **view.params)
+
+
+@contextmanager
+def speaking_for(ctx: LinliContext, update: Update, community: Community) -> Iterator[None]:
+    """In a group, a message everyone reads (a board, a card) is rendered in the community's
+    language, whoever asked or tapped; privately, in the reader's. Notes to the tapper (an
+    alert) are rendered after the block, in their own language again."""
+    reader = ctx.lang
+    if not is_private(update) and community.language in people.LANGUAGES:
+        ctx.lang = community.language
+    try:
+        yield
+    finally:
+        ctx.lang = reader
 
 
 async def replace(update: Update, ctx: LinliContext, view: View) -> None:

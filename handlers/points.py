@@ -35,6 +35,7 @@ from handlers.common import (
     rows_of,
     send_private,
     show,
+    speaking_for,
     state,
     thread_of,
     url_button,
@@ -616,15 +617,17 @@ async def cmd_top(update: Update, ctx: LinliContext) -> None:
     uid = user_id(update)
     async with ctx.svc.db.transaction(write=False) as session:
         unit = await _board_unit(session, update, uid)
-        screen = (
-            await _board_screen(session, ctx, unit, True, uid, is_private(update))
-            if unit is not None
-            else None
-        )
+        if unit is None:
+            screen = None
+        else:
+            community = await people.get_community(session, unit.community_id)
+            with speaking_for(ctx, update, community):
+                screen = await _board_screen(session, ctx, unit, True, uid, is_private(update))
     if screen is None:
         await reply(update, ctx, "points/top_no_unit", private=is_private(update))
         return
-    await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    with speaking_for(ctx, update, community):  # a board in a group is everyone's
+        await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
 
 
 async def _readable_board(
@@ -651,10 +654,13 @@ async def btn_board(update: Update, ctx: LinliContext) -> None:
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction(write=False) as session:
         unit = await _readable_board(session, update, ctx, unit_id)
-        screen = await _board_screen(
-            session, ctx, unit, which == "m", user_id(update), is_private(update)
-        )
-    await show(update, ctx, screen)
+        community = await people.get_community(session, unit.community_id)
+        with speaking_for(ctx, update, community):
+            screen = await _board_screen(
+                session, ctx, unit, which == "m", user_id(update), is_private(update)
+            )
+    with speaking_for(ctx, update, community):  # not in the tapper's language
+        await show(update, ctx, screen)
 
 
 async def btn_hide(update: Update, ctx: LinliContext) -> None:
@@ -669,8 +675,12 @@ async def btn_hide(update: Update, ctx: LinliContext) -> None:
         await points.set_hidden(
             session, community_id=unit.community_id, person_id=uid, hidden=hidden, now=ctx.now()
         )
-        screen = await _board_screen(session, ctx, unit, which == "m", uid, is_private(update))
-    await replace(update, ctx, screen)
+        community = await people.get_community(session, unit.community_id)
+        with speaking_for(ctx, update, community):
+            screen = await _board_screen(session, ctx, unit, which == "m", uid, is_private(update))
+    with speaking_for(ctx, update, community):
+        await replace(update, ctx, screen)
+    # The note is the tapper's own, in their language.
     await answer(update, ctx, "points/hidden_now" if hidden else "points/shown_now", alert=True)
 
 
