@@ -575,7 +575,43 @@ def _held(row: Delivery, now: datetime) -> bool:
     return row.lease_until is not None and row.lease_until >= now
 
 
-async def _arm_edit(session: AsyncSession, post: Delivery, *, now: datetime, gap: timedelta) -> int:
+async def edit_by_key(
+    session: AsyncSession,
+    *,
+    key: str,
+    context: dict[str, Any],
+    now: datetime,
+    gap: timedelta = CARD_GAP,
+) -> bool:
+    """Change what the row with this key says: not sent yet, it goes with the new context;
+    sent, its message is edited in place (one edit row, coalesced like a card's). A card's
+    context is not used (its builder reads the database): use `mark_changed` for cards.
+    False when there is no such row, or it never reached anyone."""
+    if RESERVED_CONTEXT & context.keys():
+        raise ValueError(f"outbox context keys {sorted(RESERVED_CONTEXT)} are reserved")
+    query = select(Delivery).where(Delivery.key == key)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    post = (await session.exec(query)).first()
+    if post is None or post.status not in (Status.pending, Status.sent) or post.edits is not None:
+        return False
+    if post.status == Status.pending and not _held(post, now):
+        post.context = context
+        await session.flush()
+        return True
+    await _arm_edit(session, post, now=now, gap=gap, context=context)
+    queued(session)
+    return True
+
+
+async def _arm_edit(
+    session: AsyncSession,
+    post: Delivery,
+    *,
+    now: datetime,
+    gap: timedelta,
+    context: dict[str, Any] | None = None,
+) -> int:
     key = f"{post.key}:edit"[:160]
     values = {
         "key": key,
@@ -585,7 +621,7 @@ async def _arm_edit(session: AsyncSession, post: Delivery, *, now: datetime, gap
         "community_id": post.community_id,
         "link_id": post.link_id,
         "template": post.template,
-        "context": {},
+        "context": context if context is not None else {},
         "lang": post.lang,
         "silent": True,
         "urgent": True,  # an edit never rings: quiet hours do not apply
@@ -603,7 +639,10 @@ async def _arm_edit(session: AsyncSession, post: Delivery, *, now: datetime, gap
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     edit = (await session.exec(query)).one()
+    if context is not None:
+        edit.context = context
     if edit.status == Status.pending and not _held(edit, now):
+        await session.flush()
         return 0  # waiting already: it will show the latest state
     # In flight, perhaps with the state from before this change: again, after it.
     in_flight_now = edit.status == Status.pending

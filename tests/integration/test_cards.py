@@ -249,3 +249,28 @@ async def test_withdrawing_a_row_in_flight_reports_it_sent_whatever_the_sender_s
     async with db.transaction(write=False) as s:
         report = await outbox.delivery_report(s, key_prefix="ann:7:")
     assert len(report[Status.sent]) == 1 and not report[Status.failed]
+
+
+async def test_a_plain_notice_is_edited_by_its_key(
+    app: LinliApp, db: Database, world: World, telegram: FakeTelegram, clock: Clock
+) -> None:
+    await put(db, clock, "ann:9:g", GROUP, body="周六 9:00 打扫楼道")
+    async with db.transaction() as s:  # not sent yet: it simply goes with the new text
+        assert await outbox.edit_by_key(
+            s, key="ann:9:g", context={"body": "周六 10:00 打扫楼道"}, now=clock()
+        )
+    await delivery.drain(app)
+    (posted,) = telegram.sent(GROUP)
+    assert posted.text == "【通知】周六 10:00 打扫楼道"
+    clock.advance(seconds=1)
+    for hour in (11, 12):  # two changes at once: one edit, with the last text
+        async with db.transaction() as s:
+            assert await outbox.edit_by_key(
+                s, key="ann:9:g", context={"body": f"周六 {hour}:00 打扫楼道"}, now=clock()
+            )
+    await delivery.drain(app)
+    (edit,) = edits(telegram)
+    assert edit.params["message_id"] == posted.result["message_id"]
+    assert edit.text == "【通知】周六 12:00 打扫楼道" and len(telegram.sent(GROUP)) == 1
+    async with db.transaction() as s:
+        assert not await outbox.edit_by_key(s, key="nope", context={}, now=clock())
