@@ -16,10 +16,10 @@ from sqlalchemy import insert, text
 from sqlmodel import SQLModel
 
 from bot.db import Database
-from models import people, points
+from models import ledger, people, standings
 from models.base import utcnow
+from models.ledger import LedgerEntry, PointAccount
 from models.people import Household, Person, Resident
-from models.points import LedgerEntry, PointAccount
 
 BUILDINGS = 20
 RESIDENTS = 5_000  # two to a household
@@ -173,17 +173,17 @@ async def _ops(db: Database, community_id: int, residents: list[int], *, tasks: 
             i, person, amount = queue.get_nowait()
             try:
                 async with db.transaction() as s:
-                    await points.post(
+                    await ledger.post(
                         s, community_id=community_id, person_id=person, amount=amount,
                         key=f"ops:{i}", reason="基准", kind="award", by=None, now=now,
                     )  # fmt: skip
-            except points.InsufficientPoints:
+            except ledger.InsufficientPoints:
                 pass  # a refusal is a ledger operation too
 
     for _ in range(WARMUP):  # the first statements of each kind compile once
         i, person, amount = queue.get_nowait()
         async with db.transaction() as s:
-            await points.post(
+            await ledger.post(
                 s, community_id=community_id, person_id=person, amount=abs(amount),
                 key=f"ops:{i}", reason="基准", kind="award", by=None, now=now,
             )  # fmt: skip
@@ -218,8 +218,8 @@ async def _query_time(db: Database, residents: list[int], now: datetime) -> tupl
         person = rng.choice(residents)
         started = time.perf_counter()
         async with db.transaction(write=False) as s:
-            found = await points.verified_memberships(s, person_id=person)
-            summary = await points.summary(s, membership=found[0], now=now, limit=10)
+            found = await standings.verified_memberships(s, person_id=person)
+            summary = await standings.summary(s, membership=found[0], now=now, limit=10)
         durations.append(time.perf_counter() - started)
         assert summary.entries
     ordered = sorted(durations)

@@ -25,7 +25,7 @@ from bot.config import Settings
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import BOT_USER, JSON, Call, FakeTelegram, Scene, visible
-from models import people, points, reports, rewards
+from models import ledger, people, points, reports, rewards
 from models.base import utcnow
 from models.importer import import_file
 from models.people import Authority, Household, RoleKind, Unit
@@ -218,14 +218,14 @@ async def seed(db: Database, *, now: datetime) -> bool:
 
 async def _stock_the_bank(session: AsyncSession, *, community_id: int, now: datetime) -> None:
     """Points to spend and rewards to spend them on, so redemption can be tried at once."""
-    await points.post(
+    await ledger.post(
         session,
         community_id=community_id,
         person_id=10003,
         amount=40,
         key="sandbox:award:10003",
         reason="楼道清理志愿服务",
-        kind=points.Kind.award,
+        kind=ledger.Kind.award,
         by=10002,
         now=now,
     )

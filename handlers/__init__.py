@@ -8,15 +8,19 @@ from telegram.ext import TypeHandler
 from bot.context import LinliApp
 from handlers import (
     announce,
+    awards,
     basics,
+    catalogue,
     guards,
     join,
     leads,
     points,
+    points_admin,
     prompts,
     reports,
     rewards,
     setup,
+    verify,
 )
 from handlers.common import on_error
 from handlers.menu import publish_commands
@@ -32,8 +36,13 @@ def register(app: LinliApp) -> None:
     setup.register(app)
     leads.register(app)
     announce.register(app)
-    rewards.register(app)  # before basics: it claims /start v-… (a scanned QR) and rewards links
-    points.register(app)  # before basics: it claims /start points|award|deduct|rules
+    # Before basics: each claims its own /start deep links (plain /start is basics').
+    rewards.register(app)  # /start rewards
+    verify.register(app)  # /start v-… (a scanned QR)
+    catalogue.register(app)  # /start reward[-m…]
+    points.register(app)  # /start points
+    awards.register(app)  # /start award|deduct
+    points_admin.register(app)  # /start rules
     reports.register(app)  # before basics: it claims /start reports|myreports|stats
     basics.register(app)
     prompts.register(app)

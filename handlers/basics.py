@@ -7,18 +7,17 @@ from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
+    View,
     answer,
+    answer_privately,
     button,
     callback_args,
-    deep_link,
     edit,
     is_private,
     keyboard,
     label,
     load_auth,
     reply,
-    send_private,
-    url_button,
     user_id,
 )
 from handlers.menu import allowed
@@ -100,16 +99,11 @@ async def cmd_me(update: Update, ctx: LinliContext) -> None:
         "superadmin": ctx.is_superadmin(uid),
         "person": ctx.person,
     }
-    if is_private(update):
-        await reply(update, ctx, "people/me", markup=markup or None, **params)
-        return
     # Never show a flat number in a group: send it privately, or offer the private chat.
-    delivered = await send_private(ctx, uid, ctx.lang, "people/me", markup=markup or None, **params)
-    if delivered:
-        await reply(update, ctx, "people/me_sent_privately")
-    else:
-        link = keyboard([[url_button(label(ctx, "people", "open_private"), deep_link(ctx, "me"))]])
-        await reply(update, ctx, "people/me_open_private", markup=link)
+    view = View("people/me", params, markup or None)
+    await answer_privately(
+        update, ctx, view, "me", feature="people", sent="me_sent_privately", offer="me_open_private"
+    )
 
 
 def register(app: LinliApp) -> None:

@@ -24,7 +24,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot.context import LinliContext
 from models import people
-from models.errors import DomainError, InvalidInput
+from models.errors import DomainError, InvalidInput, NotAllowed
 from models.people import Authority, Community
 
 log = logging.getLogger("linli")
@@ -69,6 +69,11 @@ def page_buttons(
     if page < pages - 1:
         row.append(button(label(ctx, "common", "next"), data(page + 1)))
     return row
+
+
+def clamp_page(page: int, total: int, size: int = PAGE) -> int:
+    """A page number that exists for `total` items (a list may have shrunk since it was drawn)."""
+    return min(max(page, 0), page_count(total, size) - 1)
 
 
 def label(ctx: LinliContext, feature: str, key: str, **params: object) -> str:
@@ -131,6 +136,13 @@ def user_id(update: Update) -> int:
     if user is None:
         raise InvalidInput("stale_button")
     return user.id
+
+
+def typed(update: Update) -> str:
+    """The text of the message a prompt's answer came in (prompts only pass on text)."""
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    return message.text
 
 
 def is_private(update: Update) -> bool:
@@ -293,6 +305,40 @@ async def send_private(
 
 def deep_link(ctx: LinliContext, payload: str) -> str:
     return f"https://t.me/{ctx.bot.username}?start={payload}"
+
+
+def private_only(update: Update) -> None:
+    """Personal screens (flats, balances, codes, a lead's or admin's controls) stay in the
+    private chat, even when a button is forged in a group."""
+    if not is_private(update):
+        raise NotAllowed("private_only")
+
+
+async def answer_privately(
+    update: Update,
+    ctx: LinliContext,
+    view: View,
+    payload: str,
+    *,
+    feature: str,
+    sent: str = "sent_privately",
+    offer: str = "open_private",
+) -> None:
+    """Answer something personal: here in a private chat; from a group, in the person's private
+    chat with only a one-line note in the group, or, if they never opened a chat with the bot, a
+    one-tap deep link (`/start <payload>`) to it. Nothing personal is said in the group.
+
+    `feature` names the template folder holding `sent`, `offer` and the link's label.
+    """
+    if is_private(update):
+        await reply(update, ctx, view.name, markup=view.markup, **view.params)
+        return
+    uid = user_id(update)
+    if await send_private(ctx, uid, ctx.lang, view.name, markup=view.markup, **view.params):
+        await reply(update, ctx, f"{feature}/{sent}")
+        return
+    link = keyboard([[url_button(label(ctx, feature, "open_private"), deep_link(ctx, payload))]])
+    await reply(update, ctx, f"{feature}/{offer}", markup=link)
 
 
 async def _reader_language(update: Update, ctx: LinliContext) -> None:

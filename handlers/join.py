@@ -20,6 +20,7 @@ from handlers.common import (
     PAGE,
     View,
     answer,
+    answer_privately,
     as_int,
     button,
     callback_args,
@@ -34,7 +35,6 @@ from handlers.common import (
     replace,
     reply,
     rows_of,
-    send_private,
     show,
     thread_of,
     url_button,
@@ -535,22 +535,14 @@ async def _pending_screen(
 
 async def cmd_pending(update: Update, ctx: LinliContext) -> None:
     """Join requests waiting in the units this lead covers; privately, since it shows flats."""
-    uid = user_id(update)
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("leads_only")
         screen = await _pending_screen(session, ctx, auth, 0)
-    if is_private(update):
-        await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
-        return
-    if await send_private(ctx, uid, ctx.lang, screen.name, markup=screen.markup, **screen.params):
-        await reply(update, ctx, "join/sent_privately")
-    else:
-        link = keyboard(
-            [[url_button(label(ctx, "join", "open_private"), deep_link(ctx, "pending"))]]
-        )
-        await reply(update, ctx, "join/pending_open_private", markup=link)
+    await answer_privately(
+        update, ctx, screen, "pending", feature="join", offer="pending_open_private"
+    )
 
 
 async def btn_pending_page(update: Update, ctx: LinliContext) -> None:

@@ -47,7 +47,7 @@ from handlers.common import (
     user_id,
 )
 from handlers.prompts import answers, ask
-from models import digest, people, points, reports
+from models import digest, people, reports, standings
 from models.errors import Conflict, InvalidInput, NotAllowed
 from models.people import Authority, Community, Unit
 from models.reports import Action, Report, Status
@@ -942,7 +942,7 @@ async def cmd_start_reports(update: Update, ctx: LinliContext) -> None:
 def _period(code: str, now: datetime, zone: str) -> tuple[datetime, datetime]:
     if code not in ("m", "l", "y"):
         raise InvalidInput("stale_button")
-    start, end = points.period(code, now, zone)
+    start, end = standings.period(code, now, zone)
     assert start is not None and end is not None
     return start, end
 

@@ -21,7 +21,7 @@ from sqlalchemy import CheckConstraint, Index, func, or_
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import outbox, points
+from models import ledger, outbox
 from models.base import TelegramId, UTCDateTime
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
@@ -359,7 +359,7 @@ async def catalogue(
 ) -> tuple[list[Offer], int]:
     """Active rewards with what the person can have first (cheapest first), then what they are
     short of (nearest first), then the sold out; and the person's balance."""
-    have = await points.balance(session, community_id=community_id, person_id=person_id)
+    have = await ledger.balance(session, community_id=community_id, person_id=person_id)
     offers = [
         Offer(r, max(0, r.cost - have))
         for r in await rewards_of(session, community_id=community_id, active_only=True)
@@ -464,11 +464,11 @@ async def check_redeemable(
         if used >= reward.monthly_limit:
             raise Conflict("monthly_limit_reached", limit=reward.monthly_limit, **names)
     if lock:
-        _, have = await points.lock_account(
+        _, have = await ledger.lock_account(
             session, community_id=reward.community_id, person_id=person_id, now=now
         )
     else:
-        have = await points.balance(session, community_id=reward.community_id, person_id=person_id)
+        have = await ledger.balance(session, community_id=reward.community_id, person_id=person_id)
     if have < reward.cost:
         raise Conflict(
             "not_enough_for_reward",
@@ -519,14 +519,14 @@ async def redeem(
     if reward.stock is not None:
         reward.stock -= 1
     await session.flush()
-    await points.post(
+    await ledger.post(
         session,
         community_id=reward.community_id,
         person_id=person_id,
         amount=-reward.cost,
         key=f"redeem:{redemption.id}",
         reason=f"{reward.name_zh} / {reward.name_en}",
-        kind=points.Kind.redeem,
+        kind=ledger.Kind.redeem,
         by=person_id,
         now=now,
     )
@@ -545,14 +545,14 @@ async def _give_back(
     if reward.stock is not None:
         reward.stock += 1
     await session.flush()
-    await points.post(
+    await ledger.post(
         session,
         community_id=redemption.community_id,
         person_id=redemption.person_id,
         amount=redemption.cost,
         key=f"refund:{redemption.id}",
         reason=f"{reward.name_zh} / {reward.name_en}",
-        kind=points.Kind.refund,
+        kind=ledger.Kind.refund,
         by=None,
         now=now,
     )

@@ -28,7 +28,7 @@ from sqlalchemy import JSON, Column, Index, UniqueConstraint, func
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import outbox, points
+from models import ledger, outbox, points
 from models.base import TelegramId, UTCDateTime
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
@@ -1130,19 +1130,19 @@ async def _credit(
     assert task.id is not None
     signup.status, signup.updated_at = SignupStatus.attended, now
     if task.points > 0:
-        await points.post(
+        await ledger.post(
             session,
             community_id=task.community_id,
             person_id=signup.person_id,
             amount=task.points,
             key=credit_key(task.id, signup.person_id),
             reason=task.title,
-            kind=points.Kind.task,
+            kind=ledger.Kind.task,
             by=by,
             now=now,
             rule_code=RULE,
         )
-    balance = await points.balance(
+    balance = await ledger.balance(
         session, community_id=task.community_id, person_id=signup.person_id
     )
     await _tell(

@@ -26,7 +26,7 @@ from telegram.ext import CallbackQueryHandler
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import JSON, Call, Scene
-from models import people, points
+from models import ledger, people, standings
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID
 
@@ -102,11 +102,11 @@ async def _world(db: Database) -> None:
             s, chat_id=GROUP_A, thread_id=0, unit_id=b3, title="3号楼", by=ADMIN_ID, now=NOW
         )
         # LI has points (so there are balances to steal or spend) and keeps off the board.
-        await points.post(
+        await ledger.post(
             s, community_id=a, person_id=LI, amount=80, key="seed:li", reason="seed",
             kind="award", by=LEAD, now=NOW,
         )  # fmt: skip
-        await points.set_hidden(s, community_id=a, person_id=LI, hidden=True, now=NOW)
+        await standings.set_hidden(s, community_id=a, person_id=LI, hidden=True, now=NOW)
 
 
 def _callback_prefixes(app: LinliApp) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlmodel import select
@@ -19,66 +18,31 @@ from models.announcements import Announcement, AnnouncementDraft
 from models.outbox import Delivery
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID, Clock
+from tests.world import World, world
 
 GROUP_B3, GROUP_GRID, GROUP_B5, GROUP_B9 = -700, -701, -702, -703
 LEAD, SAM, WANG, ZHAO = 30, 31, 32, 33  # 张网格长 and Sam lead 一网格; 赵姐 leads 二网格
 BOSS = people.Authority(person_id=ADMIN_ID, superadmin=True)
 
 
-@dataclass
-class World:
-    grid1: int
-    b3: int
-    b5: int
-    b9: int
-
-
 async def _world(db: Database) -> World:
-    """幸福里 (zh): 一网格 (3号楼, 5号楼) and 二网格 (9号楼), each with its group."""
-    async with db.transaction() as s:
-        c = await people.create_community(
-            s, name="幸福里", timezone="Asia/Shanghai", language="zh", now=NOW
-        )
-        assert c.id is not None
-
-        async def unit(parent: int | None, kind: str, name: str) -> int:
-            u = await people.create_unit(
-                s, community_id=c.id or 0, parent_id=parent, kind=kind, name=name, now=NOW
-            )
-            return u.id or 0
-
-        grid1 = await unit(None, "grid", "一网格")
-        b3 = await unit(grid1, "building", "3号楼")
-        b5 = await unit(grid1, "building", "5号楼")
-        grid2 = await unit(None, "grid", "二网格")
-        b9 = await unit(grid2, "building", "9号楼")
-        h3 = await people.add_household(s, unit_id=b3, flat="3-2-501", area_centi_m2=None, now=NOW)
-        for pid, name, lang in (
-            (LEAD, "张网格长", "zh-hans"),
-            (SAM, "Sam", "en"),
-            (WANG, "王阿姨", "zh-hans"),
-            (ZHAO, "赵姐", "zh-hans"),
-        ):
-            await people.touch_person(
-                s, person_id=pid, name=name, username=None, language_code=lang, now=NOW
-            )
-        await people.request_join(
-            s, person_id=WANG, household_id=h3.id or 0, now=NOW, verified_by_code=True
-        )
-        for pid, unit_id in ((LEAD, grid1), (SAM, grid1), (ZHAO, grid2)):
-            await people.grant_role(
-                s, auth=BOSS, unit_id=unit_id, person_id=pid, kind="lead", now=NOW
-            )
-        for chat_id, unit_id, title in (
-            (GROUP_B3, b3, "3号楼邻里群"),
-            (GROUP_GRID, grid1, "一网格大群"),
-            (GROUP_B5, b5, "5号楼邻里群"),
-            (GROUP_B9, b9, "9号楼邻里群"),
-        ):
-            await people.link_chat(
-                s, chat_id=chat_id, thread_id=0, unit_id=unit_id, title=title, by=LEAD, now=NOW
-            )
-        return World(grid1, b3, b5, b9)
+    """张网格长 and Sam lead 一网格, 赵姐 二网格; 王阿姨 lives in 3号楼; every building a group."""
+    cast = {
+        LEAD: ("张网格长", "zh-hans"),
+        SAM: ("Sam", "en"),
+        WANG: ("王阿姨", "zh-hans"),
+        ZHAO: ("赵姐", "zh-hans"),
+    }
+    chats = {
+        GROUP_B3: ("b3", "3号楼邻里群"),
+        GROUP_GRID: ("grid1", "一网格大群"),
+        GROUP_B5: ("b5", "5号楼邻里群"),
+        GROUP_B9: ("b9", "9号楼邻里群"),
+    }
+    leads = {LEAD: "grid1", SAM: "grid1", ZHAO: "grid2"}
+    return await world(
+        db, cast=cast, homes={WANG: "3-2-501"}, leads=leads, chats=chats, linked_by=LEAD
+    )
 
 
 def _groups(scene: Scene, *, kicked: int | None = None) -> dict[int, JSON]:

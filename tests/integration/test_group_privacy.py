@@ -6,7 +6,8 @@ from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import FakeTelegram, Scene
 from tests.integration.conftest import GroupPrivacy, group_leaks
-from tests.integration.test_points_flow import GROUP_B3, _world
+from tests.integration.test_points_flow import _world
+from tests.world import GROUP_B3
 
 PRIVATE_OF_WANG = 31
 

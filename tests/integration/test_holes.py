@@ -10,23 +10,12 @@ from sqlmodel import col, select
 
 from bot.db import Database
 from bot.standin import Scene, alerts, messages
-from models import people, points
-from models.points import PointAccount
+from models import ledger, people, points, standings
+from models.ledger import PointAccount
 from models.rewards import Reward
 from tests.conftest import NOW
-from tests.integration.test_points_flow import (
-    GROUP_GRID,
-    LEAD,
-    LI,
-    SAM,
-    WANG,
-    ZHOU,
-    _edited,
-    _give,
-    _only,
-    _people,
-    _world,
-)
+from tests.integration.test_points_flow import _edited, _give, _only, _people, _world
+from tests.world import GROUP_GRID, LEAD, LI, SAM, WANG, ZHOU
 
 STRANGER = 90  # in no community at all
 
@@ -101,11 +90,11 @@ async def test_hide_twice_stays_hidden_and_show_twice_stays_shown(
     for _ in range(2):  # a double tap, or Telegram redelivering the update after a restart
         await scene.press(u[SAM], board, hide)
     async with db.transaction(write=False) as s:
-        assert await points.is_hidden(s, community_id=w.community, person_id=SAM)
+        assert await standings.is_hidden(s, community_id=w.community, person_id=SAM)
     for _ in range(2):
         await scene.press(u[SAM], board, show)
     async with db.transaction(write=False) as s:
-        assert not await points.is_hidden(s, community_id=w.community, person_id=SAM)
+        assert not await standings.is_hidden(s, community_id=w.community, person_id=SAM)
 
 
 async def test_an_earning_rule_turned_off_twice_stays_off(db: Database, scene: Scene) -> None:
@@ -339,7 +328,7 @@ async def test_an_award_to_fifty_residents_with_long_names_goes_through(
         assert "等 50 人" in shown.text or "and 40 more" in shown.text
     assert f"{last}49" not in done.text
     async with db.transaction(write=False) as s:
-        assert await points.balance(s, community_id=w.community, person_id=crowd[-1]) == 10
+        assert await ledger.balance(s, community_id=w.community, person_id=crowd[-1]) == 10
     if lang == "en":  # the name list and "Reason:" each on their own line
         assert re.search(r"\(each\)\nReason: ", confirm.text)
     assert u[WANG]["id"] == WANG

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from bot import delivery
@@ -12,6 +10,7 @@ from bot.standin import JSON, Call, Scene, alerts, messages
 from models import people
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID
+from tests.world import World, world
 
 GROUP_B3 = -600  # the 3号楼 group
 GROUP_GRID = -601  # the 一网格 group
@@ -19,61 +18,19 @@ LEAD, WANG, LI, ZHAO, SAM = 20, 21, 22, 23, 24
 BOSS = people.Authority(person_id=ADMIN_ID, superadmin=True)
 
 
-@dataclass
-class World:
-    community: int
-    grid1: int
-    b3: int
-    b5: int
-    grid2: int
-    b9: int
-
-
 async def _world(db: Database) -> World:
-    """幸福里: 一网格 (3号楼, 5号楼) led by 张网格长, and 二网格 (9号楼).
-
-    王阿姨 lives in 3号楼, 李叔 and Sam in 5号楼; 赵姐 is known but lives nowhere.
-    """
-    async with db.transaction() as s:
-        c = await people.create_community(
-            s, name="幸福里", timezone="Asia/Shanghai", language="zh", now=NOW
-        )
-        assert c.id is not None
-
-        async def unit(parent: int | None, kind: str, name: str) -> int:
-            u = await people.create_unit(
-                s, community_id=c.id or 0, parent_id=parent, kind=kind, name=name, now=NOW
-            )
-            return u.id or 0
-
-        grid1 = await unit(None, "grid", "一网格")
-        b3 = await unit(grid1, "building", "3号楼")
-        b5 = await unit(grid1, "building", "5号楼")
-        grid2 = await unit(None, "grid", "二网格")
-        b9 = await unit(grid2, "building", "9号楼")
-        h3 = await people.add_household(s, unit_id=b3, flat="3-2-501", area_centi_m2=None, now=NOW)
-        h5 = await people.add_household(s, unit_id=b5, flat="5-1-101", area_centi_m2=None, now=NOW)
-        for pid, name, lang in (
-            (ADMIN_ID, "Admin", "zh-hans"),
-            (LEAD, "张网格长", "zh-hans"),
-            (WANG, "王阿姨", "zh-hans"),
-            (LI, "李叔", "zh-hans"),
-            (ZHAO, "赵姐", "zh-hans"),
-            (SAM, "Sam", "en"),
-        ):
-            await people.touch_person(
-                s, person_id=pid, name=name, username=None, language_code=lang, now=NOW
-            )
-        for pid, household in ((WANG, h3), (LI, h5), (SAM, h5)):
-            await people.request_join(
-                s, person_id=pid, household_id=household.id or 0, now=NOW, verified_by_code=True
-            )
-        await people.grant_role(s, auth=BOSS, unit_id=grid1, person_id=LEAD, kind="lead", now=NOW)
-        for chat_id, unit_id in ((GROUP_B3, b3), (GROUP_GRID, grid1)):
-            await people.link_chat(
-                s, chat_id=chat_id, thread_id=0, unit_id=unit_id, title="", by=ADMIN_ID, now=NOW
-            )
-        return World(c.id, grid1, b3, b5, grid2, b9)
+    """王阿姨 lives in 3号楼, 李叔 and Sam in 5号楼; 赵姐 is known but lives nowhere."""
+    cast = {
+        ADMIN_ID: ("Admin", "zh-hans"),
+        LEAD: ("张网格长", "zh-hans"),
+        WANG: ("王阿姨", "zh-hans"),
+        LI: ("李叔", "zh-hans"),
+        ZHAO: ("赵姐", "zh-hans"),
+        SAM: ("Sam", "en"),
+    }
+    homes = {WANG: "3-2-501", LI: "5-1-101", SAM: "5-1-101"}
+    chats = {GROUP_B3: ("b3", ""), GROUP_GRID: ("grid1", "")}
+    return await world(db, cast=cast, homes=homes, leads={LEAD: "grid1"}, chats=chats)
 
 
 async def _roles(db: Database, person_id: int) -> list[tuple[int, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -13,80 +12,28 @@ from sqlmodel import col, select
 from bot import delivery
 from bot.db import Database
 from bot.standin import JSON, Call, Scene, alerts, messages
-from models import people, points
+from models import ledger, people
+from models.ledger import LedgerEntry
 from models.outbox import Delivery
-from models.points import LedgerEntry
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID, Clock
-
-GROUP_B3 = -700  # the 3号楼 group
-GROUP_GRID = -701  # the 一网格 group
-LEAD, WANG, LI, SAM, ZHOU, OTHER_LEAD = 30, 31, 32, 33, 34, 35
-BOSS = people.Authority(person_id=ADMIN_ID, superadmin=True)
-
-
-@dataclass
-class World:
-    community: int
-    grid1: int
-    b3: int
-    b5: int
-    b9: int
+from tests.world import (
+    BOSS,
+    GROUP_B3,
+    GROUP_GRID,
+    LEAD,
+    LI,
+    OTHER_LEAD,
+    SAM,
+    WANG,
+    ZHOU,
+    World,
+    world,
+)
 
 
 async def _world(db: Database) -> World:
-    """幸福里: 一网格 (3号楼, 5号楼) led by 张网格长; 二网格 (9号楼) led by 刘组长.
-
-    王阿姨 lives in 3号楼; 李叔 and Sam share a flat in 5号楼; 周伯 lives in 9号楼.
-    """
-    async with db.transaction() as s:
-        c = await people.create_community(
-            s, name="幸福里", timezone="Asia/Shanghai", language="zh", now=NOW
-        )
-        assert c.id is not None
-
-        async def unit(parent: int | None, kind: str, name: str) -> int:
-            u = await people.create_unit(
-                s, community_id=c.id or 0, parent_id=parent, kind=kind, name=name, now=NOW
-            )
-            return u.id or 0
-
-        grid1 = await unit(None, "grid", "一网格")
-        b3 = await unit(grid1, "building", "3号楼")
-        b5 = await unit(grid1, "building", "5号楼")
-        grid2 = await unit(None, "grid", "二网格")
-        b9 = await unit(grid2, "building", "9号楼")
-        homes = {}
-        for name, building in (("3-2-501", b3), ("5-1-101", b5), ("9-1-1", b9)):
-            h = await people.add_household(
-                s, unit_id=building, flat=name, area_centi_m2=None, now=NOW
-            )
-            homes[name] = h.id or 0
-        for pid, name, lang in (
-            (ADMIN_ID, "Admin", "zh-hans"),
-            (LEAD, "张网格长", "zh-hans"),
-            (WANG, "王阿姨", "zh-hans"),
-            (LI, "李叔", "zh-hans"),
-            (SAM, "Sam", "en"),
-            (ZHOU, "周伯", "zh-hans"),
-            (OTHER_LEAD, "刘组长", "zh-hans"),
-        ):
-            await people.touch_person(
-                s, person_id=pid, name=name, username=None, language_code=lang, now=NOW
-            )
-        for pid, flat in ((WANG, "3-2-501"), (LI, "5-1-101"), (SAM, "5-1-101"), (ZHOU, "9-1-1")):
-            await people.request_join(
-                s, person_id=pid, household_id=homes[flat], now=NOW, verified_by_code=True
-            )
-        await people.grant_role(s, auth=BOSS, unit_id=grid1, person_id=LEAD, kind="lead", now=NOW)
-        await people.grant_role(
-            s, auth=BOSS, unit_id=grid2, person_id=OTHER_LEAD, kind="lead", now=NOW
-        )
-        for chat_id, unit_id in ((GROUP_B3, b3), (GROUP_GRID, grid1)):
-            await people.link_chat(
-                s, chat_id=chat_id, thread_id=0, unit_id=unit_id, title="", by=ADMIN_ID, now=NOW
-            )
-        return World(c.id, grid1, b3, b5, b9)
+    return await world(db)
 
 
 async def _give(
@@ -102,7 +49,7 @@ async def _give(
     rule_code: str | None = None,
 ) -> None:
     async with db.transaction() as s:
-        await points.post(
+        await ledger.post(
             s,
             community_id=w.community,
             person_id=person,
@@ -122,7 +69,7 @@ def _labels(call: Call) -> list[str]:
 
 async def _balance(db: Database, w: World, person: int) -> int:
     async with db.transaction(write=False) as s:
-        return await points.balance(s, community_id=w.community, person_id=person)
+        return await ledger.balance(s, community_id=w.community, person_id=person)
 
 
 async def _entries(db: Database) -> list[LedgerEntry]:

@@ -14,7 +14,7 @@ from bot import charts, delivery
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import JSON, Call, Scene, alerts, messages
-from models import people, points
+from models import ledger, people
 from models.reports import Report
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID, Clock
@@ -145,7 +145,7 @@ async def test_group_report_to_fixed_and_rated_in_chinese(
     calls = await scene.tap(lead, sheet, "受理")
     assert alerts(calls) == ["R-1：已受理，报事人获得积分。"]
     async with db.transaction(write=False) as s:
-        assert await points.balance(s, community_id=w.community, person_id=WANG) == 3
+        assert await ledger.balance(s, community_id=w.community, person_id=WANG) == 3
     sent = await _send(app, scene, clock)
     assert any("已受理" in m.text for m in messages(sent, WANG))
     assert any("已受理" in e.text for e in _edits(sent, GROUP))

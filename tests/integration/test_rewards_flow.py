@@ -13,7 +13,7 @@ from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import JSON, Call, Scene, alerts, messages
 from handlers.rewards import qr_png
-from models import people, points, rewards
+from models import ledger, people, rewards
 from models.rewards import Redemption, Reward
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID, Clock
@@ -71,7 +71,7 @@ async def _world(db: Database) -> World:
             await people.request_join(
                 s, person_id=pid, household_id=h.id, now=NOW, verified_by_code=True
             )
-            await points.post(
+            await ledger.post(
                 s, community_id=c.id, person_id=pid, amount=balance, key=f"seed:{pid}",
                 reason="volunteering", kind="award", by=LEAD, now=NOW,
             )  # fmt: skip
@@ -110,7 +110,7 @@ def _photos(calls: list[Call]) -> list[Call]:
 
 async def _balance(db: Database, w: World, pid: int) -> int:
     async with db.transaction(write=False) as s:
-        return await points.balance(s, community_id=w.community, person_id=pid)
+        return await ledger.balance(s, community_id=w.community, person_id=pid)
 
 
 async def _stock(db: Database, rid: int) -> int | None:
@@ -453,7 +453,7 @@ async def test_monthly_limit_is_explained(db: Database, scene: Scene) -> None:
     w = await _world(db)
     async with db.transaction() as s:
         await rewards.set_monthly_limit(s, auth=BOSS, reward_id=w.lunch, limit=1, now=NOW)
-        await points.post(
+        await ledger.post(
             s, community_id=w.community, person_id=AUNTIE, amount=100, key="more", reason="x",
             kind="award", by=LEAD, now=NOW,
         )  # fmt: skip

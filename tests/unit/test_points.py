@@ -13,10 +13,10 @@ from sqlmodel import col, func, select
 
 from bot.db import Database
 from bot.render import Renderer
-from models import people, points
+from models import ledger, people, points, standings
 from models.errors import Conflict, InvalidInput, NotAllowed
+from models.ledger import InsufficientPoints, LedgerEntry, PointAccount
 from models.outbox import Delivery
-from models.points import InsufficientPoints, LedgerEntry, PointAccount
 from tests.conftest import NOW
 
 
@@ -66,7 +66,7 @@ async def _post(
     db: Database, w: World, person: int, amount: int, key: str, *, kind: str = "award"
 ) -> LedgerEntry | None:
     async with db.transaction() as s:
-        return await points.post(
+        return await ledger.post(
             s,
             community_id=w.community,
             person_id=person,
@@ -87,7 +87,7 @@ async def _books(db: Database, w: World) -> tuple[dict[int, int], dict[int, int]
         ).all()
         cached = {a.person_id: a.balance for a in accounts}
         summed = {
-            a.person_id: await points.ledger_sum(s, community_id=w.community, person_id=a.person_id)
+            a.person_id: await ledger.ledger_sum(s, community_id=w.community, person_id=a.person_id)
             for a in accounts
         }
         total = (
@@ -111,7 +111,7 @@ async def test_a_credit_has_a_counter_entry_and_the_books_sum_to_zero(
     assert cached == summed == {world.residents[0]: 5, world.residents[1]: 3}
     assert total == 0
     async with db.transaction(write=False) as s:
-        community = await points.ledger_sum(s, community_id=world.community, person_id=None)
+        community = await ledger.ledger_sum(s, community_id=world.community, person_id=None)
         legs = (await s.exec(select(LedgerEntry).where(LedgerEntry.key == "award:a:1"))).all()
     assert community == -8
     assert sorted((e.leg, e.person_id, e.amount) for e in legs) == [
@@ -127,9 +127,9 @@ async def test_the_same_key_counts_once(db: Database, world: World) -> None:
     assert first is not None and again is None and other_amount is None
     async with db.transaction(write=False) as s:
         assert (
-            await points.balance(s, community_id=world.community, person_id=world.residents[0]) == 5
+            await ledger.balance(s, community_id=world.community, person_id=world.residents[0]) == 5
         )
-        found = await points.entry_by_key(s, "task:41:attended:resident:7")
+        found = await ledger.entry_by_key(s, "task:41:attended:resident:7")
     assert found is not None and found.id == first.id
 
 
@@ -166,16 +166,16 @@ async def test_zero_and_non_integers_are_not_amounts(
 async def test_history_pages_back_newest_first(db: Database, world: World) -> None:
     for i in range(12):
         async with db.transaction() as s:
-            await points.post(
+            await ledger.post(
                 s, community_id=world.community, person_id=world.residents[0], amount=i + 1,
                 key=f"award:h:{i}", reason=f"第{i}次", kind="award", by=None,
                 now=NOW + timedelta(minutes=i // 2),  # pairs share a time: ids break the tie
             )  # fmt: skip
     async with db.transaction(write=False) as s:
-        page = await points.history(
+        page = await ledger.history(
             s, community_id=world.community, person_id=world.residents[0], limit=5
         )
-        rest = await points.history(
+        rest = await ledger.history(
             s, community_id=world.community, person_id=world.residents[0],
             before_id=page[-1].id, limit=10,
         )  # fmt: skip
@@ -198,7 +198,7 @@ async def test_cached_balance_always_equals_the_sum_of_entries(db: Database, wor
         contributions = (
             await s.exec(
                 select(LedgerEntry.person_id, func.sum(LedgerEntry.amount))
-                .where(col(LedgerEntry.kind).in_(sorted(points.CONTRIBUTIONS)))
+                .where(col(LedgerEntry.kind).in_(sorted(ledger.CONTRIBUTIONS)))
                 .group_by(col(LedgerEntry.person_id))
             )
         ).all()
@@ -299,8 +299,8 @@ async def test_welcome_credit_is_given_once(db: Database, world: World) -> None:
         async with db.transaction() as s:
             await points.welcome(s, community_id=world.community, person_id=21, now=NOW)
     async with db.transaction(write=False) as s:
-        assert await points.balance(s, community_id=world.community, person_id=21) == 5
-        (entry,) = await points.history(s, community_id=world.community, person_id=21)
+        assert await ledger.balance(s, community_id=world.community, person_id=21) == 5
+        (entry,) = await ledger.history(s, community_id=world.community, person_id=21)
     assert (entry.kind, entry.rule_code, entry.key) == (
         "welcome",
         "welcome",
@@ -395,8 +395,8 @@ async def test_summary_has_household_total_and_monthly_rank(db: Database, world:
     await _post(db, world, 22, 9, "s:3")
     await _post(db, world, 23, 2, "s:4")
     async with db.transaction(write=False) as s:
-        (membership,) = await points.verified_memberships(s, person_id=21)
-        summary = await points.summary(s, membership=membership, now=NOW)
+        (membership,) = await standings.verified_memberships(s, person_id=21)
+        summary = await standings.summary(s, membership=membership, now=NOW)
     assert (summary.balance, summary.household_balance, summary.household_people) == (6, 10, 2)
     assert (summary.rank, summary.ranked, summary.month_points) == (2, 3, 6)
 
@@ -408,11 +408,13 @@ async def test_board_hides_who_asked_and_counts_only_contributions(
     await _post(db, world, 22, 9, "b:2")
     await _post(db, world, 23, 50, "b:3", kind="welcome")
     async with db.transaction() as s:
-        await points.set_hidden(s, community_id=world.community, person_id=22, hidden=True, now=NOW)
+        await standings.set_hidden(
+            s, community_id=world.community, person_id=22, hidden=True, now=NOW
+        )
         unit = await people.get_unit(s, world.buildings[0])
-        monthly = await points.board(s, unit=unit, now=NOW, monthly=True)
-        ever = await points.board(s, unit=unit, now=NOW, monthly=False)
-        later = await points.board(s, unit=unit, now=NOW + timedelta(days=15), monthly=True)
+        monthly = await standings.board(s, unit=unit, now=NOW, monthly=True)
+        ever = await standings.board(s, unit=unit, now=NOW, monthly=False)
+        later = await standings.board(s, unit=unit, now=NOW + timedelta(days=15), monthly=True)
     assert [(line.person.id, line.points) for line in monthly] == [(21, 6)]
     assert [(line.person.id, line.points) for line in ever] == [(21, 6)]
     assert later == []
@@ -420,20 +422,20 @@ async def test_board_hides_who_asked_and_counts_only_contributions(
 
 def test_periods_follow_the_communitys_calendar() -> None:
     # NOW is 2026-11-20 10:00 in Shanghai; 2026-12-31 20:00 UTC is already 2027 there.
-    start, end = points.month_bounds(NOW, "Asia/Shanghai", back=11)
+    start, end = standings.month_bounds(NOW, "Asia/Shanghai", back=11)
     assert (start.isoformat(), end.isoformat()) == (
         "2025-12-01T00:00:00+08:00",
         "2026-01-01T00:00:00+08:00",
     )
     new_year = NOW.replace(month=12, day=31, hour=20)
-    year_start, _ = points.period("y", new_year, "Asia/Shanghai")
+    year_start, _ = standings.period("y", new_year, "Asia/Shanghai")
     assert year_start is not None and year_start.year == 2027
-    assert points.period("a", NOW, "UTC") == (None, None)
-    first, last = points.parse_range("2026-10-01 ~ 2026-10-31", "Asia/Shanghai")
+    assert standings.period("a", NOW, "UTC") == (None, None)
+    first, last = standings.parse_range("2026-10-01 ~ 2026-10-31", "Asia/Shanghai")
     assert (last - first).days == 31
     for bad in ("2026-10-31 2026-10-01", "yesterday", "2026-10-01"):
         with pytest.raises(InvalidInput):
-            points.parse_range(bad, "Asia/Shanghai")
+            standings.parse_range(bad, "Asia/Shanghai")
 
 
 async def test_monthly_statement_goes_to_each_lead_once_on_the_first(
@@ -452,9 +454,9 @@ async def test_monthly_statement_goes_to_each_lead_once_on_the_first(
     await _post(db, world, 24, 8, "m:4")  # 5号楼: not in 3号楼's figures
     first = NOW.replace(month=12, day=1)  # 10:00 on 1 December in Shanghai
     async with db.transaction() as s:
-        assert await points.monthly_statements(s, NOW) == 0  # not the 1st
-        assert await points.monthly_statements(s, first) == 2
-        assert await points.monthly_statements(s, first + timedelta(hours=1)) == 0
+        assert await standings.monthly_statements(s, NOW) == 0  # not the 1st
+        assert await standings.monthly_statements(s, first) == 2
+        assert await standings.monthly_statements(s, first + timedelta(hours=1)) == 0
         rows = (await s.exec(select(Delivery).order_by(col(Delivery.id)))).all()
     b3 = world.buildings[0]
     assert [r.key for r in rows] == [f"statement:2026-11:{b3}:25", f"statement:2026-11:{b3}:26"]

@@ -15,7 +15,7 @@ from sqlmodel import col, select
 
 from bot.db import Database
 from bot.render import TEMPLATES, Renderer
-from models import digest, people, points, reports
+from models import digest, ledger, people, reports
 from models.errors import Conflict, DomainError, InvalidInput, NotAllowed, NotFound
 from models.outbox import Delivery
 from models.reports import Action, Place, Report, Status
@@ -267,8 +267,8 @@ async def test_acknowledging_credits_the_reporter_once_and_tells_the_followers(
     again = await act(db, B3_LEAD, changed.report, Action.in_progress, rev=1)
     assert not again.credited
     async with db.transaction(write=False) as s:
-        assert await points.balance(s, community_id=world.community, person_id=REPORTER) == 3
-        entry = await points.entry_by_key(s, f"report:{report.id}")
+        assert await ledger.balance(s, community_id=world.community, person_id=REPORTER) == 3
+        entry = await ledger.entry_by_key(s, f"report:{report.id}")
     assert entry is not None and entry.kind == "report"
     told = await outbox_rows(db, f"report:{report.id}:ev:{changed.event.id}:")
     assert sorted(r.person_id or 0 for r in told) == [REPORTER, S1]
@@ -288,8 +288,8 @@ async def test_declined_and_duplicate_reports_earn_nothing(db: Database, world: 
     dup = await act(db, B3_LEAD, b, Action.duplicate, target_number=c.number)
     assert dup.target is not None and dup.target.id == c.id
     async with db.transaction(write=False) as s:
-        assert await points.balance(s, community_id=world.community, person_id=REPORTER) == 0
-        assert await points.balance(s, community_id=world.community, person_id=S2) == 0
+        assert await ledger.balance(s, community_id=world.community, person_id=REPORTER) == 0
+        assert await ledger.balance(s, community_id=world.community, person_id=S2) == 0
 
 
 async def test_duplicate_of_moves_the_supporters_and_tells_the_reporter(

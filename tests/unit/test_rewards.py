@@ -12,10 +12,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.db import Database
-from models import people, points, rewards
+from models import ledger, people, rewards
 from models.errors import Conflict, DomainError, InvalidInput, NotAllowed, NotFound
+from models.ledger import LedgerEntry
 from models.outbox import Delivery
-from models.points import LedgerEntry
 from models.rewards import Redemption, RedemptionStatus, Reward
 from tests.conftest import NOW
 
@@ -74,7 +74,7 @@ async def _world(db: Database, *, residents: int = 3, balance: int = 100) -> Wor
                 s, person_id=pid, household_id=h.id, now=NOW, verified_by_code=True
             )
             if balance:
-                await points.post(
+                await ledger.post(
                     s, community_id=c.id, person_id=pid, amount=balance, key=f"seed:{pid}",
                     reason="seed", kind="welcome", by=None, now=NOW,
                 )  # fmt: skip
@@ -112,7 +112,7 @@ async def _redeem(
 
 async def _balance(db: Database, w: World, pid: int) -> int:
     async with db.transaction(write=False) as s:
-        return await points.balance(s, community_id=w.community, person_id=pid)
+        return await ledger.balance(s, community_id=w.community, person_id=pid)
 
 
 async def _stock(db: Database, rid: int) -> int | None:
@@ -235,7 +235,7 @@ async def test_redeem_debits_decrements_stock_and_issues_a_code(db: Database) ->
     assert r.expires_at == NOW + timedelta(days=30)
     assert await _balance(db, w, pid) == 70 and await _stock(db, rid) == 4
     async with db.transaction(write=False) as s:
-        entry = await points.entry_by_key(s, f"redeem:{r.id}")
+        entry = await ledger.entry_by_key(s, f"redeem:{r.id}")
     assert entry is not None and entry.amount == -30 and entry.kind == "redeem"
 
 
@@ -419,7 +419,7 @@ async def test_concurrent_double_tapped_redemptions_never_overspend(db: Database
     rich, poor = w.residents[:20], w.residents[20:]
     async with db.transaction() as s:
         for pid in w.residents:
-            await points.post(
+            await ledger.post(
                 s, community_id=w.community, person_id=pid, amount=100 if pid in rich else 40,
                 key=f"seed:{pid}", reason="seed", kind="welcome", by=None, now=NOW,
             )  # fmt: skip
@@ -463,12 +463,12 @@ async def test_concurrent_double_tapped_redemptions_never_overspend(db: Database
         stock = (await rewards.get_reward(s, rid)).stock
         per_person = Counter(r.person_id for r in made)
         for pid in w.residents:
-            have = await points.balance(s, community_id=w.community, person_id=pid)
+            have = await ledger.balance(s, community_id=w.community, person_id=pid)
             assert have >= 0
-            assert have == await points.ledger_sum(s, community_id=w.community, person_id=pid)
+            assert have == await ledger.ledger_sum(s, community_id=w.community, person_id=pid)
             start = 100 if pid in rich else 40
             assert have == start - 30 * per_person[pid]
-        assert await points.ledger_sum(s, community_id=w.community, person_id=None) == -sum(
+        assert await ledger.ledger_sum(s, community_id=w.community, person_id=None) == -sum(
             100 if pid in rich else 40 for pid in w.residents
         ) + 30 * len(made)
     assert len(made) == 70 and len(debits) == 70 and stock == 0

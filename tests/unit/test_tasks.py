@@ -13,10 +13,10 @@ from sqlmodel import col, select
 
 from bot.db import Database
 from bot.render import Renderer
-from models import people, points, tasks
+from models import ledger, people, standings, tasks
 from models.errors import Conflict, DomainError, InvalidInput, NotAllowed
+from models.ledger import LedgerEntry
 from models.outbox import Delivery, Status
-from models.points import LedgerEntry
 from models.tasks import Fields, SignupStatus
 from tests.conftest import NOW
 
@@ -476,7 +476,7 @@ async def test_attendance_credits_once_even_when_two_leads_confirm_at_once(
         assert sorted((e.key, e.amount) for e in entries if e.leg == 0) == sorted(
             (tasks.credit_key(task_id, p), 15) for p in (RESIDENTS[0], RESIDENTS[1], RESIDENTS[3])
         )
-        assert await points.balance(s, community_id=world.community, person_id=RESIDENTS[0]) == 15
+        assert await ledger.balance(s, community_id=world.community, person_id=RESIDENTS[0]) == 15
     assert (await statuses(db, task_id))[RESIDENTS[2]] == "no_show"
     thanks = await rows(db, f"task:{task_id}:thanks:")
     assert {r.person_id: r.context["balance"] for r in thanks} == {
@@ -518,8 +518,8 @@ async def test_a_claim_is_approved_once_and_closes_after_the_next_day(
         await tasks.decide_claim(
             s, auth=lead, task_id=task_id, person_id=RESIDENTS[1], approve=False, now=after
         )
-        assert await points.balance(s, community_id=world.community, person_id=RESIDENTS[0]) == 10
-        assert await points.balance(s, community_id=world.community, person_id=RESIDENTS[1]) == 0
+        assert await ledger.balance(s, community_id=world.community, person_id=RESIDENTS[0]) == 10
+        assert await ledger.balance(s, community_id=world.community, person_id=RESIDENTS[1]) == 0
         with pytest.raises(Conflict, match="task_already_credited"):
             await tasks.claim(s, task_id=task_id, person_id=RESIDENTS[0], now=after)
         with pytest.raises(Conflict, match="task_claim_rejected"):
@@ -629,7 +629,7 @@ async def test_month_line(db: Database, world: World) -> None:
     await _confirm(db, two, LEAD, SAT + timedelta(days=2))
     async with db.transaction(write=False) as s:
         grid = await people.get_unit(s, world.grid)
-        start, end = points.month_bounds(NOW, "Asia/Shanghai")
+        start, end = standings.month_bounds(NOW, "Asia/Shanghai")
         line = await tasks.month_line(s, unit=grid, start=start, end=end)
     assert line == tasks.MonthLine(held=2, hours=7.0, volunteers=2, no_show_rate=0.4)
 
@@ -697,7 +697,7 @@ async def test_the_leads_monthly_statement_has_the_tasks_line(db: Database, worl
                          now=NOW)  # fmt: skip
     await _confirm(db, task_id, LEAD, SAT + timedelta(hours=3))
     async with db.transaction() as s:
-        assert await points.monthly_statements(s, at(1, 10, month=12).astimezone(UTC)) == 2
+        assert await standings.monthly_statements(s, at(1, 10, month=12).astimezone(UTC)) == 2
         found = await s.exec(select(Delivery).where(col(Delivery.key).startswith("statement:")))
         statement = next(r for r in found.all() if r.person_id == LEAD)
     line = statement.context["tasks"]

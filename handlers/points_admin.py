@@ -1,0 +1,400 @@
+"""The neighbour bank for community admins: /export (the books as CSV) and /rules (what
+work earns, the largest single award); each unit's leads get a monthly statement."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import Update
+from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+
+from bot import delivery
+from bot.context import LinliApp, LinliContext
+from handlers.common import (
+    View,
+    answer,
+    answer_privately,
+    as_int,
+    as_state,
+    button,
+    callback_args,
+    is_private,
+    keyboard,
+    label,
+    load_auth,
+    private_only,
+    render,
+    reply,
+    show,
+    state,
+    typed,
+)
+from handlers.prompts import answers, ask
+from handlers.reports import export_reports
+from models import people, points, standings
+from models.base import spreadsheet_safe
+from models.errors import NotAllowed, NotFound
+from models.people import Authority, Community
+
+EXPORT_FILE = "linli-points-{start}-{end}.csv"
+CSV_COLUMNS = ("time", "entry", "person_id", "person", "amount", "kind", "rule", "reason", "by_id",
+               "by", "key")  # fmt: skip
+
+
+# --- /export: the books as CSV (admins, privately) -----------------------------------------
+
+
+async def _admin_communities(session: AsyncSession, auth: Authority) -> list[Community]:
+    found = await people.communities(session)
+    return [c for c in found if people.can_add_root(auth, community_id=c.id or 0)]
+
+
+async def cmd_export(update: Update, ctx: LinliContext) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        mine = await _admin_communities(session, auth)
+    if not mine:
+        raise NotAllowed("points_admins_only")
+    if not is_private(update):
+        await reply(update, ctx, "points/export_private")
+        return
+    if len(mine) == 1:
+        await show(update, ctx, _periods_screen(ctx, mine[0]))
+        return
+    rows = [[button(c.name, f"pe:{c.id}")] for c in mine]
+    await reply(update, ctx, "points/export_pick_community", markup=keyboard(rows))
+
+
+def _periods_screen(ctx: LinliContext, community: Community) -> View:
+    cid = community.id
+    rows = [
+        [
+            button(label(ctx, "points", "this_month", on=False), f"pd:{cid}:m"),
+            button(label(ctx, "points", "last_month"), f"pd:{cid}:l"),
+        ],
+        [
+            button(label(ctx, "points", "this_year"), f"pd:{cid}:y"),
+            button(label(ctx, "points", "everything"), f"pd:{cid}:a"),
+        ],
+        [button(label(ctx, "points", "type_range"), f"pg:{cid}")],
+    ]
+    return View("points/export_pick_period", {"community": community}, keyboard(rows))
+
+
+async def _admin_of(
+    session: AsyncSession, ctx: LinliContext, update: Update, cid: int
+) -> Community:
+    auth = await load_auth(session, ctx, update)
+    community = await people.get_community(session, cid)
+    points.require_admin(auth, community)
+    return community
+
+
+async def btn_export_community(update: Update, ctx: LinliContext) -> None:
+    """pe:<community>"""
+    private_only(update)
+    (community_id,) = callback_args(update, "pe", 1)
+    async with ctx.svc.db.transaction(write=False) as session:
+        community = await _admin_of(session, ctx, update, as_int(community_id))
+    await show(update, ctx, _periods_screen(ctx, community))
+
+
+async def btn_export_period(update: Update, ctx: LinliContext) -> None:
+    """pd:<community>:<m|l|y|a>"""
+    private_only(update)
+    community_id, code = callback_args(update, "pd", 2)
+    async with ctx.svc.db.transaction(write=False) as session:
+        community = await _admin_of(session, ctx, update, as_int(community_id))
+    start, end = standings.period(code, ctx.now(), community.timezone)
+    await _send_export(update, ctx, community, start, end)
+    await export_reports(update, ctx, community, start, end)  # one period, both books
+    await answer(update, ctx)
+
+
+async def _admin_types(
+    update: Update, ctx: LinliContext, prefix: str, kind: str, name: str
+) -> None:
+    """An admin's button that asks them to type something about their community."""
+    private_only(update)
+    (community_id,) = callback_args(update, prefix, 1)
+    async with ctx.svc.db.transaction(write=False) as session:
+        community = await _admin_of(session, ctx, update, as_int(community_id))
+    await ask(update, ctx, kind, str(community.id), name)
+    await answer(update, ctx)
+
+
+async def btn_export_range(update: Update, ctx: LinliContext) -> None:
+    """pg:<community>: the admin types two dates."""
+    await _admin_types(update, ctx, "pg", "points_range", "points/ask_range")
+
+
+@answers("points_range")
+async def on_range(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        community = await _admin_of(session, ctx, update, as_int(prompt.payload))
+    start, end = standings.parse_range(typed(update), community.timezone)
+    await _send_export(update, ctx, community, start, end)
+    await export_reports(update, ctx, community, start, end)  # one period, both books
+
+
+async def _send_export(
+    update: Update,
+    ctx: LinliContext,
+    community: Community,
+    start: datetime | None,
+    end: datetime | None,
+) -> None:
+    assert community.id is not None
+    async with ctx.svc.db.transaction(write=False) as session:
+        rows = await standings.export_rows(session, community_id=community.id, start=start, end=end)
+        names = {
+            r.code: r for r in await points.rules(session, community_id=community.id, now=ctx.now())
+        }
+    chat = update.effective_chat
+    assert chat is not None
+    zone = ZoneInfo(community.timezone)
+    first = start.astimezone(zone).date().isoformat() if start else None
+    last = (end - timedelta(microseconds=1)).astimezone(zone).date().isoformat() if end else None
+    if not rows:
+        await reply(update, ctx, "points/export_empty", first=first, last=last)
+        return
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([label(ctx, "points", f"csv_{h}") for h in CSV_COLUMNS])
+    for row in rows:
+        e = row.entry
+        rule = names[e.rule_code].name(ctx.lang) if e.rule_code in names else (e.rule_code or "")
+        writer.writerow(
+            [
+                e.created_at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+                e.id,
+                e.person_id,
+                spreadsheet_safe(row.person),
+                e.amount,
+                e.kind,
+                spreadsheet_safe(rule),
+                spreadsheet_safe(e.reason),
+                e.by if e.by is not None else "",
+                spreadsheet_safe(row.by),
+                e.key,
+            ]
+        )
+    # The byte-order mark makes spreadsheet programs read the Chinese names as UTF-8.
+    data = out.getvalue().encode("utf-8-sig")
+    caption = render(
+        ctx,
+        "points/export_caption",
+        community=community,
+        count=len(rows),
+        total=sum(r.entry.amount for r in rows),
+        first=first,
+        last=last,
+    )
+    filename = EXPORT_FILE.format(start=first or "all", end=last or "all")
+    await ctx.bot.send_document(chat.id, document=data, filename=filename, caption=caption)
+
+
+# --- /rules: what each kind of work earns (admins) -----------------------------------------
+
+
+async def _rules_screen(
+    session: AsyncSession, ctx: LinliContext, community: Community, saved: bool = False
+) -> View:
+    assert community.id is not None
+    found = await points.rules(session, community_id=community.id, now=ctx.now())
+    limit = await points.max_award(session, community_id=community.id)
+    cid = community.id
+    rows = [
+        [
+            button(
+                label(
+                    ctx,
+                    "points",
+                    "rule_item",
+                    name=r.name(ctx.lang),
+                    points=r.points,
+                    active=r.active,
+                ),
+                f"pi:{cid}:{r.code}",
+            )
+        ]
+        for r in found
+    ]
+    rows.append([button(label(ctx, "points", "new_rule"), f"pj:{cid}")])
+    rows.append([button(label(ctx, "points", "set_max", max=limit), f"py:{cid}")])
+    params = {"community": community, "rules": found, "max": limit, "saved": saved}
+    return View("points/rules", params, keyboard(rows))
+
+
+async def _rule_screen(
+    session: AsyncSession, ctx: LinliContext, community: Community, code: str
+) -> View:
+    assert community.id is not None
+    found = await points.rule(session, community_id=community.id, code=code, now=ctx.now())
+    cid = community.id
+    rows = [
+        [button(label(ctx, "points", "rule_points"), f"pz:{cid}:{code}")],
+        [
+            button(
+                label(ctx, "points", "turn_off" if found.active else "turn_on"),
+                f"po:{cid}:{code}:{state(not found.active)}",
+            )
+        ],
+        [button(label(ctx, "points", "back"), f"pl:{cid}")],
+    ]
+    return View("points/rule", {"community": community, "rule": found}, keyboard(rows))
+
+
+async def cmd_rules(update: Update, ctx: LinliContext) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        mine = await _admin_communities(session, auth)
+        if not mine:
+            raise NotAllowed("points_admins_only")
+        screens = [await _rules_screen(session, ctx, c) for c in mine[:1]]
+        others = mine[1:]
+    screen = screens[0]
+    if others and screen.markup is not None:
+        extra = [[button(c.name, f"pl:{c.id}")] for c in others]
+        screen.markup = keyboard([*screen.markup.inline_keyboard, *extra])
+    if is_private(update):
+        await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    else:
+        await answer_privately(update, ctx, screen, "rules", feature="points")
+
+
+async def btn_rules(update: Update, ctx: LinliContext) -> None:
+    """pl:<community>"""
+    private_only(update)
+    (community_id,) = callback_args(update, "pl", 1)
+    async with ctx.svc.db.transaction(write=False) as session:
+        community = await _admin_of(session, ctx, update, as_int(community_id))
+        screen = await _rules_screen(session, ctx, community)
+    await show(update, ctx, screen)
+
+
+async def btn_rule(update: Update, ctx: LinliContext) -> None:
+    """pi:<community>:<rule>"""
+    private_only(update)
+    community_id, code = callback_args(update, "pi", 2)
+    async with ctx.svc.db.transaction(write=False) as session:
+        community = await _admin_of(session, ctx, update, as_int(community_id))
+        screen = await _rule_screen(session, ctx, community, code)
+    await show(update, ctx, screen)
+
+
+async def btn_rule_active(update: Update, ctx: LinliContext) -> None:
+    """po:<community>:<rule>:<1|0>: turn the rule on (1) or off (0)."""
+    private_only(update)
+    community_id, code, wanted = callback_args(update, "po", 3)
+    active = as_state(wanted)
+    cid = as_int(community_id)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        await points.edit_rule(
+            session, auth=auth, community_id=cid, code=code, now=ctx.now(), active=active
+        )
+        community = await people.get_community(session, cid)
+        screen = await _rule_screen(session, ctx, community, code)
+    await show(update, ctx, screen)
+
+
+async def btn_rule_points(update: Update, ctx: LinliContext) -> None:
+    """pz:<community>:<rule>: the admin types the rule's points."""
+    private_only(update)
+    community_id, code = callback_args(update, "pz", 2)
+    async with ctx.svc.db.transaction(write=False) as session:
+        community = await _admin_of(session, ctx, update, as_int(community_id))
+        found = await points.rule(
+            session, community_id=as_int(community_id), code=code, now=ctx.now()
+        )
+    await ask(
+        update, ctx, "points_rule", f"{community.id}:{code}", "points/ask_rule_points", rule=found
+    )
+    await answer(update, ctx)
+
+
+async def btn_new_rule(update: Update, ctx: LinliContext) -> None:
+    """pj:<community>: the admin types a new rule's name."""
+    await _admin_types(update, ctx, "pj", "points_new_rule", "points/ask_rule_name")
+
+
+async def btn_max(update: Update, ctx: LinliContext) -> None:
+    """py:<community>: the admin types the largest single award."""
+    await _admin_types(update, ctx, "py", "points_max", "points/ask_max")
+
+
+@answers("points_rule")
+async def on_rule_points(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    community_id, _, code = prompt.payload.partition(":")
+    cid = as_int(community_id)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        await points.edit_rule(
+            session, auth=auth, community_id=cid, code=code, now=ctx.now(), points=typed(update)
+        )
+        community = await people.get_community(session, cid)
+        screen = await _rules_screen(session, ctx, community, saved=True)
+    await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+
+
+@answers("points_new_rule")
+async def on_new_rule(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    cid = as_int(prompt.payload)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        found = await points.add_rule(
+            session, auth=auth, community_id=cid, name=typed(update), now=ctx.now()
+        )
+        community = await people.get_community(session, cid)
+        screen = await _rule_screen(session, ctx, community, found.code)
+    await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+
+
+@answers("points_max")
+async def on_max(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    cid = as_int(prompt.payload)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        await points.set_max_award(
+            session, auth=auth, community_id=cid, value=typed(update), now=ctx.now()
+        )
+        community = await people.get_community(session, cid)
+        screen = await _rules_screen(session, ctx, community, saved=True)
+    await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+
+
+async def cmd_start_rules(update: Update, ctx: LinliContext) -> None:
+    """/start rules: the deep links groups hand out."""
+    payload = ctx.args[0] if ctx.args else ""
+    commands = {"rules": cmd_rules}
+    if payload not in commands:
+        raise NotFound("stale_button")
+    await commands[payload](update, ctx)
+
+
+def register(app: LinliApp) -> None:
+    # Each unit's leads get last month's figures on the 1st (keyed: running every minute adds once).
+    delivery.add_rhythm(app, standings.monthly_statements)
+    # Before basics: these /start payloads are ours, plain /start is basics'.
+    app.add_handler(
+        CommandHandler("start", cmd_start_rules, filters=filters.Regex(r"^/start (rules)$"))
+    )
+    app.add_handler(CommandHandler("export", cmd_export))
+    app.add_handler(CommandHandler("rules", cmd_rules))
+    for prefix, callback in (
+        ("pe", btn_export_community),
+        ("pd", btn_export_period),
+        ("pg", btn_export_range),
+        ("pl", btn_rules),
+        ("pi", btn_rule),
+        ("po", btn_rule_active),
+        ("pz", btn_rule_points),
+        ("pj", btn_new_rule),
+        ("py", btn_max),
+    ):
+        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
