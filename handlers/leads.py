@@ -532,8 +532,9 @@ async def btn_step_down(update: Update, ctx: LinliContext) -> None:
         if found is not None:
             role, unit, holder = found
             own = role.person_id == auth.person_id
-            if not own:
-                people.require(auth, unit, kind=role.kind)
+            # The same rule as the removal itself (people.revoke_role).
+            if not auth.may_remove(role, unit):
+                raise NotAllowed("not_your_unit", unit=unit.name)
             names = await people.lineage_names(session, unit)
     if found is None:
         await answer(update, ctx, "leads/already_done")

@@ -30,7 +30,7 @@ from handlers.common import (
 )
 from models import ledger, people, points, standings
 from models.errors import InvalidInput, NotFound
-from models.people import Unit
+from models.people import Can, Unit
 
 HISTORY = 10  # entries per screen: enough to recognise, short enough to read on a phone
 
@@ -65,7 +65,7 @@ async def _summary_screen(
                 if m.community.id != cid
             ]
         )
-    if people.can_add_root(auth, community_id=cid or 0):
+    if auth.may(Can.admin_community, community_id=cid or 0):
         rows.append(
             [
                 button(label(ctx, "points", "rules"), f"pl:{cid}"),

@@ -38,7 +38,7 @@ from handlers.reports import export_reports
 from models import people, points, standings
 from models.base import spreadsheet_safe
 from models.errors import NotAllowed, NotFound
-from models.people import Authority, Community
+from models.people import Authority, Can, Community
 
 EXPORT_FILE = "linli-points-{start}-{end}.csv"
 CSV_COLUMNS = ("time", "entry", "person_id", "person", "amount", "kind", "rule", "reason", "by_id",
@@ -50,7 +50,7 @@ CSV_COLUMNS = ("time", "entry", "person_id", "person", "amount", "kind", "rule",
 
 async def _admin_communities(session: AsyncSession, auth: Authority) -> list[Community]:
     found = await people.communities(session)
-    return [c for c in found if people.can_add_root(auth, community_id=c.id or 0)]
+    return [c for c in found if auth.may(Can.admin_community, community_id=c.id or 0)]
 
 
 async def cmd_export(update: Update, ctx: LinliContext) -> None:

@@ -41,7 +41,7 @@ from handlers.common import (
 )
 from models import outbox, people
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
-from models.people import Authority, BotStatus, ChatLink, Community, Unit, UnitKind
+from models.people import Authority, BotStatus, Can, ChatLink, Community, Unit, UnitKind
 
 log = logging.getLogger("linli")
 
@@ -227,7 +227,7 @@ async def home_view(
     rows.append(nav(ctx, "suh", page, pages))
     for community_id in sorted({u.community_id for u, _ in auth.roles}):
         community = await session.get(Community, community_id)
-        if community is not None and people.can_add_root(auth, community_id=community_id):
+        if community is not None and auth.may(Can.admin_community, community_id=community_id):
             add = label(ctx, "setup", "add_top", community=community.name)
             rows.append([button(add, f"sur:{community_id}")])
     return view(
@@ -362,7 +362,7 @@ async def where_to_add(
     if community is None:
         raise NotFound("community_not_found")
     if parent_id is None:
-        if not people.can_add_root(auth, community_id=community_id):
+        if not auth.may(Can.admin_community, community_id=community_id):
             raise NotAllowed("admins_only", unit=community.name)
         return community, None
     parent = await people.get_unit(session, parent_id)

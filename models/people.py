@@ -492,12 +492,38 @@ async def links_of_units(session: AsyncSession, unit_ids: Sequence[int]) -> Sequ
     return (await session.exec(query.order_by(col(ChatLink.id)))).all()
 
 
-# --- roles and authority -----------------------------------------------------------------
+# --- roles and authority: who may do what (the one place every feature asks) -------------
+
+
+class Can(StrEnum):
+    """What a feature asks before it acts. One definition each:
+
+    - `lead`: lead work on a unit (announce, award, approve joins, appoint leads, post a task):
+      a lead or admin role on the unit or any unit above it (inherited down the tree).
+    - `admin`: admin work on a unit (appoint admins): an admin role on it or above it.
+    - `run_community`: the community's shared things (the rewards catalogue, the redemption
+      day): a lead or admin role on one of its top-level units, i.e. a reach over all of it.
+    - `admin_community`: a community admin (earning rules, the books, new top-level units): an
+      admin role on one of its top-level units. An admin of one building is not one.
+    - `hand_over`: confirm the handover of a redeemed reward: the reward's merchant (pass
+      `merchant_id`), or whoever may `run_community`.
+
+    A super-admin may do everything.
+    """
+
+    lead = "lead"
+    admin = "admin"
+    run_community = "run_community"
+    admin_community = "admin_community"
+    hand_over = "hand_over"
 
 
 @dataclass(frozen=True)
 class Authority:
-    """What one person may do: super-admin everywhere, else the units their roles cover."""
+    """What one person may do: super-admin everywhere, else what their roles' units allow.
+
+    Ask `may(Can.x, unit=…)` or `may(Can.x, community_id=…)`; `require_can` raises the refusal.
+    """
 
     person_id: int
     superadmin: bool = False
@@ -513,13 +539,43 @@ class Authority:
             for role_unit, role in self.roles
         )
 
+    def _tops(self, community_id: int, kinds: frozenset[str]) -> bool:
+        return self.superadmin or any(
+            u.community_id == community_id and u.parent_id is None and role in kinds
+            for u, role in self.roles
+        )
+
+    def may(
+        self,
+        can: Can,
+        *,
+        unit: Unit | None = None,
+        community_id: int | None = None,
+        merchant_id: int | None = None,
+    ) -> bool:
+        """Whether this person may do `can` on the unit (lead, admin) or community (the rest)."""
+        if can in (Can.lead, Can.admin):
+            assert unit is not None, f"{can} is asked about a unit"
+            return self.covers(unit, kind=can.value)
+        assert community_id is not None, f"{can} is asked about a community"
+        if can == Can.hand_over and merchant_id is not None and merchant_id == self.person_id:
+            return True
+        if can == Can.admin_community:
+            return self._tops(community_id, _ADMIN_ROLE)
+        return self._tops(community_id, _ANY_ROLE)
+
+    def community_admin_of(self) -> set[int]:
+        """The communities this person is a community admin of (super-admins: ask `may`)."""
+        return {u.community_id for u, role in self.roles if u.parent_id is None and role == "admin"}
+
     @property
     def is_lead(self) -> bool:
         return self.superadmin or bool(self.roles)
 
     @property
     def is_admin(self) -> bool:
-        return self.superadmin or any(role == RoleKind.admin for _, role in self.roles)
+        """A community admin somewhere (the admins' commands are shown to them)."""
+        return self.superadmin or bool(self.community_admin_of())
 
     def top_units(self) -> list[Unit]:
         """The highest units this person covers (a role under another of theirs is redundant)."""
@@ -529,6 +585,39 @@ class Authority:
             for u in sorted(units.values(), key=lambda u: u.path)
             if not any(o.id != u.id and u.path.startswith(o.path) for o in units.values())
         ]
+
+    def may_remove(self, role: Role, unit: Unit) -> bool:
+        """Step down from one's own role; remove someone else's only from a unit above it (of
+        the role's kind) or as a super-admin, so co-leads of one unit cannot remove each other.
+        The /me preview and the removal itself both ask this."""
+        if role.person_id == self.person_id or self.superadmin:
+            return True
+        above = set(unit.lineage[:-1])
+        return any(
+            role_unit.id in above and (held == RoleKind.admin or role.kind == RoleKind.lead)
+            for role_unit, held in self.roles
+        )
+
+
+_ANY_ROLE = frozenset({RoleKind.lead.value, RoleKind.admin.value})
+_ADMIN_ROLE = frozenset({RoleKind.admin.value})
+
+
+def require_can(
+    auth: Authority,
+    can: Can,
+    *,
+    unit: Unit | None = None,
+    community: Community | None = None,
+    error: str | None = None,
+) -> None:
+    """Raise NotAllowed unless `auth.may(can, …)`; `error` names the refusal a feature shows."""
+    community_id = community.id if community is not None else None
+    if auth.may(can, unit=unit, community_id=community_id):
+        return
+    place = unit.name if unit is not None else community.name if community is not None else ""
+    default = "not_your_unit" if can == Can.lead else "admins_only"
+    raise NotAllowed(error or default, unit=place)
 
 
 async def roles_of(session: AsyncSession, *, person_id: int) -> list[tuple[Role, Unit]]:
@@ -557,10 +646,8 @@ async def within_reach(session: AsyncSession, auth: Authority, person_id: int) -
 
 
 def require(auth: Authority, unit: Unit, *, kind: str = RoleKind.lead) -> None:
-    if not auth.covers(unit, kind=kind):
-        raise NotAllowed(
-            "not_your_unit" if kind == RoleKind.lead else "admins_only", unit=unit.name
-        )
+    """Lead (or admin, with kind="admin") work on this unit, else NotAllowed."""
+    require_can(auth, Can(kind), unit=unit)
 
 
 async def grant_role(
@@ -611,11 +698,9 @@ async def revoke_role(session: AsyncSession, *, auth: Authority, role_id: int) -
     role = await session.get(Role, role_id)
     if role is None:
         raise NotFound("role_not_found")
-    if role.person_id != auth.person_id:
-        unit = await get_unit(session, role.unit_id)
-        parent = await get_unit(session, unit.parent_id) if unit.parent_id else None
-        if not auth.superadmin and (parent is None or not auth.covers(parent, kind=role.kind)):
-            raise NotAllowed("not_your_unit", unit=unit.name)
+    unit = await get_unit(session, role.unit_id)
+    if not auth.may_remove(role, unit):
+        raise NotAllowed("not_your_unit", unit=unit.name)
     await session.delete(role)
     await session.flush()
     return role
@@ -1081,13 +1166,6 @@ async def led_units_under(
 # --- linking chats to units (handlers/setup.py) -------------------------------------------
 
 
-def can_add_root(auth: Authority, *, community_id: int) -> bool:
-    """A new top-level unit reshapes the whole community: super-admins and its admins only."""
-    return auth.superadmin or any(
-        unit.community_id == community_id and role == RoleKind.admin for unit, role in auth.roles
-    )
-
-
 async def add_unit(
     session: AsyncSession,
     *,
@@ -1103,8 +1181,8 @@ async def add_unit(
         community = await session.get(Community, community_id)
         if community is None:
             raise NotFound("community_not_found")
-        if not can_add_root(auth, community_id=community_id):
-            raise NotAllowed("admins_only", unit=community.name)
+        # A new top-level unit reshapes the whole community: its admins only.
+        require_can(auth, Can.admin_community, community=community)
     else:
         require(auth, await get_unit(session, parent_id))
     return await create_unit(

@@ -31,16 +31,17 @@ from models.ledger import (
 )
 from models.people import (
     Authority,
+    Can,
     Community,
     Household,
     Person,
     Resident,
     ResidentStatus,
     Unit,
-    can_add_root,
     get_community,
     get_unit,
     require,
+    require_can,
 )
 
 DEFAULT_MAX_AWARD = 100
@@ -188,8 +189,7 @@ async def rule(
 
 
 def require_admin(auth: Authority, community: Community) -> None:
-    if not can_add_root(auth, community_id=community.id or 0):
-        raise NotAllowed("admins_only", unit=community.name)
+    require_can(auth, Can.admin_community, community=community)
 
 
 def _whole_number(value: int | str, *, low: int, high: int, error: str) -> int:

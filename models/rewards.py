@@ -28,11 +28,11 @@ from models.people import (
     CODE_ALPHABET,
     CODE_LENGTH,
     Authority,
+    Can,
     Community,
     Person,
     Resident,
     ResidentStatus,
-    RoleKind,
     Unit,
     normalise_code,
 )
@@ -148,18 +148,8 @@ def _check_limit(limit: int | None) -> int | None:
     return limit
 
 
-def covers_community(auth: Authority, community_id: int) -> bool:
-    """Super-admins, and leads or admins of a top-level unit of the community (its whole reach)."""
-    return auth.superadmin or any(
-        unit.community_id == community_id
-        and unit.parent_id is None
-        and role in (RoleKind.lead, RoleKind.admin)
-        for unit, role in auth.roles
-    )
-
-
 def require_manager(auth: Authority, community_id: int) -> None:
-    if not covers_community(auth, community_id):
+    if not auth.may(Can.run_community, community_id=community_id):
         raise NotAllowed("rewards_staff_only")
 
 
@@ -192,7 +182,7 @@ async def get_reward(session: AsyncSession, reward_id: int, *, lock: bool = Fals
 async def managed_communities(session: AsyncSession, *, auth: Authority) -> list[Community]:
     """The communities whose catalogue this person may manage."""
     found = (await session.exec(select(Community).order_by(col(Community.id)))).all()
-    return [c for c in found if c.id is not None and covers_community(auth, c.id)]
+    return [c for c in found if c.id is not None and auth.may(Can.run_community, community_id=c.id)]
 
 
 async def add_reward(
@@ -639,7 +629,7 @@ class CodeCheck:
 
 def may_confirm(auth: Authority, reward: Reward) -> bool:
     """The reward's merchant, or a lead or admin covering the community."""
-    return reward.merchant_id == auth.person_id or covers_community(auth, reward.community_id)
+    return auth.may(Can.hand_over, community_id=reward.community_id, merchant_id=reward.merchant_id)
 
 
 async def _check(session: AsyncSession, auth: Authority, redemption: Redemption) -> CodeCheck:

@@ -385,6 +385,23 @@ async def test_step_down_asks_first_and_a_second_tap_is_harmless(
     assert "/appoint" not in helped.text
 
 
+async def test_a_co_lead_is_not_even_offered_to_remove_another(scene: Scene, db: Database) -> None:
+    """The /me preview applies the removal's own rule: co-leads of one unit cannot remove each
+    other, so the preview is refused too (it used to ask "remove 李叔?" and then refuse)."""
+    w = await _world(db)
+    async with db.transaction() as s:
+        role, _ = await people.grant_role(
+            s, auth=BOSS, unit_id=w.b5, person_id=LI, kind="lead", now=NOW
+        )
+        await people.grant_role(s, auth=BOSS, unit_id=w.b5, person_id=ZHAO, kind="lead", now=NOW)
+    zhao = _user(scene, ZHAO, "赵姐")
+    me = await _lead_role_button(scene, zhao)
+    calls = await scene.press(zhao, me, f"sd:{role.id}")
+    (alert,) = alerts(calls)
+    assert "您不是「5号楼」的负责人" in alert and not _edits(calls)
+    assert await _roles(db, LI) == [(w.b5, "lead")]
+
+
 async def test_step_down_can_be_called_off(scene: Scene, db: Database) -> None:
     w = await _world(db)
     lead = _user(scene, LEAD, "张网格长")

@@ -442,6 +442,26 @@ async def test_export_sends_the_ledger_as_csv(db: Database, scene: Scene) -> Non
     ]
 
 
+async def test_an_admin_of_one_building_is_no_community_admin(db: Database, scene: Scene) -> None:
+    """Community admin = an admin role on a top-level unit: a building's admin exports nothing
+    and changes no rule, by command or by a forged button."""
+    w = await _world(db)
+    async with db.transaction() as s:
+        await people.grant_role(s, auth=BOSS, unit_id=w.b3, person_id=WANG, kind="admin", now=NOW)
+    await _give(db, w, LI, 4, "x:1", reason="巡逻")
+    u = _people(scene)
+    chat = scene.private(u[WANG])
+    for command in ("/export", "/rules"):
+        refused = _only(await scene.say(u[WANG], chat, command))
+        assert "管理员" in refused.text
+    points_view = _only(await scene.say(u[WANG], chat, "/points"))
+    assert "导出" not in str(_labels(points_view))
+    for forged in (f"pe:{w.community}", f"pd:{w.community}:a", f"pl:{w.community}"):
+        (alert,) = alerts(await scene.press(u[WANG], points_view, forged))
+        assert "管理员" in alert
+    assert not [c for c in scene.tg.calls if c.method == "sendDocument"]
+
+
 async def test_admin_changes_a_rule_and_the_largest_award(db: Database, scene: Scene) -> None:
     await _world(db)
     u = _people(scene)

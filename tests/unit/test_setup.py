@@ -7,6 +7,7 @@ import pytest
 from bot.db import Database
 from models import people
 from models.errors import Conflict, NotAllowed
+from models.people import Can
 from tests.conftest import NOW
 
 BOSS = people.Authority(person_id=1, superadmin=True)
@@ -56,23 +57,31 @@ async def _auth(db: Database, person_id: int) -> people.Authority:
 
 async def test_only_superadmins_and_community_admins_add_top_level_units(db: Database) -> None:
     ids = await _tree(db)
-    lead, admin = await _auth(db, LEAD), await _auth(db, ADMIN)
-    assert people.can_add_root(BOSS, community_id=ids["community"])
-    assert people.can_add_root(admin, community_id=ids["community"])
-    assert not people.can_add_root(admin, community_id=ids["community"] + 1)
-    assert not people.can_add_root(lead, community_id=ids["community"])
+    # ADMIN is an admin of one building (5号楼): not a community admin (issue 8, item 3).
     async with db.transaction() as s:
-        with pytest.raises(NotAllowed) as refused:
-            await people.add_unit(
-                s,
-                auth=lead,
-                community_id=ids["community"],
-                parent_id=None,
-                kind="grid",
-                name="三网格",
-                now=NOW,
-            )
-        assert refused.value.key == "admins_only"
+        await people.grant_role(
+            s, auth=BOSS, unit_id=ids["grid2"], person_id=OTHER, kind="admin", now=NOW
+        )
+    lead, building_admin = await _auth(db, LEAD), await _auth(db, ADMIN)
+    admin = await _auth(db, OTHER)  # an admin of a top-level unit
+    assert BOSS.may(Can.admin_community, community_id=ids["community"])
+    assert admin.may(Can.admin_community, community_id=ids["community"])
+    assert not admin.may(Can.admin_community, community_id=ids["community"] + 1)
+    assert not lead.may(Can.admin_community, community_id=ids["community"])
+    assert not building_admin.may(Can.admin_community, community_id=ids["community"])
+    async with db.transaction() as s:
+        for refused_auth in (lead, building_admin):
+            with pytest.raises(NotAllowed) as refused:
+                await people.add_unit(
+                    s,
+                    auth=refused_auth,
+                    community_id=ids["community"],
+                    parent_id=None,
+                    kind="grid",
+                    name="三网格",
+                    now=NOW,
+                )
+            assert refused.value.key == "admins_only"
         made = await people.add_unit(
             s,
             auth=admin,
