@@ -33,7 +33,7 @@ from handlers.common import (
     user_id,
 )
 from models import announcements as ann
-from models import people
+from models import people, when
 from models.announcements import AnnouncementDraft, ScheduleKind
 from models.errors import InvalidInput, NotAllowed
 from models.people import Authority, Community, Unit
@@ -306,8 +306,8 @@ async def on_photo(update: Update, ctx: LinliContext) -> None:
 def _when_view(ctx: LinliContext, draft: AnnouncementDraft, community: Community) -> View:
     d = _draft_id(draft)
     zone = community.timezone
-    today = ann.local_date(ctx.now(), zone)
-    later_today = [t for t in TIMES if ann.local_moment(today, t, zone) > ctx.now()]
+    today = when.local_date(ctx.now(), zone)
+    later_today = [t for t in TIMES if when.local_moment(today, t, zone) > ctx.now()]
     rows = [[button(_l(ctx, "now"), f"anw:{d}:now")]]
     rows += rows_of(
         [button(_l(ctx, "today", at=f"{t:%H:%M}"), f"anw:{d}:0{t:%H%M}") for t in later_today], 2
@@ -423,8 +423,8 @@ def _button_time(code: str, community: Community, now: datetime) -> datetime:
         at = time(int(code[1:3]), int(code[3:5]))
     except ValueError:
         raise InvalidInput("stale_button") from None
-    day = ann.local_date(now, community.timezone) + timedelta(days=int(code[0]))
-    return ann.local_moment(day, at, community.timezone)
+    day = when.local_date(now, community.timezone) + timedelta(days=int(code[0]))
+    return when.local_moment(day, at, community.timezone)
 
 
 async def btn_type_time(update: Update, ctx: LinliContext) -> None:
@@ -444,7 +444,7 @@ async def btn_type_time(update: Update, ctx: LinliContext) -> None:
 
 
 def _example(ctx: LinliContext, community: Community) -> str:
-    tomorrow = ann.local_date(ctx.now(), community.timezone) + timedelta(days=1)
+    tomorrow = when.local_date(ctx.now(), community.timezone) + timedelta(days=1)
     return f"{tomorrow:%Y-%m-%d} 18:30"
 
 

@@ -7,9 +7,10 @@ from collections.abc import Awaitable, Callable
 from telegram import ForceReply, Update
 from telegram.ext import MessageHandler, filters
 
+from bot import delivery
 from bot.context import LinliApp, LinliContext
 from handlers.common import is_private, render, user_id
-from models import people
+from models import flows, people
 
 PromptAnswer = Callable[[Update, LinliContext, people.Prompt], Awaitable[None]]
 ANSWERS: dict[str, PromptAnswer] = {}
@@ -67,5 +68,7 @@ async def on_text(update: Update, ctx: LinliContext) -> None:
 
 
 def register(app: LinliApp) -> None:
+    # Drafts left alone expire, and long-finished ones go (models.flows).
+    delivery.add_rhythm(app, flows.purge)
     # Last in group 0, so commands and buttons always win over a pending question.
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))

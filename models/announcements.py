@@ -13,21 +13,16 @@ wall-clock time:
 
 from __future__ import annotations
 
-import calendar
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import JSON, Column, Text, func
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import outbox
+from models import outbox, when
 from models.base import TelegramId, UTCDateTime
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
@@ -43,6 +38,7 @@ from models.people import (
     require,
     subtree,
 )
+from models.when import local_date, local_moment, month_days
 
 TEMPLATE = "announce/post"
 KEY_PREFIX = "ann"
@@ -119,37 +115,12 @@ class AnnouncementDraft(SQLModel, table=True):
 # --- recurrence (pure) ----------------------------------------------------------------------
 
 
-@lru_cache(maxsize=64)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
 @dataclass(frozen=True)
 class Schedule:
     kind: str
     at: time
     zone: str
     days: tuple[int, ...] = ()
-
-
-def local_moment(day: date, at: time, zone: str) -> datetime:
-    """The UTC instant of a local date and time.
-
-    fold=0 gives both DST rules in the module docstring: a skipped time is read with the
-    offset before the jump (so it lands after it), a repeated time as its first instance.
-    """
-    local = datetime.combine(day, at.replace(tzinfo=None), tzinfo=_zone(zone))
-    return local.astimezone(UTC)
-
-
-def local_date(moment: datetime, zone: str) -> date:
-    return moment.astimezone(_zone(zone)).date()
-
-
-def month_days(year: int, month: int, days: Sequence[int]) -> set[int]:
-    """The days of this month a monthly schedule falls on (missing days → the last day)."""
-    last = calendar.monthrange(year, month)[1]
-    return {min(d, last) for d in days}
 
 
 def falls_on(schedule: Schedule, day: date) -> bool:
@@ -207,24 +178,14 @@ def clamped_days(schedule: Schedule) -> list[int]:
     return sorted(d for d in schedule.days if d >= 29)
 
 
-_TIME = re.compile(r"^(?:(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})\s+)?(\d{1,2})[:：.](\d{2})$")
-
-
 def parse_when(text: str, *, now: datetime, zone: str) -> datetime:
-    """A typed `HH:MM` (today) or `YYYY-MM-DD HH:MM`, local to the community, as UTC."""
-    found = _TIME.match(text.strip())
-    if found is None:
-        raise InvalidInput("announce_bad_time")
-    year, month, day, hour, minute = found.groups()
+    """A typed time, local to the community, as UTC: "18:30" (today), "12-09 9:00",
+    "2026-12-09 09:00" (models.when.parse reads them; an end time is not used here)."""
     try:
-        at = time(int(hour), int(minute))
-        on = date(int(year), int(month), int(day)) if year is not None else local_date(now, zone)
-    except ValueError:
-        raise InvalidInput("announce_bad_time") from None
-    moment = local_moment(on, at, zone)
-    if moment < now:
-        raise InvalidInput("announce_past")
-    return moment
+        return when.parse(text, now=now, zone=zone).start
+    except InvalidInput as refused:
+        past = refused.key == "time_past"
+        raise InvalidInput("announce_past" if past else "announce_bad_time") from None
 
 
 def occurrence_key(announcement_id: int, moment: datetime, zone: str) -> str:
@@ -357,7 +318,7 @@ def draft_schedule(draft: AnnouncementDraft, community: Community) -> Schedule:
     start = draft.start
     if start is None:
         raise InvalidInput("stale_button")
-    local = start.astimezone(_zone(community.timezone))
+    local = start.astimezone(when.zone_of(community.timezone))
     return Schedule(draft.kind, local.time(), community.timezone, tuple(sorted(draft.days)))
 
 
@@ -519,7 +480,7 @@ async def schedule_announcement(
         if found is None:
             raise InvalidInput("announce_no_days")
         kind, days, first = ScheduleKind(draft.kind), list(rule.days), found
-    local_at = (draft.start or now).astimezone(_zone(community.timezone)).time()
+    local_at = (draft.start or now).astimezone(when.zone_of(community.timezone)).time()
     assert unit.id is not None
     announcement = Announcement(
         community_id=unit.community_id,

@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from bot.db import Database
 from models import announcements as ann
-from models import outbox, people
+from models import outbox, people, when
 from models.announcements import Announcement, Schedule
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.outbox import Delivery, Status
@@ -33,7 +33,7 @@ def monthly(days: tuple[int, ...], at: time = time(8, 0), zone: str = SH) -> Sch
 
 
 def local(moments: list[datetime], zone: str = SH) -> list[str]:
-    return [m.astimezone(ann._zone(zone)).strftime("%Y-%m-%d %H:%M %a") for m in moments]
+    return [m.astimezone(when.zone_of(zone)).strftime("%Y-%m-%d %H:%M %a") for m in moments]
 
 
 # --- recurrence -----------------------------------------------------------------------------
