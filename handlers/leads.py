@@ -9,13 +9,14 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import ChatMember, InlineKeyboardButton, Update
 from telegram.error import TelegramError
-from telegram.ext import CallbackQueryHandler, CommandHandler
+from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     PAGE,
     View,
     answer,
+    answer_privately,
     as_int,
     button,
     callback_args,
@@ -28,6 +29,7 @@ from handlers.common import (
     page_buttons,
     page_count,
     plain,
+    private_only,
     render,
     replied_to,
     reply,
@@ -237,7 +239,17 @@ async def cmd_appoint(update: Update, ctx: LinliContext) -> None:
             if link is not None and auth.covers(await people.get_unit(session, link.unit_id)):
                 start = link.unit_id
         view = await _unit_view(session, ctx, auth, by=uid, target=target, unit_id=start, page=0)
-    await reply(update, ctx, view.name, markup=view.markup, **view.params)
+    if target:
+        # By reply the person is known: picking the unit and role may happen right here.
+        await reply(update, ctx, view.name, markup=view.markup, **view.params)
+        return
+    # Picking from a list of residents happens privately: the group sees no list of names.
+    await answer_privately(update, ctx, view, "appoint", feature="leads")
+
+
+async def cmd_start_appoint(update: Update, ctx: LinliContext) -> None:
+    """/start appoint: the link a group hands out (the picker, privately)."""
+    await cmd_appoint(update, ctx)
 
 
 async def _vouched(update: Update, ctx: LinliContext, target: str) -> int:
@@ -296,11 +308,13 @@ async def btn_select_unit(update: Update, ctx: LinliContext) -> None:
                 target=as_int(target, telegram_id=True),
             )
         else:
+            private_only(update)  # the next step lists residents
             view = await _person_view(session, ctx, auth, by=uid, unit_id=as_int(unit_id), page=0)
     await edit(update, ctx, view.name, markup=view.markup, **view.params)
 
 
 async def btn_person_page(update: Update, ctx: LinliContext) -> None:
+    private_only(update)  # a list of residents
     by, unit_id, page = callback_args(update, "app", 3)
     uid = _starter(update, by)
     async with ctx.svc.db.transaction(write=False) as session:
@@ -312,6 +326,7 @@ async def btn_person_page(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_select_person(update: Update, ctx: LinliContext) -> None:
+    private_only(update)  # reached from the list of residents only
     by, unit_id, target = callback_args(update, "apr", 3)
     uid = _starter(update, by)
     await _vouched(update, ctx, target)
@@ -597,6 +612,10 @@ async def btn_step_down_no(update: Update, ctx: LinliContext) -> None:
 
 
 def register(app: LinliApp) -> None:
+    # Before basics: /start appoint is ours, plain /start is basics'.
+    app.add_handler(
+        CommandHandler("start", cmd_start_appoint, filters=filters.Regex(r"^/start appoint$"))
+    )
     app.add_handler(CommandHandler("appoint", cmd_appoint))
     app.add_handler(CallbackQueryHandler(btn_navigate, pattern=r"^apn:"))
     app.add_handler(CallbackQueryHandler(btn_select_unit, pattern=r"^aps:"))

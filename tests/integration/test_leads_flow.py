@@ -288,8 +288,37 @@ async def test_reply_in_a_forum_topic_is_not_taken_as_a_target(scene: Scene, db:
         "message_thread_id": thread,
         "is_topic_message": True,
     }
-    (picker,) = messages(await scene.say(admin, forum, "/appoint", thread=thread, reply_to=opening))
+    scene.private(admin)
+    scene.tg.started.add(ADMIN_ID)
+    calls = await scene.say(admin, forum, "/appoint", thread=thread, reply_to=opening)
+    # No one to appoint by reply: picking someone from a list happens privately.
+    (picker,) = messages(calls, chat_id=ADMIN_ID)
     assert "王阿姨" not in picker.text and "先选择单元" in picker.text
+    (note,) = messages(calls, chat_id=forum["id"])
+    assert "私聊" in note.text
+
+
+async def test_appoint_in_a_group_picks_the_resident_privately(scene: Scene, db: Database) -> None:
+    """Issue 8, item 10: the resident list of /appoint is never shown in a group."""
+    w = await _world(db)
+    lead = _user(scene, LEAD, "张网格长")
+    group = scene.group(GROUP_B3, "3号楼邻里群")
+    # The private chat was never opened: the group gets a one-tap link, and no names.
+    (offer,) = messages(await scene.say(lead, group, "/appoint"))
+    assert "appoint" in str(offer.buttons) and "王阿姨" not in offer.text
+    scene.private(lead)
+    scene.tg.started.add(LEAD)
+    calls = await scene.say(lead, group, "/appoint")
+    (picker,) = messages(calls, chat_id=LEAD)
+    (note,) = messages(calls, chat_id=GROUP_B3)
+    assert "私聊" in note.text and "3号楼" in picker.text
+    people_picker = _edits(await scene.tap(lead, picker, "就选「3号楼」"))[0]
+    assert "王阿姨" in _labels(people_picker)  # in the private chat only
+    # A forged step of the picker pressed in the group is refused, and lists nobody.
+    for forged in (f"aps:{LEAD}:0:{w.b3}", f"app:{LEAD}:{w.b3}:0", f"apr:{LEAD}:{w.b3}:{WANG}"):
+        calls = await scene.press(lead, offer, forged)
+        (alert,) = alerts(calls)
+        assert "私聊" in alert and not _edits(calls)
 
 
 async def test_leads_in_a_group_shows_the_chain_and_the_units_below(
