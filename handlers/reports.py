@@ -49,7 +49,7 @@ from handlers.common import (
 from handlers.prompts import answers, ask
 from models import digest, people, reports, standings
 from models.errors import Conflict, InvalidInput, NotAllowed
-from models.people import Authority, Community, Unit
+from models.people import Authority, Can, Community, Unit
 from models.reports import Action, Report, Status
 
 EXPORT_FILE = "linli-reports-{start}-{end}.csv"
@@ -457,7 +457,7 @@ async def _show_list(update: Update, ctx: LinliContext, page: int, status: str, 
     if code:
         rows.append([button(_l(ctx, "all_categories"), f"rl:0:{status}:")])
     rows.append([button(_l(ctx, "reply_templates"), f"rm:{community_id}")])
-    if people.can_add_root(auth, community_id=community_id):
+    if auth.may(Can.admin_community, community_id=community_id):
         rows.append([button(_l(ctx, "escalation_times"), f"rc:{community_id}")])
     view = View(
         "reports/list",
@@ -1011,7 +1011,7 @@ async def _send_stats(update: Update, ctx: LinliContext, unit_id: int, code: str
         *[[button(("● " if u.id == unit_id else "") + u.name, f"rq:{u.id}:{code}")]
           for u in choices if u.id is not None],
     ]  # fmt: skip
-    if people.can_add_root(auth, community_id=unit.community_id):
+    if auth.may(Can.admin_community, community_id=unit.community_id):
         rows.append([button(_l(ctx, "export_reports"), f"re:{unit.community_id}:{code}")])
     caption = render(
         ctx,

@@ -36,6 +36,7 @@ from models.base import TelegramId, UTCDateTime, dialect_insert, spreadsheet_saf
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
     Authority,
+    Can,
     Community,
     Person,
     Resident,
@@ -43,7 +44,6 @@ from models.people import (
     Role,
     RoleKind,
     Unit,
-    can_add_root,
     get_community,
     get_unit,
     units_by_id,
@@ -456,7 +456,7 @@ async def _ensure_categories(session: AsyncSession, *, community_id: int, now: d
 
 
 def require_admin(auth: Authority, community: Community) -> None:
-    if not can_add_root(auth, community_id=community.id or 0):
+    if not auth.may(Can.admin_community, community_id=community.id or 0):
         raise NotAllowed("admins_only", unit=community.name)
 
 

@@ -1,7 +1,7 @@
 """guided flows
 
 Revision ID: f4ab8ceebb54
-Revises: 5c0e1d2a9b7f
+Revises: 3d6de7f25c61
 Create Date: 2026-12-01 01:35:56.572234+00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import models.base
 
 revision: str = "f4ab8ceebb54"
-down_revision: str | Sequence[str] | None = "5c0e1d2a9b7f"
+down_revision: str | Sequence[str] | None = "3d6de7f25c61"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
