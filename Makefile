@@ -33,8 +33,9 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Beside a throwaway loopback PostgreSQL (the one .ci/run starts) for the …postgres… figures.
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	.ci/with-postgres $(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

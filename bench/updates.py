@@ -1,15 +1,26 @@
-"""Updates per second through the whole stack, beside a bare echo bot in the same harness."""
+"""Updates per second through the whole stack, beside a bare echo bot in the same harness.
+
+`updates.<db>.*`: one update after another, the stand-in answering at once: the CPU cost.
+`updates.<db>.wan.*`: the same mix all at once with every Bot API call taking 100 ms (a real
+`asyncio.sleep`), as over a real network: what the concurrent update processor makes of it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import statistics
 import tempfile
 import time
+from collections import defaultdict
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from telegram import Update
+from telegram._utils.defaultvalue import DEFAULT_NONE
+from telegram._utils.types import ODVInput
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -17,6 +28,7 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.request import RequestData
 
 from bot.app import build_application
 from bot.config import load_settings
@@ -31,6 +43,46 @@ RESIDENTS = 1_000
 GROUPS = 50
 UPDATES = 3_000
 WARMUP = 200
+LATENCY = 0.1  # seconds per Bot API call over a real network
+PEAK = 100  # updates/s: a city's peak (30,000 building groups), offered for the p99
+PACED = 1_000
+
+_handling: ContextVar[int] = ContextVar("handling", default=0)  # the update being handled
+
+
+class _Network(FakeTelegram):
+    """The stand-in with latency, noting which update each message it delivered answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered: list[tuple[int, int]] = []  # (chat, update id) in delivery order
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: ODVInput[float] = DEFAULT_NONE,
+        write_timeout: ODVInput[float] = DEFAULT_NONE,
+        connect_timeout: ODVInput[float] = DEFAULT_NONE,
+        pool_timeout: ODVInput[float] = DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        result = await super().do_request(url, method, request_data)
+        chat = request_data.parameters.get("chat_id") if request_data else None
+        if chat is not None and url.rsplit("/", 1)[-1] in ("sendMessage", "editMessageText"):
+            self.answered.append((int(str(chat)), _handling.get()))
+        return result
+
+
+def _reordered(answered: list[tuple[int, int]]) -> int:
+    """Messages delivered to a chat after one answering a later update of that chat."""
+    latest: dict[int, int] = defaultdict(int)
+    out_of_order = 0
+    for chat, update_id in answered:
+        if update_id < latest[chat]:
+            out_of_order += 1
+        latest[chat] = max(latest[chat], update_id)
+    return out_of_order
 
 
 async def _seed(db: Database, scene: Scene) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -125,9 +177,25 @@ async def _drive(
     for raw in updates:
         update = Update.de_json(raw, app.bot)
         started = time.perf_counter()
-        await app.process_update(update)
+        await app.update_processor.process_update(update, app.process_update(update))
         durations.append(time.perf_counter() - started)
     return durations
+
+
+async def _drive_at_once(app: LinliApp, updates: list[dict[str, Any]]) -> tuple[float, list[float]]:
+    """Every update arrives at once, in order; returns the wall time and each one's handling."""
+    durations: list[float] = []
+
+    async def handle(update: Update) -> None:
+        _handling.set(update.update_id)
+        started = time.perf_counter()
+        await app.process_update(update)
+        durations.append(time.perf_counter() - started)
+
+    parsed = [Update.de_json(raw, app.bot) for raw in updates]
+    started = time.perf_counter()
+    await asyncio.gather(*(app.update_processor.process_update(u, handle(u)) for u in parsed))
+    return time.perf_counter() - started, durations
 
 
 def _echo_app(telegram: FakeTelegram) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -143,29 +211,92 @@ def _echo_app(telegram: FakeTelegram) -> Application[Any, Any, Any, Any, Any, An
     return app
 
 
+def _p99(values: list[float]) -> float:
+    return sorted(values)[int(len(values) * 0.99) - 1]
+
+
 def _report(prefix: str, durations: list[float]) -> float:
     rate = len(durations) / sum(durations)
-    ordered = sorted(durations)
     print(f"{prefix}.rate: {rate:.0f} updates/s")
-    print(f"{prefix}.p50: {statistics.median(ordered) * 1000:.2f} ms")
-    print(f"{prefix}.p99: {ordered[int(len(ordered) * 0.99) - 1] * 1000:.2f} ms")
+    print(f"{prefix}.p50: {statistics.median(durations) * 1000:.2f} ms")
+    print(f"{prefix}.p99: {_p99(durations) * 1000:.2f} ms")
     return rate
 
 
-async def _linli(url: str) -> list[float]:
+async def _drive_paced(app: LinliApp, updates: list[dict[str, Any]]) -> list[float]:
+    """Updates arriving at PEAK per second; each one's time from arrival to handled (waiting
+    for earlier updates of its chat or person included): what a resident waits, network aside."""
+    waits: list[float] = []
+
+    async def arrive(update: Update, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        arrived = time.perf_counter()
+        _handling.set(update.update_id)
+        await app.update_processor.process_update(update, app.process_update(update))
+        waits.append(time.perf_counter() - arrived)
+
+    start = time.perf_counter()
+    parsed = [Update.de_json(raw, app.bot) for raw in updates]
+    await asyncio.gather(*(arrive(u, start + i / PEAK) for i, u in enumerate(parsed)))
+    return waits
+
+
+@dataclass
+class _Run:
+    durations: list[float]  # each update's handling (one after another: the CPU cost)
+    rate: float = 0.0  # updates/s
+    waits: list[float] = field(default_factory=list)  # arrival to handled, at PEAK per second
+    reordered: int = 0  # messages that came out of their chat's order
+
+
+async def _linli(url: str, *, wan: bool = False) -> _Run:
     db = Database(url)
     await db.create_all()
-    telegram = FakeTelegram()
+    telegram = _Network()
     app: LinliApp = build_application(
         load_settings(bot_token="", _env_file=None), request=telegram, db=db
     )
     scene = Scene(app, telegram)
     users, groups = await _seed(db, scene)
-    updates = _mix(scene, users, groups, WARMUP + UPDATES)
+    updates = _mix(scene, users, groups, WARMUP + UPDATES + PACED)
     async with app:
-        durations = await _drive(app, updates)
+        await _drive(app, updates[:WARMUP])
+        if not wan:
+            durations = await _drive(app, updates[WARMUP : WARMUP + UPDATES])
+            run = _Run(durations, rate=len(durations) / sum(durations))
+        else:
+            telegram.latency = lambda: LATENCY
+            telegram.answered.clear()
+            wall, durations = await _drive_at_once(app, updates[WARMUP : WARMUP + UPDATES])
+            waits = await _drive_paced(app, updates[WARMUP + UPDATES :])
+            run = _Run(durations, len(durations) / wall, waits, _reordered(telegram.answered))
     await db.dispose()
-    return durations[WARMUP:]
+    return run
+
+
+async def _fresh(url: str) -> None:
+    if url.startswith("postgresql"):
+        from sqlmodel import SQLModel
+
+        db = Database(url)
+        async with db.engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.drop_all)
+        await db.dispose()
+
+
+async def _figures(name: str, urls: tuple[str, str], echo_rate: float) -> None:
+    """updates.sqlite.* (CPU), updates.ratio_to_echo and updates.wan.*; on PostgreSQL
+    updates.postgres.* and updates.postgres.{ratio_to_echo,wan.*}."""
+    base = "updates" if name == "sqlite" else f"updates.{name}"
+    await _fresh(urls[0])
+    rate = _report(f"updates.{name}", (await _linli(urls[0])).durations)
+    print(f"{base}.ratio_to_echo: {rate / echo_rate:.2f}")
+    await _fresh(urls[1])
+    wan = await _linli(urls[1], wan=True)
+    print(f"{base}.wan.rate: {wan.rate:.0f} updates/s")
+    print(f"{base}.wan.p99: {_p99(wan.waits) * 1000:.0f} ms")
+    print(f"{base}.wan.hidden: {wan.rate / rate:.2f}")
+    print(f"{base}.wan.reordered: {wan.reordered}")
 
 
 async def main(postgres_url: str | None) -> None:
@@ -183,18 +314,9 @@ async def main(postgres_url: str | None) -> None:
             (await _drive(echo, _mix(scene, users, groups, WARMUP + UPDATES)))[WARMUP:],
         )
     with tempfile.TemporaryDirectory() as tmp:
-        sqlite_rate = _report(
-            "updates.sqlite", await _linli(f"sqlite+aiosqlite:///{Path(tmp)}/bench.db")
-        )
-    print(f"updates.ratio_to_echo: {sqlite_rate / echo_rate:.2f}")
+        files = tuple(f"sqlite+aiosqlite:///{Path(tmp)}/{n}.db" for n in ("cpu", "wan"))
+        await _figures("sqlite", (files[0], files[1]), echo_rate)
     if postgres_url:
-        from sqlmodel import SQLModel
-
-        db = Database(postgres_url)
-        async with db.engine.begin() as conn:
-            await conn.run_sync(SQLModel.metadata.drop_all)
-        await db.dispose()
-        pg_rate = _report("updates.postgres", await _linli(postgres_url))
-        print(f"updates.postgres.ratio_to_echo: {pg_rate / echo_rate:.2f}")
+        await _figures("postgres", (postgres_url, postgres_url), echo_rate)
     else:
         print("updates.postgres: skipped (set LINLI_BENCH_DATABASE_URL)")

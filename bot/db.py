@@ -11,13 +11,17 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import SQLModel
+from sqlalchemy.orm import ORMExecuteState, UOWTransaction
+from sqlmodel import Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import models  # noqa: F401  (registers every table on SQLModel.metadata)
 from models.outbox import QUEUED
 
 _WRITE = "linli_write"
+# Who a person is (their roles, households, and the units and communities those sit in).
+STANDING_TABLES = frozenset({"role", "resident", "household", "unit", "community"})
+_CHANGED = "linli_standing_changed"
 
 
 def _prepare_sqlite(engine: AsyncEngine) -> None:
@@ -53,22 +57,53 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+class _WatchedSession(Session):
+    """Marks a unit of work that writes who a person is (see Database.generation)."""
+
+
+@event.listens_for(_WatchedSession, "do_orm_execute")
+def _on_statement(state: ORMExecuteState) -> None:
+    table = getattr(state.statement, "table", None)
+    if (state.is_insert or state.is_update or state.is_delete) and (
+        getattr(table, "name", None) in STANDING_TABLES
+    ):
+        state.session.info[_CHANGED] = True
+
+
+@event.listens_for(_WatchedSession, "before_flush")
+def _on_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if getattr(obj, "__tablename__", None) in STANDING_TABLES:
+            session.info[_CHANGED] = True
+            return
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False, pool_size: int = 8) -> None:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
+        # A fixed pool, no overflow: under a burst of concurrent updates, connections opened
+        # beyond the pool and closed again at once cost more than waiting a moment for one.
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                kwargs.update(pool_size=pool_size, max_overflow=0)
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=2 * pool_size, max_overflow=0, pool_pre_ping=True)
         self.engine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _prepare_sqlite(self.engine)
+        # Bumped after every commit that wrote a STANDING_TABLES row through a session (ORM
+        # objects and statements alike): what was read before it may be stale. Caches of a
+        # person's roles and memberships keep the generation they read at and check it.
+        self.generation = 0
         self._sessions = async_sessionmaker(
-            self.engine, class_=AsyncSession, expire_on_commit=False
+            self.engine,
+            class_=AsyncSession,
+            expire_on_commit=False,
+            sync_session_class=_WatchedSession,
         )
         # Called after a commit that queued outbox rows (the sender's wake-up).
         self.on_queued: list[Callable[[], None]] = []
@@ -89,6 +124,8 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+            if session.info.pop(_CHANGED, False):
+                self.generation += 1
             if session.info.pop(QUEUED, False):
                 for listener in list(self.on_queued):
                     listener()

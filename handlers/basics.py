@@ -16,10 +16,10 @@ from handlers.common import (
     is_private,
     keyboard,
     label,
-    load_auth,
     reply,
     user_id,
 )
+from handlers.guards import standing
 from handlers.menu import allowed
 from models import people
 from models.errors import InvalidInput
@@ -29,16 +29,14 @@ async def cmd_start(update: Update, ctx: LinliContext) -> None:
     if ctx.args == ["me"]:
         await cmd_me(update, ctx)
         return
-    async with ctx.svc.db.transaction(write=False) as session:
-        found = await people.memberships(session, person_id=user_id(update))
+    found = (await standing(ctx, user_id(update))).memberships
     rows = [] if found else [[button(label(ctx, "people", "join_now"), "join:go")]]
     rows.append([button(label(ctx, "reports", "report_problem"), "rh:go")])
     await reply(update, ctx, "people/welcome", member=bool(found), markup=keyboard(rows))
 
 
 async def cmd_help(update: Update, ctx: LinliContext) -> None:
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+    auth = (await standing(ctx, user_id(update))).auth  # no database for a known person
     commands = [
         (c, label(ctx, "help", f"cmd_{c.name}")) for c in allowed(auth, private=is_private(update))
     ]
@@ -72,10 +70,8 @@ async def btn_lang(update: Update, ctx: LinliContext) -> None:
 
 async def cmd_me(update: Update, ctx: LinliContext) -> None:
     uid = user_id(update)
-    async with ctx.svc.db.transaction(write=False) as session:
-        found = await people.memberships(session, person_id=uid)
-        mine = await people.roles_of(session, person_id=uid)
-        roles = [(role, unit, await people.lineage_names(session, unit)) for role, unit in mine]
+    known = await standing(ctx, uid)
+    found, roles = known.memberships, known.roles
     leave = [
         [
             button(
@@ -89,7 +85,7 @@ async def cmd_me(update: Update, ctx: LinliContext) -> None:
     markup = keyboard(
         [
             [button(label(ctx, "people", "step_down", unit=u.name, kind=r.kind), f"sd:{r.id}")]
-            for r, u in mine
+            for r, u, _ in roles
         ]
         + leave
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from dataclasses import dataclass
 from typing import cast
 
+from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Update
 from telegram.constants import ChatType
 from telegram.ext import ApplicationHandlerStop
@@ -20,6 +22,20 @@ FLOOD_LIMIT = 20
 # Seconds a known person is trusted from memory; bounds staleness across processes.
 PERSON_TTL = 300.0
 PEOPLE_CACHED = 50_000
+# Seconds a person's standing is trusted from memory. In this process a change to roles or
+# memberships invalidates it at once (Database.generation); this bounds what another process
+# (several behind a load balancer) changed.
+STANDING_TTL = 60.0
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Who a person is in the neighbourhood: what they may do, their households, their roles
+    with where each unit sits. Read-only snapshots, shared between updates."""
+
+    auth: people.Authority
+    memberships: list[people.Membership]
+    roles: list[tuple[people.Role, people.Unit, list[str]]]
 
 
 class Guard:
@@ -35,6 +51,8 @@ class Guard:
         # Knowing the person is needed on every update; reading them each time cost a third of
         # the handling time (bench/updates.py), so a snapshot is kept for a few minutes.
         self.people: OrderedDict[int, tuple[float, people.Person, str]] = OrderedDict()
+        # person -> (database generation read at, monotonic time, standing)
+        self.standings: OrderedDict[int, tuple[int, float, Standing]] = OrderedDict()
 
     def seen_before(self, update_id: int) -> bool:
         if update_id in self.recent:
@@ -105,6 +123,44 @@ async def check(update: Update, ctx: LinliContext) -> None:
     await know_person(update, ctx)
 
 
+async def standing(ctx: LinliContext, person_id: int) -> Standing:
+    """The person's standing: from memory unless roles or memberships changed since (no
+    database at all for /help, /me, /start of a known person), else read in one transaction."""
+    cached = _cached_standing(ctx, person_id)
+    if cached is not None:
+        return cached
+    generation = ctx.svc.db.generation  # before reading: a change committed meanwhile voids it
+    async with ctx.svc.db.transaction(write=False) as session:
+        return await _read_standing(session, ctx, person_id, generation)
+
+
+def _cached_standing(ctx: LinliContext, person_id: int) -> Standing | None:
+    guard: Guard = ctx.bot_data.guard
+    cached = guard.standings.get(person_id)
+    if cached is None or cached[0] != ctx.svc.db.generation:
+        return None
+    if time.monotonic() - cached[1] > STANDING_TTL:
+        return None
+    guard.standings.move_to_end(person_id)
+    return cached[2]
+
+
+async def _read_standing(
+    session: AsyncSession, ctx: LinliContext, person_id: int, generation: int
+) -> Standing:
+    found = await people.memberships(session, person_id=person_id)
+    mine = await people.roles_of(session, person_id=person_id)
+    roles = [(role, unit, await people.lineage_names(session, unit)) for role, unit in mine]
+    auth = people.authority_of(person_id, ctx.is_superadmin(person_id), mine)
+    result = Standing(auth=auth, memberships=found, roles=roles)
+    guard: Guard = ctx.bot_data.guard
+    guard.standings[person_id] = (generation, time.monotonic(), result)
+    guard.standings.move_to_end(person_id)
+    if len(guard.standings) > PEOPLE_CACHED:
+        guard.standings.popitem(last=False)
+    return result
+
+
 async def know_person(update: Update, ctx: LinliContext) -> None:
     """Know the person and their language: from memory when Telegram's view of them is
     unchanged, else from the database (written only when something changed)."""
@@ -120,8 +176,11 @@ async def know_person(update: Update, ctx: LinliContext) -> None:
         ctx.person, ctx.lang = known
         return
     db = ctx.svc.db
+    generation = db.generation
     async with db.transaction(write=False) as session:
         person = await people.get_person(session, user.id)
+        if _cached_standing(ctx, user.id) is None:  # nearly every handler needs it: same trip
+            await _read_standing(session, ctx, user.id, generation)
     if not people.person_is_current(
         person, name=name, username=user.username, language_code=user.language_code
     ):
@@ -137,9 +196,8 @@ async def know_person(update: Update, ctx: LinliContext) -> None:
     assert person is not None
     community = None
     if person.lang is None and person.language_code is None:
-        async with db.transaction(write=False) as session:
-            found = await people.memberships(session, person_id=user.id)
-            community = found[0].community if found else None
+        found = (await standing(ctx, user.id)).memberships
+        community = found[0].community if found else None
     ctx.person = person
     ctx.lang = people.language_for(person, community)
     guard.remember(person, ctx.lang, clock)

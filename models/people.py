@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
 from sqlalchemy import Column, UniqueConstraint, func
+from sqlalchemy.orm import aliased
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -631,8 +632,13 @@ async def roles_of(session: AsyncSession, *, person_id: int) -> list[tuple[Role,
 
 
 async def authority(session: AsyncSession, *, person_id: int, superadmin: bool) -> Authority:
-    roles = tuple((unit, role.kind) for role, unit in await roles_of(session, person_id=person_id))
-    return Authority(person_id=person_id, superadmin=superadmin, roles=roles)
+    return authority_of(person_id, superadmin, await roles_of(session, person_id=person_id))
+
+
+def authority_of(person_id: int, superadmin: bool, roles: Sequence[tuple[Role, Unit]]) -> Authority:
+    """The Authority these roles (as roles_of returns them) give."""
+    kinds = tuple((unit, role.kind) for role, unit in roles)
+    return Authority(person_id=person_id, superadmin=superadmin, roles=kinds)
 
 
 async def within_reach(session: AsyncSession, auth: Authority, person_id: int) -> bool:
@@ -890,21 +896,26 @@ class Membership:
     community: Community
 
 
+_BUILDING, _UNIT = aliased(Unit, name="building"), aliased(Unit, name="deepest")  # made once
+
+
 async def memberships(session: AsyncSession, *, person_id: int) -> list[Membership]:
     """Every community this person has asked to join or belongs to, with the household."""
+    building, unit = _BUILDING, _UNIT  # one query, not one more for the units
     rows = (
         await session.exec(
-            select(Resident, Household, Community)
+            select(  # type: ignore[call-overload]  # sqlmodel types up to 4 entities
+                Resident, Household, building, unit, Community
+            )
             .join(Household, col(Household.id) == col(Resident.household_id))
+            .join(building, building.id == Household.building_id)
+            .join(unit, unit.id == Household.unit_id)
             .join(Community, col(Community.id) == col(Resident.community_id))
             .where(Resident.person_id == person_id)
             .order_by(col(Resident.id))
         )
     ).all()
-    units = await units_by_id(
-        session, [h.building_id for _, h, _ in rows] + [h.unit_id for _, h, _ in rows]
-    )
-    return [Membership(r, h, units[h.building_id], units[h.unit_id], c) for r, h, c in rows]
+    return [Membership(r, h, b, u, c) for r, h, b, u, c in rows]
 
 
 async def get_membership(session: AsyncSession, resident_id: int) -> Membership:

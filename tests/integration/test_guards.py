@@ -58,3 +58,49 @@ async def test_saved_update_ids_stay_a_bounded_few(db: Database) -> None:
     async with db.transaction(write=False) as session:
         kept = await updates.recently_handled(session, keep=30)
     assert kept == list(range(73, 103))
+
+
+async def test_help_of_a_known_person_reads_nothing_and_a_new_role_shows_at_once(
+    scene: Scene, db: Database
+) -> None:
+    from sqlalchemy import event
+
+    from models import people
+    from tests.conftest import NOW
+
+    user = scene.person(21, "Gao")
+    chat = scene.private(user)
+    (helped,) = messages(await scene.say(user, chat, "/help"))
+    assert "/pending" not in helped.text
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        (helped,) = messages(await scene.say(user, chat, "/help"))
+        assert statements == []  # the person and their standing come from memory
+        async with db.transaction() as s:
+            community = await people.create_community(
+                s, name="Lotus", timezone="Asia/Shanghai", language="zh", now=NOW
+            )
+            assert community.id is not None
+            unit = await people.create_unit(
+                s, community_id=community.id, parent_id=None, kind="building", name="1", now=NOW
+            )
+            assert unit.id is not None
+            await people.grant_role(
+                s,
+                auth=people.Authority(person_id=0, superadmin=True),
+                unit_id=unit.id,
+                person_id=21,
+                kind="lead",
+                now=NOW,
+            )
+        statements.clear()
+        (helped,) = messages(await scene.say(user, chat, "/help"))
+        assert "/pending" in helped.text  # the new role shows at once
+        assert statements  # read again, once
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
