@@ -95,6 +95,8 @@ class Guard:
         """The update processor's report that an update was handled (to be saved)."""
         if isinstance(update, Update):
             self.handled.append(update.update_id)
+            if len(self.handled) > RECENT_UPDATES:  # saving keeps failing: keep the newest
+                del self.handled[:-RECENT_UPDATES]
 
     def restore(self, update_ids: list[int]) -> None:
         for update_id in update_ids:
