@@ -21,6 +21,7 @@ from handlers import (
     rewards,
     setup,
     verify,
+    tasks,
 )
 from handlers.common import on_error
 from handlers.menu import publish_commands
@@ -44,6 +45,7 @@ def register(app: LinliApp) -> None:
     awards.register(app)  # /start award|deduct
     points_admin.register(app)  # /start rules
     reports.register(app)  # before basics: it claims /start reports|myreports|stats
+    tasks.register(app)  # before basics: it claims /start tasks|mytasks|tc-… (a check-in QR)
     basics.register(app)
     prompts.register(app)
     app.add_error_handler(on_error)

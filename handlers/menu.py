@@ -44,6 +44,9 @@ COMMANDS = (
     Command("myreports", "resident", "any"),
     Command("reports", "lead", "any"),
     Command("stats", "lead", "any"),
+    Command("tasks", "resident", "any"),
+    Command("mytasks", "resident", "any"),
+    Command("checkin", "resident", "private"),
 )
 
 

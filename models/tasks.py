@@ -61,6 +61,8 @@ EVENING = time(19, 0)  # the lead's line about tomorrow goes out from this local
 CODE_DIGITS = 6
 RULE = "task"  # the earning rule whose points a new task offers by default
 UNLIMITED: Literal["unlimited"] = "unlimited"
+CARD = "task"  # the live card's kind (bot/cards.py builds it)
+CARD_AHEAD = timedelta(days=7)  # a series' occurrence is posted a week before it starts
 
 SKILLS = ("health", "legal", "teaching", "repairs", "elderly_care", "cleaning", "other")
 
@@ -408,7 +410,9 @@ async def set_hidden(
     signup = await signup_of(session, task_id, person_id)
     if signup is None or signup.status == SignupStatus.withdrawn:
         raise NotFound("task_not_signed_up")
-    signup.hidden, signup.updated_at = hidden, now
+    if signup.hidden != hidden:
+        signup.hidden, signup.updated_at = hidden, now
+        await changed_card(session, await get_task(session, task_id), now=now)
     await session.flush()
     return signup
 
@@ -576,8 +580,10 @@ async def create_task(
     now: datetime,
     series_id: int | None = None,
     occurs_on: date | None = None,
+    here: tuple[int, int] | None = None,
 ) -> Task:
-    """Post a task on a unit the lead leads (the card is the handler's to post)."""
+    """Post a task on a unit the lead leads; its card goes to the unit's chats (and to `here`,
+    the (chat, topic) the lead posted from, when that is a group)."""
     unit = await get_unit(session, unit_id)
     require(auth, unit)
     default = await default_points(session, community_id=unit.community_id, now=now)
@@ -597,7 +603,43 @@ async def create_task(
     )
     session.add(task)
     await session.flush()
+    await _post_card(session, task, unit, now=now, here=here)
     return task
+
+
+async def _post_card(
+    session: AsyncSession, task: Task, unit: Unit, *, now: datetime, here: tuple[int, int] | None
+) -> None:
+    """The card goes to the unit's chats (to the chats below it when it has none of its own),
+    and to the group or topic where the lead posted it; a series' occurrence a week ahead."""
+    assert task.id is not None
+    due = max(now, task.starts_at - CARD_AHEAD) if task.series_id is not None else now
+    own = await links_of_units(session, [unit.id or 0])
+    await outbox.post_card_to_unit(
+        session,
+        kind=CARD,
+        subject_id=task.id,
+        unit=unit,
+        now=now,
+        due_at=due,
+        subtree_too=not own,
+    )
+    if here is not None and here[0] < 0:
+        await outbox.post_card(
+            session,
+            kind=CARD,
+            subject_id=task.id,
+            chat_id=here[0],
+            thread_id=here[1],
+            community_id=task.community_id,
+            now=now,
+        )
+
+
+async def changed_card(session: AsyncSession, task: Task, *, now: datetime) -> None:
+    """Every posted copy of the card will show the task as it now is (edits coalesced)."""
+    assert task.id is not None
+    await outbox.mark_changed(session, kind=CARD, subject_id=task.id, now=now)
 
 
 def _editable(task: Task, *, now: datetime) -> None:
@@ -670,6 +712,7 @@ async def edit_task(
     if not changed:
         return result
     task.updated_at = now
+    await changed_card(session, task, now=now)
     assert task.id is not None
     people_in = await signups(session, task.id, ACTIVE)
     if "time" in changed:
@@ -717,6 +760,7 @@ async def cancel_task(
     await _require_lead(session, auth, task)
     _editable(task, now=now)
     task.status, task.updated_at = TaskStatus.cancelled, now
+    await changed_card(session, task, now=now)
     assert task.id is not None
     await outbox.withdraw(session, key_prefix=reminder_prefix(task.id), now=now)
     for signup in await signups(session, task.id, ACTIVE):
@@ -837,6 +881,7 @@ async def sign_up(
         signup.signed_at = signup.updated_at = now
         signup.present = None
     await session.flush()
+    await changed_card(session, task, now=now)
     if status == SignupStatus.signed_up:
         await _remind(session, task, person_id, now=now)
         return SignedUp(task, signup, Outcome.signed_up, None, overlaps)
@@ -878,6 +923,7 @@ async def withdraw(
         raise Conflict("task_withdraw_closed", title=task.title)
     was_in = signup.status == SignupStatus.signed_up
     signup.status, signup.updated_at = SignupStatus.withdrawn, now
+    await changed_card(session, task, now=now)
     await outbox.withdraw(session, key_prefix=reminder_prefix(task.id, person_id), now=now)
     await session.flush()
     promoted = await _promote(session, task, now=now) if was_in else []
@@ -978,6 +1024,11 @@ async def led_by(
     )
     counts = await _counts(session, [t.id for t in tasks if t.id is not None])
     return [LeadLine(t, *counts.get(t.id or 0, (0, 0))) for t in tasks]
+
+
+async def fill_counts(session: AsyncSession, task_ids: Sequence[int]) -> dict[int, int]:
+    """How many are in, per task."""
+    return {task_id: pair[0] for task_id, pair in (await _counts(session, task_ids)).items()}
 
 
 async def _counts(session: AsyncSession, task_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
@@ -1188,6 +1239,7 @@ async def confirm_attendance(
             line.signup.status, line.signup.updated_at = SignupStatus.no_show, now
             no_show.append(line.signup.person_id)
     task.confirmed_at, task.confirmed_by, task.updated_at = now, auth.person_id, now
+    await changed_card(session, task, now=now)
     await session.flush()
     return Confirmed(task, attended, no_show)
 
@@ -1266,6 +1318,7 @@ async def decide_claim(
     )
     if approve:
         await _credit(session, task, signup, by=auth.person_id, now=now)
+        await changed_card(session, task, now=now)
     else:
         await _tell(
             session,
@@ -1277,6 +1330,31 @@ async def decide_claim(
         )
     await session.flush()
     return signup, True
+
+
+async def claimable(session: AsyncSession, *, person_id: int, now: datetime) -> list[Task]:
+    """The person's tasks that started, were not checked in or credited, and may still be
+    claimed (until the end of the day after)."""
+    rows = await session.exec(
+        select(Task, TaskSignup)
+        .join(TaskSignup, col(TaskSignup.task_id) == col(Task.id))
+        .where(
+            TaskSignup.person_id == person_id,
+            col(TaskSignup.status).in_([*ACTIVE, SignupStatus.no_show]),
+            col(TaskSignup.checked_in_at).is_(None),
+            col(TaskSignup.claim).is_(None),
+            Task.status == TaskStatus.open,
+            col(Task.starts_at) <= now,
+            col(Task.ends_at) > now - timedelta(days=3),
+        )
+        .order_by(col(Task.starts_at))
+    )
+    found = []
+    for task, _ in rows.all():
+        community = await get_community(session, task.community_id)
+        if now < claim_deadline(task, community.timezone):
+            found.append(task)
+    return found
 
 
 async def pending_claims(session: AsyncSession, *, task_id: int) -> list[tuple[TaskSignup, Person]]:
