@@ -457,22 +457,30 @@ async def btn_sheet(update: Update, ctx: LinliContext) -> None:
     await show(update, ctx, view)
 
 
-async def btn_mark(update: Update, ctx: LinliContext) -> None:
-    """tl:m:<task>:<person>:<0|1>: present or not (the state the button carries)."""
+async def _person_on_sheet(update: Update, ctx: LinliContext, action: str) -> None:
+    """tl:m:<task>:<person>:<0|1> (present or not) and tl:k:<task>:<person>:<1|0> (approve or
+    reject a claim): the state the button carries, then the sheet as it now is."""
     _private_only(update)
-    task_id, person_id, present = _args(update, "tl", "m", 3)
+    task_id, person_id, value = _args(update, "tl", action, 3)
+    person, on = as_int(person_id, telegram_id=True), as_state(value)
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
-        await tasks.mark(
-            session,
-            auth=auth,
-            task_id=as_int(task_id),
-            person_id=as_int(person_id, telegram_id=True),
-            present=as_state(present),
-            now=ctx.now(),
-        )
+        if action == "m":
+            await tasks.mark(session, auth=auth, task_id=as_int(task_id), person_id=person,
+                             present=on, now=ctx.now())  # fmt: skip
+        else:
+            await tasks.decide_claim(session, auth=auth, task_id=as_int(task_id),
+                                     person_id=person, approve=on, now=ctx.now())  # fmt: skip
         view = await _show_sheet(update, ctx, session, as_int(task_id))
     await show(update, ctx, view)
+
+
+async def btn_mark(update: Update, ctx: LinliContext) -> None:
+    await _person_on_sheet(update, ctx, "m")
+
+
+async def btn_decide(update: Update, ctx: LinliContext) -> None:
+    await _person_on_sheet(update, ctx, "k")
 
 
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
@@ -486,32 +494,8 @@ async def btn_confirm(update: Update, ctx: LinliContext) -> None:
         )
         view = await _show_sheet(update, ctx, session, as_int(task_id))
     await show(update, ctx, view)
-    await reply(
-        update,
-        ctx,
-        "tasks/confirmed",
-        task=done.task,
-        attended=len(done.attended),
-        no_show=len(done.no_show),
-    )
-
-
-async def btn_decide(update: Update, ctx: LinliContext) -> None:
-    """tl:k:<task>:<person>:<1|0>: approve or reject a claim (once)."""
-    _private_only(update)
-    task_id, person_id, approve = _args(update, "tl", "k", 3)
-    async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        await tasks.decide_claim(
-            session,
-            auth=auth,
-            task_id=as_int(task_id),
-            person_id=as_int(person_id, telegram_id=True),
-            approve=as_state(approve),
-            now=ctx.now(),
-        )
-        view = await _show_sheet(update, ctx, session, as_int(task_id))
-    await show(update, ctx, view)
+    await reply(update, ctx, "tasks/confirmed", task=done.task, attended=len(done.attended),
+                no_show=len(done.no_show))  # fmt: skip
 
 
 async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
