@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlmodel import col, select
 
 from bot import delivery
@@ -123,6 +124,7 @@ def _group_texts(telegram: FakeTelegram) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.shows_in_group(f"邻居{NEIGHBOURS[0]}")  # signed up on the card: first names shown
 async def test_sign_up_from_the_card_in_zh_and_en_waitlist_and_promotion(
     app: LinliApp, scene: Scene, db: Database, telegram: FakeTelegram, clock: Clock
 ) -> None:
