@@ -9,6 +9,7 @@ import os
 from bench import delivery, updates
 from bench import points as points_bench
 from bench import reports as reports_bench
+from bench import tasks as tasks_bench
 
 
 def main() -> None:
@@ -20,6 +21,7 @@ def main() -> None:
     asyncio.run(delivery.main(postgres))
     asyncio.run(points_bench.main(postgres))
     asyncio.run(reports_bench.main(postgres))
+    asyncio.run(tasks_bench.main(postgres))
 
 
 if __name__ == "__main__":

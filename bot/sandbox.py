@@ -11,9 +11,10 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
@@ -26,6 +27,7 @@ from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import BOT_USER, JSON, Call, FakeTelegram, Scene, visible
 from models import ledger, people, points, reports, rewards
+from models import people, points, reports, rewards, tasks
 from models.base import utcnow
 from models.importer import import_file
 from models.people import Authority, Household, RoleKind, Unit
@@ -213,6 +215,7 @@ async def seed(db: Database, *, now: datetime) -> bool:
                 now=now,
             )
         await _demo_reports(session, community_id=community.id, now=now)
+        await _demo_tasks(session, community_id=community.id, now=now)
     return True
 
 
@@ -278,6 +281,37 @@ async def _demo_reports(session: AsyncSession, *, community_id: int, now: dateti
         now=now - timedelta(hours=4),
     )  # fmt: skip
     await reports.escalate_due(session, now)
+
+
+async def _demo_tasks(session: AsyncSession, *, community_id: int, now: datetime) -> None:
+    """A lead's task for the coming Saturday with some places taken, and the service day on the
+    9th, 19th and 29th, so a newcomer can sign up, withdraw and check in at once."""
+    community = await people.get_community(session, community_id)
+    zone = ZoneInfo(community.timezone)
+    today = now.astimezone(zone).date()
+    saturday = today + timedelta(days=(5 - today.weekday()) % 7 or 7)
+    units = {u.name: u for u in await people.buildings(session, community_id=community_id)}
+    lead = await people.authority(session, person_id=10002, superadmin=False)
+    start = datetime.combine(saturday, time(9, 0), tzinfo=zone)
+    task = await tasks.create_task(
+        session, auth=lead, unit_id=_id(units["3号楼"]), now=now,
+        fields=tasks.Fields(title="清理楼道杂物", starts_at=start,
+                            ends_at=start + timedelta(hours=2, minutes=30), place="3号楼门口",
+                            slots=5, description="带上手套，工具由物业提供。",
+                            skill="cleaning"),
+    )  # fmt: skip
+    for volunteer in (10003, 10002):
+        await tasks.sign_up(session, task_id=task.id or 0, person_id=volunteer, now=now)
+    days = tasks.occurrence_dates("monthly", [9, 19, 29], today + timedelta(days=1),
+                                  today + timedelta(days=40))  # fmt: skip
+    first = datetime.combine(days[0], time(8, 30), tzinfo=zone)
+    grid = await people.get_unit(session, units["3号楼"].parent_id or 0)
+    await tasks.create_series(
+        session, auth=Authority(person_id=ADMIN_ID, superadmin=True), unit_id=_id(grid),
+        repeat="monthly", days=[9, 19, 29], now=now,
+        fields=tasks.Fields(title="社区服务日", starts_at=first, ends_at=first + timedelta(hours=3),
+                            place="社区广场", slots=20, skill="elderly_care"),
+    )  # fmt: skip
 
 
 def _id(unit: Unit) -> int:

@@ -11,6 +11,7 @@ Prefixes: tk (a volunteer's buttons), tl (a lead's buttons).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, InputFile, Update
@@ -100,18 +101,44 @@ async def task_card(req: cards.CardRequest) -> cards.Card | None:
     return cards.Card("tasks/card", params, markup)
 
 
+async def confirmation_card(req: cards.CardRequest) -> cards.Card | None:
+    """The private confirmation of a sign-up: sent through the outbox when someone signs up
+    (or is signed up by a lead); nothing when they left before it went."""
+    try:
+        signup = await tasks.get_signup(req.session, req.subject_id)
+        task = await tasks.get_task(req.session, signup.task_id)
+    except NotFound:
+        return None
+    if signup.status not in tasks.ACTIVE or task.status != TaskStatus.open:
+        return None
+    overlaps = await tasks.overlapping(req.session, person_id=signup.person_id, task=task)
+    position = await tasks.waitlist_position(req.session, task.id or 0, signup.person_id)
+    view = _confirmation(
+        req.label,
+        task,
+        signup,
+        await _zone(req.session, task),
+        position=position,
+        overlaps=[t.title for t in overlaps],
+    )
+    return cards.Card(view.name, view.params, view.markup)
+
+
 # --- signing up and withdrawing ------------------------------------------------------------------
 
 
+Label = Callable[..., str]  # (feature, key, **params) -> text in the reader's language
+
+
 def _confirmation(
-    ctx: LinliContext, task: Task, signup: tasks.TaskSignup, zone: str, **extra: object
+    label_of: Label, task: Task, signup: tasks.TaskSignup, zone: str, **extra: object
 ) -> View:
     rows = [
-        [button(_l(ctx, "withdraw"), f"tk:w:{task.id}")],
-        [button(_l(ctx, "calendar"), f"tk:i:{task.id}")],
+        [button(label_of("tasks", "withdraw"), f"tk:w:{task.id}")],
+        [button(label_of("tasks", "calendar"), f"tk:i:{task.id}")],
         [
             button(
-                _l(ctx, "show_name" if signup.hidden else "hide_name"),
+                label_of("tasks", "show_name" if signup.hidden else "hide_name"),
                 f"tk:h:{task.id}:{state(not signup.hidden)}",
             )
         ],
@@ -157,11 +184,6 @@ async def btn_sign_up(update: Update, ctx: LinliContext) -> None:
         position=result.position,
         overlaps=overlaps,
     )
-    if result.outcome in (tasks.Outcome.signed_up, tasks.Outcome.waitlisted):
-        view = _confirmation(
-            ctx, result.task, result.signup, zone, position=result.position, overlaps=overlaps
-        )
-        await send_private(ctx, uid, ctx.lang, view.name, markup=view.markup, **view.params)
 
 
 async def btn_withdraw(update: Update, ctx: LinliContext) -> None:
@@ -193,7 +215,9 @@ async def btn_hide(update: Update, ctx: LinliContext) -> None:
             now=ctx.now(),
         )
         task = await tasks.get_task(session, signup.task_id)
-        view = _confirmation(ctx, task, signup, await _zone(session, task))
+        view = _confirmation(
+            lambda f, k, **p: label(ctx, f, k, **p), task, signup, await _zone(session, task)
+        )
     await show(update, ctx, view)
 
 
@@ -526,6 +550,7 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
 
 def register(app: LinliApp) -> None:
     cards.register(app, tasks.CARD, task_card)
+    cards.register(app, tasks.CONFIRMATION, confirmation_card)
     delivery.add_rhythm(app, tasks.rhythm)
     # Before basics: these /start payloads are ours.
     app.add_handler(

@@ -62,6 +62,7 @@ CODE_DIGITS = 6
 RULE = "task"  # the earning rule whose points a new task offers by default
 UNLIMITED: Literal["unlimited"] = "unlimited"
 CARD = "task"  # the live card's kind (bot/cards.py builds it)
+CONFIRMATION = "tasksignup"  # the private confirmation of a sign-up, a card too
 CARD_AHEAD = timedelta(days=7)  # a series' occurrence is posted a week before it starts
 
 SKILLS = ("health", "legal", "teaching", "repairs", "elderly_care", "cleaning", "other")
@@ -332,6 +333,13 @@ async def signups(
     return list((await session.exec(query)).all())
 
 
+async def get_signup(session: AsyncSession, signup_id: int) -> TaskSignup:
+    signup = await session.get(TaskSignup, signup_id)
+    if signup is None:
+        raise NotFound("task_not_signed_up")
+    return signup
+
+
 def _first_name(name: str) -> str:
     parts = name.split()
     return parts[0] if parts else "?"
@@ -500,31 +508,35 @@ def reminder_prefix(task_id: int, person_id: int | None = None) -> str:
     return f"taskrem:{task_id}:" + ("" if person_id is None else f"{person_id}:")
 
 
-async def _remind(session: AsyncSession, task: Task, person_id: int, *, now: datetime) -> int:
-    """The 24-hour and 1-hour reminders of one volunteer (those still ahead)."""
+async def remind(
+    session: AsyncSession, task: Task, person_ids: Sequence[int], *, now: datetime
+) -> int:
+    """The 24-hour and 1-hour reminders of these volunteers (those still ahead); keyed, so a
+    repeat adds nothing. Returns rows added."""
     assert task.id is not None
     context = await about(session, task)
     fallback = await _fallback_link(session, task)
     added = 0
-    for hours in REMINDERS:
-        due = task.starts_at - timedelta(hours=hours)
-        if due <= now:
-            continue
-        added += await outbox.enqueue(
-            session,
-            key=f"{reminder_prefix(task.id, person_id)}v{task.version}:{hours}",
-            chat_id=person_id,
-            person_id=person_id,
-            community_id=task.community_id,
-            fallback_link_id=fallback,
-            template="tasks/reminder",
-            context={**context, "hours": hours},
-            due_at=due,
-            now=now,
-            priority=outbox.Priority.reminder,
-            # An hour before an early start falls in the quiet hours: it is the one that matters.
-            urgent=hours == 1,
-        )
+    for person_id in person_ids:
+        for hours in REMINDERS:
+            due = task.starts_at - timedelta(hours=hours)
+            if due <= now:
+                continue
+            added += await outbox.enqueue(
+                session,
+                key=f"{reminder_prefix(task.id, person_id)}v{task.version}:{hours}",
+                chat_id=person_id,
+                person_id=person_id,
+                community_id=task.community_id,
+                fallback_link_id=fallback,
+                template="tasks/reminder",
+                context={**context, "hours": hours},
+                due_at=due,
+                now=now,
+                priority=outbox.Priority.reminder,
+                # An hour before an early start falls in the quiet hours: it matters most.
+                urgent=hours == 1,
+            )
     return added
 
 
@@ -717,9 +729,8 @@ async def edit_task(
     people_in = await signups(session, task.id, ACTIVE)
     if "time" in changed:
         await outbox.withdraw(session, key_prefix=reminder_prefix(task.id), now=now)
-        for signup in people_in:
-            if signup.status == SignupStatus.signed_up:
-                await _remind(session, task, signup.person_id, now=now)
+        inside = [x.person_id for x in people_in if x.status == SignupStatus.signed_up]
+        await remind(session, task, inside, now=now)
     told = [c for c in changed if c in ("title", "time", "place", "description", "cutoff")]
     if told:
         for signup in people_in:
@@ -882,8 +893,21 @@ async def sign_up(
         signup.present = None
     await session.flush()
     await changed_card(session, task, now=now)
+    # The private confirmation (with Withdraw) goes through the outbox: paced, so a burst of
+    # taps never runs into Telegram's limits, and built from the database when it is sent.
+    assert signup.id is not None
+    await outbox.post_card(
+        session,
+        kind=CONFIRMATION,
+        subject_id=signup.id,
+        chat_id=person_id,
+        person_id=person_id,
+        community_id=task.community_id,
+        now=now,
+        round=str(signup.seq),
+    )
     if status == SignupStatus.signed_up:
-        await _remind(session, task, person_id, now=now)
+        await remind(session, task, [person_id], now=now)
         return SignedUp(task, signup, Outcome.signed_up, None, overlaps)
     position = await waitlist_position(session, task.id, person_id)
     return SignedUp(task, signup, Outcome.waitlisted, position, overlaps)
@@ -939,8 +963,8 @@ async def _promote(session: AsyncSession, task: Task, *, now: datetime) -> list[
     for signup in waiting[: max(free, 0)]:
         signup.status, signup.updated_at = SignupStatus.signed_up, now
         promoted.append(signup.person_id)
-        await _remind(session, task, signup.person_id, now=now)
         await _tell(session, task, signup.person_id, "tasks/promoted", now=now)
+    await remind(session, task, promoted, now=now)
     await session.flush()
     return promoted
 

@@ -140,7 +140,9 @@ async def test_sign_up_from_the_card_in_zh_and_en_waitlist_and_promotion(
     telegram.started.update({WANG, SAM})
     calls = await scene.tap(wang, card, "报名")
     assert alerts(calls) == ["报名成功 ✅ 11月28日（周六）09:00–11:00，3号楼门口"]
-    (private,) = messages(calls, WANG)
+    assert not messages(calls, WANG)  # the confirmation goes through the paced outbox
+    await delivery.drain(app)
+    (private,) = messages(telegram.calls, WANG)
     assert "您已报名" in private.text and "清扫楼道" in private.text
     assert [b[0]["text"] for b in private.buttons] == [
         "↩️ 退出",
@@ -148,7 +150,9 @@ async def test_sign_up_from_the_card_in_zh_and_en_waitlist_and_promotion(
         "🙈 卡片上不显示我的名字",
     ]
     again = await scene.tap(wang, card, "报名")
-    assert alerts(again) == ["您已经报名了「清扫楼道」。"] and not messages(again, WANG)
+    await delivery.drain(app)
+    assert alerts(again) == ["您已经报名了「清扫楼道」。"]
+    assert len(messages(telegram.calls, WANG)) == 1  # a second tap sends nothing more
     calls = await scene.tap(sam, card, "报名")
     assert alerts(calls)[0].startswith("You're in ✅ Sat 28 Nov 09:00–11:00")
     await _settle(app, clock)
