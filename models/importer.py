@@ -25,7 +25,8 @@ YAML (.yaml, .yml), one community per file:
             children:
               - {kind: neighbourhood, name: 3-1小邻里}
     households:                   # unit: names from the root, '/'-separated
-      - {unit: 第一网格/3号楼/3-1小邻里, flat: 3-1-101, area: 89.50, code: HX7K2MPA}
+      - {unit: 第一网格/3号楼/3-1小邻里, flat: 3-1-101, area: 89.50, code: HX7K2MPA,
+         owner: 王某 0417}
       - {unit: 第一网格/3号楼, flat: 3-2-501}
 
 `community` may also be just the name. Timezone and language, when given, are applied to an
@@ -35,15 +36,19 @@ YAML aliases (*name) are refused: a register is easier to check when every row i
 
 CSV (.csv), UTF-8 with or without a byte-order mark, header on line 1:
 
-    community,grid,building,neighbourhood,flat,area,code
-    幸福里社区,第一网格,3号楼,3-1小邻里,3-1-101,89.50,HX7K2MPA
-    幸福里社区,,7号楼,,7-1-101,,
+    community,grid,building,neighbourhood,flat,area,code,owner
+    幸福里社区,第一网格,3号楼,3-1小邻里,3-1-101,89.50,HX7K2MPA,王某 0417
+    幸福里社区,,7号楼,,7-1-101,,,开发商
 
 Each row is one household; a row with an empty flat only creates its units. Units are created
 grid → building → neighbourhood; grid and neighbourhood may be empty (a building without a grid
 sits at the root). community, building and flat columns are required; grid, neighbourhood, area
 and code may be left out of the header. A CSV file may name several communities; they are
 created with the default timezone and language, and existing ones keep theirs.
+
+`owner` (optional) records who owns the flat, for owners' votes (Civil Code Art. 278): flats
+with the same owner text count as one owner, and `developer` (or 开发商) marks the developer's
+unsold flats, which count as one owner together. Leaving it out keeps what is stored.
 
 Areas are exact decimals in m² with at most two decimals. Codes are letters and digits
 (spaces and dashes are dropped, letters upper-cased), 6 to 16 characters, unique across all
@@ -70,10 +75,11 @@ from yaml.composer import ComposerError
 from models import people
 from models.errors import InvalidInput
 from models.people import Community, Household, Unit, UnitKind
+from models.polls import clean_owner_key, set_owner_key
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_LANGUAGE = "zh"
-CSV_COLUMNS = ("community", "grid", "building", "neighbourhood", "flat", "area", "code")
+CSV_COLUMNS = ("community", "grid", "building", "neighbourhood", "flat", "area", "code", "owner")
 CSV_REQUIRED = ("community", "building", "flat")
 # Unit.path holds one id per level in 400 characters; real trees are 3 to 5 levels deep.
 MAX_DEPTH = 10
@@ -155,6 +161,7 @@ class HouseholdSpec:
     area_centi_m2: int | None  # None: keep what is stored
     code: str | None  # None: generated on creation, kept afterwards
     line: int
+    owner: str | None = None  # None: keep the recorded owner
 
 
 @dataclass(frozen=True)
@@ -221,6 +228,13 @@ def _area(text: str) -> int | None:
         raise _Bad(
             "bad_area", f"area {text!r} is not a positive number of m² with at most 2 decimals"
         ) from None
+
+
+def _owner(text: str) -> str:
+    try:
+        return clean_owner_key(text)
+    except InvalidInput:
+        raise _Bad("bad_owner", "owner is empty") from None
 
 
 def _code(text: str) -> str:
@@ -327,6 +341,7 @@ class _Builder:
         area_centi_m2: int | None,
         code: str | None,
         line: int,
+        owner: str | None = None,
     ) -> None:
         if unit not in draft.units:
             self.problem(line, "unknown_unit", f"unit {_show(unit)} is not declared under units")
@@ -370,6 +385,7 @@ class _Builder:
                 area_centi_m2=area_centi_m2,
                 code=code,
                 line=line,
+                owner=owner,
             )
         )
 
@@ -563,7 +579,7 @@ class _YamlReader:
 
     def household(self, draft: _Draft, node: yaml.Node) -> None:
         line = self.line(node)
-        fields = self.fields(node, ("unit", "flat", "area", "code"), "household")
+        fields = self.fields(node, ("unit", "flat", "area", "code", "owner"), "household")
         if fields is None:
             return
         unit_text = self.required(fields, "unit", line, "household")
@@ -575,8 +591,13 @@ class _YamlReader:
             area = self.b.checked(given[1], _area, given[0])
         if (given := self.optional(fields, "code", "household")) is not None:
             code = self.b.checked(given[1], _code, given[0])
+        owner = None
+        if (given := self.optional(fields, "owner", "household")) is not None:
+            owner = self.b.checked(given[1], _owner, given[0])
         if unit is not None and flat is not None:
-            self.b.household(draft, unit=unit, flat=flat, area_centi_m2=area, code=code, line=line)
+            self.b.household(
+                draft, unit=unit, flat=flat, area_centi_m2=area, code=code, line=line, owner=owner
+            )
 
 
 def _unit_path(text: str) -> _Path:
@@ -675,6 +696,7 @@ def _csv_row(builder: _Builder, header: list[str], cells: list[str], line: int) 
     flat = value("flat", _flat)
     area = value("area", _area)
     code = value("code", _code)
+    owner = value("owner", _owner)
     if not row["community"]:
         builder.problem(line, "missing_field", "community is empty")
         return
@@ -685,8 +707,8 @@ def _csv_row(builder: _Builder, header: list[str], cells: list[str], line: int) 
             "building is empty: households and neighbourhoods must be in a building",
         )
         return
-    if not row["flat"] and (row.get("area") or row.get("code")):
-        builder.problem(line, "missing_field", "flat is empty but an area or code is given")
+    if not row["flat"] and (row.get("area") or row.get("code") or row.get("owner")):
+        builder.problem(line, "missing_field", "flat is empty but an area, code or owner is given")
     if community is None:
         return
     draft = builder.community(community, line)
@@ -699,7 +721,9 @@ def _csv_row(builder: _Builder, header: list[str], cells: list[str], line: int) 
         path = (*path, name)
         builder.unit(draft, path, kind, line, repeat_ok=True)
     if flat is not None:
-        builder.household(draft, unit=path, flat=flat, area_centi_m2=area, code=code, line=line)
+        builder.household(
+            draft, unit=path, flat=flat, area_centi_m2=area, code=code, line=line, owner=owner
+        )
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -845,8 +869,9 @@ async def _write(
         unit_id = units[household.unit].id
         assert unit_id is not None
         stored = state.household(household)
+        created = stored is None
         if stored is None:
-            await people.add_household(
+            stored = await people.add_household(
                 session,
                 unit_id=unit_id,
                 flat=household.flat,
@@ -855,7 +880,16 @@ async def _write(
                 now=now,
             )
             report.households_created += 1
-        elif _update(stored, household, unit_id=unit_id):
+        changed = not created and _update(stored, household, unit_id=unit_id)
+        if household.owner is not None:
+            assert stored.id is not None
+            owner_changed = await set_owner_key(
+                session, household_id=stored.id, owner_key=household.owner, now=now
+            )
+            changed = changed or owner_changed
+        if created:
+            continue
+        if changed:
             report.households_updated += 1
         else:
             report.unchanged += 1

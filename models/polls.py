@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import JSON, Column, PrimaryKeyConstraint, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -37,6 +38,7 @@ from models.base import TelegramId, UTCDateTime
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
     Authority,
+    Community,
     Household,
     Resident,
     ResidentStatus,
@@ -378,8 +380,8 @@ async def set_owner_key(
     owner_key: str | None,
     now: datetime,
     auth: Authority | None = None,
-) -> None:
-    """Record who owns a flat (None: forget). `auth` None means the register import."""
+) -> bool:
+    """Record who owns a flat (None: forget); whether it changed. `auth` None: the register."""
     household = await session.get(Household, household_id)
     if household is None:
         raise NotFound("household_not_found")
@@ -389,21 +391,17 @@ async def set_owner_key(
     if owner_key is None:
         if found is not None:
             await session.delete(found)
-        return
+        return found is not None
     key = clean_owner_key(owner_key)
+    if found is not None and found.owner_key == key:
+        return False
     if found is None:
-        session.add(
-            Ownership(
-                household_id=household_id,
-                owner_key=key,
-                set_by=auth.person_id if auth else None,
-                updated_at=now,
-            )
-        )
-    else:
-        found.owner_key, found.updated_at = key, now
-        found.set_by = auth.person_id if auth else None
+        found = Ownership(household_id=household_id, owner_key=key, updated_at=now)
+        session.add(found)
+    found.owner_key, found.updated_at = key, now
+    found.set_by = auth.person_id if auth else None
     await session.flush()
+    return True
 
 
 async def mark_owner(
@@ -484,7 +482,9 @@ class Roll:
     people: dict[int, set[str]]  # person -> the slots they may cast
 
 
-async def roll(session: AsyncSession, poll: Poll, unit: Unit | None = None) -> Roll:
+async def roll(
+    session: AsyncSession, poll: Poll, unit: Unit | None = None, *, with_people: bool = True
+) -> Roll:
     """Who could take part now: every household (or person, or owner) in the poll's unit tree."""
     unit = unit or await get_unit(session, poll.unit_id)
     households = (
@@ -509,7 +509,8 @@ async def roll(session: AsyncSession, poll: Poll, unit: Unit | None = None) -> R
             OwnerResident, col(OwnerResident.resident_id) == col(Resident.id)
         )
     people: dict[int, set[str]] = {}
-    for person_id, household_id in (await session.exec(residents)).all():
+    needed = with_people or poll.counting == Counting.person
+    for person_id, household_id in (await session.exec(residents)).all() if needed else ():
         slot = _slot(
             poll, person_id=person_id, household_id=household_id, owner_key=key_of[household_id]
         )
@@ -608,8 +609,12 @@ async def cast(
     ballot_key: bytes,
     household_id: int | None = None,
     proxy_by: int | None = None,
+    expect_casts: int | None = None,
 ) -> Cast:
     """Record (or replace) this person's ballot. Race-safe: one row per slot on both databases.
+
+    `expect_casts` is how many ballots the slot had when the voter's screen was drawn: a
+    confirm button replayed after a later ballot (or tapped twice) no longer matches.
 
     The poll row is read with a share lock (PostgreSQL), so closing waits for casts in flight
     and a cast after closing sees the poll closed.
@@ -634,9 +639,13 @@ async def cast(
     insert = insert_for(session)
     earlier = (
         await session.exec(
-            select(PollVoter.id).where(PollVoter.poll_id == poll_id, PollVoter.slot == chosen.slot)
+            select(PollVoter.casts).where(
+                PollVoter.poll_id == poll_id, PollVoter.slot == chosen.slot
+            )
         )
     ).first()
+    if expect_casts is not None and (earlier or 0) != expect_casts:
+        raise Conflict("poll_ballot_stale")
     ref = ballot_ref(poll, chosen.slot, ballot_key)
     if earlier is not None and poll.anonymous:
         stored = (
@@ -842,7 +851,7 @@ class Tallied:
 async def tally(session: AsyncSession, poll: Poll) -> Tallied:
     assert poll.id is not None
     options = await options_of(session, poll.id)
-    the_roll = await roll(session, poll)
+    the_roll = await roll(session, poll, with_people=False)
     ballots = await ballots_of(session, poll, the_roll)
     result = count(
         method=poll.method,
@@ -862,6 +871,13 @@ async def tally(session: AsyncSession, poll: Poll) -> Tallied:
         lines=(line(b, poll.method) for b in ballots),
     )
     return Tallied(poll, options, result, text, digest(text))
+
+
+async def local_time(session: AsyncSession, community_id: int, moment: datetime) -> str:
+    """A moment as the community reads it (outbox contexts hold plain values)."""
+    community = await session.get(Community, community_id)
+    zone = ZoneInfo(community.timezone if community else "Asia/Shanghai")
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
 def _fraction(value: Fraction) -> str:
@@ -985,6 +1001,42 @@ async def due_to_close(session: AsyncSession, *, now: datetime, limit: int = 100
     return [int(pid) for pid in (await session.exec(query)).all() if pid is not None]
 
 
+async def card_view(session: AsyncSession, poll: Poll, *, now: datetime) -> dict[str, Any]:
+    """What a poll's card shows, as plain values: never who voted what; totals only when the
+    poll shows live results or has closed."""
+    assert poll.id is not None
+    the_roll = await roll(session, poll, with_people=False)
+    seen = await turnout(session, poll, the_roll)
+    options = await options_of(session, poll.id)
+    result = poll.result
+    if result is None and poll.live_results and seen.voted:
+        result = summary(await tally(session, poll))
+    return {
+        "poll_id": poll.id,
+        "question": poll.question,
+        "description": poll.description,
+        "method": poll.method,
+        "weights": list(poll.weight_list),
+        "max_choices": poll.max_choices,
+        "counting": poll.counting,
+        "owners": poll.counts_owners,
+        "by_area": poll.area_weighted,
+        "rule": poll.rule,
+        "anonymous": poll.anonymous,
+        "state": poll.state(now),
+        "opens": await local_time(session, poll.community_id, poll.opens_at),
+        "closes": await local_time(session, poll.community_id, poll.closes_at),
+        "options": [o.text for o in options],
+        "voted": seen.voted,
+        "eligible": seen.eligible,
+        "area_voted": seen.area_voted,
+        "area_total": seen.area_total,
+        "missing_area": seen.missing_area,
+        "reason": poll.changed_reason,
+        "result": result,
+    }
+
+
 # --- reminders -------------------------------------------------------------------------
 
 
@@ -1021,6 +1073,7 @@ async def remind(session: AsyncSession, poll: Poll, *, now: datetime) -> int:
     )
     added = 0
     stamp = int(poll.closes_at.timestamp())
+    closes = await local_time(session, poll.community_id, poll.closes_at)
     for person_id, slots in sorted(the_roll.people.items()):
         if slots <= voted:
             continue
@@ -1034,7 +1087,7 @@ async def remind(session: AsyncSession, poll: Poll, *, now: datetime) -> int:
             context={
                 "poll_id": poll.id,
                 "question": poll.question,
-                "closes_at": poll.closes_at.isoformat(),
+                "closes": closes,
             },
             due_at=now,
             now=now,

@@ -373,3 +373,30 @@ async def test_demo_community_imports(db: Database) -> None:
         for building in await people.buildings(s, community_id=community.id):
             assert building.id is not None
             assert len(await people.households_in(s, building_id=building.id)) == 6
+
+
+async def test_owner_column_groups_flats_for_owners_votes(db: Database, tmp_path: Path) -> None:
+    from models.polls import Ownership
+
+    text = (
+        "community,building,flat,area,owner\n"
+        "幸福里社区,3号楼,3-101,89.50,王某 0417\n"
+        "幸福里社区,3号楼,3-102,60,王某  0417\n"
+        "幸福里社区,3号楼,3-201,70,开发商\n"
+        "幸福里社区,3号楼,3-202,70,\n"
+    )
+    path = _file(tmp_path, "owners.csv", text)
+    assert await _import(db, path) == ImportReport(
+        communities_created=1, units_created=1, households_created=4
+    )
+    homes = await _households(db)
+    async with db.transaction(write=False) as s:
+        keys = {o.household_id: o.owner_key for o in (await s.exec(select(Ownership))).all()}
+    assert keys == {
+        homes["3-101"].id: "王某 0417",
+        homes["3-102"].id: "王某 0417",
+        homes["3-201"].id: "developer",
+    }
+    assert await _import(db, path) == ImportReport(unchanged=4)
+    path.write_text(text.replace("3-202,70,", "3-202,70,李某"))
+    assert await _import(db, path) == ImportReport(households_updated=1, unchanged=3)

@@ -655,3 +655,29 @@ async def test_export_refused_while_open(db: Database) -> None:
     async with db.transaction(write=False) as s:
         with pytest.raises(Conflict):
             await polls.export_rows(s, await polls.get_poll(s, pid))
+
+
+async def test_result_message_shows_fractions_and_tie_break(db: Database) -> None:
+    from bot.render import Renderer
+
+    v = await make_world(db, [100_00] * 9)
+    pid = await new_poll(db, v, method="yesno", rule=Rule.art278_ordinary)
+    for i, choice in enumerate([YES, YES, YES, NO, NO, NO]):
+        await vote(db, pid, person(i), choice)
+    await close(db, pid)
+    rank = await new_poll(db, v, method=Method.ranking, options=["甲", "乙", "丙"])
+    for i, picks in enumerate([(1, 3, 2), (3, 2, 1), (1, 3, 2)]):
+        await vote(db, rank, person(i), *picks)
+    await close(db, rank)
+    rows = await _result_rows(db, pid) + await _result_rows(db, rank)
+    renderer = Renderer()
+    zh = renderer.render("zh", "polls/result", **rows[0].context)
+    en = renderer.render("en", "polls/result", **rows[0].context)
+    assert "参与人数：6 / 9，需 ≥ 2/3" in zh and "赞成人数：3 / 6，需 ＞ 1/2" in zh
+    assert "未通过" in zh and "Verdict: <b>not passed</b>" in en
+    assert "Approval by area: 300.00 m² of 600.00 m², needs &gt; 1/2" in en
+    ranked_zh = renderer.render("zh", "polls/result", **rows[1].context)
+    ranked_en = renderer.render("en", "polls/result", **rows[1].context)
+    assert "1. 甲：<b>11</b> 分（第1名 2 次，第2名 0 次，第3名 1 次）" in ranked_zh
+    assert "第一名次数更多" in ranked_zh and "more first places" in ranked_en
+    assert rows[1].context["result"]["digest"] in ranked_en
