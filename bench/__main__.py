@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 
-from bench import delivery, updates
+from bench import delivery, updates, voting
 from bench import points as points_bench
 from bench import reports as reports_bench
 from bench import tasks as tasks_bench
@@ -22,6 +22,7 @@ def main() -> None:
     asyncio.run(points_bench.main(postgres))
     asyncio.run(reports_bench.main(postgres))
     asyncio.run(tasks_bench.main(postgres))
+    asyncio.run(voting.main(postgres))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,6 +22,8 @@ class Settings(BaseSettings):
     )
 
     bot_token: SecretStr | None = None
+    # Keys anonymous ballots to their voters outside the database (models/polls.py).
+    ballot_secret: SecretStr | None = None
     database_url: str = DEFAULT_DATABASE_URL
     bot_api_url: str = "https://api.telegram.org"
     webhook_url: str | None = None
@@ -32,7 +35,15 @@ class Settings(BaseSettings):
     # Updates handled at once (each chat's and each person's still one after another).
     max_concurrent_updates: int = 256
 
-    @field_validator("bot_token", "webhook_secret", "webhook_url", mode="before")
+    @property
+    def ballot_key(self) -> bytes:
+        """The secret anonymous ballots are keyed with: LINLI_BALLOT_SECRET, else derived from
+        the bot token, else (the sandbox, tests) a fixed development key."""
+        secret = self.ballot_secret or self.bot_token
+        seed = secret.get_secret_value() if secret else "linli-development"
+        return hashlib.sha256(f"linli-ballots:{seed}".encode()).digest()
+
+    @field_validator("bot_token", "webhook_secret", "webhook_url", "ballot_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

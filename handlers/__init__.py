@@ -16,6 +16,7 @@ from handlers import (
     leads,
     points,
     points_admin,
+    polls,
     prompts,
     reports,
     rewards,
@@ -46,6 +47,7 @@ def register(app: LinliApp) -> None:
     points_admin.register(app)  # /start rules
     reports.register(app)  # before basics: it claims /start reports|myreports|stats
     tasks.register(app)  # before basics: it claims /start tasks|mytasks|tc-… (a check-in QR)
+    polls.register(app)  # before basics: it claims /start poll-…, ballots-…, polls
     basics.register(app)
     prompts.register(app)
     app.add_error_handler(on_error)

@@ -58,7 +58,6 @@ from models.tally import (
     decode,
     digest,
     encode,
-    line,
 )
 from models.tally import Ballot as CountedBallot
 
@@ -487,8 +486,9 @@ async def roll(
 ) -> Roll:
     """Who could take part now: every household (or person, or owner) in the poll's unit tree."""
     unit = unit or await get_unit(session, poll.unit_id)
+    conn = await session.connection()
     households = (
-        await session.exec(
+        await conn.execute(
             select(Household.id, Household.area_centi_m2, Ownership.owner_key)
             .join(Unit, col(Unit.id) == col(Household.unit_id))
             .outerjoin(Ownership, col(Ownership.household_id) == col(Household.id))
@@ -510,7 +510,7 @@ async def roll(
         )
     people: dict[int, set[str]] = {}
     needed = with_people or poll.counting == Counting.person
-    for person_id, household_id in (await session.exec(residents)).all() if needed else ():
+    for person_id, household_id in (await conn.execute(residents)).all() if needed else ():
         slot = _slot(
             poll, person_id=person_id, household_id=household_id, owner_key=key_of[household_id]
         )
@@ -522,12 +522,17 @@ async def roll(
             for slot in slots:
                 area[slot] = 0
     else:
+        # 100,000 flats are tallied in well under a second: no per-row attribute lookups.
+        weighted, owners = poll.area_weighted, poll.owners_only
         for hid, centi, key in households:
-            assert hid is not None
-            slot = _slot(poll, person_id=0, household_id=hid, owner_key=key)
-            if poll.area_weighted and centi is None:
+            slot = f"o:{key or f'#{hid}'}" if owners else f"h:{hid}"
+            if not weighted:
+                area[slot] = 0
+            elif centi is None:
                 missing += 1
-            area[slot] = area.get(slot, 0) + ((centi or 0) if poll.area_weighted else 0)
+                area.setdefault(slot, 0)
+            else:
+                area[slot] = area.get(slot, 0) + centi
     return Roll(Electorate(len(area), sum(area.values()), missing), area, people)
 
 
@@ -589,6 +594,7 @@ class Cast:
     slot: str
     replaced: bool  # an earlier ballot of this slot was replaced
     proxy: bool
+    options: list[PollOption]
 
 
 def _open_for_casting(poll: Poll, now: datetime) -> None:
@@ -626,8 +632,8 @@ async def cast(
     if poll is None:
         raise NotFound("poll_not_found")
     _open_for_casting(poll, now)
-    options = len(await options_of(session, poll_id))
-    picked = check_choices(poll, choices, options)
+    option_rows = await options_of(session, poll_id)
+    picked = check_choices(poll, choices, len(option_rows))
     slots = await slots_for(session, poll, person_id=person_id)
     if household_id is not None:
         slots = [s for s in slots if s.household_id == household_id]
@@ -685,7 +691,13 @@ async def cast(
             index_elements=["poll_id", "ref"], set_={"choices": encoded}
         )
     )
-    return Cast(poll, chosen.slot, replaced=earlier is not None, proxy=proxy_by is not None)
+    return Cast(
+        poll,
+        chosen.slot,
+        replaced=earlier is not None,
+        proxy=proxy_by is not None,
+        options=option_rows,
+    )
 
 
 async def cast_by_proxy(
@@ -698,6 +710,7 @@ async def cast_by_proxy(
     now: datetime,
     ballot_key: bytes,
     household_id: int | None = None,
+    expect_casts: int | None = None,
 ) -> Cast:
     """A lead records a ballot phoned in by a resident; the resident is told and may replace it."""
     poll = await get_poll(session, poll_id)
@@ -711,6 +724,7 @@ async def cast_by_proxy(
         ballot_key=ballot_key,
         household_id=household_id,
         proxy_by=auth.person_id,
+        expect_casts=expect_casts,
     )
     casts = (
         await session.exec(
@@ -827,16 +841,30 @@ async def extend(
 # --- closing and results ---------------------------------------------------------------
 
 
-async def ballots_of(session: AsyncSession, poll: Poll, the_roll: Roll) -> list[CountedBallot]:
-    """The canonical ballots: area from the roll for named area-weighted polls, else 0."""
+async def ballot_lines(
+    session: AsyncSession, poll: Poll, the_roll: Roll
+) -> tuple[list[str], list[CountedBallot]]:
+    """The canonical lines `area,choices` (area from the roll for named area-weighted polls,
+    else 0), and the same ballots grouped by choices for counting."""
+    conn = await session.connection()
     rows = (
-        await session.exec(select(Ballot.ref, Ballot.choices).where(Ballot.poll_id == poll.id))
+        await conn.execute(select(Ballot.ref, Ballot.choices).where(Ballot.poll_id == poll.id))
     ).all()
     weighted = poll.area_weighted and not poll.anonymous
-    return [
-        CountedBallot(the_roll.area.get(ref, 0) if weighted else 0, decode(choices))
-        for ref, choices in rows
-    ]
+    area_of = the_roll.area
+    lines: list[str] = []
+    grouped: dict[str, list[int]] = {}
+    for ref, choices in rows:
+        area = area_of.get(ref, 0) if weighted else 0
+        lines.append(f"{area},{choices}")
+        entry = grouped.get(choices)
+        if entry is None:
+            grouped[choices] = [1, area]
+        else:
+            entry[0] += 1
+            entry[1] += area
+    ballots = [CountedBallot(a, decode(c), heads=n) for c, (n, a) in grouped.items()]
+    return lines, ballots
 
 
 @dataclass(frozen=True)
@@ -852,7 +880,7 @@ async def tally(session: AsyncSession, poll: Poll) -> Tallied:
     assert poll.id is not None
     options = await options_of(session, poll.id)
     the_roll = await roll(session, poll, with_people=False)
-    ballots = await ballots_of(session, poll, the_roll)
+    lines, ballots = await ballot_lines(session, poll, the_roll)
     result = count(
         method=poll.method,
         options=len(options),
@@ -868,7 +896,7 @@ async def tally(session: AsyncSession, poll: Poll) -> Tallied:
         weights=poll.weight_list,
         options=len(options),
         area=poll.area_weighted,
-        lines=(line(b, poll.method) for b in ballots),
+        lines=lines,
     )
     return Tallied(poll, options, result, text, digest(text))
 
@@ -998,6 +1026,9 @@ async def due_to_close(session: AsyncSession, *, now: datetime, limit: int = 100
         .order_by(col(Poll.closes_at), col(Poll.id))
         .limit(limit)
     )
+    if session.get_bind().dialect.name == "postgresql":
+        # Two processes closing at once share the work instead of queueing on the same rows.
+        query = query.with_for_update(skip_locked=True)
     return [int(pid) for pid in (await session.exec(query)).all() if pid is not None]
 
 
@@ -1035,6 +1066,15 @@ async def card_view(session: AsyncSession, poll: Poll, *, now: datetime) -> dict
         "reason": poll.changed_reason,
         "result": result,
     }
+
+
+async def close_due(session: AsyncSession, *, now: datetime, limit: int = 1000) -> int:
+    """Close the polls whose time is up (results posted once each); how many closed."""
+    closed = 0
+    for poll_id in await due_to_close(session, now=now, limit=limit):
+        if await close(session, poll_id=poll_id, now=now) is not None:
+            closed += 1
+    return closed
 
 
 # --- reminders -------------------------------------------------------------------------

@@ -89,8 +89,11 @@ class DecisionRule:
 
 @dataclass(frozen=True)
 class Ballot:
+    """One ballot, or `heads` identical ones (same choices) holding `area` together."""
+
     area: int
     choices: tuple[int, ...]
+    heads: int = 1
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ def canonical_text(
         f"weights={'-'.join(str(w) for w in weights)} options={options} "
         f"area={'yes' if area else 'no'}"
     )
-    body = sorted(lines, key=lambda s: s.encode())
+    body = sorted(lines)  # the lines are ASCII: code-point order is byte order
     return "\n".join([header, *body]) + "\n"
 
 
@@ -211,19 +214,20 @@ def count(
     total_heads = total_area = 0
     for ballot in ballots:
         kept.append(ballot)
-        total_heads += 1
-        total_area += ballot.area
+        n, area = ballot.heads, ballot.area
+        total_heads += n
+        total_area += area
         if method is Method.ranking:
             for place, option in enumerate(ballot.choices):
                 w = weights[place]
-                heads_of[option] += w
-                area_of[option] += w * ballot.area
-                place_heads[option][place] += 1
-                place_area[option][place] += ballot.area
+                heads_of[option] += w * n
+                area_of[option] += w * area
+                place_heads[option][place] += n
+                place_area[option][place] += area
         else:
             for option in ballot.choices:
-                heads_of[option] += 1
-                area_of[option] += ballot.area
+                heads_of[option] += n
+                area_of[option] += area
     totals = tuple(
         OptionTotal(n, heads_of[n], area_of[n], place_heads[n], place_area[n])
         for n in range(1, options + 1)
@@ -315,7 +319,7 @@ def _verdict(
     yes_heads = yes_area = 0
     for ballot in ballots:
         if approves(method, ballot.choices, leader):
-            yes_heads += 1
+            yes_heads += ballot.heads
             yes_area += ballot.area
     assert rule.approval is not None
     for measure in measures:

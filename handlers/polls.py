@@ -1,0 +1,432 @@
+"""Voting: /polls, the private ballot (deep link `start=poll-<id>` or /vote_<id>), proxies,
+closing early, results and the ballot list (/ballots_<id>).
+
+A ballot is built by buttons in the voter's private chat. Each button carries the whole state
+of the ballot being built (the picks so far) and the number of ballots the voter's slot had
+when the screen was drawn, so a button sets a state, never toggles, and a confirm replayed
+after a later ballot is refused. Every tap is checked again on the server (models/polls.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import InlineKeyboardButton, Update
+from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+from bot import delivery
+from bot.context import LinliApp, LinliContext
+from bot.db import Database
+from handlers.common import (
+    View,
+    as_int,
+    button,
+    callback_args,
+    deep_link,
+    is_private,
+    keyboard,
+    label,
+    load_auth,
+    reply,
+    rows_of,
+    show,
+    url_button,
+    user_id,
+)
+from models import agenda, polls
+from models.errors import Conflict, InvalidInput, NotAllowed
+from models.people import get_unit, require
+from models.polls import Poll, PollOption
+from models.tally import Method
+
+LIST_LIMIT = 10
+# Polls closed per rhythm run (a minute): each close is a short tally; a thousand due in the
+# same minute are all posted within ten minutes without holding SQLite's writer for long.
+CLOSE_BATCH = 100
+
+
+def _picks(text: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(p) for p in text.split("."))
+    except ValueError:
+        raise InvalidInput("stale_button") from None
+
+
+def _joined(picks: tuple[int, ...]) -> str:
+    return ".".join(map(str, picks))
+
+
+def _needed(poll: Poll, options: int) -> int:
+    """How many picks complete a ballot (multiple: at most this many)."""
+    if poll.method == Method.ranking:
+        return min(len(poll.weight_list), options)
+    if poll.method == Method.multiple:
+        return poll.max_choices
+    return 1
+
+
+def _check_partial(poll: Poll, picks: tuple[int, ...], options: int) -> None:
+    """A ballot being built: options that exist, no repeats, not more than allowed."""
+    if any(not 1 <= p <= options for p in picks) or len(set(picks)) != len(picks):
+        raise InvalidInput("stale_button")
+    if len(picks) > _needed(poll, options):
+        raise InvalidInput("stale_button")
+
+
+def _complete(poll: Poll, picks: tuple[int, ...], options: int) -> bool:
+    if poll.method == Method.multiple:
+        return len(picks) >= 1
+    return len(picks) == _needed(poll, options)
+
+
+def _option_label(ctx: LinliContext, poll: Poll, option: PollOption) -> str:
+    if poll.method == Method.yesno:
+        return label(ctx, "polls", option.text)
+    return option.text
+
+
+async def ballot_view(
+    ctx: LinliContext,
+    *,
+    poll_id: int,
+    voter: int,
+    household: int,
+    picks: tuple[int, ...],
+    prefix: str = "vb",
+    confirm: str = "vc",
+) -> View:
+    """The ballot screen: what is picked so far, the buttons for the next pick, and Confirm.
+
+    `prefix`/`confirm` are the callback prefixes: the voter's own (vb/vc) or a lead's proxy
+    ballot for `voter` (vxb/vxc)."""
+    now = ctx.now()
+    async with ctx.svc.db.transaction(write=False) as session:
+        poll = await polls.get_poll(session, poll_id)
+        state = poll.state(now)
+        if state == "scheduled":
+            raise Conflict("poll_not_open_yet")
+        if state != "open":
+            raise Conflict("poll_closed")
+        slots = await polls.slots_for(session, poll, person_id=voter)
+        options = await polls.options_of(session, poll_id)
+        casts = 0
+        if household:
+            slots = [s for s in slots if s.household_id == household]
+            if not slots:
+                raise NotAllowed("poll_not_your_unit")
+        if len(slots) == 1:
+            voted = await polls.has_voted(session, poll, person_id=voter)
+            chosen = [v for v in [voted] if v is not None and v.slot == slots[0].slot]
+            casts = chosen[0].casts if chosen else 0
+        closes = await polls.local_time(session, poll.community_id, poll.closes_at)
+    who = f"{voter}:" if prefix == "vxb" else ""
+    if len(slots) > 1:
+        buttons = [
+            button(label(ctx, "polls", "for_flat", flat=s.flat), f"{prefix}:{poll_id}:{who}"
+                   f"{s.household_id}:0:")
+            for s in slots
+        ]  # fmt: skip
+        return View(
+            "polls/choose_household",
+            {"question": poll.question},
+            keyboard(rows_of(buttons, 2)),
+        )
+    _check_partial(poll, picks, len(options))
+    here = f"{prefix}:{poll_id}:{who}{household}:{casts}"
+    rows: list[list[InlineKeyboardButton]] = []
+    complete = _complete(poll, picks, len(options))
+    for option in options:
+        text = _option_label(ctx, poll, option)
+        if poll.method == Method.multiple:
+            on = option.number in picks
+            state_after = (
+                tuple(p for p in picks if p != option.number)
+                if on
+                else ((*picks, option.number) if len(picks) < poll.max_choices else None)
+            )
+            if state_after is None:
+                continue
+            mark = "✅ " if on else "▫️ "
+            rows.append([button(mark + text, f"{here}:{_joined(tuple(sorted(state_after)))}")])
+        elif option.number not in picks and not complete:
+            rows.append([button(text, f"{here}:{_joined((*picks, option.number))}")])
+    if complete:
+        rows.append(
+            [button(label(ctx, "polls", "confirm"), f"{confirm}:{poll_id}:{who}{household}:"
+                    f"{casts}:{_joined(picks)}")]
+        )  # fmt: skip
+    if picks:
+        rows.append([button(label(ctx, "polls", "start_over"), f"{here}:")])
+    by_number = {o.number: _option_label(ctx, poll, o) for o in options}
+    return View(
+        "polls/ballot",
+        {
+            "poll": poll,
+            "closes": closes,
+            "picked": [by_number[p] for p in picks],
+            "places": list(poll.weight_list[: len(options)])
+            if poll.method == Method.ranking
+            else [],
+            "voted": casts > 0,
+            "complete": complete,
+            "proxy": prefix == "vxb",
+        },
+        keyboard(rows),
+    )
+
+
+async def open_ballot(update: Update, ctx: LinliContext, poll_id: int) -> None:
+    if not is_private(update):
+        link = keyboard(
+            [[url_button(label(ctx, "polls", "vote"), deep_link(ctx, f"poll-{poll_id}"))]]
+        )
+        await reply(update, ctx, "polls/vote_privately", markup=link)
+        return
+    view = await ballot_view(ctx, poll_id=poll_id, voter=user_id(update), household=0, picks=())
+    await show(update, ctx, view)
+
+
+async def cmd_start(update: Update, ctx: LinliContext) -> None:
+    payload = ctx.args[0] if ctx.args else ""
+    if payload == "polls":
+        await cmd_polls(update, ctx)
+        return
+    if payload.startswith("ballots-"):
+        await send_ballots(update, ctx, as_int(payload.removeprefix("ballots-")))
+        return
+    await open_ballot(update, ctx, as_int(payload.removeprefix("poll-")))
+
+
+async def cmd_vote(update: Update, ctx: LinliContext) -> None:
+    """/vote_12 (tappable in reminders and announcements) or /vote 12."""
+    message = update.effective_message
+    text = message.text if message and message.text else ""
+    found = re.match(r"^/vote(?:@\w+)?(?:_|\s+)(\d+)", text)
+    if found is None:
+        await cmd_polls(update, ctx)
+        return
+    await open_ballot(update, ctx, int(found.group(1)))
+
+
+async def btn_build(update: Update, ctx: LinliContext) -> None:
+    poll_id, household, _casts, picks = callback_args(update, "vb", 4)
+    view = await ballot_view(
+        ctx,
+        poll_id=as_int(poll_id),
+        voter=user_id(update),
+        household=as_int(household),
+        picks=_picks(picks),
+    )
+    await show(update, ctx, view)
+
+
+async def btn_confirm(update: Update, ctx: LinliContext) -> None:
+    poll_id, household, casts, picks = callback_args(update, "vc", 4)
+    await _cast(update, ctx, poll_id, household, casts, picks, voter=user_id(update))
+
+
+async def _cast(
+    update: Update,
+    ctx: LinliContext,
+    poll_id: str,
+    household: str,
+    casts: str,
+    picks: str,
+    *,
+    voter: int,
+    proxy: bool = False,
+) -> None:
+    now = ctx.now()
+    key = ctx.svc.settings.ballot_key
+    async with ctx.svc.db.transaction() as session:
+        if proxy:
+            auth = await load_auth(session, ctx, update)
+            done = await polls.cast_by_proxy(
+                session,
+                auth=auth,
+                poll_id=as_int(poll_id),
+                person_id=voter,
+                choices=_picks(picks),
+                now=now,
+                ballot_key=key,
+                household_id=as_int(household) or None,
+                expect_casts=as_int(casts),
+            )
+        else:
+            done = await polls.cast(
+                session,
+                poll_id=as_int(poll_id),
+                person_id=voter,
+                choices=_picks(picks),
+                now=now,
+                ballot_key=key,
+                household_id=as_int(household) or None,
+                expect_casts=as_int(casts),
+            )
+    by_number = {o.number: _option_label(ctx, done.poll, o) for o in done.options}
+    view = View(
+        "polls/cast_done",
+        {
+            "poll": done.poll,
+            "picked": [by_number[p] for p in _picks(picks)],
+            "replaced": done.replaced,
+            "proxy": proxy,
+        },
+        keyboard([[button(label(ctx, "polls", "change"), f"vb:{done.poll.id}:{household}:0:")]])
+        if not proxy
+        else None,
+    )
+    await show(update, ctx, view)
+
+
+async def btn_proxy_build(update: Update, ctx: LinliContext) -> None:
+    """vxb:<poll>:<voter>:<household>:<casts>:<picks>: a lead builds a ballot for a resident."""
+    poll_id, voter, household, _casts, picks = callback_args(update, "vxb", 5)
+    async with ctx.svc.db.transaction(write=False) as session:
+        poll = await polls.get_poll(session, as_int(poll_id))
+        require(await load_auth(session, ctx, update), await get_unit(session, poll.unit_id))
+    view = await ballot_view(
+        ctx,
+        poll_id=as_int(poll_id),
+        voter=as_int(voter),
+        household=as_int(household),
+        picks=_picks(picks),
+        prefix="vxb",
+        confirm="vxc",
+    )
+    await show(update, ctx, view)
+
+
+async def btn_proxy_confirm(update: Update, ctx: LinliContext) -> None:
+    poll_id, voter, household, casts, picks = callback_args(update, "vxc", 5)
+    await _cast(update, ctx, poll_id, household, casts, picks, voter=as_int(voter), proxy=True)
+
+
+# --- /polls ------------------------------------------------------------------------------
+
+
+async def cmd_polls(update: Update, ctx: LinliContext) -> None:
+    if not is_private(update):
+        link = keyboard(
+            [[url_button(label(ctx, "polls", "open_private"), deep_link(ctx, "polls"))]]
+        )
+        await reply(update, ctx, "polls/vote_privately", markup=link)
+        return
+    now = ctx.now()
+    async with ctx.svc.db.transaction(write=False) as session:
+        found = await polls.polls_for(session, person_id=user_id(update), now=now, limit=LIST_LIMIT)
+        rows = []
+        for poll in found:
+            voted = await polls.has_voted(session, poll, person_id=user_id(update))
+            rows.append((poll, voted is not None, poll.state(now)))
+    buttons = [
+        [button(label(ctx, "polls", "open_poll", question=p.question[:40], voted=v),
+                f"vb:{p.id}:0:0:")]
+        for p, v, state in rows
+        if state == "open"
+    ]  # fmt: skip
+    await reply(update, ctx, "polls/list", polls=rows, markup=keyboard(buttons))
+
+
+# --- the ballot list ---------------------------------------------------------------------
+
+
+async def cmd_ballots(update: Update, ctx: LinliContext) -> None:
+    """/ballots_12: the closed poll's canonical ballot list as CSV, privately."""
+    message = update.effective_message
+    text = message.text if message and message.text else ""
+    found = re.match(r"^/ballots(?:@\w+)?(?:_|\s+)(\d+)", text)
+    if found is None:
+        raise InvalidInput("poll_not_found")
+    poll_id = int(found.group(1))
+    if not is_private(update):
+        link = keyboard(
+            [
+                [
+                    url_button(
+                        label(ctx, "polls", "open_private"), deep_link(ctx, f"ballots-{poll_id}")
+                    )
+                ]
+            ]
+        )
+        await reply(update, ctx, "polls/vote_privately", markup=link)
+        return
+    await send_ballots(update, ctx, poll_id)
+
+
+async def send_ballots(update: Update, ctx: LinliContext, poll_id: int) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        poll = await polls.get_poll(session, poll_id)
+        auth = await load_auth(session, ctx, update)
+        unit = await get_unit(session, poll.unit_id)
+        if not auth.covers(unit):
+            # Anyone who could vote in it may check the count; others may not see it.
+            await polls.slots_for(session, poll, person_id=user_id(update), unit=unit)
+        rows = await polls.export_rows(session, poll)
+        digest = poll.digest
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(polls.EXPORT_HEADER)
+    writer.writerows(rows)
+    message = update.effective_message
+    assert message is not None
+    await message.reply_document(
+        out.getvalue().encode(),
+        filename=f"poll-{poll_id}-ballots.csv",
+        caption=ctx.svc.renderer.render(ctx.lang, "polls/ballots_caption", poll=poll,
+                                        digest=digest, count=len(rows)),
+    )  # fmt: skip
+
+
+# --- rhythms -----------------------------------------------------------------------------
+
+
+async def _close(session: AsyncSession, now: datetime) -> int:
+    """A rhythm: close the polls whose time is up, post their results (each once)."""
+    return await polls.close_due(session, now=now, limit=CLOSE_BATCH)
+
+
+async def close_due_polls(db: Database, now: datetime) -> int:
+    """What the rhythm does, repeated until nothing is due (the bench and tests)."""
+    total = 0
+    while True:
+        async with db.transaction() as session:
+            closed = await _close(session, now)
+        total += closed
+        if not closed:
+            return total
+
+
+async def _remind(session: AsyncSession, now: datetime) -> int:
+    return await polls.remind_due(session, now=now)
+
+
+async def _talk_days(session: AsyncSession, now: datetime) -> int:
+    return len(await agenda.run_talk_days(session, now=now))
+
+
+def register(app: LinliApp) -> None:
+    for rhythm in (_close, _remind, _talk_days):
+        delivery.add_rhythm(app, rhythm)
+    app.add_handler(
+        CommandHandler(
+            "start", cmd_start, filters=filters.Regex(r"^/start (poll-\d+|ballots-\d+|polls)\b")
+        )
+    )
+    app.add_handler(CommandHandler("polls", cmd_polls))
+    app.add_handler(CommandHandler("vote", cmd_vote))
+    app.add_handler(MessageHandler(filters.Regex(r"^/vote_\d+"), cmd_vote))
+    app.add_handler(MessageHandler(filters.Regex(r"^/ballots_\d+"), cmd_ballots))
+    for prefix, callback in (
+        ("vb", btn_build),
+        ("vc", btn_confirm),
+        ("vxb", btn_proxy_build),
+        ("vxc", btn_proxy_confirm),
+    ):
+        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
