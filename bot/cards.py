@@ -57,6 +57,11 @@ class CardRequest:
     chat_id: int
     now: datetime
     renderer: Renderer
+    bot_username: str = ""
+
+    def deep_link(self, payload: str) -> str:
+        """A link that opens the reader's private chat with the bot at `/start <payload>`."""
+        return f"https://t.me/{self.bot_username}?start={payload}"
 
     def label(self, feature: str, key: str, **params: Any) -> str:
         return self.renderer.label(self.lang, feature, key, **params)

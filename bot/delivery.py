@@ -575,6 +575,7 @@ class Sender:
                         chat_id=job.chat_id,
                         now=now,
                         renderer=self.renderer,
+                        bot_username=self.bot.username,
                     )
                     built[job.id] = await builder(request)
                 except Exception as exc:  # no builder for the kind, or the builder failed

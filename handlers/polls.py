@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from bot import delivery
+from bot import cards, delivery
 from bot.context import LinliApp, LinliContext
 from bot.db import Database
 from handlers.common import (
@@ -384,6 +384,23 @@ async def send_ballots(update: Update, ctx: LinliContext, poll_id: int) -> None:
     )  # fmt: skip
 
 
+# --- the group card --------------------------------------------------------------------
+
+
+async def poll_card(req: cards.CardRequest) -> cards.Card | None:
+    """The poll as the unit's chats see it: question, method, deadline, turnout; never who
+    voted what; totals only when the poll shows live results."""
+    poll = await req.session.get(Poll, req.subject_id)
+    if poll is None:
+        return None
+    view = await polls.card_view(req.session, poll, now=req.now)
+    markup = None
+    if view["state"] in ("open", "scheduled"):
+        vote = req.label("polls", "vote")
+        markup = keyboard([[url_button(vote, req.deep_link(f"poll-{poll.id}"))]])
+    return cards.Card("polls/card", {"card": view}, markup)
+
+
 # --- rhythms -----------------------------------------------------------------------------
 
 
@@ -412,6 +429,7 @@ async def _talk_days(session: AsyncSession, now: datetime) -> int:
 
 
 def register(app: LinliApp) -> None:
+    cards.register(app, polls.CARD, poll_card)
     for rhythm in (_close, _remind, _talk_days):
         delivery.add_rhythm(app, rhythm)
     app.add_handler(

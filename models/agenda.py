@@ -16,7 +16,6 @@ from sqlalchemy import update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import outbox
 from models.base import TelegramId, UTCDateTime
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
@@ -319,14 +318,4 @@ async def _hold_talk(
     poll = await insert_poll(session, unit=unit, spec=spec, by=talk.set_by, now=now, origin=origin)
     for proposal in top:
         proposal.status, proposal.poll_id, proposal.updated_at = ProposalStatus.polled, poll.id, now
-    await outbox.enqueue_to_unit(
-        session,
-        key=f"poll-talk:{poll.id}",
-        unit=unit,
-        subtree_too=True,
-        template="polls/talk_opened",
-        context={"poll_id": poll.id, "month": month, "closes_at": poll.closes_at.isoformat()},
-        due_at=now,
-        now=now,
-    )
-    return poll
+    return poll  # its card, posted with it, announces it in the unit's chats

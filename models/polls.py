@@ -65,6 +65,7 @@ DEVELOPER = "developer"  # the owner key of the developer's unsold flats
 MAX_OPTIONS = 10
 MAX_PLACES = 5
 REMIND_BEFORE = timedelta(hours=24)
+CARD = "poll"  # the live card's kind (handlers/polls.py builds it)
 
 
 class Counting:
@@ -344,6 +345,10 @@ async def insert_poll(
     for number, (text, proposal_id) in enumerate(zip(spec.options, proposals, strict=True), 1):
         session.add(PollOption(poll_id=poll.id, number=number, text=text, proposal_id=proposal_id))
     await session.flush()
+    # The card goes to the chats of the unit and below: its voters are there.
+    await outbox.post_card_to_unit(
+        session, kind=CARD, subject_id=poll.id, unit=unit, now=now, subtree_too=True
+    )
     return poll
 
 
@@ -691,6 +696,8 @@ async def cast(
             index_elements=["poll_id", "ref"], set_={"choices": encoded}
         )
     )
+    if earlier is None or poll.live_results:
+        await outbox.mark_changed(session, kind=CARD, subject_id=poll_id, now=now)
     return Cast(
         poll,
         chosen.slot,
@@ -835,6 +842,7 @@ async def extend(
     poll.changed_reason = _reason(reason)
     poll.closes_at = closes_at
     await session.flush()
+    await outbox.mark_changed(session, kind=CARD, subject_id=poll_id, now=now)
     return poll
 
 
@@ -1005,6 +1013,7 @@ async def close(
         due_at=now,
         now=now,
     )
+    await outbox.mark_changed(session, kind=CARD, subject_id=poll_id, now=now)
     return tallied
 
 

@@ -244,13 +244,14 @@ async def test_results_posted_once_and_ballot_list_matches_digest(
         for pick in picks:
             screen = _last(await scene.tap(user, screen, pick))
         await scene.tap(user, screen, "✅")
+    await delivery.drain(app)  # the card
     clock.advance(days=3)
     assert await close_due_polls(db, clock.now) == 1
     assert await close_due_polls(db, clock.now) == 0
     before = len(scene.tg.calls)
     await delivery.drain(app)
     posted = messages(scene.tg.calls[before:], GROUP)
-    assert len(posted) == 1
+    assert len(posted) == 1  # the result; the card is edited to say it closed
     text = posted[0].text
     assert "表决结果：本月先办哪件事？" in text
     # 修车棚 and 清楼道 both have 11 points; 修车棚 has two first places to one.
@@ -273,3 +274,33 @@ async def test_results_posted_once_and_ballot_list_matches_digest(
     header = f"linli-ballots/1 poll={pid} method=ranking weights=5-3-1 options=4 area=no"
     canonical = "\n".join([header, *sorted(",".join(r) for r in rows[1:])]) + "\n"
     assert hashlib.sha256(canonical.encode()).hexdigest() == poll.digest
+
+
+async def test_group_card_shows_turnout_never_who(
+    db: Database, scene: Scene, app: LinliApp, clock: Clock
+) -> None:
+    w = await _world(db)
+    scene.group(GROUP, "3号楼")
+    pid = await _poll(db, w, counting=polls.Counting.household)
+    users = _people(scene)
+    await delivery.drain(app)
+    (card,) = messages(scene.tg.calls, GROUP)
+    assert "本月先办哪件事？" in card.text and "已有 0 / 2 户投票" in card.text
+    assert card.buttons[0][0]["url"].endswith(f"?start=poll-{pid}")
+    for uid in (WANG, LI, SAM):  # Sam's ballot replaces 李叔's: same household
+        user = users[uid]
+        screen = _last(await scene.say(user, scene.private(user), f"/vote_{pid}"))
+        for pick in ("清楼道", "种花", "修车棚"):
+            screen = _last(await scene.tap(user, screen, pick))
+        await scene.tap(user, screen, "✅")
+    clock.advance(seconds=10)
+    before = len(scene.tg.calls)
+    await delivery.drain(app)
+    edits = [
+        c for c in scene.tg.calls[before:] if c.method == "editMessageText" and c.chat_id == GROUP
+    ]
+    assert edits and "已有 2 / 2 户投票" in edits[-1].text
+    for call in scene.tg.calls:
+        if call.chat_id == GROUP:
+            assert not any(n in call.text for n in ("王阿姨", "李叔", "Sam", "3-101", "3-102"))
+            assert "清楼道 " not in call.text  # no totals while the poll runs

@@ -114,7 +114,7 @@ async def test_talk_day_ranks_the_month_once(db: Database) -> None:
         options = await polls.options_of(s, poll.id or 0)
         moved = [await agenda.get_proposal(s, i) for i in ids]
         notes = (
-            await s.exec(select(Delivery).where(col(Delivery.key).startswith("poll-talk:")))
+            await s.exec(select(Delivery).where(col(Delivery.key).startswith("card:poll:")))
         ).all()
     assert [o.proposal_id for o in options] == [ids[3], ids[2], ids[1]]
     assert [p.status for p in moved] == ["open", "polled", "polled", "polled"]
