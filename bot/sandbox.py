@@ -28,9 +28,11 @@ from bot.db import Database
 from bot.standin import BOT_USER, JSON, Call, FakeTelegram, Scene, visible
 from models import ledger, people, points, reports, rewards
 from models import people, points, reports, rewards, tasks
+from models import agenda, people, points, polls, reports, rewards, tasks
 from models.base import utcnow
 from models.importer import import_file
 from models.people import Authority, Household, RoleKind, Unit
+from models.tally import Method, Rule
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/sandbox.db"
 DATABASE_ENV = "LINLI_SANDBOX_DATABASE_URL"
@@ -216,7 +218,60 @@ async def seed(db: Database, *, now: datetime) -> bool:
             )
         await _demo_reports(session, community_id=community.id, now=now)
         await _demo_tasks(session, community_id=community.id, now=now)
+        await _open_the_agenda(session, building=units["3号楼"], now=now)
     return True
+
+
+async def _open_the_agenda(session: AsyncSession, *, building: Unit, now: datetime) -> None:
+    """Two proposals with support, a 5-3-1 poll open now and an owners' poll (Art. 278,
+    ordinary matter) in 3号楼, so a newcomer can vote as 李叔叔 and see the card's turnout move.
+    王阿姨 and 李叔叔 are marked owners; 王阿姨 has already ranked the issues."""
+    superadmin = Authority(person_id=ADMIN_ID, superadmin=True)
+    wang = Authority(person_id=10002)
+    for who in (10002, 10003):
+        (member,) = await people.memberships(session, person_id=who)
+        assert member.resident.id is not None
+        await polls.mark_owner(
+            session, auth=superadmin, resident_id=member.resident.id, owner=True, now=now
+        )
+    rail = await agenda.propose(
+        session, auth=wang, unit_id=_id(building), title="楼道加装扶手",
+        body="老人上下楼不方便，3号楼一到六层都需要。", now=now,
+    )  # fmt: skip
+    await agenda.propose(
+        session, auth=Authority(person_id=10003), unit_id=_id(building), title="自行车棚修顶棚",
+        body="下雨天车棚漏水，电动车充电不安全。", now=now,
+    )  # fmt: skip
+    assert rail.id is not None
+    await agenda.support(session, auth=superadmin, proposal_id=rail.id, now=now)
+    await agenda.support(session, auth=wang, proposal_id=rail.id, now=now)
+    talk = await polls.create_poll(
+        session,
+        auth=superadmin,
+        spec=polls.PollSpec(
+            unit_id=_id(building), question="11月月月谈：本月先办哪件事？",
+            options=["楼道加装扶手", "自行车棚修顶棚", "清理楼道杂物", "装快递柜"],
+            opens_at=now, closes_at=now + timedelta(days=7), method=Method.ranking,
+        ),
+        now=now,
+    )  # fmt: skip
+    assert talk.id is not None
+    await polls.cast(
+        session, poll_id=talk.id, person_id=10002, choices=[1, 3, 2], now=now,
+        ballot_key=b"",  # a named poll: ballots are not keyed
+    )  # fmt: skip
+    await polls.create_poll(
+        session,
+        auth=superadmin,
+        spec=polls.PollSpec(
+            unit_id=_id(building), question="是否续聘现物业公司（一般事项）",
+            description="按《民法典》第二百七十八条表决：专有面积和业主人数都过三分之二参与，"
+            "参与面积和人数都过半数同意即通过。",
+            options=[], opens_at=now, closes_at=now + timedelta(days=10),
+            method=Method.yesno, rule=Rule.art278_ordinary,
+        ),
+        now=now,
+    )  # fmt: skip
 
 
 async def _stock_the_bank(session: AsyncSession, *, community_id: int, now: datetime) -> None:

@@ -7,6 +7,7 @@ from telegram.ext import TypeHandler
 
 from bot.context import LinliApp
 from handlers import (
+    agenda,
     announce,
     awards,
     basics,
@@ -48,6 +49,7 @@ def register(app: LinliApp) -> None:
     reports.register(app)  # before basics: it claims /start reports|myreports|stats
     tasks.register(app)  # before basics: it claims /start tasks|mytasks|tc-… (a check-in QR)
     polls.register(app)  # before basics: it claims /start poll-…, ballots-…, polls
+    agenda.register(app)  # before basics: it claims /start propose
     basics.register(app)
     prompts.register(app)
     app.add_error_handler(on_error)

@@ -47,6 +47,9 @@ COMMANDS = (
     Command("tasks", "resident", "any"),
     Command("mytasks", "resident", "any"),
     Command("checkin", "resident", "private"),
+    Command("polls", "resident", "any"),
+    Command("propose", "resident", "any"),
+    Command("agenda", "resident", "any"),
 )
 
 

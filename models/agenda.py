@@ -16,6 +16,7 @@ from sqlalchemy import update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from models import outbox
 from models.base import TelegramId, UTCDateTime
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
@@ -31,6 +32,7 @@ from models.people import (
 from models.polls import Counting, Poll, PollSpec, check_spec, insert_for, insert_poll
 from models.tally import DEFAULT_WEIGHTS, Method, Rule
 
+CARD = "proposal"  # the live card's kind (handlers/agenda.py builds it)
 TITLE_LIMIT = 80
 BODY_LIMIT = 600
 
@@ -137,6 +139,8 @@ async def propose(
     )
     session.add(proposal)
     await session.flush()
+    assert proposal.id is not None
+    await outbox.post_card_to_unit(session, kind=CARD, subject_id=proposal.id, unit=unit, now=now)
     return proposal
 
 
@@ -168,6 +172,7 @@ async def support(
             .values(support=col(Proposal.support) + 1, updated_at=now)
         )
         await session.refresh(proposal)
+        await outbox.mark_changed(session, kind=CARD, subject_id=proposal_id, now=now)
     return proposal, added
 
 
@@ -318,4 +323,5 @@ async def _hold_talk(
     poll = await insert_poll(session, unit=unit, spec=spec, by=talk.set_by, now=now, origin=origin)
     for proposal in top:
         proposal.status, proposal.poll_id, proposal.updated_at = ProposalStatus.polled, poll.id, now
+        await outbox.mark_changed(session, kind=CARD, subject_id=proposal.id or 0, now=now)
     return poll  # its card, posted with it, announces it in the unit's chats

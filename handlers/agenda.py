@@ -1,0 +1,176 @@
+"""The agenda (民事民提): /propose a topic, /agenda lists open ones, Support on their cards.
+
+A proposal's card goes to the chats of its unit; its Support button adds the tapper's support
+once (a repeat changes nothing) and the card shows the new count. Nothing on the card names
+who proposed or who supports.
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+
+from bot import cards
+from bot.context import LinliApp, LinliContext
+from handlers import prompts
+from handlers.common import (
+    View,
+    answer,
+    as_int,
+    button,
+    callback_args,
+    deep_link,
+    is_private,
+    keyboard,
+    label,
+    load_auth,
+    reply,
+    rows_of,
+    show,
+    thread_of,
+    url_button,
+    user_id,
+)
+from models import agenda, people
+from models.agenda import Proposal
+from models.errors import InvalidInput, NotAllowed
+
+ASK = "propose"
+LIMIT = 10
+
+
+async def _units_to_propose_in(ctx: LinliContext, person_id: int) -> list[people.Unit]:
+    """The units above this person's verified households, nearest first (where a topic can be
+    raised), without repeats."""
+    async with ctx.svc.db.transaction(write=False) as session:
+        found = await people.memberships(session, person_id=person_id)
+        lineage: list[int] = []
+        for member in found:
+            if member.resident.status != people.ResidentStatus.verified:
+                continue
+            for uid in reversed(member.unit.lineage):
+                if uid not in lineage:
+                    lineage.append(uid)
+        units = await people.units_by_id(session, lineage)
+    return [units[u] for u in lineage if u in units]
+
+
+async def cmd_propose(update: Update, ctx: LinliContext) -> None:
+    if not is_private(update):
+        link = keyboard([[url_button(label(ctx, "agenda", "open_private"),
+                                     deep_link(ctx, "propose"))]])  # fmt: skip
+        await reply(update, ctx, "agenda/propose_privately", markup=link)
+        return
+    units = await _units_to_propose_in(ctx, user_id(update))
+    if not units:
+        raise NotAllowed("proposal_not_your_unit")
+    if len(units) == 1:
+        await _ask_text(update, ctx, units[0])
+        return
+    buttons = [button(u.name, f"agu:{u.id}") for u in units]
+    await show(update, ctx, View("agenda/pick_unit", {}, keyboard(rows_of(buttons, 2))))
+
+
+async def btn_pick_unit(update: Update, ctx: LinliContext) -> None:
+    (unit_id,) = callback_args(update, "agu", 1)
+    wanted = as_int(unit_id)
+    units = {u.id: u for u in await _units_to_propose_in(ctx, user_id(update))}
+    if wanted not in units:
+        raise InvalidInput("stale_button")
+    await answer(update, ctx)
+    await _ask_text(update, ctx, units[wanted])
+
+
+async def _ask_text(update: Update, ctx: LinliContext, unit: people.Unit) -> None:
+    await prompts.ask(update, ctx, ASK, str(unit.id), "agenda/ask_text", unit=unit.name)
+
+
+@prompts.answers(ASK)
+async def on_text(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    message = update.effective_message
+    assert message is not None and message.text
+    title, _, body = message.text.strip().partition("\n")
+    now = ctx.now()
+    try:
+        async with ctx.svc.db.transaction() as session:
+            auth = await load_auth(session, ctx, update)
+            proposal = await agenda.propose(
+                session,
+                auth=auth,
+                unit_id=as_int(prompt.payload),
+                title=title,
+                body=body,
+                now=now,
+            )
+            unit = await people.get_unit(session, proposal.unit_id)
+    except InvalidInput as refused:
+        # Ask again: what was typed is not lost to a second typo.
+        await prompts.ask(
+            update, ctx, ASK, prompt.payload, f"errors/{refused.key}", **refused.params
+        )
+        return
+    await reply(update, ctx, "agenda/proposed", proposal=proposal, unit=unit.name)
+
+
+# --- the card and support ----------------------------------------------------------------
+
+
+async def proposal_card(req: cards.CardRequest) -> cards.Card | None:
+    proposal = await req.session.get(Proposal, req.subject_id)
+    if proposal is None:
+        return None
+    markup = None
+    if proposal.status == agenda.ProposalStatus.open:
+        support = req.label("agenda", "support", count=proposal.support)
+        markup = keyboard([[button(support, f"ags:{proposal.id}")]])
+    return cards.Card("agenda/card", {"proposal": proposal}, markup)
+
+
+async def btn_support(update: Update, ctx: LinliContext) -> None:
+    (proposal_id,) = callback_args(update, "ags", 1)
+    now = ctx.now()
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        _, added = await agenda.support(
+            session, auth=auth, proposal_id=as_int(proposal_id), now=now
+        )
+    await answer(update, ctx, "agenda/supported" if added else "agenda/supported_before")
+
+
+# --- /agenda -----------------------------------------------------------------------------
+
+
+async def cmd_agenda(update: Update, ctx: LinliContext) -> None:
+    """Open proposals, most supported first: of this group's unit, or of the person's units."""
+    chat, message = update.effective_chat, update.effective_message
+    async with ctx.svc.db.transaction(write=False) as session:
+        unit = None
+        if chat is not None and not is_private(update):
+            link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
+            unit = await people.get_unit(session, link.unit_id) if link else None
+    if unit is None:
+        mine = await _units_to_propose_in(ctx, user_id(update))
+        unit = mine[-1] if mine else None  # the widest: everything below it is listed
+    if unit is None:
+        raise NotAllowed("proposal_not_your_unit")
+    async with ctx.svc.db.transaction(write=False) as session:
+        found = await agenda.agenda(session, unit=unit, limit=LIMIT)
+    buttons = [
+        [button(label(ctx, "agenda", "support_one", n=i, count=p.support), f"ags:{p.id}")]
+        for i, p in enumerate(found, 1)
+    ]
+    await reply(update, ctx, "agenda/list", proposals=found, unit=unit.name,
+                markup=keyboard(buttons))  # fmt: skip
+
+
+async def cmd_start(update: Update, ctx: LinliContext) -> None:
+    await cmd_propose(update, ctx)
+
+
+def register(app: LinliApp) -> None:
+    cards.register(app, agenda.CARD, proposal_card)
+    app.add_handler(CommandHandler("start", cmd_start, filters=filters.Regex(r"^/start propose\b")))
+    app.add_handler(CommandHandler("propose", cmd_propose))
+    app.add_handler(CommandHandler("agenda", cmd_agenda))
+    for prefix, callback in (("agu", btn_pick_unit), ("ags", btn_support)):
+        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
