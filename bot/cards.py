@@ -73,6 +73,16 @@ class CardRequest:
 
 CardBuilder = Callable[[CardRequest], Awaitable[Card | None]]
 
+# A picture drawn when its outbox row is sent (a row's `photo` "drawn:<name>"), from the row's
+# context: a poll's result chart.
+Drawing = Callable[[dict[str, Any]], bytes]
+DRAWN = "drawn:"
+
+
+def register_drawing(app: LinliApp, name: str, drawing: Drawing) -> None:
+    """Name a drawing (in the feature's `register(app)`); rows ask for it as `drawn:<name>`."""
+    app.bot_data.services.drawings[name] = drawing
+
 
 def register(app: LinliApp, kind: str, builder: CardBuilder) -> None:
     """Name the builder of one card kind (in the feature's `register(app)`)."""

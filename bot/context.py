@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram.ext import Application, CallbackContext, ExtBot, JobQueue
 
-from bot.cards import CardBuilder
+from bot.cards import CardBuilder, Drawing
 from bot.config import Settings
 from bot.db import Database
 from bot.render import Renderer
@@ -29,6 +29,7 @@ class Services:
     # Filled by the features' register(app), never by importing a module:
     rhythms: list[Rhythm] = field(default_factory=list)  # bot.delivery.add_rhythm
     cards: dict[str, CardBuilder] = field(default_factory=dict)  # bot.cards.register
+    drawings: dict[str, Drawing] = field(default_factory=dict)  # bot.cards.register_drawing
 
 
 class BotData:

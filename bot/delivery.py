@@ -43,7 +43,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Bot, InlineKeyboardMarkup, Message
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
-from bot.cards import Card, CardBuilder, CardRequest
+from bot.cards import DRAWN, Card, CardBuilder, CardRequest, Drawing
 from bot.context import LinliApp, LinliContext, Rhythm
 from bot.db import Database
 from bot.render import Renderer
@@ -321,12 +321,14 @@ class Sender:
         sleep: Sleep | None = None,
         limits: Limits | None = None,
         cards: Mapping[str, CardBuilder] | None = None,
+        drawings: Mapping[str, Drawing] | None = None,
     ) -> None:
         self.db = db
         self.bot = bot
         self.renderer = renderer
         self.clock = clock
         self.cards: Mapping[str, CardBuilder] = cards if cards is not None else {}
+        self.drawings: Mapping[str, Drawing] = drawings if drawings is not None else {}
         self.limits = limits or Limits()
         self.pacer = Pacer(self.limits)
         if sleep is None:
@@ -646,9 +648,10 @@ class Sender:
         if job.markup is not None and row.parts_sent == len(job.parts) - 1:
             options["reply_markup"] = job.markup
         if part.photo:
-            return await self.bot.send_photo(
-                row.chat_id, photo=part.photo, caption=part.text, **options
-            )
+            photo: str | bytes = part.photo
+            if part.photo.startswith(DRAWN):
+                photo = self.drawings[part.photo.removeprefix(DRAWN)](row.context)
+            return await self.bot.send_photo(row.chat_id, photo=photo, caption=part.text, **options)
         assert part.text is not None
         return await self.bot.send_message(row.chat_id, part.text, **options)
 
@@ -876,6 +879,7 @@ def install(app: LinliApp, *, sleep: Sleep | None = None, limits: Limits | None 
         sleep=sleep,
         limits=limits,
         cards=services.cards,
+        drawings=services.drawings,
     )
     services.db.on_queued.append(sender.wake)
     _SENDERS[app] = sender

@@ -12,17 +12,19 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from bot import cards, delivery
+from bot import cards, chart, delivery
 from bot.context import LinliApp, LinliContext
 from bot.db import Database
+from handlers import prompts
 from handlers.common import (
     View,
+    answer,
     as_int,
     button,
     callback_args,
@@ -31,13 +33,16 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    note_replied,
+    replied_to,
     reply,
     rows_of,
+    send_private,
     show,
     url_button,
     user_id,
 )
-from models import agenda, polls
+from models import agenda, people, polls
 from models.errors import Conflict, InvalidInput, NotAllowed
 from models.people import get_unit, require
 from models.polls import Poll, PollOption
@@ -325,13 +330,166 @@ async def cmd_polls(update: Update, ctx: LinliContext) -> None:
         for poll in found:
             voted = await polls.has_voted(session, poll, person_id=user_id(update))
             rows.append((poll, voted is not None, poll.state(now)))
+        auth = await load_auth(session, ctx, update)
+        led = await polls.led_polls(session, auth=auth, now=now) if auth.is_lead else []
     buttons = [
         [button(label(ctx, "polls", "open_poll", question=p.question[:40], voted=v),
                 f"vb:{p.id}:0:0:")]
         for p, v, state in rows
         if state == "open"
+    ] + [
+        [button(label(ctx, "polls", "manage", question=p.question[:40]), f"vm:{p.id}")]
+        for p in led
     ]  # fmt: skip
-    await reply(update, ctx, "polls/list", polls=rows, markup=keyboard(buttons))
+    await reply(update, ctx, "polls/list", polls=rows, led=led, markup=keyboard(buttons))
+
+
+# --- what leads do with a poll --------------------------------------------------------
+
+EXTEND_DAYS = (1, 3, 7)
+ASK_CLOSE, ASK_EXTEND = "poll_close", "poll_extend"
+
+
+async def _led_poll(update: Update, ctx: LinliContext, poll_id: int) -> Poll:
+    """The poll, when the person leads its unit (every lead button checks again)."""
+    async with ctx.svc.db.transaction(write=False) as session:
+        poll = await polls.get_poll(session, poll_id)
+        require(await load_auth(session, ctx, update), await get_unit(session, poll.unit_id))
+    return poll
+
+
+async def manage_view(ctx: LinliContext, poll: Poll) -> View:
+    now = ctx.now()
+    async with ctx.svc.db.transaction(write=False) as session:
+        card = await polls.card_view(session, poll, now=now)
+    rows = []
+    if card["state"] in ("open", "scheduled"):
+        rows.append([button(label(ctx, "polls", "close_early"), f"vmc:{poll.id}")])
+        rows.append(
+            [button(label(ctx, "polls", "extend", days=d), f"vme:{poll.id}:{d}")
+             for d in EXTEND_DAYS]
+        )  # fmt: skip
+    elif not poll.anonymous:
+        rows.append([button(label(ctx, "polls", "roll_call"), f"vmr:{poll.id}")])
+    return View("polls/manage", {"card": card}, keyboard(rows))
+
+
+async def btn_manage(update: Update, ctx: LinliContext) -> None:
+    (poll_id,) = callback_args(update, "vm", 1)
+    poll = await _led_poll(update, ctx, as_int(poll_id))
+    await show(update, ctx, await manage_view(ctx, poll))
+
+
+async def btn_close_early(update: Update, ctx: LinliContext) -> None:
+    (poll_id,) = callback_args(update, "vmc", 1)
+    poll = await _led_poll(update, ctx, as_int(poll_id))
+    await answer(update, ctx)
+    await prompts.ask(update, ctx, ASK_CLOSE, str(poll.id), "polls/ask_reason_close",
+                      question=poll.question)  # fmt: skip
+
+
+async def btn_extend(update: Update, ctx: LinliContext) -> None:
+    poll_id, days = callback_args(update, "vme", 2)
+    if as_int(days) not in EXTEND_DAYS:
+        raise InvalidInput("stale_button")
+    poll = await _led_poll(update, ctx, as_int(poll_id))
+    await answer(update, ctx)
+    await prompts.ask(update, ctx, ASK_EXTEND, f"{poll.id}:{days}", "polls/ask_reason_extend",
+                      question=poll.question, days=as_int(days))  # fmt: skip
+
+
+@prompts.answers(ASK_CLOSE)
+async def on_close_reason(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    message = update.effective_message
+    assert message is not None and message.text
+    now = ctx.now()
+    try:
+        async with ctx.svc.db.transaction() as session:
+            done = await polls.close_early(
+                session, auth=await load_auth(session, ctx, update),
+                poll_id=as_int(prompt.payload), reason=message.text, now=now,
+            )  # fmt: skip
+    except InvalidInput as refused:
+        await prompts.ask(update, ctx, ASK_CLOSE, prompt.payload, f"errors/{refused.key}",
+                          **refused.params)  # fmt: skip
+        return
+    await reply(update, ctx, "polls/closed_early", poll=done.poll)
+
+
+@prompts.answers(ASK_EXTEND)
+async def on_extend_reason(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    message = update.effective_message
+    assert message is not None and message.text
+    poll_id, _, days = prompt.payload.partition(":")
+    now = ctx.now()
+    try:
+        async with ctx.svc.db.transaction() as session:
+            poll = await polls.get_poll(session, as_int(poll_id))
+            poll = await polls.extend(
+                session, auth=await load_auth(session, ctx, update), poll_id=as_int(poll_id),
+                closes_at=poll.closes_at + timedelta(days=as_int(days)), reason=message.text,
+                now=now,
+            )  # fmt: skip
+            closes = await polls.local_time(session, poll.community_id, poll.closes_at)
+    except InvalidInput as refused:
+        await prompts.ask(update, ctx, ASK_EXTEND, prompt.payload, f"errors/{refused.key}",
+                          **refused.params)  # fmt: skip
+        return
+    await reply(update, ctx, "polls/extended", poll=poll, closes=closes)
+
+
+async def btn_roll_call(update: Update, ctx: LinliContext) -> None:
+    """vmr:<poll>: a named, closed poll's ballots with who cast them, for its leads only."""
+    (poll_id,) = callback_args(update, "vmr", 1)
+    poll = await _led_poll(update, ctx, as_int(poll_id))
+    if not is_private(update):
+        raise InvalidInput("stale_button")
+    async with ctx.svc.db.transaction(write=False) as session:
+        rows = await polls.roll_call(session, poll)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["slot", "cast_by", "proxy_by", "choices"])
+    writer.writerows(rows)
+    message = update.effective_message
+    assert message is not None
+    await answer(update, ctx)
+    await message.reply_document(out.getvalue().encode(), filename=f"poll-{poll.id}-roll.csv")
+
+
+# --- proxy ballots: a lead replies to a resident's message with /proxy ------------------
+
+
+async def cmd_proxy(update: Update, ctx: LinliContext) -> None:
+    """Reply to a resident's message with /proxy: the lead is sent, privately, the open polls
+    that resident may vote in, to record the ballot they phoned or handed in."""
+    message = update.effective_message
+    assert message is not None
+    who = replied_to(message)
+    if who is None or who.is_bot:
+        raise InvalidInput("proxy_reply_to_resident")
+    await note_replied(ctx, who)
+    now = ctx.now()
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        if not auth.is_lead:
+            raise NotAllowed("proxy_leads_only")
+        found = [
+            p for p in await polls.polls_for(session, person_id=who.id, now=now, limit=LIST_LIMIT)
+            if p.state(now) == "open" and auth.covers(await get_unit(session, p.unit_id))
+        ]  # fmt: skip
+    buttons = [[button(p.question[:60], f"vxb:{p.id}:{who.id}:0:0:")] for p in found]
+    view = View("polls/proxy_pick", {"person": who.full_name, "found": bool(found)},
+                keyboard(buttons))  # fmt: skip
+    if is_private(update):
+        await show(update, ctx, view)
+    elif await send_private(ctx, user_id(update), ctx.lang, view.name, markup=view.markup,
+                            **view.params):  # fmt: skip
+        await reply(update, ctx, "polls/proxy_sent")
+    else:
+        link = keyboard(
+            [[url_button(label(ctx, "polls", "open_private"), deep_link(ctx, "polls"))]]
+        )
+        await reply(update, ctx, "polls/vote_privately", markup=link)
 
 
 # --- the ballot list ---------------------------------------------------------------------
@@ -430,6 +588,7 @@ async def _talk_days(session: AsyncSession, now: datetime) -> int:
 
 def register(app: LinliApp) -> None:
     cards.register(app, polls.CARD, poll_card)
+    cards.register_drawing(app, polls.CHART.removeprefix(cards.DRAWN), chart.result_chart)
     for rhythm in (_close, _remind, _talk_days):
         delivery.add_rhythm(app, rhythm)
     app.add_handler(
@@ -441,7 +600,12 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("vote", cmd_vote))
     app.add_handler(MessageHandler(filters.Regex(r"^/vote_\d+"), cmd_vote))
     app.add_handler(MessageHandler(filters.Regex(r"^/ballots_\d+"), cmd_ballots))
+    app.add_handler(CommandHandler("proxy", cmd_proxy))
     for prefix, callback in (
+        ("vm", btn_manage),
+        ("vmc", btn_close_early),
+        ("vme", btn_extend),
+        ("vmr", btn_roll_call),
         ("vb", btn_build),
         ("vc", btn_confirm),
         ("vxb", btn_proxy_build),

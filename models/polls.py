@@ -66,6 +66,7 @@ MAX_OPTIONS = 10
 MAX_PLACES = 5
 REMIND_BEFORE = timedelta(hours=24)
 CARD = "poll"  # the live card's kind (handlers/polls.py builds it)
+CHART = "drawn:poll_result"  # the result's bar chart, drawn when it is sent (bot/chart.py)
 
 
 class Counting:
@@ -812,6 +813,24 @@ async def polls_for(
     return found
 
 
+async def led_polls(
+    session: AsyncSession, *, auth: Authority, now: datetime, limit: int = 10
+) -> list[Poll]:
+    """Polls in the units this lead covers: open ones, and those closed in the last 30 days."""
+    query = select(Poll).join(Unit, col(Unit.id) == col(Poll.unit_id))
+    if not auth.superadmin:
+        tops = auth.top_units()
+        if not tops:
+            return []
+        within = col(Unit.path).startswith(tops[0].path)
+        for top in tops[1:]:
+            within = within | col(Unit.path).startswith(top.path)
+        query = query.where(within)
+    query = query.where(col(Poll.closes_at) > now - timedelta(days=30))
+    found = await session.exec(query.order_by(col(Poll.closes_at).desc()).limit(limit))
+    return list(found.all())
+
+
 # --- lead actions ----------------------------------------------------------------------
 
 
@@ -1012,6 +1031,7 @@ async def close(
         context={"result": poll.result},
         due_at=now,
         now=now,
+        photo=CHART,
     )
     await outbox.mark_changed(session, kind=CARD, subject_id=poll_id, now=now)
     return tallied
