@@ -163,6 +163,62 @@ async def cmd_agenda(update: Update, ctx: LinliContext) -> None:
                 markup=keyboard(buttons))  # fmt: skip
 
 
+# --- the monthly talk day (leads) --------------------------------------------------------
+
+TALK_DAYS = (1, 5, 10, 15, 20, 25, 31)  # 31: the month's last day
+
+
+async def cmd_talkday(update: Update, ctx: LinliContext) -> None:
+    """/talkday: pick the unit (this group's, or one of mine), then the day of the month."""
+    chat, message = update.effective_chat, update.effective_message
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        if not auth.is_lead:
+            raise NotAllowed("talk_leads_only")
+        units = auth.top_units()
+        if chat is not None and not is_private(update):
+            link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
+            if link is not None:
+                unit = await people.get_unit(session, link.unit_id)
+                units = [unit] if auth.covers(unit) else units
+    if len(units) == 1:
+        await show(update, ctx, await _talk_view(ctx, units[0]))
+        return
+    buttons = [button(u.name, f"agt:{u.id}:0") for u in units]
+    await show(update, ctx, View("agenda/talk_pick_unit", {}, keyboard(rows_of(buttons, 2))))
+
+
+async def _talk_view(ctx: LinliContext, unit: people.Unit) -> View:
+    async with ctx.svc.db.transaction(write=False) as session:
+        talk = await session.get(agenda.TalkDay, unit.id)
+    day = talk.day if talk else 0
+    buttons = [
+        button(label(ctx, "agenda", "talk_day", day=d, on=d == day), f"agt:{unit.id}:{d}")
+        for d in TALK_DAYS
+    ]
+    rows = [*rows_of(buttons, 4), [button(label(ctx, "agenda", "talk_off", on=not day),
+                                          f"agt:{unit.id}:-1")]]  # fmt: skip
+    return View("agenda/talk", {"unit": unit.name, "talk": talk}, keyboard(rows))
+
+
+async def btn_talkday(update: Update, ctx: LinliContext) -> None:
+    """agt:<unit>:<day>: 0 shows, -1 stops the talk, 1–31 sets its day (a state, not a toggle)."""
+    unit_id, day = callback_args(update, "agt", 2)
+    wanted = int(day) if day.lstrip("-").isdigit() else -2
+    if wanted not in (0, -1, *TALK_DAYS):
+        raise InvalidInput("stale_button")
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        unit = await people.get_unit(session, as_int(unit_id))
+        people.require(auth, unit)
+        if wanted:
+            await agenda.set_talk_day(
+                session, auth=auth, unit_id=as_int(unit_id), day=None if wanted < 0 else wanted,
+                now=ctx.now(),
+            )  # fmt: skip
+    await show(update, ctx, await _talk_view(ctx, unit))
+
+
 async def cmd_start(update: Update, ctx: LinliContext) -> None:
     await cmd_propose(update, ctx)
 
@@ -172,5 +228,6 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("start", cmd_start, filters=filters.Regex(r"^/start propose\b")))
     app.add_handler(CommandHandler("propose", cmd_propose))
     app.add_handler(CommandHandler("agenda", cmd_agenda))
-    for prefix, callback in (("agu", btn_pick_unit), ("ags", btn_support)):
+    app.add_handler(CommandHandler("talkday", cmd_talkday))
+    for prefix, callback in (("agu", btn_pick_unit), ("ags", btn_support), ("agt", btn_talkday)):
         app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))

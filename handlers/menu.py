@@ -50,6 +50,9 @@ COMMANDS = (
     Command("polls", "resident", "any"),
     Command("propose", "resident", "any"),
     Command("agenda", "resident", "any"),
+    Command("proxy", "lead", "group"),
+    Command("owner", "lead", "group"),
+    Command("talkday", "lead", "any"),
 )
 
 

@@ -250,30 +250,17 @@ async def _cast(
     now = ctx.now()
     key = ctx.svc.settings.ballot_key
     async with ctx.svc.db.transaction() as session:
-        if proxy:
-            auth = await load_auth(session, ctx, update)
-            done = await polls.cast_by_proxy(
-                session,
-                auth=auth,
-                poll_id=as_int(poll_id),
-                person_id=voter,
-                choices=_picks(picks),
-                now=now,
-                ballot_key=key,
-                household_id=as_int(household) or None,
-                expect_casts=as_int(casts),
-            )
-        else:
-            done = await polls.cast(
-                session,
-                poll_id=as_int(poll_id),
-                person_id=voter,
-                choices=_picks(picks),
-                now=now,
-                ballot_key=key,
-                household_id=as_int(household) or None,
-                expect_casts=as_int(casts),
-            )
+        done = await polls.cast(
+            session,
+            poll_id=as_int(poll_id),
+            person_id=voter,
+            choices=_picks(picks),
+            now=now,
+            ballot_key=key,
+            household_id=as_int(household) or None,
+            proxy=await load_auth(session, ctx, update) if proxy else None,
+            expect_casts=as_int(casts),
+        )
     by_number = {o.number: _option_label(ctx, done.poll, o) for o in done.options}
     view = View(
         "polls/cast_done",
@@ -492,6 +479,59 @@ async def cmd_proxy(update: Update, ctx: LinliContext) -> None:
         await reply(update, ctx, "polls/vote_privately", markup=link)
 
 
+# --- owners: a lead marks which residents own their flat -------------------------------
+
+
+async def cmd_owner(update: Update, ctx: LinliContext) -> None:
+    """Reply to a resident's message with /owner: the lead is sent, privately, that resident's
+    households in their units, each with "owner" and "not an owner" buttons."""
+    message = update.effective_message
+    assert message is not None
+    who = replied_to(message)
+    if who is None or who.is_bot:
+        raise InvalidInput("owner_reply_to_resident")
+    await note_replied(ctx, who)
+    view = await owner_view(update, ctx, who.id)
+    if is_private(update):
+        await show(update, ctx, view)
+    elif await send_private(ctx, user_id(update), ctx.lang, view.name, markup=view.markup,
+                            **view.params):  # fmt: skip
+        await reply(update, ctx, "polls/proxy_sent")
+    else:
+        link = keyboard(
+            [[url_button(label(ctx, "polls", "open_private"), deep_link(ctx, "polls"))]]
+        )
+        await reply(update, ctx, "polls/vote_privately", markup=link)
+
+
+async def owner_view(update: Update, ctx: LinliContext, person_id: int) -> View:
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        if not auth.is_lead:
+            raise NotAllowed("proxy_leads_only")
+        found = await polls.ownerships_of(session, auth=auth, person_id=person_id)
+        person = await people.get_person(session, person_id)
+    rows = [
+        [button(label(ctx, "polls", "is_owner", flat=flat, on=owner), f"vo:{rid}:1"),
+         button(label(ctx, "polls", "not_owner", on=not owner), f"vo:{rid}:0")]
+        for rid, flat, owner in found
+    ]  # fmt: skip
+    name = person.name if person else str(person_id)
+    return View("polls/owner", {"person": name, "found": found}, keyboard(rows))
+
+
+async def btn_owner(update: Update, ctx: LinliContext) -> None:
+    resident_id, owner = callback_args(update, "vo", 2)
+    if owner not in ("0", "1"):
+        raise InvalidInput("stale_button")
+    async with ctx.svc.db.transaction() as session:
+        resident = await polls.mark_owner(
+            session, auth=await load_auth(session, ctx, update),
+            resident_id=as_int(resident_id), owner=owner == "1", now=ctx.now(),
+        )  # fmt: skip
+    await show(update, ctx, await owner_view(update, ctx, resident.person_id))
+
+
 # --- the ballot list ---------------------------------------------------------------------
 
 
@@ -601,7 +641,9 @@ def register(app: LinliApp) -> None:
     app.add_handler(MessageHandler(filters.Regex(r"^/vote_\d+"), cmd_vote))
     app.add_handler(MessageHandler(filters.Regex(r"^/ballots_\d+"), cmd_ballots))
     app.add_handler(CommandHandler("proxy", cmd_proxy))
+    app.add_handler(CommandHandler("owner", cmd_owner))
     for prefix, callback in (
+        ("vo", btn_owner),
         ("vm", btn_manage),
         ("vmc", btn_close_early),
         ("vme", btn_extend),

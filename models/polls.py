@@ -427,6 +427,27 @@ async def mark_owner(
     return resident
 
 
+async def ownerships_of(
+    session: AsyncSession, *, auth: Authority, person_id: int
+) -> list[tuple[int, str, bool]]:
+    """This person's verified residencies in units the lead covers: (resident, flat, owner)."""
+    rows = (
+        await session.exec(
+            select(Resident, Household, Unit, OwnerResident.resident_id)
+            .join(Household, col(Household.id) == col(Resident.household_id))
+            .join(Unit, col(Unit.id) == col(Household.unit_id))
+            .outerjoin(OwnerResident, col(OwnerResident.resident_id) == col(Resident.id))
+            .where(Resident.person_id == person_id, Resident.status == ResidentStatus.verified)
+            .order_by(col(Household.flat))
+        )
+    ).all()
+    return [
+        (resident.id or 0, household.flat, marked is not None)
+        for resident, household, unit, marked in rows
+        if auth.covers(unit)
+    ]
+
+
 # --- who may vote ----------------------------------------------------------------------
 
 
@@ -620,10 +641,13 @@ async def cast(
     now: datetime,
     ballot_key: bytes,
     household_id: int | None = None,
-    proxy_by: int | None = None,
+    proxy: Authority | None = None,
     expect_casts: int | None = None,
 ) -> Cast:
     """Record (or replace) this person's ballot. Race-safe: one row per slot on both databases.
+
+    With `proxy`, a lead of the poll's unit records a ballot the person phoned or handed in:
+    it is marked with who recorded it, and the person is told and may replace it.
 
     `expect_casts` is how many ballots the slot had when the voter's screen was drawn: a
     confirm button replayed after a later ballot (or tapped twice) no longer matches.
@@ -637,6 +661,9 @@ async def cast(
     poll = (await session.exec(query)).first()
     if poll is None:
         raise NotFound("poll_not_found")
+    if proxy is not None:
+        require(proxy, await get_unit(session, poll.unit_id))
+    proxy_by = proxy.person_id if proxy is not None else None
     _open_for_casting(poll, now)
     option_rows = await options_of(session, poll_id)
     picked = check_choices(poll, choices, len(option_rows))
@@ -699,6 +726,19 @@ async def cast(
     )
     if earlier is None or poll.live_results:
         await outbox.mark_changed(session, kind=CARD, subject_id=poll_id, now=now)
+    if proxy_by is not None:
+        await outbox.enqueue(
+            session,
+            key=f"poll-proxy:{poll_id}:{chosen.slot}:{(earlier or 0) + 1}",
+            chat_id=person_id,
+            person_id=person_id,
+            community_id=poll.community_id,
+            template="polls/proxy_notice",
+            context={"poll_id": poll_id, "question": poll.question},
+            due_at=now,
+            now=now,
+            priority=outbox.Priority.reminder,
+        )
     return Cast(
         poll,
         chosen.slot,
@@ -706,52 +746,6 @@ async def cast(
         proxy=proxy_by is not None,
         options=option_rows,
     )
-
-
-async def cast_by_proxy(
-    session: AsyncSession,
-    *,
-    auth: Authority,
-    poll_id: int,
-    person_id: int,
-    choices: Sequence[int],
-    now: datetime,
-    ballot_key: bytes,
-    household_id: int | None = None,
-    expect_casts: int | None = None,
-) -> Cast:
-    """A lead records a ballot phoned in by a resident; the resident is told and may replace it."""
-    poll = await get_poll(session, poll_id)
-    require(auth, await get_unit(session, poll.unit_id))
-    done = await cast(
-        session,
-        poll_id=poll_id,
-        person_id=person_id,
-        choices=choices,
-        now=now,
-        ballot_key=ballot_key,
-        household_id=household_id,
-        proxy_by=auth.person_id,
-        expect_casts=expect_casts,
-    )
-    casts = (
-        await session.exec(
-            select(PollVoter.casts).where(PollVoter.poll_id == poll_id, PollVoter.slot == done.slot)
-        )
-    ).one()
-    await outbox.enqueue(
-        session,
-        key=f"poll-proxy:{poll_id}:{done.slot}:{casts}",
-        chat_id=person_id,
-        person_id=person_id,
-        community_id=poll.community_id,
-        template="polls/proxy_notice",
-        context={"poll_id": poll_id, "question": poll.question, "lead_id": auth.person_id},
-        due_at=now,
-        now=now,
-        priority=outbox.Priority.reminder,
-    )
-    return done
 
 
 async def has_voted(session: AsyncSession, poll: Poll, *, person_id: int) -> PollVoter | None:

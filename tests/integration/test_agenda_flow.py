@@ -72,3 +72,21 @@ async def test_propose_refusals_are_explained(db: Database, scene: Scene) -> Non
     assert "不属于" in refused.text
     forged = await scene.press(users[WANG], refused, "ags:99999")
     assert alerts(forged)
+
+
+async def test_lead_sets_the_monthly_talk_day(db: Database, scene: Scene) -> None:
+    await _world(db)
+    users = _people(scene)
+    group = scene.group(GROUP, "3号楼")
+    from tests.integration.test_polls_flow import LEAD
+
+    shown = _last(await scene.say(users[LEAD], group, "/talkday"))
+    assert "「3号楼」的月月谈" in shown.text and "还没有设定" in shown.text
+    done = _last(await scene.tap(users[LEAD], shown, "25 日"))
+    assert "每月 25 日" in done.text and "✅ 25 日" in str(done.buttons)
+    forged = await scene.press(users[WANG], done, done.buttons[0][0]["callback_data"])
+    assert alerts(forged)
+    off = _last(await scene.tap(users[LEAD], done, "不开月月谈"))
+    assert "还没有设定" in off.text
+    refused = _last(await scene.say(users[WANG], group, "/talkday"))
+    assert "只有负责人" in refused.text

@@ -98,3 +98,24 @@ async def test_proxy_ballot_by_reply(db: Database, scene: Scene, app: LinliApp) 
     assert "只有负责人" in _last(refused).text
     async with db.transaction(write=False) as s:
         assert (await polls.get_poll(s, pid)).id == pid
+
+
+async def test_lead_marks_an_owner_by_reply(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    group = scene.group(GROUP, "3号楼")
+    pid = await _poll(db, w, method=Method.yesno, options=[], owners_only=True)
+    users = _people(scene)
+    li = users[LI]
+    screen = _last(await scene.say(li, scene.private(li), f"/vote_{pid}"))
+    assert "只限业主" in screen.text  # not an owner yet
+    message = scene.message_json(li, group, "我是3-102的业主")
+    await scene.feed({"message": message})
+    calls = await scene.say(users[LEAD], group, "/owner", reply_to=message)
+    (offer,) = messages(calls, LEAD)
+    assert "李叔 是不是业主" in offer.text
+    marked = _last(await scene.tap(users[LEAD], offer, "3-102 的业主"))
+    assert "✅ 3-102 的业主" in str(marked.buttons)
+    screen = _last(await scene.say(li, scene.private(li), f"/vote_{pid}"))
+    assert "请选择" in screen.text
+    forged = await scene.press(users[WANG], offer, "vo:1:1")  # a resident, not a lead
+    assert alerts(forged)

@@ -537,9 +537,9 @@ async def test_proxy_ballot_is_marked_told_and_replaceable(db: Database) -> None
     w = await make_world(db, [100, 100])
     pid = await new_poll(db, w, options=["a", "b"])
     async with db.transaction() as s:
-        await polls.cast_by_proxy(
+        await polls.cast(
             s,
-            auth=BOSS,
+            proxy=BOSS,
             poll_id=pid,
             person_id=person(0),
             choices=[2],
@@ -555,9 +555,9 @@ async def test_proxy_ballot_is_marked_told_and_replaceable(db: Database) -> None
     async with db.transaction() as s:
         stranger = await people.authority(s, person_id=person(1), superadmin=False)
         with pytest.raises(NotAllowed):
-            await polls.cast_by_proxy(
+            await polls.cast(
                 s,
-                auth=stranger,
+                proxy=stranger,
                 poll_id=pid,
                 person_id=person(0),
                 choices=[1],
