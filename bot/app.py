@@ -18,7 +18,7 @@ from bot.db import Database
 from bot.ordering import OrderedUpdateProcessor
 from bot.render import Renderer
 from bot.standin import SANDBOX_TOKEN
-from handlers import guards
+from handlers import guards, polls
 from models.base import utcnow
 
 log = logging.getLogger("linli")
@@ -72,6 +72,7 @@ async def on_startup(app: LinliApp) -> None:
     """Runs once the bot is initialised (run_polling/run_webhook; the sandbox calls it itself)."""
     await guards.restore(app)  # before any update: Telegram may redeliver ones we handled
     guards.schedule_saving(app)
+    polls.schedule_closing(app)
     await handlers.publish_commands(app)
     delivery.start_sender(app)
     delivery.schedule_rhythms(app)

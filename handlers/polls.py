@@ -49,9 +49,9 @@ from models.polls import Poll, PollOption
 from models.tally import Method
 
 LIST_LIMIT = 10
-# Polls closed per rhythm run (a minute): each close is a short tally; a thousand due in the
-# same minute are all posted within ten minutes without holding SQLite's writer for long.
-CLOSE_BATCH = 100
+CLOSE_BATCH = 1000  # polls closed per run at most
+CLOSE_EVERY = 30.0  # seconds
+CLOSE_JOB = "linli-close-polls"
 
 
 def _picks(text: str) -> tuple[int, ...]:
@@ -602,20 +602,32 @@ async def poll_card(req: cards.CardRequest) -> cards.Card | None:
 # --- rhythms -----------------------------------------------------------------------------
 
 
-async def _close(session: AsyncSession, now: datetime) -> int:
-    """A rhythm: close the polls whose time is up, post their results (each once)."""
-    return await polls.close_due(session, now=now, limit=CLOSE_BATCH)
-
-
 async def close_due_polls(db: Database, now: datetime) -> int:
-    """What the rhythm does, repeated until nothing is due (the bench and tests)."""
-    total = 0
-    while True:
+    """Close every poll whose time is up and post its results, each once and each in its own
+    short transaction: a thousand closing in the same minute never hold SQLite's writer for
+    long, and two processes doing this at once close each poll once (its row is locked and
+    re-checked)."""
+    async with db.transaction(write=False) as session:
+        due = await polls.due_to_close(session, now=now, limit=CLOSE_BATCH)
+    closed = 0
+    for poll_id in due:
         async with db.transaction() as session:
-            closed = await _close(session, now)
-        total += closed
-        if not closed:
-            return total
+            if await polls.close(session, poll_id=poll_id, now=now) is not None:
+                closed += 1
+    return closed
+
+
+async def _close_job(ctx: LinliContext) -> None:
+    services = ctx.bot_data.services
+    await close_due_polls(services.db, services.clock())  # committing rows wakes the sender
+
+
+def schedule_closing(app: LinliApp) -> None:
+    """Results follow the closing time within CLOSE_EVERY (called at start-up)."""
+    if app.job_queue is not None:
+        app.job_queue.run_repeating(
+            _close_job, interval=CLOSE_EVERY, first=CLOSE_EVERY, name=CLOSE_JOB
+        )
 
 
 async def _remind(session: AsyncSession, now: datetime) -> int:
@@ -629,7 +641,7 @@ async def _talk_days(session: AsyncSession, now: datetime) -> int:
 def register(app: LinliApp) -> None:
     cards.register(app, polls.CARD, poll_card)
     cards.register_drawing(app, polls.CHART.removeprefix(cards.DRAWN), chart.result_chart)
-    for rhythm in (_close, _remind, _talk_days):
+    for rhythm in (_remind, _talk_days):
         delivery.add_rhythm(app, rhythm)
     app.add_handler(
         CommandHandler(

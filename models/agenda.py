@@ -17,7 +17,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import outbox
-from models.base import TelegramId, UTCDateTime
+from models.base import TelegramId, UTCDateTime, dialect_insert
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
     Authority,
@@ -29,7 +29,7 @@ from models.people import (
     get_unit,
     require,
 )
-from models.polls import Counting, Poll, PollSpec, check_spec, insert_for, insert_poll
+from models.polls import Counting, Poll, PollSpec, check_spec, insert_poll
 from models.tally import DEFAULT_WEIGHTS, Method, Rule
 
 CARD = "proposal"  # the live card's kind (handlers/agenda.py builds it)
@@ -160,7 +160,7 @@ async def support(
         raise Conflict("proposal_not_open")
     await may_take_part(session, auth=auth, unit=await get_unit(session, proposal.unit_id))
     statement = (
-        insert_for(session)(Support)
+        dialect_insert(session)(Support)
         .values(proposal_id=proposal_id, person_id=auth.person_id, created_at=now)
         .on_conflict_do_nothing(index_elements=["proposal_id", "person_id"])
     )

@@ -28,13 +28,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import JSON, Column, PrimaryKeyConstraint, Text, UniqueConstraint
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import outbox
-from models.base import TelegramId, UTCDateTime
+from models.base import TelegramId, UTCDateTime, dialect_insert
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
     Authority,
@@ -611,10 +609,6 @@ def ballot_ref(poll: Poll, slot: str, key: bytes) -> str:
     return hmac.new(key, f"{poll.id}:{slot}".encode(), hashlib.sha256).hexdigest()
 
 
-def insert_for(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 @dataclass(frozen=True)
 class Cast:
     poll: Poll
@@ -675,7 +669,7 @@ async def cast(
     if len(slots) > 1:
         raise InvalidInput("poll_choose_household")
     chosen = slots[0]
-    insert = insert_for(session)
+    insert = dialect_insert(session)
     earlier = (
         await session.exec(
             select(PollVoter.casts).where(

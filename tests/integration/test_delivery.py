@@ -547,12 +547,13 @@ async def test_start_up_registers_one_rhythms_job_and_the_sender(
     app: LinliApp, telegram: FakeTelegram
 ) -> None:
     from bot.app import on_startup
-    from handlers import guards
+    from handlers import guards, polls
 
     await on_startup(app)
     assert app.job_queue is not None
     jobs = sorted(str(job.name) for job in app.job_queue.jobs())
-    assert jobs == sorted([delivery.RHYTHMS_JOB, guards.SAVE_JOB])  # and the repeat guard's
+    # and the repeat guard's, and the one closing polls
+    assert jobs == sorted([delivery.RHYTHMS_JOB, guards.SAVE_JOB, polls.CLOSE_JOB])
     assert delivery.sender_of(app).running
     await delivery.stop_sender(app)
     assert not delivery.sender_of(app).running
