@@ -8,15 +8,17 @@ A proposal remembers the poll it went to and, later, where it went after (a task
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import outbox
+from models import digest, outbox
 from models.base import TelegramId, UTCDateTime, dialect_insert
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
@@ -325,3 +327,73 @@ async def _hold_talk(
         proposal.status, proposal.poll_id, proposal.updated_at = ProposalStatus.polled, poll.id, now
         await outbox.mark_changed(session, kind=CARD, subject_id=proposal.id or 0, now=now)
     return poll  # its card, posted with it, announces it in the unit's chats
+
+
+# --- the weekly digest's section -------------------------------------------------------
+
+
+@digest.section("agenda", template="agenda/digest", order=20)
+async def digest_section(
+    session: AsyncSession, community: Community, units: Sequence[Unit], week: digest.Week
+) -> dict[int, dict[str, Any]]:
+    """For each unit: topics raised and done this week, the most supported open topic, polls
+    that closed this week (with their leading option) and polls open now, in it and below."""
+    start, end = week.start, week.end
+    proposals = (
+        await session.exec(
+            select(Proposal, Unit.path)
+            .join(Unit, col(Unit.id) == col(Proposal.unit_id))
+            .where(
+                Proposal.community_id == community.id,
+                (col(Proposal.status) == ProposalStatus.open)
+                | ((col(Proposal.updated_at) >= start) & (col(Proposal.updated_at) < end)),
+            )
+        )
+    ).all()
+    polls_found = (
+        await session.exec(
+            select(Poll, Unit.path)
+            .join(Unit, col(Unit.id) == col(Poll.unit_id))
+            .where(
+                Poll.community_id == community.id,
+                (col(Poll.status) == "open")
+                | ((col(Poll.closed_at) >= start) & (col(Poll.closed_at) < end)),
+            )
+        )
+    ).all()
+    out: dict[int, dict[str, Any]] = {}
+    for unit in units:
+        assert unit.id is not None
+        mine = [p for p, path in proposals if path.startswith(unit.path)]
+        new = [p for p in mine if start <= p.created_at < end]
+        done = [p for p in mine if p.status == ProposalStatus.done and start <= p.updated_at < end]
+        waiting = sorted(
+            (p for p in mine if p.status == ProposalStatus.open), key=lambda p: -p.support
+        )
+        closed = [p for p, path in polls_found if path.startswith(unit.path) and p.result]
+        running = [p for p, path in polls_found if path.startswith(unit.path) and not p.result]
+        if not (new or done or closed or running):
+            continue
+        out[unit.id] = {
+            "new": len(new),
+            "done": [p.title for p in done[:3]],
+            "open": len(waiting),
+            "top": waiting[0].title if waiting else None,
+            "top_support": waiting[0].support if waiting else 0,
+            "closed": [_closed_line(p) for p in closed[:3]],
+            "running": len(running),
+        }
+    return out
+
+
+def _closed_line(poll: Poll) -> dict[str, Any]:
+    result = poll.result or {}
+    leader = result.get("leader")
+    options = result.get("options", [])
+    verdict = result.get("verdict")
+    return {
+        "question": poll.question,
+        "method": poll.method,
+        "leader": options[leader - 1]["text"] if leader else None,
+        "passed": verdict["passed"] if verdict else None,
+    }

@@ -154,3 +154,46 @@ def test_every_refusal_has_a_message_in_both_languages() -> None:
         for lang in ("zh", "en"):
             text = renderer.render(lang, f"errors/{key}", limit=1, options=2, places=3, unit="x")
             assert text and "{{" not in text
+
+
+async def test_weekly_digest_section(db: Database) -> None:
+    from bot.render import Renderer
+    from models import digest
+    from models.people import Community
+
+    w = await make_world(db, [100] * 3)
+    rail = await propose(db, w, person(0), "楼道加装扶手")
+    await propose(db, w, person(1), "修车棚")
+    await support(db, person(2), rail)
+    async with db.transaction() as s:
+        await agenda.set_outcome(s, proposal_id=rail, outcome="task:1", done=True, now=NOW)
+        poll = await polls.create_poll(
+            s,
+            auth=BOSS,
+            spec=polls.PollSpec(w.building, "换物业？", [], NOW, NOW + timedelta(days=2),
+                                method="yesno"),
+            now=NOW,
+        )  # fmt: skip
+        await polls.cast(
+            s, poll_id=poll.id or 0, person_id=person(0), choices=[1],
+            now=NOW + timedelta(minutes=5), ballot_key=b"k",
+        )  # fmt: skip
+        await polls.close_early(
+            s, auth=BOSS, poll_id=poll.id or 0, reason="已有结果", now=NOW + timedelta(hours=1)
+        )
+    async with db.transaction(write=False) as s:
+        community = await s.get(Community, w.community)
+        assert community is not None
+        week = digest.week_of(NOW.date(), community.timezone)
+        units = [await people.get_unit(s, w.building)]
+        built = await digest.build(s, community, week, units)
+    (section,) = [x for x in built[w.building] if x["name"] == "agenda"]
+    data = section["data"]
+    assert data["new"] == 2 and data["done"] == ["楼道加装扶手"] and data["open"] == 1
+    assert data["closed"] == [
+        {"question": "换物业？", "method": "yesno", "leader": "yes", "passed": None}
+    ]
+    zh = Renderer().render("zh", "agenda/digest", data=data)
+    en = Renderer().render("en", "agenda/digest", data=data)
+    assert "✅ 已办结：楼道加装扶手" in zh and "领先：赞成" in zh
+    assert "Done: 楼道加装扶手" in en and "leading: Yes" in en
