@@ -26,9 +26,7 @@ from bot.config import Settings
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import BOT_USER, JSON, Call, FakeTelegram, Scene, visible
-from models import ledger, people, points, reports, rewards
-from models import people, points, reports, rewards, tasks
-from models import agenda, people, points, polls, reports, rewards, tasks
+from models import agenda, ledger, people, points, polls, reports, rewards, tasks
 from models.base import utcnow
 from models.importer import import_file
 from models.people import Authority, Household, RoleKind, Unit

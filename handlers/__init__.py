@@ -22,8 +22,8 @@ from handlers import (
     reports,
     rewards,
     setup,
-    verify,
     tasks,
+    verify,
 )
 from handlers.common import on_error
 from handlers.menu import publish_commands

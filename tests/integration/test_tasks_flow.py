@@ -17,7 +17,7 @@ from bot.config import load_settings
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import Call, FakeTelegram, Scene, alerts, messages
-from models import people, points, tasks
+from models import ledger, people, tasks
 from models.outbox import Delivery, Status
 from tests.conftest import NOW
 from tests.integration.conftest import Clock
@@ -311,8 +311,8 @@ async def test_check_in_by_qr_attendance_confirmed_once_and_thanks_with_balance(
     (thanks,) = [c for c in messages(telegram.calls, SAM) if "Thank you for helping" in c.text]
     assert "balance is now 10" in thanks.text
     async with db.transaction(write=False) as s:
-        assert await points.balance(s, community_id=w.community, person_id=SAM) == 10
-        assert await points.balance(s, community_id=w.community, person_id=WANG) == 0
+        assert await ledger.balance(s, community_id=w.community, person_id=SAM) == 10
+        assert await ledger.balance(s, community_id=w.community, person_id=WANG) == 0
     # 王阿姨's no-show is never in a group; she can claim from /mytasks
     for text in _group_texts(telegram):
         assert "缺席" not in text and "no-show" not in text
