@@ -320,7 +320,7 @@ async def on_new_stock(update: Update, ctx: LinliContext, prompt: people.Prompt)
 async def on_name_zh(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
     _payload(prompt, 4)
     try:
-        name = rewards.clean_name(typed(update))
+        name = people.clean_name(typed(update), limit=rewards.NAME_LIMIT)
     except InvalidInput as error:
         await _again(update, ctx, prompt, error)
         return
@@ -331,7 +331,7 @@ async def on_name_zh(update: Update, ctx: LinliContext, prompt: people.Prompt) -
 async def on_name_en(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
     cid, merchant, cost, stock, name_zh = _payload(prompt, 5)
     try:
-        name_en = rewards.clean_name(typed(update))
+        name_en = people.clean_name(typed(update), limit=rewards.NAME_LIMIT)
     except InvalidInput as error:
         await _again(update, ctx, prompt, error)
         return

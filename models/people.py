@@ -243,7 +243,8 @@ async def set_language(
 # --- communities and units ---------------------------------------------------------------
 
 
-def _clean_name(name: str, *, limit: int) -> str:
+def clean_name(name: str, *, limit: int) -> str:
+    """A typed name with its spaces folded; empty or over `limit` characters is refused."""
     name = " ".join(name.split())
     if not name:
         raise InvalidInput("empty_name")
@@ -259,7 +260,7 @@ async def communities(session: AsyncSession) -> Sequence[Community]:
 async def create_community(
     session: AsyncSession, *, name: str, timezone: str, language: str, now: datetime
 ) -> Community:
-    name = _clean_name(name, limit=120)
+    name = clean_name(name, limit=120)
     if language not in LANGUAGES:
         raise InvalidInput("bad_language")
     statement = (
@@ -291,7 +292,7 @@ async def create_unit(
     name: str,
     now: datetime,
 ) -> Unit:
-    name = _clean_name(name, limit=80)
+    name = clean_name(name, limit=80)
     if kind not in UnitKind.__members__:
         raise InvalidInput("bad_unit_kind", kind=kind)
     # Lock the parent (the community for a top-level unit): two leads adding one name at
@@ -772,7 +773,7 @@ async def add_household(
 ) -> Household:
     unit = await get_unit(session, unit_id)
     building = await building_of(session, unit)
-    flat = _clean_name(flat, limit=40)
+    flat = clean_name(flat, limit=40)
     assert building.id is not None
     household = Household(
         community_id=unit.community_id,

@@ -38,6 +38,7 @@ from models.people import (
     Resident,
     ResidentStatus,
     Unit,
+    clean_name,
     get_community,
     get_unit,
     require,
@@ -245,11 +246,7 @@ async def add_rule(
 ) -> EarningRule:
     """A custom rule (patrol of the north gate, stairwell clearing…) worth 1 point until set."""
     require_admin(auth, await get_community(session, community_id))
-    name = " ".join(name.split())
-    if not name:
-        raise InvalidInput("empty_name")
-    if len(name) > RULE_NAME_LIMIT:
-        raise InvalidInput("name_too_long", limit=RULE_NAME_LIMIT)
+    name = clean_name(name, limit=RULE_NAME_LIMIT)
     # Two admins adding rules at once take turns on the community row: each sees the other's
     # rule (no duplicate name) and takes the next free code.
     await session.get(Community, community_id, with_for_update=True)

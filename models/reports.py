@@ -44,6 +44,7 @@ from models.people import (
     Role,
     RoleKind,
     Unit,
+    clean_name,
     get_community,
     get_unit,
     units_by_id,
@@ -501,11 +502,7 @@ async def add_category(
 ) -> ReportCategory:
     """A community's own category (e.g. "pets"), with the default times until changed."""
     require_admin(auth, await get_community(session, community_id))
-    name = " ".join(name.split())
-    if not name:
-        raise InvalidInput("empty_name")
-    if len(name) > 40:
-        raise InvalidInput("name_too_long", limit=40)
+    name = clean_name(name, limit=40)
     await _ensure_categories(session, community_id=community_id, now=now)
     existing = await categories(session, community_id=community_id, now=now, active_only=False)
     if any(name in (c.name_zh, c.name_en) for c in existing):

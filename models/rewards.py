@@ -34,6 +34,7 @@ from models.people import (
     Resident,
     ResidentStatus,
     Unit,
+    clean_name,
     normalise_code,
 )
 
@@ -107,15 +108,6 @@ class Redemption(SQLModel, table=True):
 
 def name_in(reward: Reward, lang: str) -> str:
     return reward.name_en if lang == "en" else reward.name_zh
-
-
-def clean_name(text: str) -> str:
-    name = " ".join(text.split())
-    if not name:
-        raise InvalidInput("empty_name")
-    if len(name) > NAME_LIMIT:
-        raise InvalidInput("name_too_long", limit=NAME_LIMIT)
-    return name
 
 
 def parse_whole(text: str, *, low: int, high: int) -> int:
@@ -205,8 +197,8 @@ async def add_reward(
         raise NotFound("unknown_person")
     reward = Reward(
         community_id=community_id,
-        name_zh=clean_name(name_zh),
-        name_en=clean_name(name_en),
+        name_zh=clean_name(name_zh, limit=NAME_LIMIT),
+        name_en=clean_name(name_en, limit=NAME_LIMIT),
         merchant_id=merchant_id,
         cost=_check_cost(cost),
         stock=_check_stock(stock),

@@ -81,6 +81,10 @@ class SignupStatus(StrEnum):
     no_show = "no_show"
 
 
+# What a card and /mytasks show: who is in, waiting, or came.
+SHOWN = (SignupStatus.signed_up, SignupStatus.waitlisted, SignupStatus.attended)
+
+
 class ClaimStatus(StrEnum):
     pending = "pending"
     approved = "approved"
@@ -366,9 +370,7 @@ async def card(session: AsyncSession, task_id: int, *, now: datetime) -> Card:
             .join(Person, col(Person.id) == col(TaskSignup.person_id))
             .where(
                 TaskSignup.task_id == task_id,
-                col(TaskSignup.status).in_(
-                    [SignupStatus.signed_up, SignupStatus.waitlisted, SignupStatus.attended]
-                ),
+                col(TaskSignup.status).in_(SHOWN),
             )
             .order_by(col(TaskSignup.seq))
         )
@@ -1010,9 +1012,7 @@ async def mine(
             .join(TaskSignup, col(TaskSignup.task_id) == col(Task.id))
             .where(
                 TaskSignup.person_id == person_id,
-                col(TaskSignup.status).in_(
-                    [SignupStatus.signed_up, SignupStatus.waitlisted, SignupStatus.attended]
-                ),
+                col(TaskSignup.status).in_(SHOWN),
                 Task.status == TaskStatus.open,
             )
             .order_by(col(Task.starts_at))
