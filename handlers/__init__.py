@@ -12,9 +12,11 @@ from handlers import (
     awards,
     basics,
     catalogue,
+    flowui,
     guards,
     join,
     leads,
+    pickers,
     points,
     points_admin,
     polls,
@@ -51,6 +53,8 @@ def register(app: LinliApp) -> None:
     polls.register(app)  # before basics: it claims /start poll-…, ballots-…, polls
     agenda.register(app)  # before basics: it claims /start propose
     basics.register(app)
+    flowui.register(app)  # the one cancel button; a photo answering a flow's step
+    pickers.register(app)
     prompts.register(app)
     app.add_error_handler(on_error)
 

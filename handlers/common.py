@@ -33,6 +33,7 @@ Markup = InlineKeyboardMarkup
 PromptAnswer = Callable[[Update, LinliContext, people.Prompt], Awaitable[None]]
 CALLBACK_LIMIT = 64  # bytes, Telegram's limit on callback_data
 PAGE = 8  # buttons per page in pickers: big enough to scan, small enough for old eyes
+DRAFT_GONE = frozenset({"flow_expired"})  # a tapped draft's message turns into this refusal
 
 
 def button(label: str, data: str) -> InlineKeyboardButton:
@@ -370,6 +371,9 @@ async def on_error(update: object, ctx: LinliContext) -> None:
         name, params = "errors/unexpected", {"ref": ref}
     try:
         if update.callback_query is not None:
+            if isinstance(error, DomainError) and error.key in DRAFT_GONE:
+                # The owner's own draft is over: its message says so and stops offering buttons.
+                await replace(update, ctx, View(name, params))
             await answer(update, ctx, name, alert=True, **params)
         elif update.effective_message is not None and update.effective_user is not None:
             await reply(update, ctx, name, **params)

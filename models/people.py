@@ -9,7 +9,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
-from sqlalchemy import Column, UniqueConstraint, func
+from sqlalchemy import Column, UniqueConstraint, delete, func
 from sqlalchemy.orm import aliased
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,6 +21,8 @@ LANGUAGES = ("zh", "en")
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud from a door notice
 CODE_LENGTH = 8
 PROMPT_TTL = timedelta(minutes=15)
+# A guided flow's question lives as long as its flow (models.flows expires it and says so).
+FLOW_PROMPT = "flow"
 
 
 class UnitKind(StrEnum):
@@ -1041,7 +1043,28 @@ async def take_prompt(
         return None
     await session.delete(prompt)
     await session.flush()
-    return prompt if now - prompt.created_at <= PROMPT_TTL else None
+    fresh = prompt.kind == FLOW_PROMPT or now - prompt.created_at <= PROMPT_TTL
+    return prompt if fresh else None
+
+
+async def waiting_prompt(session: AsyncSession, *, person_id: int, chat_id: int) -> Prompt | None:
+    """The question this person is to answer here, if any, left in place (a photo may answer it)."""
+    query = select(Prompt).where(Prompt.person_id == person_id, Prompt.chat_id == chat_id)
+    return (await session.exec(query)).first()
+
+
+async def drop_prompts(
+    session: AsyncSession, *, person_id: int, kind: str, payload_prefix: str
+) -> None:
+    """Forget this person's questions of `kind` about one thing (a cancelled draft), so their
+    next message in that chat is not taken for an answer."""
+    await session.exec(
+        delete(Prompt).where(
+            col(Prompt.person_id) == person_id,
+            col(Prompt.kind) == kind,
+            col(Prompt.payload).startswith(payload_prefix, autoescape=True),
+        )
+    )
 
 
 async def has_prompt(session: AsyncSession, *, person_id: int, chat_id: int) -> bool:

@@ -1,0 +1,47 @@
+"""Pickers a guided flow shows to choose a unit, a date and time, or a recurrence.
+
+    await pickers.units(update, ctx, flow, field="unit_id", can=Can.lead)
+    await pickers.when(update, ctx, flow, field="starts_at", end=True)
+    await pickers.repeat(update, ctx, flow, field="repeat", start=starts_at, zone=zone)
+
+    @pickers.chosen("task")
+    async def after(update, ctx, flow, field): ...   # flow.data[field] holds the choice
+
+Each picker draws itself (editing the tapped message, or a new message after typed input), keeps
+its state in the flow's data (flow.data["_pick"]), checks every button on the server (the flow's
+owner, open, the picker still open, the unit within the authority API), and when the person has
+chosen stores plain JSON in flow.data[field] and calls the flow kind's continuation.
+"""
+
+from __future__ import annotations
+
+from telegram.ext import CallbackQueryHandler
+
+from bot.context import LinliApp
+from handlers.pickers import dates, recurrence, tree
+from handlers.pickers.base import STATE, chosen
+from handlers.pickers.dates import pick_when as when
+from handlers.pickers.dates import slot
+from handlers.pickers.recurrence import pick_repeat as repeat
+from handlers.pickers.tree import pick_unit as units
+from handlers.pickers.tree import reachable_tops, tops
+
+HANDLERS = (*tree.HANDLERS, *dates.HANDLERS, *recurrence.HANDLERS)
+
+
+def register(app: LinliApp) -> None:
+    for prefix, handler in HANDLERS:
+        app.add_handler(CallbackQueryHandler(handler, pattern=rf"^{prefix}:"))
+
+
+__all__ = [
+    "STATE",
+    "chosen",
+    "reachable_tops",
+    "register",
+    "repeat",
+    "slot",
+    "tops",
+    "units",
+    "when",
+]

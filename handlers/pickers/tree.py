@@ -1,0 +1,193 @@
+"""The unit-tree picker: the units a person may act on, drilled down level by level, paged.
+
+Buttons: `fu:<flow>:<unit>:<page>` shows a level (unit 0: the person's highest units), and
+`fc:<flow>:<unit>` chooses a unit. Both are checked on the server against the authority API
+(`Can.lead` or `Can.admin` on that unit) and the flow's community, whatever the button says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import InlineKeyboardButton, Update
+
+from bot.context import LinliContext
+from handlers import flowui
+from handlers.common import (
+    PAGE,
+    View,
+    as_int,
+    button,
+    callback_args,
+    clamp_page,
+    keyboard,
+    load_auth,
+    page_buttons,
+    page_count,
+    rows_of,
+    show,
+)
+from handlers.pickers import base
+from models import people
+from models.errors import NotAllowed
+from models.flows import Flow
+from models.people import Authority, Can, Unit
+
+PICKER = "units"
+LEVEL, CHOOSE = "fu", "fc"
+
+
+def reachable_tops(
+    auth: Authority, roots: list[Unit], *, can: Can, community_id: int | None
+) -> list[Unit]:
+    """The highest units this person may `can` on (a super-admin: every top-level unit), in
+    tree order; only the flow's community when it has one."""
+    if auth.superadmin:
+        found = roots
+    else:
+        units = {u.id: u for u, role in auth.roles if can == Can.lead or role == "admin"}
+        found = [
+            u
+            for u in sorted(units.values(), key=lambda u: u.path)
+            if not any(o.id != u.id and u.path.startswith(o.path) for o in units.values())
+        ]
+    return [u for u in found if community_id is None or u.community_id == community_id]
+
+
+async def tops(
+    session: AsyncSession, auth: Authority, *, can: Can, community_id: int | None
+) -> list[Unit]:
+    roots = list(await people.root_units(session)) if auth.superadmin else []
+    return reachable_tops(auth, roots, can=can, community_id=community_id)
+
+
+def _check(auth: Authority, unit: Unit, can: Can, community_id: int | None) -> None:
+    if community_id is not None and unit.community_id != community_id:
+        raise NotAllowed("not_your_unit", unit=unit.name)
+    people.require_can(auth, can, unit=unit)
+
+
+async def _buttons(
+    session: AsyncSession, fid: int, units: list[Unit]
+) -> list[InlineKeyboardButton]:
+    """A unit with units below opens (›); any other is chosen at once, one tap fewer."""
+    parents = await people.units_with_children(session, [u.id for u in units if u.id is not None])
+    return [
+        button(f"{u.name} ›", f"{LEVEL}:{fid}:{u.id}:0")
+        if u.id in parents
+        else button(u.name, f"{CHOOSE}:{fid}:{u.id}")
+        for u in units
+    ]
+
+
+async def level_view(
+    session: AsyncSession,
+    ctx: LinliContext,
+    auth: Authority,
+    flow: Flow,
+    st: dict[str, Any],
+    unit_id: int,
+    page: int,
+) -> View:
+    """One level: the person's highest units (unit_id 0; straight to the one if there is only
+    one), or a unit with "this unit" and the units below it."""
+    fid = flowui.flow_id(flow)
+    can, community_id = Can(st["can"]), flow.community_id
+    highest = await tops(session, auth, can=can, community_id=community_id)
+    params: dict[str, Any] = {"heading": base.heading(ctx, st), "names": []}
+    if not unit_id:
+        if not highest:
+            return View("pickers/no_units", params, keyboard(base.footer(ctx, flow, st)))
+        if len(highest) > 1:
+            page = clamp_page(page, len(highest))
+            shown = highest[page * PAGE : (page + 1) * PAGE]
+            rows = rows_of(await _buttons(session, fid, shown), 1)
+            rows.append(
+                page_buttons(ctx, page, page_count(len(highest)), lambda p: f"{LEVEL}:{fid}:0:{p}")
+            )
+            rows += base.footer(ctx, flow, st)
+            params |= {"page": page, "pages": page_count(len(highest))}
+            return View("pickers/units", params, keyboard(rows))
+        unit_id = highest[0].id or 0
+    unit = await people.get_unit(session, unit_id)
+    _check(auth, unit, can, community_id)
+    below = list(await people.children(session, community_id=unit.community_id, parent_id=unit.id))
+    page = clamp_page(page, len(below))
+    shown = below[page * PAGE : (page + 1) * PAGE]
+    rows = [[button(base.lab(ctx, "this_unit", unit=unit.name), f"{CHOOSE}:{fid}:{unit.id}")]]
+    rows += rows_of(await _buttons(session, fid, shown), 2)
+    rows.append(
+        page_buttons(ctx, page, page_count(len(below)), lambda p: f"{LEVEL}:{fid}:{unit.id}:{p}")
+    )
+    parent = await people.get_unit(session, unit.parent_id) if unit.parent_id else None
+    if parent is not None and auth.may(can, unit=parent):
+        rows.append([button(base.lab(ctx, "up"), f"{LEVEL}:{fid}:{parent.id}:0")])
+    elif len(highest) > 1:
+        rows.append([button(base.lab(ctx, "up"), f"{LEVEL}:{fid}:0:0")])
+    rows += base.footer(ctx, flow, st)
+    params |= {
+        "names": await people.lineage_names(session, unit),
+        "page": page,
+        "pages": page_count(len(below)),
+    }
+    return View("pickers/units", params, keyboard(rows))
+
+
+async def pick_unit(
+    update: Update,
+    ctx: LinliContext,
+    flow: Flow,
+    *,
+    field: str = "unit_id",
+    can: Can = Can.lead,
+    heading: str | None = None,
+    back: tuple[str, str, str] | None = None,
+    start: int = 0,
+) -> None:
+    """Let the flow's owner choose a unit they may `can` on (Can.lead or Can.admin); the unit's
+    id goes to flow.data[field]. `heading`: the feature's question (a template) above the tree;
+    `back`: (label folder, label key, callback data) of a button back to the feature's step;
+    `start`: a unit to open at (it must be one they may act on)."""
+    if can not in (Can.lead, Can.admin):
+        raise ValueError(f"the unit picker asks about a unit: {can}")
+    async with ctx.svc.db.transaction() as session:
+        live = await flowui.load(session, ctx, update, flowui.flow_id(flow), kind=flow.kind)
+        st = await base.begin(
+            session,
+            ctx,
+            live,
+            picker=PICKER,
+            field=field,
+            heading=heading,
+            back=back,
+            can=can.value,
+        )
+        auth = await load_auth(session, ctx, update)
+        view = await level_view(session, ctx, auth, live, st, start, 0)
+    await show(update, ctx, view)
+
+
+async def btn_level(update: Update, ctx: LinliContext) -> None:
+    fid, unit_id, page = callback_args(update, LEVEL, 3)
+    async with ctx.svc.db.transaction() as session:  # the flow is locked while it is read
+        flow = await flowui.load(session, ctx, update, fid, kind=None)
+        st = base.state(flow, PICKER)
+        auth = await load_auth(session, ctx, update)
+        view = await level_view(session, ctx, auth, flow, st, as_int(unit_id), as_int(page))
+    await show(update, ctx, view)
+
+
+async def btn_choose(update: Update, ctx: LinliContext) -> None:
+    fid, unit_id = callback_args(update, CHOOSE, 2)
+    async with ctx.svc.db.transaction() as session:
+        flow = await flowui.load(session, ctx, update, fid, kind=None)
+        st = base.state(flow, PICKER)
+        auth = await load_auth(session, ctx, update)
+        unit = await people.get_unit(session, as_int(unit_id))
+        _check(auth, unit, Can(st["can"]), flow.community_id)
+        field = await base.finish(session, ctx, flow, unit.id)
+    await base.after(update, ctx, flow, field)
+
+
+HANDLERS = ((LEVEL, btn_level), (CHOOSE, btn_choose))
