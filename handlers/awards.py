@@ -1,4 +1,6 @@
-"""/award and /deduct: a lead gives or takes points, by reply or by picking residents."""
+"""/award and /deduct: a lead gives or takes points, by reply or by picking residents;
+/correct: a community admin's correction, the one deduction that may leave a balance below
+zero (an over-award already spent)."""
 
 from __future__ import annotations
 
@@ -39,11 +41,13 @@ from handlers.prompts import answers, ask
 from models import people, points, standings
 from models.errors import InvalidInput, NotAllowed, NotFound
 from models.ledger import Kind
-from models.people import Authority, Unit
+from models.people import Authority, Can, Unit
 from models.points import AwardDraft
 
 AMOUNTS = (1, 2, 5, 10, 20)
-KINDS = {"a": Kind.award, "d": Kind.deduct}
+KINDS = {"a": Kind.award, "d": Kind.deduct, "c": Kind.correct}
+CODES = {kind: code for code, kind in KINDS.items()}
+PAYLOADS = {Kind.award: "award", Kind.deduct: "deduct", Kind.correct: "correct"}
 
 
 def _nav(ctx: LinliContext, page: int, pages: int, data: str) -> list[InlineKeyboardButton]:
@@ -62,40 +66,49 @@ async def cmd_deduct(update: Update, ctx: LinliContext) -> None:
     await _begin(update, ctx, Kind.deduct)
 
 
+async def cmd_correct(update: Update, ctx: LinliContext) -> None:
+    await _begin(update, ctx, Kind.correct)
+
+
 async def _begin(update: Update, ctx: LinliContext, kind: Kind) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
     if not auth.is_lead:
         raise NotAllowed("leads_only")
+    if kind == Kind.correct and not auth.is_admin:
+        raise NotAllowed("points_corrections_admins_only")
     target = replied_to(update.effective_message) if not is_private(update) else None
     if target is not None:
         await _begin_for(update, ctx, auth, kind, target)
         return
     if not is_private(update):
-        payload = "award" if kind == Kind.award else "deduct"
         link = keyboard(
-            [[url_button(label(ctx, "points", "open_private"), deep_link(ctx, payload))]]
+            [[url_button(label(ctx, "points", "open_private"), deep_link(ctx, PAYLOADS[kind]))]]
         )
         await reply(update, ctx, "points/award_how", markup=link, kind=kind)
         return
     async with ctx.svc.db.transaction(write=False) as session:
-        tops = await _top_units(session, auth)
+        tops = await _top_units(session, auth, kind)
     if len(tops) == 1 and tops[0].id is not None:
         await _draft_for_unit(update, ctx, auth, kind, tops[0].id)
         return
     await show(update, ctx, _units_screen(ctx, kind, tops, 0))
 
 
-async def _top_units(session: AsyncSession, auth: Authority) -> list[Unit]:
+async def _top_units(session: AsyncSession, auth: Authority, kind: Kind) -> list[Unit]:
+    """The units to pick residents under; a correction only in the admin's own communities."""
     if auth.superadmin:
         return list(await people.root_units(session))
-    return auth.top_units()
+    tops = auth.top_units()
+    if kind == Kind.correct:
+        return [u for u in tops if auth.may(Can.admin_community, community_id=u.community_id)]
+    return tops
 
 
 def _units_screen(ctx: LinliContext, kind: Kind, tops: Sequence[Unit], page: int) -> View:
     pages = page_count(len(tops))
     page = min(max(page, 0), pages - 1)
-    k = "a" if kind == Kind.award else "d"
+    k = CODES[kind]
     rows = [[button(u.name, f"pu:{k}:{u.id}")] for u in tops[page * PAGE : (page + 1) * PAGE]]
     rows.append(_nav(ctx, page, pages, f"pq:{k}:{{}}"))
     return View("points/pick_unit", {"kind": kind, "empty": not tops}, keyboard(rows))
@@ -115,7 +128,7 @@ async def btn_units_page(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("leads_only")
-        tops = await _top_units(session, auth)
+        tops = await _top_units(session, auth, _kind(code))
     await show(update, ctx, _units_screen(ctx, _kind(code), tops, as_int(page)))
 
 
@@ -159,9 +172,8 @@ async def _begin_for(
             person_ids=[target.id],
         )
         screen = await _amount_screen(session, ctx, draft)
-    payload = "award" if kind == Kind.award else "deduct"
     await answer_privately(
-        update, ctx, screen, payload, feature="points", offer="award_open_private"
+        update, ctx, screen, PAYLOADS[kind], feature="points", offer="award_open_private"
     )
 
 
@@ -447,9 +459,9 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
 
 
 async def cmd_start_award(update: Update, ctx: LinliContext) -> None:
-    """/start award|deduct: the deep links groups hand out."""
+    """/start award|deduct|correct: the deep links groups hand out."""
     payload = ctx.args[0] if ctx.args else ""
-    commands = {"award": cmd_award, "deduct": cmd_deduct}
+    commands = {"award": cmd_award, "deduct": cmd_deduct, "correct": cmd_correct}
     if payload not in commands:
         raise NotFound("stale_button")
     await commands[payload](update, ctx)
@@ -458,10 +470,13 @@ async def cmd_start_award(update: Update, ctx: LinliContext) -> None:
 def register(app: LinliApp) -> None:
     # Before basics: these /start payloads are ours, plain /start is basics'.
     app.add_handler(
-        CommandHandler("start", cmd_start_award, filters=filters.Regex(r"^/start (award|deduct)$"))
+        CommandHandler(
+            "start", cmd_start_award, filters=filters.Regex(r"^/start (award|deduct|correct)$")
+        )
     )
     app.add_handler(CommandHandler("award", cmd_award))
     app.add_handler(CommandHandler("deduct", cmd_deduct))
+    app.add_handler(CommandHandler("correct", cmd_correct))
     for prefix, callback in (
         ("pq", btn_units_page),
         ("pu", btn_unit),

@@ -38,6 +38,7 @@ COMMANDS = (
     Command("top", "resident", "any"),
     Command("award", "lead", "any"),
     Command("deduct", "lead", "any"),
+    Command("correct", "admin", "any"),
     Command("export", "admin", "private"),
     Command("rules", "admin", "any"),
     Command("report", "resident", "any"),

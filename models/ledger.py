@@ -23,7 +23,8 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.base import TelegramId, UTCDateTime, dialect_insert
-from models.errors import Conflict, InvalidInput
+from models.errors import Conflict, InvalidInput, NotAllowed
+from models.people import Authority, Can
 
 KEY_LIMIT = 160
 REASON_LIMIT = 200
@@ -41,11 +42,12 @@ class Kind(StrEnum):
     welcome = "welcome"
     redeem = "redeem"
     refund = "refund"
+    correct = "correct"  # a community admin's correction: the one kind that may overdraw
 
 
 # What counts for the honour board (红榜): work for the neighbourhood, and its corrections.
 # Welcome credits, redemptions and refunds move a balance but earn no honour.
-CONTRIBUTIONS = frozenset({Kind.award, Kind.deduct, Kind.task, Kind.report})
+CONTRIBUTIONS = frozenset({Kind.award, Kind.deduct, Kind.task, Kind.report, Kind.correct})
 
 
 class InsufficientPoints(Conflict):
@@ -198,7 +200,7 @@ async def post(
     Idempotent by `key`: a posting whose key exists already returns None and changes nothing
     (whatever its other arguments), so a repeated update, a double tap or a retried job counts
     once; `entry_by_key` finds the first one. A debit below zero raises InsufficientPoints and
-    writes nothing. Runs in the caller's transaction.
+    writes nothing (only `correct` may go below zero). Runs in the caller's transaction.
 
     The first statement updates the person's account row, which locks it (PostgreSQL holds the
     row lock to the end of the transaction; SQLite's BEGIN IMMEDIATE holds the write lock), so
@@ -206,6 +208,71 @@ async def post(
     balance and keys. Two statements on the common path: measured, each statement costs as
     much as the whole transaction's begin and commit.
     """
+    if kind == Kind.correct:
+        raise ValueError("corrections go through ledger.correct, with an admin's authority")
+    return await _post(
+        session,
+        community_id=community_id,
+        person_id=person_id,
+        amount=amount,
+        key=key,
+        reason=reason,
+        kind=kind,
+        by=by,
+        now=now,
+        rule_code=rule_code,
+        overdraw=False,
+    )
+
+
+async def correct(
+    session: AsyncSession,
+    *,
+    auth: Authority,
+    community_id: int,
+    person_id: int,
+    amount: int,
+    key: str,
+    reason: str,
+    now: datetime,
+) -> LedgerEntry | None:
+    """A community admin's correction (e.g. undoing an over-award that was already spent): the
+    one posting that may take a balance below zero. Its kind is `Kind.correct`, so statements,
+    the books and the resident's history show it as a correction. Idempotent by `key` like
+    `post`; anyone but a community admin (or a super-admin) is refused and nothing is written.
+    """
+    if not auth.may(Can.admin_community, community_id=community_id):
+        raise NotAllowed("points_corrections_admins_only")
+    if not reason.strip():
+        raise InvalidInput("points_reason_required")
+    return await _post(
+        session,
+        community_id=community_id,
+        person_id=person_id,
+        amount=amount,
+        key=key,
+        reason=reason,
+        kind=Kind.correct,
+        by=auth.person_id,
+        now=now,
+        overdraw=True,
+    )
+
+
+async def _post(
+    session: AsyncSession,
+    *,
+    community_id: int,
+    person_id: int,
+    amount: int,
+    key: str,
+    reason: str,
+    kind: str,
+    by: int | None,
+    now: datetime,
+    rule_code: str | None = None,
+    overdraw: bool,
+) -> LedgerEntry | None:
     if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
         raise InvalidInput("points_not_whole")
     if not key or len(key) > KEY_LIMIT:
@@ -235,7 +302,7 @@ async def post(
     # Inserting the key claims it: nothing inserted means this posting happened already.
     rows = await conn.execute(_claim(session), [person_leg, counter_leg])
     inserted = {int(leg): int(entry_id) for entry_id, leg in rows}
-    if PERSON_LEG not in inserted or after < 0:
+    if PERSON_LEG not in inserted or (after < 0 and amount < 0 and not overdraw):
         # Put the totals back (the rows were never visible outside this transaction).
         undo = {**who, "b_amount": -amount, "b_earned": -earned}
         await conn.execute(_CREDIT, undo)

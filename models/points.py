@@ -27,6 +27,7 @@ from models.ledger import (
     Kind,
     LedgerEntry,
     balance,
+    correct,
     post,
 )
 from models.people import (
@@ -49,6 +50,7 @@ DEFAULT_MAX_AWARD = 100
 RULE_NAME_LIMIT = 40
 RULE_POINTS_LIMIT = 1_000
 MAX_AWARD_LIMIT = 10_000
+DRAFT_KINDS = (Kind.award, Kind.deduct, Kind.correct)
 MAX_PICKED = 50  # residents in one award: one event's helpers, not a whole building
 WELCOME = "welcome"
 
@@ -385,11 +387,13 @@ async def start_draft(
     now: datetime,
     person_ids: Sequence[int] = (),
 ) -> AwardDraft:
-    """Begin an award (or deduction) for residents of a unit the lead covers."""
-    if kind not in (Kind.award, Kind.deduct):
+    """Begin an award (or deduction) for residents of a unit the lead covers; a correction
+    (a deduction that may take a balance below zero) only as a community admin."""
+    if kind not in DRAFT_KINDS:
         raise InvalidInput("stale_button")
     unit = await get_unit(session, unit_id)
     require(auth, unit)
+    _require_corrector(auth, kind, unit)
     for person_id in person_ids:
         await check_awardable(
             session, auth=auth, community_id=unit.community_id, person_id=person_id, within=unit
@@ -423,7 +427,14 @@ async def get_draft(
         raise NotAllowed("points_not_your_picker")
     unit = await get_unit(session, draft.unit_id)
     require(auth, unit)
+    _require_corrector(auth, draft.kind, unit)
     return draft, unit
+
+
+def _require_corrector(auth: Authority, kind: str, unit: Unit) -> None:
+    """Corrections may overdraw a balance: community admins only, at every step."""
+    if kind == Kind.correct and not auth.may(Can.admin_community, community_id=unit.community_id):
+        raise NotAllowed("points_corrections_admins_only")
 
 
 async def _open_draft(
@@ -570,24 +581,38 @@ async def confirm_draft(
     )
     lead = await session.get(Person, auth.person_id)
     sign = 1 if draft.kind == Kind.award else -1
+    template = {Kind.award: "awarded", Kind.deduct: "deducted", Kind.correct: "corrected"}
     posted: list[Posted] = []
     # In id order, so two awards to the same people lock their accounts in the same order.
     for person_id in sorted(draft.person_ids):
         await check_awardable(
             session, auth=auth, community_id=draft.community_id, person_id=person_id, within=unit
         )
-        entry = await post(
-            session,
-            community_id=draft.community_id,
-            person_id=person_id,
-            amount=sign * draft.amount,
-            key=f"{draft.kind}:{draft.id}:{person_id}",
-            reason=draft.reason,
-            kind=draft.kind,
-            by=auth.person_id,
-            now=now,
-            rule_code=draft.rule_code,
-        )
+        key = f"{draft.kind}:{draft.id}:{person_id}"
+        if draft.kind == Kind.correct:
+            entry = await correct(
+                session,
+                auth=auth,
+                community_id=draft.community_id,
+                person_id=person_id,
+                amount=-draft.amount,
+                key=key,
+                reason=draft.reason,
+                now=now,
+            )
+        else:
+            entry = await post(
+                session,
+                community_id=draft.community_id,
+                person_id=person_id,
+                amount=sign * draft.amount,
+                key=key,
+                reason=draft.reason,
+                kind=draft.kind,
+                by=auth.person_id,
+                now=now,
+                rule_code=draft.rule_code,
+            )
         if entry is None:
             continue  # saved by an earlier attempt that did not finish marking the draft
         person = await session.get(Person, person_id)
@@ -599,7 +624,7 @@ async def confirm_draft(
             chat_id=person_id,
             person_id=person_id,
             community_id=draft.community_id,
-            template=f"points/{'awarded' if sign > 0 else 'deducted'}",
+            template=f"points/{template[Kind(draft.kind)]}",
             context={
                 "amount": draft.amount,
                 "reason": draft.reason,

@@ -141,7 +141,16 @@ async def _harvest(scene: Scene, users: dict[int, JSON]) -> set[str]:
     group = scene.group(GROUP_A, "3号楼邻里群")
     starts = {
         LEAD: ["/award", "/deduct", "/announce", "/announcements", "/leads", "/appoint", "/me"],
-        B_LEAD: ["/award", "/announce", "/rules", "/reward", "/export", "/setup", "/appoint"],
+        B_LEAD: [
+            "/award",
+            "/correct",
+            "/announce",
+            "/rules",
+            "/reward",
+            "/export",
+            "/setup",
+            "/appoint",
+        ],
         ADMIN_ID: ["/setup", "/rules", "/export", "/reward", "/leads", "/rewards"],
     }
     for pid, commands in starts.items():
@@ -172,7 +181,7 @@ def _secrets(attacker: int) -> list[str]:
 def _values(ids: list[str]) -> list[str]:
     bogus = ["0", "1", "-1", "2", str(2**31), str(2**31 - 1), str(2**63), str(-(2**63) - 1),
              "9" * 30, "abc", "", "1e3", "٣", "0x1f", " 5", "+3", "1_0", "m", "a", "d", "h", "s",
-             "l", "o", "w", "p", "u", "n", "now", "patrol", "garbage", "1" * 70]  # fmt: skip
+             "l", "o", "w", "p", "u", "n", "c", "now", "patrol", "garbage", "1" * 70]  # fmt: skip
     return sorted(set(ids) | set(bogus))
 
 

@@ -366,6 +366,106 @@ async def test_deduct_more_than_the_balance_is_refused(db: Database, scene: Scen
     assert await _balance(db, w, WANG) == 3 and await _notices(db, "points/deducted") == []
 
 
+# --- /correct: an admin's correction may go below zero (issue 8 item 14) ----------------------
+
+CHEN = 36  # 陈主任: admin of 一网格, a top-level unit, so a community admin
+
+
+async def _admin(db: Database, scene: Scene, w: World) -> JSON:
+    async with db.transaction() as s:
+        await people.touch_person(
+            s, person_id=CHEN, name="陈主任", username=None, language_code="zh-hans", now=NOW
+        )
+        await people.grant_role(
+            s, auth=BOSS, unit_id=w.grid1, person_id=CHEN, kind="admin", now=NOW
+        )
+    chen = scene.person(CHEN, "陈主任")
+    scene.private(chen)
+    scene.tg.started.add(CHEN)
+    return chen
+
+
+async def test_an_admin_corrects_an_over_award_already_spent(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    chen = await _admin(db, scene, w)
+    await _give(db, w, WANG, 10, "over:1")
+    await _give(db, w, WANG, -8, "spent:1", kind="redeem", reason="理发券")
+    await _give(db, w, SAM, 1, "over:2")
+    chat = scene.private(chen)
+    picker = _only(await scene.say(chen, chat, "/correct"))
+    assert "更正积分 · 一网格" in picker.text
+    picked = _edited(await scene.tap(chen, picker, "王阿姨"))
+    picked = _edited(await scene.tap(chen, picked, "Sam"))
+    amounts = _edited(await scene.tap(chen, picked, "已选 2 人"))
+    assert "低于零" in amounts.text and not any("巡逻" in x for x in _labels(amounts))
+    reasons = _edited(await scene.tap(chen, amounts, "5"))
+    await scene.tap(chen, reasons, "输入原因")
+    confirm = _only(await scene.say(chen, chat, "重复发放，已用掉"))
+    assert "更正" in confirm.text and "−5" in confirm.text
+    done = _edited(await scene.tap(chen, confirm, "确认"))
+    assert "已记入账本" in done.text and "更正" in done.text
+    assert await _balance(db, w, WANG) == -3 and await _balance(db, w, SAM) == -4
+    assert {(e.person_id, e.amount, e.kind, e.by) for e in await _entries(db) if e.by == CHEN} == {
+        (WANG, -5, "correct", CHEN),
+        (SAM, -5, "correct", CHEN),
+    }
+    scene.tg.calls.clear()
+    await delivery.drain(scene.app)
+    (wang,) = messages(scene.tg.calls, WANG)
+    assert (
+        "\n如有疑问" in wang.text
+        and "积分更正" in wang.text
+        and "共有 -3 分。" in wang.text
+        and "低于零" in wang.text
+    )
+    (sam,) = messages(scene.tg.calls, SAM)
+    assert (
+        "Points correction" in sam.text
+        and "You now have -4 points" in sam.text
+        and "below zero" in sam.text
+    )
+    # The resident's own view shows the correction and the balance below zero.
+    mine = _only(await scene.say(u[WANG], scene.private(u[WANG]), "/points"))
+    assert "我的积分：-3 分" in mine.text and "-5" in mine.text and "重复发放" in mine.text
+    # An ordinary deduction still may not take anyone (further) below zero.
+    group = scene.group(GROUP_B3, "3号楼邻里群")
+    said = scene.message_json(u[WANG], group, "嗯")
+    amounts = _only(await scene.say(u[LEAD], group, "/deduct", reply_to=said), LEAD)
+    reasons = _edited(await scene.tap(u[LEAD], amounts, "1"))
+    await scene.tap(u[LEAD], reasons, "输入原因")
+    confirm = _only(await scene.say(u[LEAD], scene.private(u[LEAD]), "再扣"))
+    (alert,) = alerts(await scene.tap(u[LEAD], confirm, "确认"))
+    assert "积分不够" in alert
+    assert await _balance(db, w, WANG) == -3
+
+
+async def test_a_lead_who_is_no_community_admin_cannot_correct(db: Database, scene: Scene) -> None:
+    w = await _world(db)
+    u = _people(scene)
+    chen = await _admin(db, scene, w)
+    await _give(db, w, WANG, 2, "c:1")
+    chat = scene.private(u[LEAD])
+    (refused,) = messages(await scene.say(u[LEAD], chat, "/correct"))
+    assert "只有社区管理员才能更正积分" in refused.text
+    # Nor by reply in a group, nor by forging the admin's buttons or the unit picker's.
+    group = scene.group(GROUP_B3, "3号楼邻里群")
+    said = scene.message_json(u[WANG], group, "嗯")
+    calls = await scene.say(u[LEAD], group, "/correct", reply_to=said)
+    assert not messages(calls, LEAD)
+    assert "只有社区管理员" in _only(calls, GROUP_B3).text
+    (alert,) = alerts(await scene.press(u[LEAD], refused, f"pu:c:{w.grid1}"))
+    assert "只有社区管理员" in alert
+    picker = _only(await scene.say(chen, scene.private(chen), "/correct"))
+    draft = scene.button_data(scene.message_of(picker), 0).split(":")[1]
+    for data in (f"pt:{draft}:{WANG}:0:1", f"pa:{draft}:5", f"pc:{draft}"):
+        (alert,) = alerts(await scene.press(u[LEAD], picker, data))
+        assert "别人打开" in alert or "只有社区管理员" in alert
+    assert await _balance(db, w, WANG) == 2
+    assert [e for e in await _entries(db) if e.kind == "correct"] == []
+    assert await _notices(db, "points/corrected") == []
+
+
 # --- /top -----------------------------------------------------------------------------------
 
 

@@ -378,6 +378,105 @@ async def test_a_lead_cannot_award_themselves(db: Database, world: World) -> Non
     assert refused.value.key == "points_own_award"
 
 
+# --- corrections (issue 8 item 14) ---------------------------------------------------------
+
+
+async def _role(db: Database, person: int, unit: int, kind: str) -> people.Authority:
+    async with db.transaction() as s:
+        await people.grant_role(s, auth=BOSS, unit_id=unit, person_id=person, kind=kind, now=NOW)
+        return await people.authority(s, person_id=person, superadmin=False)
+
+
+async def _correct(
+    db: Database, w: World, auth: people.Authority, person: int, amount: int, key: str
+) -> LedgerEntry | None:
+    async with db.transaction() as s:
+        return await ledger.correct(
+            s, auth=auth, community_id=w.community, person_id=person, amount=amount, key=key,
+            reason="多发了", now=NOW,
+        )  # fmt: skip
+
+
+async def test_an_admins_correction_may_take_a_balance_below_zero(
+    db: Database, world: World
+) -> None:
+    resident = world.residents[0]
+    admin = await _role(db, 1, world.buildings[0], "admin")  # a top-level unit: community admin
+    await _post(db, world, resident, 10, "award:c:1")
+    await _post(db, world, resident, -8, "redeem:c:1", kind="redeem")  # the over-award spent
+    entry = await _correct(db, world, admin, resident, -6, "fix:1")
+    assert entry is not None and entry.kind == ledger.Kind.correct and entry.by == 1
+    assert await _correct(db, world, admin, resident, -6, "fix:1") is None  # once per key
+    cached, summed, total = await _books(db, world)
+    assert cached == summed == {resident: -4} and total == 0
+    # Ordinary debits still may not go below zero (nor further below it); credits may come in.
+    with pytest.raises(InsufficientPoints):
+        await _post(db, world, resident, -1, "deduct:c:1", kind="deduct")
+    with pytest.raises(InsufficientPoints):
+        await _post(db, world, resident, -1, "redeem:c:2", kind="redeem")
+    assert await _post(db, world, resident, 3, "award:c:2") is not None
+    async with db.transaction(write=False) as s:
+        assert await ledger.balance(s, community_id=world.community, person_id=resident) == -1
+        account = (
+            await s.exec(select(PointAccount).where(PointAccount.person_id == resident))
+        ).one()
+    assert account.earned == 10 - 6 + 3  # a correction undoes honour, too
+
+
+async def test_only_a_community_admin_may_correct(db: Database, world: World) -> None:
+    resident = world.residents[0]
+    await _post(db, world, resident, 2, "award:n:1")
+    lead = await _role(db, 21, world.buildings[0], "lead")
+    with pytest.raises(NotAllowed) as refused:
+        await _correct(db, world, lead, resident, -5, "fix:n:1")
+    assert refused.value.key == "points_corrections_admins_only"
+    with pytest.raises(ValueError, match=r"ledger\.correct"):  # no way round it by post()
+        async with db.transaction() as s:
+            await ledger.post(
+                s, community_id=world.community, person_id=resident, amount=-5, key="fix:n:2",
+                reason="x", kind=ledger.Kind.correct, by=21, now=NOW,
+            )  # fmt: skip
+    async with db.transaction() as s:
+        with pytest.raises(NotAllowed) as refused:
+            await points.start_draft(
+                s, auth=lead, unit_id=world.buildings[0], kind="correct", now=NOW,
+                person_ids=[22],
+            )  # fmt: skip
+    assert refused.value.key == "points_corrections_admins_only"
+    cached, _summed, _total = await _books(db, world)
+    assert cached == {resident: 2}
+
+
+async def test_a_correction_draft_overdraws_and_tells_the_resident(
+    db: Database, world: World
+) -> None:
+    admin = await _role(db, 1, world.buildings[0], "admin")
+    await _post(db, world, 22, 3, "award:d:1")
+    async with db.transaction() as s:
+        draft = await points.start_draft(
+            s, auth=admin, unit_id=world.buildings[0], kind="correct", now=NOW, person_ids=[22]
+        )
+        assert draft.id is not None
+        await points.set_amount(s, auth=admin, draft_id=draft.id, amount=5, now=NOW)
+        await points.set_reason(s, auth=admin, draft_id=draft.id, text="重复发放", now=NOW)
+    # The admin loses the role before confirming: the correction is refused, nothing written.
+    async with db.transaction() as s:
+        lead = people.Authority(
+            person_id=1, roles=((await people.get_unit(s, world.buildings[0]), "lead"),)
+        )
+        with pytest.raises(NotAllowed):
+            await points.confirm_draft(s, auth=lead, draft_id=draft.id, now=NOW)
+    async with db.transaction() as s:
+        _draft, posted, changed = await points.confirm_draft(
+            s, auth=admin, draft_id=draft.id, now=NOW
+        )
+    assert changed and [(p.entry.amount, p.balance) for p in posted] == [(-5, -2)]
+    async with db.transaction(write=False) as s:
+        (notice,) = (await s.exec(select(Delivery))).all()
+    assert notice.template == "points/corrected" and notice.person_id == 22
+    assert notice.context["balance"] == -2 and notice.context["amount"] == 5
+
+
 # --- what residents see ---------------------------------------------------------------------
 
 
@@ -471,6 +570,11 @@ def test_the_notices_render_in_both_languages(lang: str) -> None:
              "balance": 12, "community": "幸福里", "by": "张网格长"}  # fmt: skip
     assert "12" in renderer.render(lang, "points/awarded", **award)
     assert "12" in renderer.render(lang, "points/deducted", **award)
+    corrected = renderer.render(lang, "points/corrected", **{**award, "balance": -3})
+    assert "<b>-3</b>" in corrected and (
+        "更正" in corrected if lang == "zh" else "correct" in corrected
+    )
+    assert ("低于零" in corrected) if lang == "zh" else ("below zero" in corrected)
     statement = {"month": "2026-11", "unit": "3号楼", "community": "幸福里", "issued": 15,
                  "redeemed": 4, "top": [{"name": "王阿姨", "points": 9}]}  # fmt: skip
     assert "王阿姨" in renderer.render(lang, "points/statement", **statement)
