@@ -120,7 +120,7 @@ async def _task(db: Database, unit: int, *, starts: datetime, slots: int, now: d
     return task.id
 
 
-async def burst(url: str) -> None:
+async def burst(url: str, suffix: str = "") -> None:
     db = await fresh_db(url)
     clock = SimClock(START)
     telegram = enforcing(clock)
@@ -190,14 +190,14 @@ async def burst(url: str) -> None:
         if c.method == "editMessageText" and c.ok and c.params.get("message_id") == message_id
     ]
     final = edits[-1].text if edits else card.text
-    out("tasks.burst.signups", TAPPERS, "taps")
-    out("tasks.burst.in", inside)
-    out("tasks.burst.lost", TAPPERS - int(recorded))
-    out("tasks.burst.card_edits", len(edits))
-    out("tasks.burst.card_edits_per_min", busiest_minute(edit_times))
-    out("tasks.burst.card_correct", int(final == expected and inside == SLOTS))
-    out("tasks.burst.http_429", telegram.fake.too_many)
-    out("tasks.burst.wall", wall, "s")
+    out(f"tasks.burst.signups{suffix}", TAPPERS, "taps")
+    out(f"tasks.burst.in{suffix}", inside)
+    out(f"tasks.burst.lost{suffix}", TAPPERS - int(recorded))
+    out(f"tasks.burst.card_edits{suffix}", len(edits))
+    out(f"tasks.burst.card_edits_per_min{suffix}", busiest_minute(edit_times))
+    out(f"tasks.burst.card_correct{suffix}", int(final == expected and inside == SLOTS))
+    out(f"tasks.burst.http_429{suffix}", telegram.fake.too_many)
+    out(f"tasks.burst.wall{suffix}", wall, "s")
     await db.dispose()
 
 
@@ -209,7 +209,7 @@ def busiest_minute(moments: list[float]) -> int:
     )
 
 
-async def reminders(url: str, count: int) -> None:
+async def reminders(url: str, count: int, suffix: str = "") -> None:
     """`count` tasks of 20 volunteers, all starting within the same hour; the sender restarts
     half-way. Each volunteer must get both reminders before the start, once."""
     db = await fresh_db(url)
@@ -271,7 +271,7 @@ async def reminders(url: str, count: int) -> None:
         async with app:
             delivery.start_sender(app)
             goal = expected // 4 if half == 0 else expected
-            while time.perf_counter() - started < 900:
+            while time.perf_counter() - started < 1800:
                 await asyncio.sleep(0.5)
                 if sum(telegram.fake.delivered.values()) >= goal or await pending(db) == 0:
                     break
@@ -292,20 +292,26 @@ async def reminders(url: str, count: int) -> None:
         if status == Status.sent and sent is not None and sent <= starts_at[int(key.split(":")[1])]
     )
     duplicates = sum(max(0, n - 2) for n in telegram.fake.delivered.values())
-    out("tasks.reminders.tasks", count)
-    out("tasks.reminders.expected", expected)
-    out("tasks.reminders.missed", expected - on_time)
-    out("tasks.reminders.duplicates", duplicates)
-    out("tasks.reminders.http_429", telegram.fake.too_many)
-    out("tasks.reminders.setup", setup, "s")
-    out("tasks.reminders.wall", wall, "s")
+    out(f"tasks.reminders.tasks{suffix}", count)
+    out(f"tasks.reminders.expected{suffix}", expected)
+    out(f"tasks.reminders.missed{suffix}", expected - on_time)
+    out(f"tasks.reminders.duplicates{suffix}", duplicates)
+    out(f"tasks.reminders.http_429{suffix}", telegram.fake.too_many)
+    out(f"tasks.reminders.setup{suffix}", setup, "s")
+    out(f"tasks.reminders.wall{suffix}", wall, "s")
     await db.dispose()
 
 
 async def main(postgres_url: str | None) -> None:
-    del postgres_url  # SQLite, the embedded default, is the harder case for one writer
+    """SQLite (the embedded default, the harder case for one writer), then PostgreSQL when a
+    database is given: the same figures, each name followed by `.postgres`."""
+    count = int(os.environ.get("LINLI_BENCH_TASKS", TASKS))
+    out("tasks.clock", "simulated (sender and stand-in share it; 429s enforced)")
     with tempfile.TemporaryDirectory() as tmp:
-        out("tasks.clock", "simulated (sender and stand-in share it; 429s enforced)")
         await burst(f"sqlite+aiosqlite:///{Path(tmp)}/burst.db")
-        count = int(os.environ.get("LINLI_BENCH_TASKS", TASKS))
         await reminders(f"sqlite+aiosqlite:///{Path(tmp)}/reminders.db", count)
+    if postgres_url:
+        await burst(postgres_url, ".postgres")
+        await reminders(postgres_url, count, ".postgres")
+    else:
+        print("tasks.postgres: skipped (set LINLI_BENCH_DATABASE_URL)", flush=True)

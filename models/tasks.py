@@ -17,9 +17,9 @@ from __future__ import annotations
 import calendar
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -43,6 +43,7 @@ from models.people import (
     communities,
     get_community,
     get_unit,
+    link_for,
     links_of_units,
     require,
 )
@@ -124,6 +125,7 @@ class TaskSeries(SQLModel, table=True):
     skill: str | None = Field(default=None, max_length=16)
     cutoff_minutes: int = int(DEFAULT_CUTOFF.total_seconds() // 60)
     active: bool = True
+    starts_on: date | None = None  # the local date of the first occurrence (None: from creation)
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
@@ -638,7 +640,7 @@ async def _post_card(
         due_at=due,
         subtree_too=not own,
     )
-    if here is not None and here[0] < 0:
+    if here is not None and await _serves_community(session, here, task.community_id):
         await outbox.post_card(
             session,
             kind=CARD,
@@ -647,7 +649,20 @@ async def _post_card(
             thread_id=here[1],
             community_id=task.community_id,
             now=now,
+            due_at=due,
         )
+
+
+async def _serves_community(
+    session: AsyncSession, here: tuple[int, int], community_id: int
+) -> bool:
+    """Whether a group (or topic) is linked to a unit of this community: only there does a
+    card go besides the unit's own chats (never into a group the community does not know)."""
+    chat_id, thread_id = here
+    if chat_id >= 0:
+        return False
+    link = await link_for(session, chat_id=chat_id, thread_id=thread_id)
+    return link is not None and (await get_unit(session, link.unit_id)).community_id == community_id
 
 
 async def changed_card(session: AsyncSession, task: Task, *, now: datetime) -> None:
@@ -1443,9 +1458,11 @@ async def create_series(
     repeat: str,
     days: Iterable[int],
     now: datetime,
+    here: tuple[int, int] | None = None,
 ) -> tuple[TaskSeries, list[Task]]:
-    """A recurring task. `fields` times give the first occurrence's clock times (local); its
-    occurrences for the next four weeks are created at once, later ones by the rhythm."""
+    """A recurring task, from the local date of `fields.starts_at` on, at its clock times; its
+    occurrences for the next four weeks (at least the next one) are created at once, later ones
+    by the rhythm. The first occurrence's card also goes to `here` (see create_task)."""
     unit = await get_unit(session, unit_id)
     require(auth, unit)
     chosen = check_days(repeat, days)
@@ -1461,12 +1478,13 @@ async def create_series(
         days=chosen,
         start_time=fields.starts_at.astimezone(zone).time().replace(tzinfo=None),
         end_time=fields.ends_at.astimezone(zone).time().replace(tzinfo=None),
+        starts_on=fields.starts_at.astimezone(zone).date(),
         created_at=now,
         **values,
     )
     session.add(series)
     await session.flush()
-    created = await _materialise(session, series, community, now=now)
+    created = await _materialise(session, series, community, now=now, here=here)
     return series, created
 
 
@@ -1490,8 +1508,23 @@ def _series_fields(series: TaskSeries, day: date, zone: ZoneInfo) -> Fields:
     )
 
 
+def upcoming_dates(series: TaskSeries, today: date) -> list[date]:
+    """The dates a series has tasks for from `today`: the next four weeks, and at least the next
+    one (a monthly day that falls later still gets its task, and its card a week ahead)."""
+    first = max(today, series.starts_on or today)
+    found = occurrence_dates(series.repeat, series.days, first, first + AHEAD)
+    if not found:
+        found = occurrence_dates(series.repeat, series.days, first, first + 2 * AHEAD)[:1]
+    return found
+
+
 async def _materialise(
-    session: AsyncSession, series: TaskSeries, community: Community, *, now: datetime
+    session: AsyncSession,
+    series: TaskSeries,
+    community: Community,
+    *,
+    now: datetime,
+    here: tuple[int, int] | None = None,
 ) -> list[Task]:
     assert series.id is not None
     zone = ZoneInfo(community.timezone)
@@ -1501,8 +1534,8 @@ async def _materialise(
         for task in (await session.exec(select(Task).where(Task.series_id == series.id))).all()
     }
     auth = Authority(person_id=series.lead_id, superadmin=True)  # the series was authorised
-    created = []
-    for day in occurrence_dates(series.repeat, series.days, today, today + AHEAD):
+    created: list[Task] = []
+    for day in upcoming_dates(series, today):
         if day in existing:
             continue
         fields = _series_fields(series, day, zone)
@@ -1517,6 +1550,7 @@ async def _materialise(
                 now=now,
                 series_id=series.id,
                 occurs_on=day,
+                here=None if created else here,
             )
         )
     return created
@@ -1547,6 +1581,178 @@ async def series_rhythm(session: AsyncSession, now: datetime) -> list[Task]:
         for series in rows.all():
             created.extend(await _materialise(session, series, community, now=now))
     return created
+
+
+# --- a lead's draft (/newtask): read back from its flow, shown, posted once -----------------
+
+SLOT_CHOICES = (3, 5, 10, 20)  # the slots buttons (besides unlimited and a typed number)
+DEFAULT_LENGTH = timedelta(hours=2)  # when the lead chose a start and no end
+PREVIEW_DATES = 6  # a series' first dates the preview lists
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What a /newtask flow's data (plain JSON) describes, every field checked again: the data
+    came through buttons and typing over many updates, and is trusted only once re-read here."""
+
+    unit_id: int
+    fields: Fields
+    repeat: str | None = None  # weekly | monthly | None (once)
+    days: tuple[int, ...] = ()
+
+
+def _whole(value: Any, error: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(error)
+    return value
+
+
+def _moment(value: Any) -> datetime:
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput("task_draft_incomplete") from None
+    if moment.tzinfo is None:
+        raise InvalidInput("task_draft_incomplete")
+    return moment
+
+
+def _coordinate(value: Any, limit: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > limit:
+        raise InvalidInput("task_bad_location")
+    return float(value)
+
+
+def slots_of(value: Any) -> int | None:
+    """The draft's slots: a number, or "unlimited" (None)."""
+    if value == UNLIMITED:
+        return None
+    return check_slots(_whole(value, "task_slots_number"))
+
+
+def repeat_of(value: Any) -> tuple[str | None, tuple[int, ...]]:
+    """The recurrence picker's choice: None (once), {"weekly": [0, 2]}, {"monthly": [9, 19]}."""
+    if value is None:
+        return None, ()
+    if not isinstance(value, dict) or len(value) != 1:
+        raise InvalidInput("task_bad_repeat")
+    ((repeat, days),) = value.items()
+    if not isinstance(days, list) or not all(isinstance(d, int) for d in days):
+        raise InvalidInput("task_bad_repeat")
+    return repeat, tuple(check_days(repeat, days))
+
+
+def draft_of(data: Mapping[str, Any]) -> Draft:
+    """Read a draft back. Missing or malformed fields (a forged or unfinished flow) are refused
+    with InvalidInput; limits are the same as for any task (title, slots, points, skill)."""
+    missing = [k for k in ("title", "when", "unit_id", "slots") if data.get(k) is None]
+    if missing or not isinstance(data["when"], dict) or not data["when"].get("start"):
+        raise InvalidInput("task_draft_incomplete")
+    starts_at = _moment(data["when"]["start"])
+    end = data["when"].get("end")
+    ends_at = _moment(end) if end else starts_at + DEFAULT_LENGTH
+    points_value = data.get("points")
+    repeat, days = repeat_of(data.get("repeat"))
+    fields = Fields(
+        title=clean_title(str(data["title"])),
+        starts_at=starts_at,
+        ends_at=ends_at,
+        place=clean_text(str(data.get("place") or ""), limit=PLACE_LIMIT, error="task_place_long"),
+        description=clean_text(
+            str(data.get("description") or ""),
+            limit=DESCRIPTION_LIMIT,
+            error="task_description_long",
+        ),
+        slots=slots_of(data["slots"]),
+        points=None
+        if points_value is None
+        else check_points(_whole(points_value, "task_points_range")),
+        skill=check_skill(data.get("skill")),
+        latitude=_coordinate(data.get("latitude"), 90),
+        longitude=_coordinate(data.get("longitude"), 180),
+    )
+    return Draft(_whole(data["unit_id"], "task_draft_incomplete"), fields, repeat, days)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The card as residents will see it (an unsaved Task), and what the lead should know."""
+
+    task: Task
+    unit: Unit
+    repeat: str | None
+    days: tuple[int, ...]
+    dates: list[date]  # a series' first dates
+    short: list[int]  # monthly days some months lack: those months use their last day
+
+
+async def preview(
+    session: AsyncSession, *, auth: Authority, data: Mapping[str, Any], now: datetime
+) -> Preview:
+    """What posting the draft would make, checked as posting checks it (the lead leads the
+    unit, the time is ahead), without writing anything."""
+    draft = draft_of(data)
+    unit = await get_unit(session, draft.unit_id)
+    require(auth, unit)
+    community = await get_community(session, unit.community_id)
+    default = await default_points(session, community_id=unit.community_id, now=now)
+    values = _checked(draft.fields, now=now, default_points=default)
+    task = Task(
+        community_id=unit.community_id,
+        unit_id=draft.unit_id,
+        lead_id=auth.person_id,
+        starts_at=draft.fields.starts_at,
+        ends_at=draft.fields.ends_at,
+        code="",
+        created_at=now,
+        updated_at=now,
+        **values,
+    )
+    dates: list[date] = []
+    if draft.repeat is not None:
+        zone = ZoneInfo(community.timezone)
+        first = draft.fields.starts_at.astimezone(zone).date()
+        dates = occurrence_dates(draft.repeat, draft.days, first, first + 3 * AHEAD)
+        dates = dates[:PREVIEW_DATES]
+        if dates:  # the card shows the first occurrence (the chosen day may not be one)
+            length = task.ends_at - task.starts_at
+            clock = draft.fields.starts_at.astimezone(zone).time()
+            task.starts_at = datetime.combine(dates[0], clock, tzinfo=zone).astimezone(UTC)
+            task.ends_at = task.starts_at + length
+    short = [d for d in draft.days if d > 28] if draft.repeat == Repeat.monthly else []
+    return Preview(task, unit, draft.repeat, draft.days, dates, short)
+
+
+async def post_draft(
+    session: AsyncSession,
+    *,
+    auth: Authority,
+    data: Mapping[str, Any],
+    now: datetime,
+    here: tuple[int, int] | None = None,
+) -> Task:
+    """Post a lead's draft: one task, or a series and its first occurrences (the first one is
+    returned). Run it through `flows.confirm`, so a double tap on Post posts once."""
+    draft = draft_of(data)
+    if draft.repeat is None:
+        return await create_task(
+            session, auth=auth, unit_id=draft.unit_id, fields=draft.fields, now=now, here=here
+        )
+    _, created = await create_series(
+        session,
+        auth=auth,
+        unit_id=draft.unit_id,
+        fields=draft.fields,
+        repeat=draft.repeat,
+        days=draft.days,
+        now=now,
+        here=here,
+    )
+    if not created:  # the chosen start matches none of the chosen days within eight weeks
+        raise InvalidInput("task_no_occurrence")
+    return created[0]
 
 
 # --- the leads' lines: the evening before, after the end, the month -------------------------

@@ -746,3 +746,138 @@ async def test_every_notice_tasks_write_renders(db: Database, world: World, lang
         text = renderer.render(lang, row.template, **row.context)
         assert row.context["title"].replace("<", "&lt;").replace(">", "&gt;") in text
         assert "<楼道>" not in text
+
+
+# --- a lead's draft (/newtask) ----------------------------------------------------------------
+
+
+def draft(w: World, **changes: object) -> dict[str, object]:
+    """A finished /newtask flow's data, as the flow stores it (plain JSON)."""
+    data: dict[str, object] = {
+        "title": "清扫楼道",
+        "description": "",
+        "when": {"start": SAT.astimezone(UTC).isoformat(), "end": None},
+        "place": "3号楼门口",
+        "slots": 5,
+        "points": None,
+        "unit_id": w.building,
+        "skill": "cleaning",
+        "repeat": None,
+    }
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"title": None}, "task_draft_incomplete"),
+        ({"when": {"start": None}}, "task_draft_incomplete"),
+        ({"when": {"start": "2026-11-28T09:00"}}, "task_draft_incomplete"),  # no zone
+        ({"title": "长" * 101}, "task_title_long"),
+        ({"slots": 0}, "task_slots_min"),
+        ({"slots": 1001}, "task_slots_max"),
+        ({"slots": True}, "task_slots_number"),
+        ({"slots": "5"}, "task_slots_number"),
+        ({"points": -1}, "task_points_range"),
+        ({"skill": "juggling"}, "task_bad_skill"),
+        ({"repeat": {"yearly": [1]}}, "task_bad_repeat"),
+        ({"repeat": {"monthly": []}}, "task_no_days"),
+        ({"repeat": {"weekly": [7]}}, "task_no_days"),
+        ({"latitude": 91.0, "longitude": 0.0}, "task_bad_location"),
+    ],
+)
+def test_a_draft_is_checked_again_when_read_back(changes: dict[str, object], error: str) -> None:
+    w = World(1, 2, 3, 4)
+    with pytest.raises(InvalidInput, match=error):
+        tasks.draft_of(draft(w, **changes))
+
+
+def test_a_draft_without_an_end_lasts_two_hours_and_unlimited_slots_are_none() -> None:
+    found = tasks.draft_of(draft(World(1, 2, 3, 4), slots="unlimited"))
+    assert found.fields.ends_at - found.fields.starts_at == timedelta(hours=2)
+    assert found.fields.slots is None and found.repeat is None
+
+
+async def test_preview_shows_the_card_writes_nothing_and_names_short_months(
+    db: Database, world: World
+) -> None:
+    start = datetime(2027, 1, 29, 8, 30, tzinfo=ZONE)
+    data = draft(
+        world,
+        when={"start": start.isoformat(), "end": (start + timedelta(hours=3)).isoformat()},
+        repeat={"monthly": [9, 19, 29]},
+    )
+    now = datetime(2027, 1, 20, 2, 0, tzinfo=UTC)
+    async with db.transaction() as s:
+        lead = await people.authority(s, person_id=LEAD, superadmin=False)
+        seen = await tasks.preview(s, auth=lead, data=data, now=now)
+        assert (await s.exec(select(tasks.Task))).all() == []
+    assert seen.task.title == "清扫楼道" and seen.task.slots == 5 and seen.unit.name == "3号楼"
+    assert seen.dates[:4] == [date(2027, 1, 29), date(2027, 2, 9), date(2027, 2, 19),
+                              date(2027, 2, 28)]  # fmt: skip
+    assert seen.short == [29]
+    async with db.transaction() as s:
+        outsider = await people.authority(s, person_id=OUTSIDER, superadmin=False)
+        with pytest.raises(NotAllowed):
+            await tasks.preview(s, auth=outsider, data=data, now=now)
+
+
+async def test_posting_a_draft_twice_posts_one_task(db: Database, world: World) -> None:
+    from models import flows
+
+    async with db.transaction() as s:
+        flow = await flows.start(s, kind="task", owner_id=LEAD, now=NOW, data=draft(world))
+        fid = flow.id or 0
+
+    async def post() -> tuple[int | None, bool]:
+        async with db.transaction() as s:
+            lead = await people.authority(s, person_id=LEAD, superadmin=False)
+
+            async def make(f: flows.Flow) -> int:
+                task = await tasks.post_draft(s, auth=lead, data=f.data, now=NOW)
+                return task.id or 0
+
+            done, created = await flows.confirm(s, flow_id=fid, owner_id=LEAD, now=NOW, make=make)
+            return done.result_id, created
+
+    first, second = await asyncio.gather(post(), post())
+    assert first[0] == second[0] and sorted([first[1], second[1]]) == [False, True]
+    async with db.transaction(write=False) as s:
+        (task,) = (await s.exec(select(tasks.Task))).all()
+    assert task.points == 10 and task.skill == "cleaning" and task.slots == 5  # the "task" rule
+
+
+async def test_a_weekly_draft_starts_on_its_first_matching_day_never_before(
+    db: Database, world: World
+) -> None:
+    # Chosen: Saturday 28 November, repeating on Mondays and Wednesdays.
+    data = draft(world, repeat={"weekly": [0, 2]})
+    async with db.transaction() as s:
+        lead = await people.authority(s, person_id=LEAD, superadmin=False)
+        first = await tasks.post_draft(s, auth=lead, data=data, now=NOW)
+        assert first.occurs_on == date(2026, 11, 30)
+        assert first.starts_at.astimezone(ZONE).hour == 9
+        made = await s.exec(select(tasks.Task.occurs_on).order_by(col(tasks.Task.starts_at)))
+        assert list(made.all()) == [date(2026, 11, 30), date(2026, 12, 2), date(2026, 12, 7),
+                                    date(2026, 12, 9), date(2026, 12, 14), date(2026, 12, 16),
+                                    date(2026, 12, 21), date(2026, 12, 23)]  # fmt: skip
+        # The rhythm the same day adds nothing before the chosen start (the 23rd, 25th).
+        assert await tasks.series_rhythm(s, NOW) == []
+
+
+async def test_the_card_goes_where_the_lead_asked_only_in_a_chat_of_the_community(
+    db: Database, world: World
+) -> None:
+    async with db.transaction() as s:
+        await people.link_chat(s, chat_id=-500, thread_id=0, unit_id=world.other_building,
+                               title="5号楼", by=LEAD, now=NOW)  # fmt: skip
+        lead = await people.authority(s, person_id=LEAD, superadmin=False)
+        linked = await tasks.post_draft(s, auth=lead, data=draft(world), now=NOW, here=(-500, 0))
+        stranger = await tasks.post_draft(
+            s, auth=lead, data=draft(world, title="另一个"), now=NOW, here=(-777, 0)
+        )
+        rows = (await s.exec(select(Delivery.chat_id, Delivery.key))).all()
+    cards = {(chat, key.split(":")[2]) for chat, key in rows if key.startswith("card:task:")}
+    assert (-500, str(linked.id)) in cards
+    assert all(chat != -777 for chat, _ in cards) and stranger.id is not None
