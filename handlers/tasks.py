@@ -20,18 +20,23 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 from bot import cards, delivery
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
+    PAGE,
     View,
     answer,
     as_int,
     as_state,
     button,
     callback_args,
+    clamp_page,
     deep_link,
     edit,
     is_private,
     keyboard,
     label,
     load_auth,
+    page_buttons,
+    page_count,
+    replace,
     reply,
     send_private,
     show,
@@ -389,6 +394,7 @@ async def _lead_view(
         if now >= task.starts_at:
             rows.append([button(_l(ctx, "sheet"), f"tl:a:{task.id}")])
         else:
+            rows.append([button(_l(ctx, "proxy"), f"tl:p:{task.id}:0")])
             rows.append([button(_l(ctx, "cancel"), f"tl:x:{task.id}")])
     params = {
         "task": task,
@@ -548,6 +554,78 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
     await edit(update, ctx, "tasks/cancel_done", task=task)
 
 
+# --- proxy sign-up: a lead signs up a neighbour who cannot tap themselves -----------------------
+
+
+async def _proxy_view(
+    session: AsyncSession, ctx: LinliContext, update: Update, task_id: int, page: int
+) -> View:
+    """The task's unit's residents, a page at a time, ✅ on those already on the task."""
+    auth = await load_auth(session, ctx, update)
+    first = await tasks.proxy_choices(session, auth=auth, task_id=task_id, offset=0, limit=0)
+    page = clamp_page(page, first.total)
+    found = await tasks.proxy_choices(
+        session, auth=auth, task_id=task_id, offset=page * PAGE, limit=PAGE
+    )
+    task = found.task
+    rows = [
+        [
+            button(
+                _l(
+                    ctx,
+                    "neighbour",
+                    name=person.name[:30],
+                    flat=flat,
+                    on=person.id in found.on_task,
+                ),
+                f"tl:P:{task.id}:{person.id}:{page}",
+            )
+        ]
+        for person, flat in found.people
+    ]
+    rows.append(page_buttons(ctx, page, page_count(found.total), lambda n: f"tl:p:{task.id}:{n}"))
+    rows.append([button(_l(ctx, "back"), f"tl:v:{task.id}")])
+    params = {"task": task, "total": found.total, "page": page, "pages": page_count(found.total)}
+    return View("tasks/proxy", params, keyboard(rows))
+
+
+async def btn_proxy_list(update: Update, ctx: LinliContext) -> None:
+    """tl:p:<task>:<page>: whom to sign up."""
+    _private_only(update)
+    task_id, page = _args(update, "tl", "p", 2)
+    async with ctx.svc.db.transaction(write=False) as session:
+        view = await _proxy_view(session, ctx, update, as_int(task_id), as_int(page))
+    await show(update, ctx, view)
+
+
+async def btn_proxy(update: Update, ctx: LinliContext) -> None:
+    """tl:P:<task>:<person>:<page>: sign this neighbour up (recorded as done by the lead); they
+    get the private confirmation with Withdraw, like anyone who tapped."""
+    _private_only(update)
+    task_id, person_id, page = _args(update, "tl", "P", 3)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        result = await tasks.sign_up(
+            session,
+            task_id=as_int(task_id),
+            person_id=as_int(person_id, telegram_id=True),
+            now=ctx.now(),
+            auth=auth,
+        )
+        person = await people.get_person(session, result.signup.person_id)
+        view = await _proxy_view(session, ctx, update, as_int(task_id), as_int(page))
+    await replace(update, ctx, view)
+    await answer(
+        update,
+        ctx,
+        f"tasks/proxy_{result.outcome}",
+        alert=True,
+        who=person.name if person else "",
+        task=result.task,
+        position=result.position,
+    )
+
+
 def register(app: LinliApp) -> None:
     cards.register(app, tasks.CARD, task_card)
     cards.register(app, tasks.CONFIRMATION, confirmation_card)
@@ -573,5 +651,7 @@ def register(app: LinliApp) -> None:
         (r"^tl:k:", btn_decide),
         (r"^tl:x:", btn_cancel_ask),
         (r"^tl:X:", btn_cancel),
+        (r"^tl:p:", btn_proxy_list),
+        (r"^tl:P:", btn_proxy),
     ):
         app.add_handler(CallbackQueryHandler(handler, pattern=pattern))
