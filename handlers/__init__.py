@@ -16,6 +16,7 @@ from handlers import (
     guards,
     join,
     leads,
+    newtask,
     pickers,
     points,
     points_admin,
@@ -50,6 +51,7 @@ def register(app: LinliApp) -> None:
     points_admin.register(app)  # /start rules
     reports.register(app)  # before basics: it claims /start reports|myreports|stats
     tasks.register(app)  # before basics: it claims /start tasks|mytasks|tc-… (a check-in QR)
+    newtask.register(app)  # before basics: it claims /start newtask-…
     polls.register(app)  # before basics: it claims /start poll-…, ballots-…, polls
     agenda.register(app)  # before basics: it claims /start propose
     basics.register(app)

@@ -20,7 +20,7 @@ draft's button also turns that message into the note, so its buttons stop inviti
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -55,18 +55,23 @@ FlowAnswer = Callable[[Update, LinliContext, Flow, str], Awaitable[None]]
 class Step:
     fn: FlowAnswer
     photos: bool  # a photo (its caption the text) answers it too
+    places: bool = False  # a shared location or venue answers it too (the text is empty)
 
 
 STEPS: dict[tuple[str, str], Step] = {}
 CANCELLED: dict[str, str] = {}  # flow kind -> the template a cancelled draft's message shows
 
 
-def answers(kind: str, step: str, *, photos: bool = False) -> Callable[[FlowAnswer], FlowAnswer]:
+def answers(
+    kind: str, step: str, *, photos: bool = False, places: bool = False
+) -> Callable[[FlowAnswer], FlowAnswer]:
     """Register the function receiving the text typed for `step` of flows of `kind` (ANY: every
-    kind). With photos=True a photo answers too: the text is its caption (see `photo_of`)."""
+    kind). With photos=True a photo answers too: the text is its caption (see `photo_of`). With
+    places=True a shared location or venue answers too: the text is empty, the function reads
+    `update.effective_message.location` / `.venue`."""
 
     def register(fn: FlowAnswer) -> FlowAnswer:
-        STEPS[(kind, step)] = Step(fn, photos)
+        STEPS[(kind, step)] = Step(fn, photos, places)
         return fn
 
     return register
@@ -117,11 +122,13 @@ async def ask(
     *,
     step: str,
     template: str,
+    rows: Sequence[Sequence[InlineKeyboardButton]] = (),
     **params: object,
 ) -> None:
     """Ask the flow's owner to type the answer to `step`: the flow waits for it and a prompt bound
     to this flow and step is set, then `template` is sent (a forced reply in groups; privately,
-    with the cancel button)."""
+    with `rows` of the feature's own buttons — Skip, a few common answers — above the cancel
+    button)."""
     chat = update.effective_chat
     assert chat is not None
     async with ctx.svc.db.transaction() as session:
@@ -136,7 +143,7 @@ async def ask(
             now=ctx.now(),
         )
     private = is_private(update)
-    markup = keyboard([cancel_row(ctx, flow)]) if private else ForceReply(selective=True)
+    markup = keyboard([*rows, cancel_row(ctx, flow)]) if private else ForceReply(selective=True)
     message = update.effective_message
     assert message is not None
     await message.reply_text(
@@ -182,7 +189,8 @@ async def on_answer(update: Update, ctx: LinliContext, prompt: people.Prompt) ->
 
 
 async def on_photo(update: Update, ctx: LinliContext) -> None:
-    """A photo while a flow waits for a step that takes one (its caption is the text)."""
+    """A photo (its caption is the text), or a location or venue, while a flow waits for a step
+    that takes one."""
     chat = update.effective_chat
     assert chat is not None
     uid = user_id(update)
@@ -194,7 +202,7 @@ async def on_photo(update: Update, ctx: LinliContext) -> None:
         fid, step = _payload(waiting)
         flow = await session.get(Flow, fid)
     found = _step(flow.kind, step) if flow is not None else None
-    if found is None or not found.photos:
+    if found is None or not (found.photos if photo_of(update) else found.places):
         return
     async with ctx.svc.db.transaction() as session:
         prompt = await people.take_prompt(session, person_id=uid, chat_id=chat.id, now=ctx.now())
@@ -226,5 +234,5 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
 
 def register(app: LinliApp) -> None:
     # After the features' own handlers (their commands and captions win), before prompts' text.
-    app.add_handler(MessageHandler(filters.PHOTO, on_photo))
+    app.add_handler(MessageHandler(filters.PHOTO | filters.LOCATION | filters.VENUE, on_photo))
     app.add_handler(CallbackQueryHandler(btn_cancel, pattern=rf"^{CANCEL}:"))

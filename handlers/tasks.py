@@ -394,6 +394,7 @@ async def _lead_view(
         if now >= task.starts_at:
             rows.append([button(_l(ctx, "sheet"), f"tl:a:{task.id}")])
         else:
+            rows.append([button(_l(ctx, "edit"), f"tl:e:{task.id}")])
             rows.append([button(_l(ctx, "proxy"), f"tl:p:{task.id}:0")])
             rows.append([button(_l(ctx, "cancel"), f"tl:x:{task.id}")])
     params = {

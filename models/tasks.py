@@ -679,12 +679,21 @@ def _editable(task: Task, *, now: datetime) -> None:
         raise Conflict("task_started", title=task.title)
 
 
+async def editable(session: AsyncSession, *, auth: Authority, task_id: int, now: datetime) -> Task:
+    """An upcoming open task its lead may change (the edit screen opens only for one)."""
+    task = await get_task(session, task_id)
+    await _require_lead(session, auth, task)
+    _editable(task, now=now)
+    return task
+
+
 @dataclass
 class Edited:
     task: Task
     changed: list[str]  # names of the fields that changed
     moved_to_waitlist: list[int] = field(default_factory=list)
     promoted: list[int] = field(default_factory=list)
+    told: int = 0  # volunteers told privately what changed (besides those moved)
 
 
 async def edit_task(
@@ -754,6 +763,7 @@ async def edit_task(
         for signup in people_in:
             if signup.person_id not in result.moved_to_waitlist + result.promoted:
                 await _tell(session, task, signup.person_id, "tasks/changed", now=now, changes=told)
+                result.told += 1
     await session.flush()
     return result
 

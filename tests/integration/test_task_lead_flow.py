@@ -10,11 +10,12 @@ from sqlmodel import select
 from bot import delivery
 from bot.context import LinliApp
 from bot.db import Database
-from bot.standin import FakeTelegram, Scene, alerts, messages
+from bot.standin import JSON, Call, FakeTelegram, Scene, alerts, messages
 from models import ledger, people, tasks
 from models.tasks import TaskSignup
 from tests.integration.conftest import Clock
 from tests.integration.test_tasks_flow import (
+    GROUP,
     LEAD,
     SAM,
     SAT,
@@ -94,3 +95,94 @@ async def test_a_lead_signs_up_a_neighbour_who_withdraws_herself_and_is_credited
         assert await ledger.balance(s, community_id=w.community, person_id=SAM) == 10
     for text in _group_texts(telegram):
         assert "3-1-" not in text
+
+
+# --- /newtask --------------------------------------------------------------------------------
+
+
+def _last(calls: list[Call], chat_id: int) -> Call:
+    """The bot's latest message (sent or edited) in a chat."""
+    shown = [
+        c for c in calls
+        if c.method in ("sendMessage", "editMessageText") and c.ok and c.chat_id == chat_id
+    ]  # fmt: skip
+    assert shown, [c.method for c in calls]
+    return shown[-1]
+
+
+async def _type(scene: Scene, user: JSON, chat: JSON, text: str) -> Call:
+    return _last(await scene.say(user, chat, text), int(chat["id"]))
+
+
+async def _tap(scene: Scene, user: JSON, message: Call, label: str) -> list[Call]:
+    return await scene.tap(user, message, label)
+
+
+async def test_newtask_from_a_group_step_by_step_with_a_venue_posted_once(
+    app: LinliApp, scene: Scene, db: Database, telegram: FakeTelegram, clock: Clock
+) -> None:
+    w = await _world(db, scene)
+    lead = scene.person(LEAD, "张网格长")
+    lead_chat = scene.private(lead)
+    telegram.started.add(LEAD)
+    group = {"id": GROUP, "type": "group", "title": "3号楼邻里群"}
+    calls = await scene.say(lead, group, "/newtask")
+    assert [c.text for c in messages(calls, GROUP)] == ["已私信发给您了 📬"]
+    (begin,) = messages(calls, LEAD)
+    assert "发布志愿任务" in begin.text
+    asked = _last(await scene.tap(lead, begin, "开始"), LEAD)
+    assert "请输入任务标题" in asked.text
+    # A title too long is refused, and asked again
+    asked = await _type(scene, lead, lead_chat, "长" * 101)
+    assert "标题太长" in asked.text or "100" in asked.text, asked.text
+    picker = await _type(scene, lead, lead_chat, "清扫楼道 <b>")
+    assert "发到哪个单元" in picker.text
+    # /newtask came from 3号楼's group: the unit picker opens there
+    calls = await scene.tap(lead, picker, "就选「3号楼」")
+    asked = _last(calls, LEAD)
+    assert "任务说明" in asked.text
+    calls = await scene.tap(lead, asked, "跳过")
+    days = _last(calls, LEAD)
+    assert "哪天" in days.text
+    times = _last(await scene.tap(lead, days, "11月28日"), LEAD)
+    ends = _last(await scene.tap(lead, times, "09:00"), LEAD)
+    asked = _last(await scene.tap(lead, ends, "到 11:00"), LEAD)
+    assert "在哪里" in asked.text
+    venue = scene.message_json(
+        lead, lead_chat, "",
+        venue={"location": {"latitude": 31.2, "longitude": 121.5}, "title": "3号楼",
+               "address": "门口"},
+        location={"latitude": 31.2, "longitude": 121.5},
+    )  # fmt: skip
+    asked = _last(await scene.feed({"message": venue}), LEAD)
+    assert "需要几个人" in asked.text
+    for typed, problem in (("abc", "名额数字"), ("0", ""), ("1001", "1000")):
+        asked = await _type(scene, lead, lead_chat, typed)
+        assert "⚠️" in asked.text and problem in asked.text, asked.text
+    asked = _last(await scene.tap(lead, asked, "5"), LEAD)
+    assert "积分" in asked.text and "10 分" in asked.text
+    skills = _last(await scene.tap(lead, asked, "10（规则默认）"), LEAD)
+    repeat = _last(await scene.tap(lead, skills, "清洁"), LEAD)
+    preview = _last(await scene.tap(lead, repeat, "不重复"), LEAD)
+    assert "预览" in preview.text and "发到：3号楼" in preview.text
+    assert "清扫楼道 &lt;b&gt;" in preview.text or "清扫楼道 <b>" in preview.text
+    posted = await scene.tap(lead, preview, "发布")
+    assert "已发布" in _last(posted, LEAD).text
+    again = await scene.press(lead, preview, preview.buttons[0][0]["callback_data"])
+    assert alerts(again) == ["这个任务已经发布过了，不会重复发布。"]
+    async with db.transaction(write=False) as s:
+        (task,) = (await s.exec(select(tasks.Task))).all()
+    assert (task.title, task.slots, task.points, task.skill, task.unit_id) == (
+        "清扫楼道 <b>",
+        5,
+        10,
+        "cleaning",
+        w.b3,
+    )
+    assert task.place == "3号楼 门口" and task.latitude == 31.2
+    assert task.starts_at == SAT and task.ends_at == SAT + timedelta(hours=2)
+    await delivery.drain(app)
+    card = _card(telegram)  # once in 3号楼's group, though asked from there as well
+    assert "清扫楼道" in card.text and "0/5" in card.text
+    # the preview showed the card exactly as the group sees it
+    assert card.text in preview.text

@@ -859,9 +859,10 @@ async def test_a_weekly_draft_starts_on_its_first_matching_day_never_before(
         assert first.occurs_on == date(2026, 11, 30)
         assert first.starts_at.astimezone(ZONE).hour == 9
         made = await s.exec(select(tasks.Task).order_by(col(tasks.Task.starts_at)))
-        assert [t.occurs_on for t in made.all()] == [date(2026, 11, 30), date(2026, 12, 2), date(2026, 12, 7),
-                                    date(2026, 12, 9), date(2026, 12, 14), date(2026, 12, 16),
-                                    date(2026, 12, 21), date(2026, 12, 23)]  # fmt: skip
+        assert [t.occurs_on for t in made.all()] == [
+            date(2026, 11, 30), date(2026, 12, 2), date(2026, 12, 7), date(2026, 12, 9),
+            date(2026, 12, 14), date(2026, 12, 16), date(2026, 12, 21), date(2026, 12, 23),
+        ]  # fmt: skip
         # The rhythm the same day adds nothing before the chosen start (the 23rd, 25th).
         assert await tasks.series_rhythm(s, NOW) == []
 
