@@ -201,30 +201,29 @@ async def queue(session: AsyncSession, community: Community, week: Week, now: da
     units, links = await linked_units(session, community.id or 0)
     built = await build(session, community, week, units)
     names = {u.id: u.name for u in units}
-    added = 0
-    for link in links:
-        sections = built.get(link.unit_id)
-        if not sections:
-            continue
-        added += await outbox.enqueue(
-            session,
-            key=f"digest:{week.label}:{link.unit_id}:{link.chat_id}:{link.thread_id}",
-            chat_id=link.chat_id,
-            thread_id=link.thread_id,
-            community_id=community.id,
-            link_id=link.id,
-            template=TEMPLATE,
-            context={
+    rows = [
+        {
+            "key": f"digest:{week.label}:{link.unit_id}:{link.chat_id}:{link.thread_id}",
+            "chat_id": link.chat_id,
+            "thread_id": link.thread_id,
+            "community_id": community.id,
+            "link_id": link.id,
+            "template": TEMPLATE,
+            "context": {
                 "unit": names.get(link.unit_id, ""),
                 "first": week.first.isoformat(),
                 "last": week.last.isoformat(),
                 "sections": sections,
             },
-            due_at=now,
-            now=now,
-            silent=True,
-            priority=outbox.Priority.broadcast,
-        )
+            "due_at": now,
+            "now": now,
+            "silent": True,
+            "priority": outbox.Priority.broadcast,
+        }
+        for link in links
+        if (sections := built.get(link.unit_id))
+    ]
+    added = await outbox.enqueue_many(session, rows)
     run = (
         await session.exec(
             select(DigestRun).where(

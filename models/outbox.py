@@ -121,9 +121,41 @@ async def enqueue(
     The context is rendered as `renderer.render(lang, template, **context)`, so `lang` and
     `name` cannot be context keys.
     """
+    row = {
+        "key": key, "chat_id": chat_id, "template": template, "context": context,
+        "due_at": due_at, "now": now, "thread_id": thread_id, "person_id": person_id,
+        "community_id": community_id, "link_id": link_id, "fallback_link_id": fallback_link_id,
+        "lang": lang, "photo": photo, "pin": pin, "silent": silent, "urgent": urgent,
+        "priority": priority, "card": card,
+    }  # fmt: skip
+    return await enqueue_many(session, [row]) > 0
+
+
+def _values(
+    *,
+    key: str,
+    chat_id: int,
+    template: str,
+    context: dict[str, Any],
+    due_at: datetime,
+    now: datetime,
+    thread_id: int = 0,
+    person_id: int | None = None,
+    community_id: int | None = None,
+    link_id: int | None = None,
+    fallback_link_id: int | None = None,
+    lang: str | None = None,
+    photo: str | None = None,
+    pin: bool = False,
+    silent: bool = False,
+    urgent: bool = False,
+    priority: int = Priority.normal,
+    card: str | None = None,
+) -> dict[str, Any]:
+    """One row's column values (enqueue's arguments, checked)."""
     if RESERVED_CONTEXT & context.keys():
         raise ValueError(f"outbox context keys {sorted(RESERVED_CONTEXT)} are reserved")
-    values = {
+    return {
         "key": key[:160],
         "chat_id": chat_id,
         "thread_id": thread_id,
@@ -145,23 +177,39 @@ async def enqueue(
         "created_at": now,
         "card": card,
     }
-    added = await _insert(session, values)
+
+
+async def enqueue_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
+    """`enqueue` for many rows in a few statements (a rhythm telling thousands at once): each
+    row is a dict of enqueue's arguments; rows whose key exists are skipped. Returns rows added."""
+    added = await _insert_rows(session, [_values(**row) for row in rows])
     if added:
         queued(session)
     return added
 
 
+async def _insert(session: AsyncSession, values: dict[str, Any]) -> bool:
+    return await _insert_rows(session, [values]) > 0
+
+
+async def _insert_rows(session: AsyncSession, values: Sequence[dict[str, Any]]) -> int:
+    """Insert rows, skipping keys that exist; returns how many were added."""
+    if not values:
+        return 0
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(Delivery).on_conflict_do_nothing(index_elements=["key"]).returning(col(Delivery.id))
+    )
+    # Core executemany: SQLAlchemy sends the rows in batches of one cached statement each
+    # (far cheaper than the ORM's bulk path); what the session holds goes first, as ever.
+    await session.flush()
+    conn = await session.connection()
+    return len((await conn.execute(statement, list(values))).all())
+
+
 def queued(session: AsyncSession) -> None:
     """Rows were queued or made due: the unit of work wakes the sender when it commits."""
     session.info[QUEUED] = True
-
-
-async def _insert(session: AsyncSession, values: dict[str, Any]) -> bool:
-    bind = session.get_bind()
-    insert = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(Delivery).values(**values).on_conflict_do_nothing(index_elements=["key"])
-    result = await session.exec(statement)
-    return bool(result.rowcount)
 
 
 async def enqueue_private(
@@ -501,19 +549,39 @@ async def post_card(
     Posting the same card to the same chat again adds nothing; a new `round` (say, a request
     asked again after a refusal) posts a fresh message. Options are `enqueue`'s.
     """
-    tail = f":{round}" if round else ""
     return await enqueue(
         session,
-        key=f"{card_key(kind, subject_id)}{chat_id}:{thread_id}{tail}",
-        chat_id=chat_id,
-        thread_id=thread_id,
-        template=kind,
-        context={},
-        due_at=due_at or now,
-        now=now,
-        card=card_of(kind, subject_id),
+        **card_row(
+            kind=kind, subject_id=subject_id, chat_id=chat_id, now=now, thread_id=thread_id,
+            due_at=due_at, round=round, **options,
+        ),
+    )  # fmt: skip
+
+
+def card_row(
+    *,
+    kind: str,
+    subject_id: int,
+    chat_id: int,
+    now: datetime,
+    thread_id: int = 0,
+    due_at: datetime | None = None,
+    round: str = "",
+    **options: Any,
+) -> dict[str, Any]:
+    """`post_card`'s row as `enqueue_many` takes it (many cards queued in one statement)."""
+    tail = f":{round}" if round else ""
+    return {
+        "key": f"{card_key(kind, subject_id)}{chat_id}:{thread_id}{tail}",
+        "chat_id": chat_id,
+        "thread_id": thread_id,
+        "template": kind,
+        "context": {},
+        "due_at": due_at or now,
+        "now": now,
+        "card": card_of(kind, subject_id),
         **options,
-    )
+    }
 
 
 async def post_card_to_unit(

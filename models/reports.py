@@ -31,7 +31,7 @@ from sqlalchemy import JSON, Column, Index, UniqueConstraint, func, or_, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import digest, outbox, points
+from models import agenda, digest, outbox, points
 from models.base import TelegramId, UTCDateTime, dialect_insert, spreadsheet_safe
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
@@ -169,6 +169,7 @@ class EventKind(StrEnum):
     reopened = "reopened"
     closed = "closed"
     redacted = "redacted"
+    agenda = "agenda"  # put on the unit's agenda (a proposal)
 
 
 EVENT_OF = {
@@ -728,7 +729,7 @@ async def support(
         await _bump_supporters(session, report.id or 0, 1)
         await session.refresh(report)
         await _event(session, report, EventKind.supported, by=person_id, now=now)
-        await changed(session, report, now)
+        await changed(session, [report], now)
     return report, added
 
 
@@ -769,7 +770,7 @@ async def withdraw_support(
     await session.flush()
     await _bump_supporters(session, report_id, -1)
     await session.refresh(report)
-    await changed(session, report, now)
+    await changed(session, [report], now)
     return report, True
 
 
@@ -784,7 +785,7 @@ async def show_name(
         report.show_name = shown
         report.updated_at = now
         await session.flush()
-        await changed(session, report, now)
+        await changed(session, [report], now)
     return report
 
 
@@ -887,9 +888,9 @@ async def act(
         now=now,
     )
     await _tell_followers(session, report, event, now=now)
-    await changed(session, report, now)
+    await changed(session, [report], now)
     if target is not None:
-        await changed(session, target, now)
+        await changed(session, [target], now)
     if action == Action.assign and assignee_id is not None and assignee_id != auth.person_id:
         await _notify(session, report, assignee_id, "reports/notice_assigned_you", event, now=now)
     if action == Action.resolve:
@@ -993,7 +994,7 @@ async def redact(
     session.add(ReportRedaction(report_id=report_id, what=what, by=auth.person_id, at=now))
     await session.flush()
     await _event(session, report, EventKind.redacted, by=auth.person_id, note=what, now=now)
-    await changed(session, report, now)
+    await changed(session, [report], now)
     return report
 
 
@@ -1051,7 +1052,7 @@ async def verdict(
         photo=photo,
         now=now,
     )
-    await changed(session, report, now)
+    await changed(session, [report], now)
     if fixed and person_id == report.reporter_id:
         await _close(session, report, fixed=True, by=person_id, now=now)
         return Verdict(report, reopened=False, closed=True)
@@ -1072,6 +1073,90 @@ async def verdict(
     return Verdict(report, reopened=False, closed=False)
 
 
+async def verdict_photo(
+    session: AsyncSession,
+    *,
+    report_id: int,
+    person_id: int,
+    round: int,
+    photo: str | None,
+    note: str | None,
+    now: datetime,
+) -> Report:
+    """What a neighbour shows with their "not fixed" (a photo, a few words): kept with their
+    answer of that round and in the history leads see, with the photo by Telegram file id."""
+    report = await get(session, report_id, lock=True)
+    found = (
+        await session.exec(
+            select(ReportVerdict).where(
+                ReportVerdict.report_id == report_id,
+                ReportVerdict.round == round,
+                ReportVerdict.person_id == person_id,
+            )
+        )
+    ).first()
+    if found is None or found.fixed:
+        raise Conflict("report_followup_over", number=report.label, status=report.status)
+    words = clean_note(note)
+    if not photo and not words:
+        raise InvalidInput("report_verdict_empty")
+    found.photo = photo or found.photo
+    await session.flush()
+    await _event(session, report, EventKind.verdict, by=person_id, note=words or "not_fixed",
+                 photo=photo, now=now)  # fmt: skip
+    return report
+
+
+async def photos_of(session: AsyncSession, report: Report) -> list[tuple[str, str]]:
+    """Every photo about a report, for leads: the reporter's (unless redacted), then those of
+    the history (a resolution, a "not fixed"), as (file id, event kind)."""
+    found = [(p, "filed") for p in report.photos if p != REDACTED]
+    found += [(e.photo, e.kind) for e in await events(session, report.id or 0) if e.photo]
+    return found
+
+
+async def on_agenda(session: AsyncSession, report_id: int) -> agenda.Proposal | None:
+    """The proposal a report was put on the agenda as, if it was."""
+    query = select(agenda.Proposal).where(agenda.Proposal.origin == f"report:{report_id}")
+    return (await session.exec(query)).first()
+
+
+async def put_on_agenda(
+    session: AsyncSession, *, auth: Authority, report_id: int, now: datetime
+) -> agenda.Proposal:
+    """A lead puts a report on its unit's agenda (one proposal per report): its number,
+    category and unit as the title; the text only when the report was public already (a
+    private report's words may name a flat). The event is recorded; the agenda posts the
+    proposal's card in the unit's chats."""
+    report = await get(session, report_id, lock=True)
+    unit = await require_lead(session, auth, report)
+    if report.status in FINISHED:
+        raise Conflict("report_closed", number=report.label, status=report.status)
+    if await on_agenda(session, report.id or 0) is not None:
+        raise Conflict("report_on_agenda", number=report.label)
+    community = await get_community(session, report.community_id)
+    cat = await get_category(
+        session, community_id=report.community_id, code=report.category, now=now
+    )
+    public = report.visibility == Visibility.group and report.text != REDACTED
+    # A private report's number is not for the unit's chats; its category and unit are.
+    title = f"{cat.name(community.language)} · {unit.name}"
+    if public:
+        title = f"{report.label} {title}"
+    proposal = await agenda.propose(
+        session,
+        auth=auth,
+        unit_id=unit.id or 0,
+        title=title[: agenda.TITLE_LIMIT],
+        body=report.text[: agenda.BODY_LIMIT] if public else "",
+        now=now,
+        origin=f"report:{report.id}",
+    )
+    await _event(session, report, EventKind.agenda, by=auth.person_id, note=proposal.title,
+                 now=now)  # fmt: skip
+    return proposal
+
+
 async def rate(
     session: AsyncSession, *, report_id: int, person_id: int, rating: int, now: datetime
 ) -> ReportVerdict:
@@ -1090,7 +1175,7 @@ async def rate(
         raise Conflict("report_rate_first", number=report.label)
     found.rating, found.at = rating, now
     await session.flush()
-    await changed(session, report, now)
+    await changed(session, [report], now)
     return found
 
 
@@ -1114,7 +1199,7 @@ async def _close(
         now=now,
     )
     await _tell_followers(session, report, event, now=now)
-    await changed(session, report, now)
+    await changed(session, [report], now)
     return event
 
 
@@ -1164,25 +1249,33 @@ async def my_verdict(
     return found.first()
 
 
-async def changed(session: AsyncSession, report: Report, now: datetime) -> None:
-    """Every posted card about the report shows its new state (edits coalesced by the outbox).
+async def changed(session: AsyncSession, subjects: Sequence[Report], now: datetime) -> None:
+    """Every posted card about these reports shows their new state (edits coalesced by the
+    outbox).
 
-    One look for the kinds that have a copy out (sent, or being sent) first: a report's cards
+    One look for the cards that have a copy out (sent, or being sent) first: a report's cards
     are usually not all posted, and a copy still waiting renders the new state when it goes.
     """
-    cards = {outbox.card_of(kind, report.id or 0): kind for kind in CARDS}
-    out = await session.exec(
-        select(outbox.Delivery.card)
-        .where(
-            col(outbox.Delivery.card).in_(list(cards)),
-            col(outbox.Delivery.edits).is_(None),
-            (col(outbox.Delivery.status) == outbox.Status.sent) | outbox.in_flight(now),
+    cards = {
+        outbox.card_of(kind, report.id or 0): (kind, report.id or 0)
+        for report in subjects
+        for kind in CARDS
+    }
+    for i in range(0, len(cards), BATCH):
+        chunk = list(cards)[i : i + BATCH]
+        out = await session.exec(
+            select(outbox.Delivery.card)
+            .where(
+                col(outbox.Delivery.card).in_(chunk),
+                col(outbox.Delivery.edits).is_(None),
+                (col(outbox.Delivery.status) == outbox.Status.sent) | outbox.in_flight(now),
+            )
+            .distinct()
         )
-        .distinct()
-    )
-    for card in out.all():
-        if card in cards:
-            await outbox.mark_changed(session, kind=cards[card], subject_id=report.id or 0, now=now)
+        for card in out.all():
+            if card in cards:
+                kind, subject_id = cards[card]
+                await outbox.mark_changed(session, kind=kind, subject_id=subject_id, now=now)
 
 
 # --- escalation and follow-up: rows due at a time -----------------------------------------
@@ -1249,19 +1342,15 @@ async def _tell_leads(
     return await _tell_level(session, report, chain.levels(unit), level, kind, now)
 
 
-async def _tell_level(
-    session: AsyncSession,
-    report: Report,
-    levels: list[list[int]],
-    level: int,
-    kind: str,
-    now: datetime,
-) -> bool:
+def _level_cards(
+    report: Report, levels: list[list[int]], level: int, kind: str, now: datetime
+) -> list[dict[str, Any]] | None:
+    """The lead cards telling the people at escalation `level` (outbox rows); None when there
+    is no such level (the top was reached)."""
     if level >= len(levels):
-        return False
-    for person_id in levels[level]:
-        await outbox.post_card(
-            session,
+        return None
+    return [
+        outbox.card_row(
             kind=LEAD_CARD,
             subject_id=report.id or 0,
             chat_id=person_id,
@@ -1272,39 +1361,53 @@ async def _tell_level(
             urgent=kind == "overdue",
             priority=outbox.Priority.reminder,
         )
+        for person_id in levels[level]
+    ]
+
+
+async def _tell_level(
+    session: AsyncSession,
+    report: Report,
+    levels: list[list[int]],
+    level: int,
+    kind: str,
+    now: datetime,
+) -> bool:
+    rows = _level_cards(report, levels, level, kind, now)
+    if rows is None:
+        return False
+    await outbox.enqueue_many(session, rows)
     return True
 
 
-async def _escalate(
-    session: AsyncSession,
-    report: Report,
-    *,
-    now: datetime,
-    hours: int,
-    overdue: bool,
-    chain: _Chain | None = None,
-    unit: Unit | None = None,
-) -> None:
-    unit = unit or await get_unit(session, report.unit_id)
-    if chain is None:
-        chain = _Chain()
-        await chain.load(session, [unit])
-    levels = chain.levels(unit)
+def _step_up(
+    report: Report, levels: list[list[int]], *, now: datetime, hours: int, overdue: bool
+) -> tuple[list[dict[str, Any]], ReportEvent]:
+    """Move the report one level up (in memory): the cards to queue and the event to add."""
     level = report.escalation_level + 1
-    told = await _tell_level(
-        session, report, levels, level, "overdue" if overdue else "reopened", now
-    )
-    if told:
+    rows = _level_cards(report, levels, level, "overdue" if overdue else "reopened", now)
+    if rows is not None:
         report.escalation_level = level
     report.overdue = report.overdue or overdue
     # Past the top (the admins were told), it stays overdue and stops escalating.
     report.escalate_at = now + timedelta(hours=hours) if level + 1 < len(levels) else None
     report.updated_at = now
+    event = _new_event(report, EventKind.escalated, by=None, note=str(report.escalation_level),
+                       now=now)  # fmt: skip
+    return rows or [], event
+
+
+async def _escalate(
+    session: AsyncSession, report: Report, *, now: datetime, hours: int, overdue: bool
+) -> None:
+    unit = await get_unit(session, report.unit_id)
+    chain = _Chain()
+    await chain.load(session, [unit])
+    rows, event = _step_up(report, chain.levels(unit), now=now, hours=hours, overdue=overdue)
+    await outbox.enqueue_many(session, rows)
+    session.add(event)
     await session.flush()
-    await _event(
-        session, report, EventKind.escalated, by=None, note=str(report.escalation_level), now=now
-    )
-    await changed(session, report, now)
+    await changed(session, [report], now)
 
 
 async def _due(session: AsyncSession, column: Any, now: datetime) -> list[Report]:
@@ -1315,31 +1418,40 @@ async def _due(session: AsyncSession, column: Any, now: datetime) -> list[Report
 
 
 async def escalate_due(session: AsyncSession, now: datetime) -> int:
-    """Every unacknowledged report past its time goes to the next level up. Returns how many."""
+    """Every unacknowledged report past its time goes to the next level up. Returns how many.
+
+    A batch of due reports costs a fixed number of statements, whatever its size: the units
+    and the people of every level at once, the cards and the events in one insert each, the
+    reports' changes in one flush, one look for posted cards to edit."""
     done = 0
     chain = _Chain()
     hours: dict[int, dict[str, ReportCategory]] = {}
     while batch := await _due(session, col(Report.escalate_at), now):
         units = await units_by_id(session, [r.unit_id for r in batch])
         await chain.load(session, list(units.values()))
+        for community_id in {r.community_id for r in batch} - hours.keys():
+            hours[community_id] = await _category_map(session, community_id, now)
+        cards: list[dict[str, Any]] = []
+        moved: list[Report] = []
         for report in batch:
-            if report.community_id not in hours:
-                hours[report.community_id] = await _category_map(session, report.community_id, now)
-            cat = hours[report.community_id].get(report.category)
             if report.status not in UNACKNOWLEDGED:
                 report.escalate_at = None
                 continue
-            await _escalate(
-                session,
+            cat = hours[report.community_id].get(report.category)
+            rows, event = _step_up(
                 report,
+                chain.levels(units[report.unit_id]),
                 now=now,
                 hours=cat.hours if cat else DEFAULT_HOURS,
                 overdue=True,
-                chain=chain,
-                unit=units[report.unit_id],
             )
-            done += 1
+            cards += rows
+            session.add(event)
+            moved.append(report)
+        await outbox.enqueue_many(session, cards)
         await session.flush()
+        await changed(session, moved, now)
+        done += len(moved)
     return done
 
 
@@ -1365,8 +1477,7 @@ async def due_work(session: AsyncSession, now: datetime) -> int:
 # --- telling people -----------------------------------------------------------------------
 
 
-async def _event(
-    session: AsyncSession,
+def _new_event(
     report: Report,
     kind: EventKind,
     *,
@@ -1377,7 +1488,7 @@ async def _event(
     note: str = "",
     photo: str | None = None,
 ) -> ReportEvent:
-    event = ReportEvent(
+    return ReportEvent(
         report_id=report.id or 0,
         kind=kind,
         by=by,
@@ -1387,6 +1498,18 @@ async def _event(
         photo=photo,
         at=now,
     )
+
+
+async def _event(
+    session: AsyncSession,
+    report: Report,
+    kind: EventKind,
+    *,
+    by: int | None,
+    now: datetime,
+    **fields: Any,
+) -> ReportEvent:
+    event = _new_event(report, kind, by=by, now=now, **fields)
     session.add(event)
     await session.flush()
     return event
