@@ -59,6 +59,9 @@ ACTION_CODES = {
     "res": Action.resolve,
     "dec": Action.decline,
 }
+# Photos answering a prompt are looked at in a handler group of their own, so a feature's
+# photo handler in group 0 (a flow's photo step) and this one both see every photo.
+PHOTO_GROUP = 1
 _COMMAND = re.compile(r"^/report(?:@\w+)?\s*", re.IGNORECASE)
 
 
@@ -550,8 +553,10 @@ async def _sheet(session: AsyncSession, ctx: LinliContext, auth: Authority, repo
     ]
     if redact:
         rows.append(redact)
-    if report.photos:
+    if await reports.photos_of(session, report):
         rows.append([button(_l(ctx, "show_photos"), f"rf:{rid}")])
+    if report.status not in reports.FINISHED and await reports.on_agenda(session, rid or 0) is None:
+        rows.append([button(_l(ctx, "put_on_agenda"), f"rj:{rid}")])
     rows.append([button(_l(ctx, "back_to_list"), "rl:0::")])
     return View("reports/sheet", params, keyboard(rows))
 
@@ -667,14 +672,21 @@ def _payload(prompt: people.Prompt) -> tuple[int, int]:
 
 
 def _typed(update: Update) -> str:
+    """The text of an answer: typed, or the caption of a photo sent as the answer."""
     message = update.effective_message
-    return (message.text or "") if message else ""
+    return (message.text or message.caption or "") if message else ""
+
+
+def _answer_photo(update: Update) -> str | None:
+    message = update.effective_message
+    return _photo(message)[0] if message is not None and message.photo else None
 
 
 @answers("report_resolve")
 async def on_resolve_note(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
     report_id, rev = _payload(prompt)
-    await _act(update, ctx, report_id, rev, Action.resolve, note=_typed(update))
+    await _act(update, ctx, report_id, rev, Action.resolve, note=_typed(update),
+               photo=_answer_photo(update))  # fmt: skip
 
 
 @answers("report_decline")
@@ -688,6 +700,27 @@ async def on_duplicate_of(update: Update, ctx: LinliContext, prompt: people.Prom
     report_id, rev = _payload(prompt)
     number = reports.parse_number(_typed(update))
     await _act(update, ctx, report_id, rev, Action.duplicate, target_number=number)
+
+
+# Prompts a photo answers too (its caption is the text). Other prompts take text only.
+PHOTO_ANSWERS = {"report_resolve": on_resolve_note}
+
+
+async def on_photo_answer(update: Update, ctx: LinliContext) -> None:
+    """A photo sent privately while the bot waits for a resolution note or a "not fixed"
+    photo (handler group PHOTO_GROUP, beside the features' photo handlers of group 0)."""
+    chat = update.effective_chat
+    if chat is None or not is_private(update) or _answer_photo(update) is None:
+        return
+    async with ctx.svc.db.transaction() as session:
+        kind = await people.prompt_kind(session, person_id=user_id(update), chat_id=chat.id)
+        if kind not in PHOTO_ANSWERS:
+            return
+        prompt = await people.take_prompt(
+            session, person_id=user_id(update), chat_id=chat.id, now=ctx.now()
+        )
+    if prompt is not None and prompt.kind in PHOTO_ANSWERS:
+        await PHOTO_ANSWERS[prompt.kind](update, ctx, prompt)
 
 
 async def btn_template(update: Update, ctx: LinliContext) -> None:
@@ -719,6 +752,21 @@ async def btn_assign(update: Update, ctx: LinliContext) -> None:
     await show(update, ctx, View("reports/pick_assignee", {"number": report.label}, keyboard(rows)))
 
 
+async def btn_agenda(update: Update, ctx: LinliContext) -> None:
+    """rj:<report>: put it on the unit's agenda (once; a second tap is told it is there)."""
+    if not is_private(update):
+        raise InvalidInput("private_only")
+    (report_id,) = callback_args(update, "rj", 1)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        proposal = await reports.put_on_agenda(
+            session, auth=auth, report_id=as_int(report_id), now=ctx.now()
+        )
+        view = await _sheet(session, ctx, auth, as_int(report_id))
+    await replace(update, ctx, view)
+    await answer(update, ctx, "reports/on_agenda", title=proposal.title)
+
+
 async def btn_redact(update: Update, ctx: LinliContext) -> None:
     """rx:<report>:text | rx:<report>:photo:<n>"""
     parts = _parts(update, "rx", 2, 3)
@@ -741,10 +789,12 @@ async def btn_photos(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         report = await reports.get(session, as_int(report_id))
         await reports.require_lead(session, auth, report)
+        found = await reports.photos_of(session, report)
     chat = update.effective_chat
     assert chat is not None
-    for file_id in report.photos:
-        await ctx.bot.send_photo(chat.id, photo=file_id, caption=report.label)
+    for file_id, kind in found:
+        caption = render(ctx, "reports/photo_caption", number=report.label, kind=kind)
+        await ctx.bot.send_photo(chat.id, photo=file_id, caption=caption)
     await answer(update, ctx)
 
 
@@ -874,6 +924,24 @@ async def btn_verdict(update: Update, ctx: LinliContext) -> None:
         reopened=result.reopened,
         number=result.report.label,
     )
+    if fixed == "0" and is_private(update):
+        await ask(update, ctx, "report_notfixed", f"{report_id}:{as_int(round_)}",
+                  "reports/ask_notfixed", number=result.report.label)  # fmt: skip
+
+
+@answers("report_notfixed")
+async def on_notfixed(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+    """The photo (or words) a neighbour adds to their "not fixed"."""
+    report_id, round_ = _payload(prompt)
+    async with ctx.svc.db.transaction() as session:
+        report = await reports.verdict_photo(
+            session, report_id=report_id, person_id=user_id(update), round=round_,
+            photo=_answer_photo(update), note=_typed(update), now=ctx.now(),
+        )  # fmt: skip
+    await reply(update, ctx, "reports/notfixed_kept", number=report.label)
+
+
+PHOTO_ANSWERS["report_notfixed"] = on_notfixed
 
 
 async def btn_rate(update: Update, ctx: LinliContext) -> None:
@@ -1109,6 +1177,9 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("reports", cmd_reports))
     app.add_handler(CommandHandler("myreports", cmd_myreports))
     app.add_handler(CommandHandler("stats", cmd_stats))
+    app.add_handler(
+        MessageHandler(filters.PHOTO & filters.ChatType.PRIVATE, on_photo_answer), group=PHOTO_GROUP
+    )
     for prefix, callback in (
         ("rh", btn_how),
         ("rk", btn_show_name),
@@ -1123,6 +1194,7 @@ def register(app: LinliApp) -> None:
         ("rg", btn_assign),
         ("rx", btn_redact),
         ("rf", btn_photos),
+        ("rj", btn_agenda),
         ("rv", btn_verdict),
         ("rr", btn_rate),
         ("rq", btn_stats),

@@ -15,7 +15,9 @@ from bot.config import load_settings
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import FakeTelegram, Scene
+from models import reports
 from models.people import Household, Person, Resident, Role
+from models.reports import Report
 from tests.conftest import NOW
 
 ADMIN_ID = 1
@@ -99,7 +101,8 @@ def _appears(needle: str, text: str) -> bool:
 
 async def _residents(db: Database) -> tuple[set[str], set[str]]:
     """The names of everyone who asked to live somewhere (leads excepted: a lead's name is
-    public by their role) and the flats of every household someone asked to live in."""
+    public by their role), the number and words of every private report, and the flats of
+    every household someone asked to live in."""
     async with db.transaction(write=False) as s:
         rows = await s.exec(
             select(Person.name, Household.flat, Person.id)
@@ -108,8 +111,18 @@ async def _residents(db: Database) -> tuple[set[str], set[str]]:
         )
         found = rows.all()
         leads = set((await s.exec(select(Role.person_id))).all())
+        hidden = (
+            await s.exec(
+                select(Report.number, Report.text).where(
+                    Report.visibility == reports.Visibility.private
+                )
+            )
+        ).all()
     names = {name for name, _, pid in found if pid not in leads and len(name.strip()) >= 2}
     flats = {flat for _, flat, _ in found if flat.strip()}
+    # A report filed privately: neither its number nor its words reach a group.
+    names |= {f"R-{number}" for number, _ in hidden}
+    names |= {text.strip() for _, text in hidden if len(text.strip()) >= 4}
     return names, flats
 
 

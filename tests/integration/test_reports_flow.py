@@ -467,3 +467,58 @@ async def reports_events(session: Any, report: Report) -> list[Any]:
     from models import reports
 
     return await reports.events(session, report.id or 0)
+
+
+def _photo(file_id: str) -> list[JSON]:
+    return [{"file_id": file_id, "file_unique_id": file_id, "width": 900, "height": 900}]
+
+
+async def test_resolve_with_a_photo_not_fixed_with_a_photo_and_the_agenda(
+    app: LinliApp, scene: Scene, db: Database, clock: Clock
+) -> None:
+    await _world(db)
+    wang, lead = _user(scene, WANG, "王阿姨"), _user(scene, B3_LEAD, "陈楼长")
+    group = scene.group(GROUP, "3号楼邻里群")
+    (picker,) = messages(await scene.say(wang, group, "/report 3楼楼道灯不亮"))
+    await scene.tap(wang, picker, "照明用电")
+    await _send(app, scene, clock)
+    (notice,) = [m for m in scene.tg.sent(B3_LEAD) if "R-1" in m.text]
+    (sheet,) = messages(await scene.tap(lead, notice, "查看并处理"), B3_LEAD)
+
+    # Put on the agenda: one proposal, its card in the unit's group; a second tap is refused.
+    assert "列入议事" in " ".join(_labels(sheet))
+    calls = await scene.tap(lead, sheet, "列入议事")
+    assert alerts(calls) == ["已列入议事：R-1 照明用电 · 3号楼"]
+    now_shown = scene.message_of(sheet)["reply_markup"]["inline_keyboard"]
+    assert "列入议事" not in " ".join(b["text"] for row in now_shown for b in row)
+    report = await _report(db)
+    (alert,) = alerts(await scene.press(lead, sheet, f"rj:{report.id}"))
+    assert "已经列入议事" in alert
+    proposal_cards = [m for m in messages(await _send(app, scene, clock), GROUP) if "R-1" in m.text]
+    assert proposal_cards and all("3-1-" not in m.text for m in proposal_cards)
+
+    # Resolve with a note: a photo with the note as its caption.
+    await scene.tap(lead, sheet, "已解决（写说明）")
+    message = scene.message_json(lead, scene.private(lead), "", photo=_photo("AgADfixed"),
+                                 caption="换了新灯泡")  # fmt: skip
+    await scene.feed({"message": message})
+    report = await _report(db)
+    assert report.status == "resolved"
+    sent = await _send(app, scene, clock)
+    (told,) = [c for c in sent if c.method == "sendPhoto" and c.chat_id == WANG]
+    assert told.params["photo"] == "AgADfixed" and "换了新灯泡" in str(told.params["caption"])
+
+    # 王阿姨: not fixed, then a photo of it (kept with her answer, in the lead's photos).
+    (ask,) = [m for m in scene.tg.sent(WANG) if "真的修好了吗" in m.text]
+    calls = await scene.tap(wang, ask, "没修好")
+    (asked,) = [m for m in messages(calls, WANG) if "照片" in m.text]
+    assert "R-1" in asked.text
+    still = scene.message_json(wang, scene.private(wang), "", photo=_photo("AgADstill"))
+    (kept,) = messages(await scene.feed({"message": still}), WANG)
+    assert "负责人会在 R-1 里看到" in kept.text
+    report = await _report(db)
+    assert report.status == "reopened"
+    lead_chat = scene.message_json(lead, scene.private(lead), "hello")
+    calls = await scene.press(lead, lead_chat, f"rf:{report.id}")
+    shown = [c.params["photo"] for c in calls if c.method == "sendPhoto"]
+    assert shown == ["AgADfixed", "AgADstill"]
