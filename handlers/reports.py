@@ -713,8 +713,8 @@ async def on_photo_answer(update: Update, ctx: LinliContext) -> None:
     if chat is None or not is_private(update) or _answer_photo(update) is None:
         return
     async with ctx.svc.db.transaction() as session:
-        kind = await people.prompt_kind(session, person_id=user_id(update), chat_id=chat.id)
-        if kind not in PHOTO_ANSWERS:
+        waiting = await people.waiting_prompt(session, person_id=user_id(update), chat_id=chat.id)
+        if waiting is None or waiting.kind not in PHOTO_ANSWERS:
             return
         prompt = await people.take_prompt(
             session, person_id=user_id(update), chat_id=chat.id, now=ctx.now()

@@ -1067,12 +1067,6 @@ async def drop_prompts(
     )
 
 
-async def prompt_kind(session: AsyncSession, *, person_id: int, chat_id: int) -> str | None:
-    """What the bot waits for this person to answer here, if anything (not taken)."""
-    query = select(Prompt.kind).where(Prompt.person_id == person_id, Prompt.chat_id == chat_id)
-    return (await session.exec(query)).first()
-
-
 async def has_prompt(session: AsyncSession, *, person_id: int, chat_id: int) -> bool:
     query = select(Prompt.id).where(Prompt.person_id == person_id, Prompt.chat_id == chat_id)
     return (await session.exec(query)).first() is not None
