@@ -46,6 +46,7 @@ COMMANDS = (
     Command("reports", "lead", "any"),
     Command("stats", "lead", "any"),
     Command("tasks", "resident", "any"),
+    Command("newtask", "lead", "any"),
     Command("mytasks", "resident", "any"),
     Command("checkin", "resident", "private"),
     Command("polls", "resident", "any"),

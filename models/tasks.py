@@ -1756,7 +1756,7 @@ async def preview(
     if draft.repeat is not None:
         zone = ZoneInfo(community.timezone)
         first = draft.fields.starts_at.astimezone(zone).date()
-        dates = occurrence_dates(draft.repeat, draft.days, first, first + 3 * AHEAD)
+        dates = occurrence_dates(draft.repeat, draft.days, first, first + 4 * AHEAD)
         dates = dates[:PREVIEW_DATES]
         if dates:  # the card shows the first occurrence (the chosen day may not be one)
             length = task.ends_at - task.starts_at

@@ -3,27 +3,33 @@ upcoming task from the lead panel, and signing up a neighbour who cannot tap (pr
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlmodel import select
+import pytest
+from sqlmodel import col, select
 
 from bot import delivery
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import JSON, Call, FakeTelegram, Scene, alerts, messages
 from models import ledger, people, tasks
+from models.outbox import Delivery, Status
 from models.tasks import TaskSignup
 from tests.integration.conftest import Clock
 from tests.integration.test_tasks_flow import (
     GROUP,
     LEAD,
+    NEIGHBOURS,
     SAM,
     SAT,
     STRANGER,
     WANG,
+    ZONE,
     _card,
     _group_texts,
+    _latest_card_text,
     _post,
+    _settle,
     _world,
 )
 
@@ -186,3 +192,159 @@ async def test_newtask_from_a_group_step_by_step_with_a_venue_posted_once(
     assert "清扫楼道" in card.text and "0/5" in card.text
     # the preview showed the card exactly as the group sees it
     assert card.text in preview.text
+
+
+async def test_a_monthly_series_in_english_previews_short_months_and_posts_its_first_dates(
+    app: LinliApp, scene: Scene, db: Database, telegram: FakeTelegram, clock: Clock
+) -> None:
+    await _world(db, scene)
+    lead = scene.person(LEAD, "Zhang", lang="en")
+    chat = scene.private(lead)
+    asked = await _type(scene, lead, chat, "/newtask")
+    assert "New task" in asked.text
+    picker = await _type(scene, lead, chat, "Service day")
+    asked = _last(await scene.tap(lead, picker, "Choose “一网格”"), LEAD)
+    asked = await _type(scene, lead, chat, "Bring gloves")
+    days = asked
+    asked = _last(await scene.tap(lead, days, "Type a date and time"), LEAD)
+    asked = await _type(scene, lead, chat, "2026-12-09 09:00-11:30")
+    assert "Where?" in asked.text
+    asked = await _type(scene, lead, chat, "Community square")
+    asked = await _type(scene, lead, chat, "20")
+    asked = await _type(scene, lead, chat, "5000")  # points: out of range, asked again
+    assert "⚠️" in asked.text and "1000" in asked.text
+    skills = await _type(scene, lead, chat, "15")
+    repeat = _last(await scene.tap(lead, skills, "Elderly care"), LEAD)
+    chosen = _last(await scene.tap(lead, repeat, "Every month"), LEAD)
+    for day in ("19", "29"):
+        chosen = _last(await scene.tap(lead, chosen, day), LEAD)
+    preview = _last(await scene.tap(lead, chosen, "Done"), LEAD)
+    assert "Monthly on the 9, 19, 29" in preview.text
+    assert "first dates: 9 Dec, 19 Dec, 29 Dec, 9 Jan, 19 Jan, 29 Jan" in preview.text
+    assert "Some months have no day 29" in preview.text and "last day" in preview.text
+    assert "👥 已报名 0/20" in preview.text  # the card in the community's language
+    posted = _last(await scene.tap(lead, preview, "Post"), LEAD)
+    assert "repeating; this is the first" in posted.text
+    async with db.transaction(write=False) as s:
+        made = (await s.exec(select(tasks.Task).order_by(col(tasks.Task.starts_at)))).all()
+        (series,) = (await s.exec(select(tasks.TaskSeries))).all()
+    assert [t.occurs_on.day for t in made if t.occurs_on] == [9, 19, 29]
+    assert {(t.points, t.slots, t.skill, t.description) for t in made} == {
+        (15, 20, "elderly_care", "Bring gloves")
+    }
+    assert series.days == [9, 19, 29] and series.repeat == "monthly"
+
+
+async def test_newtask_refuses_forged_buttons_half_drafts_and_non_leads(
+    app: LinliApp, scene: Scene, db: Database, telegram: FakeTelegram, clock: Clock
+) -> None:
+    await _world(db, scene)
+    lead, wang = scene.person(LEAD, "张网格长"), scene.person(WANG, "王 阿姨")
+    lead_chat, wang_chat = scene.private(lead), scene.private(wang)
+    refused = await _type(scene, wang, wang_chat, "/newtask")
+    assert "只有负责人" in refused.text
+    asked = await _type(scene, lead, lead_chat, "/newtask")
+    fid = int(asked.buttons[0][0]["callback_data"].split(":")[1])  # the cancel button's flow
+    for who, data, expected in (
+        (lead, f"tn:{fid}:post", "还没填完"),  # Post before the draft is complete
+        (lead, f"tn:{fid}:s:7", "按钮已失效"),  # not an offered number
+        (lead, f"tn:{fid}:p:5000", "0 到 1000"),
+        (lead, f"tn:{fid}:k:juggling", "按钮已失效"),
+        (lead, f"tn:{fid + 99}:post", "按钮已失效"),
+        (wang, f"tn:{fid}:post", "只有本人"),
+        (wang, f"tn:{fid}:s:5", "只有本人"),
+    ):
+        home = scene.message_json(who, lead_chat if who is lead else wang_chat, "hi")
+        calls = await scene.press(who, home, data)
+        assert alerts(calls) and expected in alerts(calls)[0], (data, alerts(calls))
+    # in a group, the private draft's buttons are refused
+    group = {"id": GROUP, "type": "group", "title": "3号楼邻里群"}
+    calls = await scene.press(lead, scene.message_json(lead, group, "x"), f"tn:{fid}:s:5")
+    assert "私聊" in alerts(calls)[0]
+    # the one cancel button: nothing kept, a late answer is not taken for a title
+    cancel = next(b["text"] for row in asked.buttons for b in row)
+    await scene.tap(lead, asked, cancel)
+    calls = await scene.say(lead, lead_chat, "清扫楼道")
+    assert not any("发到哪个单元" in c.text for c in messages(calls, LEAD))
+    async with db.transaction(write=False) as s:
+        assert (await s.exec(select(tasks.Task))).all() == []
+
+
+async def test_newtask_from_a_group_of_a_lead_who_never_opened_the_bot(
+    app: LinliApp, scene: Scene, db: Database, telegram: FakeTelegram, clock: Clock
+) -> None:
+    await _world(db, scene)
+    lead = scene.person(LEAD, "张网格长")
+    group = {"id": GROUP, "type": "group", "title": "3号楼邻里群"}
+    calls = await scene.say(lead, group, "/newtask")
+    (offer,) = messages(calls, GROUP)
+    link = offer.buttons[0][0]["url"]
+    assert "?start=newtask-" in link and "清扫" not in offer.text
+    payload = link.split("?start=")[1]
+    asked = await _type(scene, lead, scene.private(lead), f"/start {payload}")
+    assert "请输入任务标题" in asked.text
+
+
+@pytest.mark.shows_in_group(f"邻居{NEIGHBOURS[0]}")  # signed up on the card: first names shown
+async def test_editing_an_upcoming_task_tells_volunteers_and_the_card_follows(
+    app: LinliApp, scene: Scene, db: Database, telegram: FakeTelegram, clock: Clock
+) -> None:
+    w = await _world(db, scene)
+    task_id = await _post(db, w, clock, slots=3)
+    telegram.started.update({LEAD, WANG, SAM, NEIGHBOURS[0]})
+    for pid in (WANG, SAM, NEIGHBOURS[0]):
+        async with db.transaction() as s:
+            await tasks.sign_up(s, task_id=task_id, person_id=pid, now=clock())
+    await delivery.drain(app)
+    lead = scene.person(LEAD, "张网格长")
+    chat = scene.private(lead)
+    listing = messages(await scene.say(lead, chat, "/tasks"), LEAD)[0]
+    panel = _last(await scene.tap(lead, listing, "🛠 清扫楼道"), LEAD)
+    menu = _last(await scene.tap(lead, panel, "✏️ 修改"), LEAD)
+    assert "修改：清扫楼道" in menu.text and "3/3" in menu.text
+    _last(await scene.tap(lead, menu, "📍 地点"), LEAD)
+    menu = await _type(scene, lead, chat, "5号楼门口")
+    assert "已保存：地点" in menu.text and "已私信通知 3 位志愿者" in menu.text
+    asked = _last(await scene.tap(lead, menu, "👥 名额"), LEAD)
+    asked = await _type(scene, lead, chat, "0")
+    assert "⚠️" in asked.text
+    menu = await _type(scene, lead, chat, "2")
+    assert f"邻居{NEIGHBOURS[0]}" in menu.text and "候补最前面" in menu.text
+    days = _last(await scene.tap(lead, menu, "🕘 时间"), LEAD)
+    times = _last(await scene.tap(lead, days, "11月29日"), LEAD)
+    ends = _last(await scene.tap(lead, times, "10:00"), LEAD)
+    menu = _last(await scene.tap(lead, ends, "到 12:00"), LEAD)
+    assert "已保存：时间" in menu.text and "11月29日" in menu.text
+    _last(await scene.tap(lead, menu, "📄 说明"), LEAD)
+    menu = await _type(scene, lead, chat, "请带手套")
+    assert "已保存：说明" in menu.text and "请带手套" in menu.text
+    await _settle(app, clock)
+    card = _latest_card_text(telegram)
+    assert "5号楼门口" in card and "11月29日" in card and "2/2" in card and "候补 1" in card
+    told = [c.text for c in messages(telegram.calls, WANG) if "有变化" in c.text]
+    assert len(told) == 3 and "11月29日" in told[-1]
+    (moved,) = [c.text for c in messages(telegram.calls, NEIGHBOURS[0]) if "候补第 1 位" in c.text]
+    assert "减少" in moved
+    async with db.transaction(write=False) as s:
+        rows = (
+            await s.exec(select(Delivery).where(col(Delivery.key).startswith("taskrem:")))
+        ).all()
+    pending = {r.due_at for r in rows if r.status == Status.pending}
+    new_start = datetime(2026, 11, 29, 10, 0, tzinfo=ZONE)
+    assert pending == {new_start - timedelta(hours=24), new_start - timedelta(hours=1)}
+    # a forged edit: another person, a stale flow, a task already started
+    wang = scene.person(WANG, "王 阿姨")
+    home = scene.message_json(wang, scene.private(wang), "hi")
+    assert "不是" in alerts(await scene.press(wang, home, f"tl:e:{task_id}"))[0]
+    fid = int(menu.buttons[0][0]["callback_data"].split(":")[1])
+    assert "只有本人" in alerts(await scene.press(wang, home, f"te:{fid}:s:3"))[0]
+    # cancelling tells those signed up and those waiting; the card says so
+    panel = _last(await scene.tap(lead, menu, "◀ 返回"), LEAD)
+    ask = _last(await scene.tap(lead, panel, "❌ 取消任务"), LEAD)
+    await scene.tap(lead, ask, "❌ 确定取消")
+    await _settle(app, clock)
+    for pid, cancelled in ((WANG, "任务已取消"), (SAM, "Cancelled"), (NEIGHBOURS[0], "任务已取消")):
+        assert any(cancelled in c.text for c in messages(telegram.calls, pid)), pid
+    assert "已取消" in _latest_card_text(telegram)
+    calls = await scene.press(lead, scene.message_json(lead, chat, "hi"), f"tl:e:{task_id}")
+    assert "已经取消了" in alerts(calls)[0]
