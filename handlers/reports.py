@@ -22,6 +22,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, f
 
 from bot import cards, charts, delivery
 from bot.context import LinliApp, LinliContext
+from handlers import flowui, report_flow
 from handlers.common import (
     PAGE,
     View,
@@ -195,10 +196,7 @@ async def _unit_for(session: AsyncSession, update: Update) -> Unit:
         if link is None:
             raise InvalidInput("chat_not_linked")
         return await people.get_unit(session, link.unit_id)
-    for membership in await people.memberships(session, person_id=user_id(update)):
-        if membership.resident.status == people.ResidentStatus.verified:
-            return membership.unit
-    raise InvalidInput("report_no_unit")
+    return await report_flow.home_unit(session, user_id(update))
 
 
 async def _categories_view(
@@ -233,7 +231,7 @@ async def cmd_report(update: Update, ctx: LinliContext) -> None:
         raise InvalidInput("report_photo_only")
     text, photos = _description(message), _photo(message)
     if not text and not photos:
-        await reply(update, ctx, "reports/how_to")
+        await report_flow.start(update, ctx)  # step by step, by buttons
         return
     reports.clean_text(text)
     async with ctx.svc.db.transaction(write=False) as session:
@@ -350,10 +348,8 @@ async def btn_how(update: Update, ctx: LinliContext) -> None:
     (go,) = callback_args(update, "rh", 1)
     if go != "go":
         raise InvalidInput("stale_button")
+    await report_flow.start(update, ctx)
     await answer(update, ctx)
-    message = update.effective_message
-    assert message is not None
-    await message.reply_text(render(ctx, "reports/how_to"))
 
 
 async def btn_show_name(update: Update, ctx: LinliContext) -> None:
@@ -707,15 +703,21 @@ PHOTO_ANSWERS = {"report_resolve": on_resolve_note}
 
 
 async def on_photo_answer(update: Update, ctx: LinliContext) -> None:
-    """A photo sent privately while the bot waits for a resolution note or a "not fixed"
-    photo (handler group PHOTO_GROUP, beside the features' photo handlers of group 0)."""
+    """A photo sent privately while the bot waits for a resolution note, a "not fixed" photo or
+    a flow's photo step (handler group PHOTO_GROUP, beside the photo handlers of group 0)."""
     chat = update.effective_chat
     if chat is None or not is_private(update) or _answer_photo(update) is None:
         return
-    async with ctx.svc.db.transaction() as session:
+    async with ctx.svc.db.transaction(write=False) as session:
         waiting = await people.waiting_prompt(session, person_id=user_id(update), chat_id=chat.id)
-        if waiting is None or waiting.kind not in PHOTO_ANSWERS:
-            return
+    if waiting is not None and waiting.kind == flowui.PROMPT:
+        # A flow's step (a report's photos): group 0's first private-photo handler (the
+        # announcement draft's) takes every private photo, so flowui's never sees them.
+        await flowui.on_photo(update, ctx)
+        return
+    if waiting is None or waiting.kind not in PHOTO_ANSWERS:
+        return
+    async with ctx.svc.db.transaction() as session:
         prompt = await people.take_prompt(
             session, person_id=user_id(update), chat_id=chat.id, now=ctx.now()
         )
@@ -1000,8 +1002,10 @@ async def cmd_start_reports(update: Update, ctx: LinliContext) -> None:
         await cmd_reports(update, ctx)
     elif payload == "stats":
         await cmd_stats(update, ctx)
+    elif payload.startswith(report_flow.START):
+        await report_flow.resume(update, ctx, as_int(payload.removeprefix(report_flow.START)))
     else:
-        await reply(update, ctx, "reports/how_to")
+        await report_flow.start(update, ctx)
 
 
 # --- /stats and the export ----------------------------------------------------------------
@@ -1154,6 +1158,7 @@ async def export_reports(
 
 
 def register(app: LinliApp) -> None:
+    report_flow.register(app, group=PHOTO_GROUP)
     delivery.add_rhythm(app, reports.due_work)
     delivery.add_rhythm(app, digest.weekly)
     cards.register(app, reports.CARD, report_card)
@@ -1163,7 +1168,9 @@ def register(app: LinliApp) -> None:
         CommandHandler(
             "start",
             cmd_start_reports,
-            filters=filters.Regex(r"^/start (reports|myreports|report|stats)$"),
+            filters=filters.Regex(
+                rf"^/start (reports|myreports|report|stats|{report_flow.START}\d+)$"
+            ),
         )
     )
     app.add_handler(CommandHandler("report", cmd_report))

@@ -39,11 +39,11 @@ LEVEL, CHOOSE = "fu", "fc"
 
 
 def reachable_tops(
-    auth: Authority, roots: list[Unit], *, can: Can, community_id: int | None
+    auth: Authority, roots: list[Unit], *, can: Can | None, community_id: int | None
 ) -> list[Unit]:
-    """The highest units this person may `can` on (a super-admin: every top-level unit), in
-    tree order; only the flow's community when it has one."""
-    if auth.superadmin:
+    """The highest units this person may `can` on (a super-admin, or `can` None: every top-level
+    unit), in tree order; only the flow's community when it has one."""
+    if auth.superadmin or can is None:
         found = roots
     else:
         units = {u.id: u for u, role in auth.roles if can == Can.lead or role == "admin"}
@@ -56,16 +56,21 @@ def reachable_tops(
 
 
 async def tops(
-    session: AsyncSession, auth: Authority, *, can: Can, community_id: int | None
+    session: AsyncSession, auth: Authority, *, can: Can | None, community_id: int | None
 ) -> list[Unit]:
-    roots = list(await people.root_units(session)) if auth.superadmin else []
+    roots = list(await people.root_units(session)) if auth.superadmin or can is None else []
     return reachable_tops(auth, roots, can=can, community_id=community_id)
 
 
-def _check(auth: Authority, unit: Unit, can: Can, community_id: int | None) -> None:
+def _check(auth: Authority, unit: Unit, can: Can | None, community_id: int | None) -> None:
     if community_id is not None and unit.community_id != community_id:
         raise NotAllowed("not_your_unit", unit=unit.name)
-    people.require_can(auth, can, unit=unit)
+    if can is not None:
+        people.require_can(auth, can, unit=unit)
+
+
+def _can(st: dict[str, Any]) -> Can | None:
+    return Can(st["can"]) if st.get("can") else None
 
 
 async def _buttons(
@@ -93,7 +98,7 @@ async def level_view(
     """One level: the person's highest units (unit_id 0; straight to the one if there is only
     one), or a unit with "this unit" and the units below it."""
     fid = flowui.flow_id(flow)
-    can, community_id = Can(st["can"]), flow.community_id
+    can, community_id = _can(st), flow.community_id
     highest = await tops(session, auth, can=can, community_id=community_id)
     params: dict[str, Any] = {"heading": base.heading(ctx, st), "names": []}
     if not unit_id:
@@ -121,7 +126,7 @@ async def level_view(
         page_buttons(ctx, page, page_count(len(below)), lambda p: f"{LEVEL}:{fid}:{unit.id}:{p}")
     )
     parent = await people.get_unit(session, unit.parent_id) if unit.parent_id else None
-    if parent is not None and auth.may(can, unit=parent):
+    if parent is not None and (can is None or auth.may(can, unit=parent)):
         rows.append([button(base.lab(ctx, "up"), f"{LEVEL}:{fid}:{parent.id}:0")])
     elif len(highest) > 1:
         rows.append([button(base.lab(ctx, "up"), f"{LEVEL}:{fid}:0:0")])
@@ -140,17 +145,21 @@ async def pick_unit(
     flow: Flow,
     *,
     field: str = "unit_id",
-    can: Can = Can.lead,
+    can: Can | None = Can.lead,
     heading: str | None = None,
     back: tuple[str, str, str] | None = None,
     start: int = 0,
 ) -> None:
-    """Let the flow's owner choose a unit they may `can` on (Can.lead or Can.admin); the unit's
-    id goes to flow.data[field]. `heading`: the feature's question (a template) above the tree;
+    """Let the flow's owner choose a unit they may `can` on (Can.lead or Can.admin; None: any
+    unit of the flow's community, for a resident saying where something is rather than acting
+    on it, e.g. the building a report is about); the unit's id goes to flow.data[field].
+    `heading`: the feature's question (a template) above the tree;
     `back`: (label folder, label key, callback data) of a button back to the feature's step;
     `start`: a unit to open at (it must be one they may act on)."""
-    if can not in (Can.lead, Can.admin):
+    if can not in (Can.lead, Can.admin, None):
         raise ValueError(f"the unit picker asks about a unit: {can}")
+    if can is None and flow.community_id is None:
+        raise ValueError("a unit anywhere needs the flow's community")
     async with ctx.svc.db.transaction() as session:
         live = await flowui.load(session, ctx, update, flowui.flow_id(flow), kind=flow.kind)
         st = await base.begin(
@@ -161,7 +170,7 @@ async def pick_unit(
             field=field,
             heading=heading,
             back=back,
-            can=can.value,
+            can=can.value if can is not None else None,
         )
         auth = await load_auth(session, ctx, update)
         view = await level_view(session, ctx, auth, live, st, start, 0)
@@ -185,7 +194,7 @@ async def btn_choose(update: Update, ctx: LinliContext) -> None:
         st = base.state(flow, PICKER)
         auth = await load_auth(session, ctx, update)
         unit = await people.get_unit(session, as_int(unit_id))
-        _check(auth, unit, Can(st["can"]), flow.community_id)
+        _check(auth, unit, _can(st), flow.community_id)
         field = await base.finish(session, ctx, flow, unit.id)
     await base.after(update, ctx, flow, field)
 

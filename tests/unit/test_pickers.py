@@ -36,6 +36,9 @@ def test_the_highest_units_a_person_may_act_on() -> None:
     boss = Authority(person_id=1, superadmin=True)
     assert reachable_tops(boss, [GRID, OTHER], can=Can.admin, community_id=1) == [GRID]
     assert reachable_tops(Authority(person_id=7), [], can=Can.lead, community_id=None) == []
+    # can=None: any unit of the community (a resident saying where a problem is), no role.
+    anyone = Authority(person_id=7)
+    assert reachable_tops(anyone, [GRID, OTHER], can=None, community_id=1) == [GRID]
 
 
 def test_a_stored_moment_reads_back_and_a_forged_one_is_refused() -> None:
