@@ -17,6 +17,7 @@ from models.outbox import Delivery, Status
 from models.tasks import TaskSignup
 from tests.integration.conftest import Clock
 from tests.integration.test_tasks_flow import (
+    FORUM,
     GROUP,
     LEAD,
     NEIGHBOURS,
@@ -348,3 +349,40 @@ async def test_editing_an_upcoming_task_tells_volunteers_and_the_card_follows(
     assert "已取消" in _latest_card_text(telegram)
     calls = await scene.press(lead, scene.message_json(lead, chat, "hi"), f"tl:e:{task_id}")
     assert "已经取消了" in alerts(calls)[0]
+
+
+async def test_newtask_from_a_forum_topic_also_posts_the_card_there_in_english(
+    app: LinliApp, scene: Scene, db: Database, telegram: FakeTelegram, clock: Clock
+) -> None:
+    w = await _world(db, scene)
+    lead = scene.person(LEAD, "Zhang", lang="en")
+    chat = scene.private(lead)
+    telegram.started.add(LEAD)
+    forum = {"id": FORUM, "type": "supergroup", "title": "幸福里论坛", "is_forum": True}
+    calls = await scene.say(lead, forum, "/newtask", thread=w.topic)
+    (note,) = messages(calls, FORUM)
+    assert note.params["message_thread_id"] == w.topic and "privately" in note.text
+    (begin,) = messages(calls, LEAD)
+    _last(await scene.tap(lead, begin, "Begin"), LEAD)
+    picker = await _type(scene, lead, chat, "Fix bikes")
+    # the topic serves 5号楼: the picker opens there; the lead chooses 3号楼 (one level up)
+    assert "5号楼" in picker.text
+    level = _last(await scene.tap(lead, picker, "Up one level"), LEAD)
+    asked = _last(await scene.tap(lead, level, "3号楼"), LEAD)
+    days = _last(await scene.tap(lead, asked, "Skip"), LEAD)
+    times = _last(await scene.tap(lead, days, "Sat 28 Nov"), LEAD)
+    ends = _last(await scene.tap(lead, times, "09:00"), LEAD)
+    _last(await scene.tap(lead, ends, "No end time"), LEAD)
+    asked = await _type(scene, lead, chat, "Bike shed")
+    asked = _last(await scene.tap(lead, asked, "Unlimited"), LEAD)
+    skills = _last(await scene.tap(lead, asked, "0"), LEAD)
+    repeat = _last(await scene.tap(lead, skills, "No particular skill"), LEAD)
+    preview = _last(await scene.tap(lead, repeat, "Does not repeat"), LEAD)
+    assert "09:00–11:00" in preview.text and "0/不限" in preview.text  # 2 hours when no end
+    assert "Goes to: 3号楼" in preview.text
+    await scene.tap(lead, preview, "Post")
+    await delivery.drain(app)
+    group_card, topic_card = _card(telegram, GROUP), _card(telegram, FORUM)
+    assert topic_card.params["message_thread_id"] == w.topic
+    assert group_card.text == topic_card.text and "Fix bikes" in topic_card.text
+    assert "积分" not in topic_card.text  # no points: the line is left out
