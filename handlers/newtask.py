@@ -121,7 +121,7 @@ async def cmd_newtask(update: Update, ctx: LinliContext) -> None:
     opener = keyboard(
         [[url_button(_l(ctx, "open_private"), deep_link(ctx, f"newtask-{_fid(flow)}"))]]
     )
-    await reply(update, ctx, "tasks/open_private", markup=opener)
+    await reply(update, ctx, "tasks/new_open_private", markup=opener)
 
 
 async def cmd_start(update: Update, ctx: LinliContext) -> None:

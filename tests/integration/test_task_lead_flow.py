@@ -280,7 +280,7 @@ async def test_newtask_from_a_group_of_a_lead_who_never_opened_the_bot(
     calls = await scene.say(lead, group, "/newtask")
     (offer,) = messages(calls, GROUP)
     link = offer.buttons[0][0]["url"]
-    assert "?start=newtask-" in link and "清扫" not in offer.text
+    assert "?start=newtask-" in link and "私聊里进行" in offer.text
     payload = link.split("?start=")[1]
     asked = await _type(scene, lead, scene.private(lead), f"/start {payload}")
     assert "请输入任务标题" in asked.text
