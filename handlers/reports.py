@@ -48,12 +48,13 @@ from handlers.common import (
     user_id,
 )
 from handlers.prompts import answers, ask
-from models import digest, people, reports, standings
+from models import digest, people, reports, standings, tasks
 from models.errors import Conflict, InvalidInput, NotAllowed
 from models.people import Authority, Can, Community, Unit
 from models.reports import Action, Report, Status
 
 EXPORT_FILE = "linli-reports-{start}-{end}.csv"
+VOLUNTEERS_SINCE = timedelta(days=180)  # the assign screen offers volunteers of the last months
 ACTION_CODES = {
     "ack": Action.acknowledge,
     "ip": Action.in_progress,
@@ -737,7 +738,8 @@ async def btn_template(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_assign(update: Update, ctx: LinliContext) -> None:
-    """rg:<report>:<rev>: pick one of the leads covering the unit (rg:<report>:<rev>:<person>)."""
+    """rg:<report>:<rev>: pick one of the leads covering the unit, or a volunteer who attended a
+    task here lately (rg:<report>:<rev>:<person>); the domain checks the person either way."""
     parts = _parts(update, "rg", 2, 3)
     report_id, rev = as_int(parts[0]), as_int(parts[1])
     if len(parts) == 3:
@@ -748,8 +750,13 @@ async def btn_assign(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         report = await reports.get(session, report_id)
         unit = await reports.require_lead(session, auth, report)
-        leads = await people.leads_covering(session, unit)
-    rows = [[button(p.name, f"rg:{report_id}:{rev}:{p.id}")] for p in leads[:PAGE]]
+        leads = list(await people.leads_covering(session, unit))[:PAGE]
+        helpers = await tasks.volunteers(
+            session, unit=unit, since=ctx.now() - VOLUNTEERS_SINCE, limit=PAGE
+        )
+    rows = [[button(p.name, f"rg:{report_id}:{rev}:{p.id}")] for p in leads]
+    rows += [[button(_l(ctx, "volunteer", name=p.name), f"rg:{report_id}:{rev}:{p.id}")]
+             for p in helpers if p.id not in {lead.id for lead in leads}]  # fmt: skip
     rows.append([button(_l(ctx, "back"), f"ro:{report_id}")])
     await show(update, ctx, View("reports/pick_assignee", {"number": report.label}, keyboard(rows)))
 

@@ -1080,6 +1080,33 @@ async def mine(
     return (ahead + done[::-1])[:limit]
 
 
+async def volunteers(
+    session: AsyncSession, *, unit: Unit, since: datetime, limit: int
+) -> list[Person]:
+    """The unit's volunteers: verified residents of its community who attended a task in the
+    unit or below since `since`, those with most tasks first (a lead assigns a report to one)."""
+    attended = func.count(col(TaskSignup.id))
+    verified = select(Resident.person_id).where(
+        Resident.community_id == unit.community_id, Resident.status == ResidentStatus.verified
+    )
+    rows = await session.exec(
+        select(Person, attended)
+        .join(TaskSignup, col(TaskSignup.person_id) == col(Person.id))
+        .join(Task, col(Task.id) == col(TaskSignup.task_id))
+        .join(Unit, col(Unit.id) == col(Task.unit_id))
+        .where(
+            TaskSignup.status == SignupStatus.attended,
+            col(Task.starts_at) >= since,
+            col(Unit.path).startswith(unit.path),
+            col(Person.id).in_(verified),
+        )
+        .group_by(col(Person.id))
+        .order_by(attended.desc(), col(Person.id))
+        .limit(limit)
+    )
+    return [person for person, _ in rows.all()]
+
+
 @dataclass(frozen=True)
 class LeadLine:
     task: Task

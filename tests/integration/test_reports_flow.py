@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from bot.db import Database
 from bot.standin import JSON, Call, Scene, alerts, messages
 from models import ledger, people
 from models.reports import Report
+from models.tasks import Task, TaskSignup
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID, Clock
 
@@ -522,3 +524,39 @@ async def test_resolve_with_a_photo_not_fixed_with_a_photo_and_the_agenda(
     calls = await scene.press(lead, lead_chat, f"rf:{report.id}")
     shown = [c.params["photo"] for c in calls if c.method == "sendPhoto"]
     assert shown == ["AgADfixed", "AgADstill"]
+
+
+async def test_a_lead_assigns_a_report_to_a_volunteer_who_is_told(
+    app: LinliApp, scene: Scene, db: Database, clock: Clock
+) -> None:
+    w = await _world(db)
+    wang, li = _user(scene, WANG, "王阿姨"), _user(scene, LI, "李叔")
+    lead = _user(scene, B3_LEAD, "陈楼长")
+    # 李叔 helped at a task in 3号楼 last month; 赵姐 signed up but did not come.
+    async with db.transaction() as s:
+        start = NOW - timedelta(days=30)
+        task = Task(community_id=w.community, unit_id=w.b3, lead_id=B3_LEAD, title="清理楼道",
+                    starts_at=start, ends_at=start + timedelta(hours=2), code="123456",
+                    created_at=start, updated_at=start)  # fmt: skip
+        s.add(task)
+        await s.flush()
+        for seq, (pid, status) in enumerate(((LI, "attended"), (ZHAO, "no_show"))):
+            s.add(TaskSignup(task_id=task.id or 0, person_id=pid, by=pid, status=status,
+                             seq=seq, signed_at=start, updated_at=start))  # fmt: skip
+    group = scene.group(GROUP, "3号楼邻里群")
+    (picker,) = messages(await scene.say(wang, group, "/report 地下室漏水"))
+    await scene.tap(wang, picker, "水管漏水")
+    await _send(app, scene, clock)
+    (notice,) = [m for m in scene.tg.sent(B3_LEAD) if "R-1" in m.text]
+    (sheet,) = messages(await scene.tap(lead, notice, "查看并处理"), B3_LEAD)
+    (choices,) = _edits(await scene.tap(lead, sheet, "指派"))
+    assert "志愿者" in choices.text
+    labels = _labels(choices)
+    assert "🙋 李叔（志愿者）" in labels and not any("赵姐" in t for t in labels)
+    calls = await scene.tap(lead, sheet, "李叔")
+    assert alerts(calls) == ["R-1：已受理，报事人获得积分。"]
+    report = await _report(db)
+    assert report.assignee_id == LI
+    told = [m for m in messages(await _send(app, scene, clock), LI) if "R-1" in m.text]
+    assert told and "指派" in told[0].text
+    assert li is not None
