@@ -24,14 +24,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import outbox, when
 from models.base import TelegramId, UTCDateTime
-from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from models.errors import Conflict, InvalidInput, NotFound
 from models.people import (
     Authority,
     Chat,
     ChatLink,
     Community,
     Person,
-    Prompt,
     Unit,
     get_unit,
     links_of_units,
@@ -88,28 +87,6 @@ class Announcement(SQLModel, table=True):
     status: str = Field(default=AnnouncementStatus.active, max_length=12, index=True)
     cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     cancelled_by: int | None = Field(default=None, sa_type=TelegramId)
-
-
-class AnnouncementDraft(SQLModel, table=True):
-    """What a lead has chosen so far in /announce; one per lead, nothing sent from it."""
-
-    # Buttons carry the draft id: SQLite must not hand a dropped draft's id to the next one.
-    __table_args__ = {"sqlite_autoincrement": True}
-    id: int | None = Field(default=None, primary_key=True)
-    person_id: int = Field(sa_type=TelegramId, unique=True)
-    chat_id: int = Field(sa_type=TelegramId)
-    community_id: int | None = Field(default=None, foreign_key="community.id")
-    unit_id: int | None = Field(default=None, foreign_key="unit.id")
-    subtree: bool = False
-    text: str = Field(default="", sa_column=Column(Text, nullable=False))
-    photo: str | None = Field(default=None, max_length=300)
-    send_now: bool = False
-    start: datetime | None = Field(default=None, sa_type=UTCDateTime)  # the first moment chosen
-    kind: str = Field(default=ScheduleKind.once, max_length=10)
-    days: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    pin: bool = False
-    silent: bool = False
-    created_at: datetime = Field(sa_type=UTCDateTime)
 
 
 # --- recurrence (pure) ----------------------------------------------------------------------
@@ -178,16 +155,6 @@ def clamped_days(schedule: Schedule) -> list[int]:
     return sorted(d for d in schedule.days if d >= 29)
 
 
-def parse_when(text: str, *, now: datetime, zone: str) -> datetime:
-    """A typed time, local to the community, as UTC: "18:30" (today), "12-09 9:00",
-    "2026-12-09 09:00" (models.when.parse reads them; an end time is not used here)."""
-    try:
-        return when.parse(text, now=now, zone=zone).start
-    except InvalidInput as refused:
-        past = refused.key == "time_past"
-        raise InvalidInput("announce_past" if past else "announce_bad_time") from None
-
-
 def occurrence_key(announcement_id: int, moment: datetime, zone: str) -> str:
     return f"{KEY_PREFIX}:{announcement_id}:{local_date(moment, zone):%Y%m%d}"
 
@@ -217,48 +184,28 @@ def preview(text: str, limit: int = PREVIEW) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-# --- drafts ---------------------------------------------------------------------------------
+# --- what a lead chose in /announce (their guided flow's data, see handlers/announce.py) ------
 
 
-async def start_draft(
-    session: AsyncSession, *, person_id: int, chat_id: int, now: datetime
-) -> AnnouncementDraft:
-    """A fresh draft; an older one of this lead is dropped (its buttons stop working)."""
-    old = (
-        await session.exec(
-            select(AnnouncementDraft).where(AnnouncementDraft.person_id == person_id)
-        )
-    ).first()
-    if old is not None:
-        await session.delete(old)
-        await session.flush()
-    draft = AnnouncementDraft(person_id=person_id, chat_id=chat_id, created_at=now)
-    session.add(draft)
-    await session.flush()
-    return draft
+@dataclass(frozen=True)
+class Draft:
+    """An announcement before it is confirmed: nothing is sent from it, nothing is stored but the
+    lead's flow (models.flows). `start` None means "now" (and once)."""
+
+    unit_id: int
+    subtree: bool
+    text: str
+    photo: str | None
+    start: datetime | None
+    kind: str = ScheduleKind.once
+    days: tuple[int, ...] = ()
+    pin: bool = False
+    silent: bool = False
 
 
-async def get_draft(
-    session: AsyncSession, *, draft_id: int, person_id: int, lock: bool = False
-) -> AnnouncementDraft:
-    """The lead's own draft. Locked when it is about to become an announcement, so a double
-    tap on PostgreSQL waits and then finds it gone."""
-    query = select(AnnouncementDraft).where(AnnouncementDraft.id == draft_id)
-    if lock:
-        query = query.with_for_update()
-    draft = (await session.exec(query)).first()
-    if draft is None:
-        raise NotFound("announce_draft_gone")
-    if draft.person_id != person_id:
-        raise NotAllowed("announce_not_yours")
-    return draft
-
-
-async def draft_unit(session: AsyncSession, *, auth: Authority, draft: AnnouncementDraft) -> Unit:
-    """The unit the draft is for, which the lead must (still) lead."""
-    if draft.unit_id is None:
-        raise InvalidInput("stale_button")
-    unit = await get_unit(session, draft.unit_id)
+async def aim(session: AsyncSession, *, auth: Authority, unit_id: int) -> Unit:
+    """The unit an announcement is for, which the lead must (still) lead."""
+    unit = await get_unit(session, unit_id)
     require(auth, unit)
     return unit
 
@@ -268,105 +215,11 @@ async def audience_links(session: AsyncSession, unit: Unit, *, subtree_too: bool
     return list(await links_of_units(session, [u.id for u in units if u.id is not None]))
 
 
-async def set_audience(
-    session: AsyncSession,
-    *,
-    auth: Authority,
-    draft: AnnouncementDraft,
-    unit_id: int,
-    subtree_too: bool,
-) -> Unit:
-    unit = await get_unit(session, unit_id)
-    require(auth, unit)
-    draft.unit_id, draft.community_id, draft.subtree = unit_id, unit.community_id, subtree_too
-    await session.flush()
-    return unit
-
-
-async def set_text(
-    session: AsyncSession, *, draft: AnnouncementDraft, text: str | None, photo: str | None
-) -> None:
-    draft.text = clean_text(text, photo=photo is not None)
-    draft.photo = photo
-    await session.flush()
-
-
-async def community_zone(session: AsyncSession, draft: AnnouncementDraft) -> Community:
-    if draft.community_id is None:
+def draft_schedule(draft: Draft, community: Community) -> Schedule:
+    if draft.start is None:
         raise InvalidInput("stale_button")
-    community = await session.get(Community, draft.community_id)
-    if community is None:
-        raise NotFound("community_not_found")
-    return community
-
-
-async def set_when(
-    session: AsyncSession, *, draft: AnnouncementDraft, start: datetime | None, now: datetime
-) -> None:
-    """`start` None means now (and once); a later start keeps any recurrence chosen before."""
-    if start is None:
-        draft.send_now, draft.start = True, None
-        draft.kind, draft.days = ScheduleKind.once, []
-    else:
-        if start < now:
-            raise InvalidInput("announce_past")
-        draft.send_now, draft.start = False, start
-    await session.flush()
-
-
-def draft_schedule(draft: AnnouncementDraft, community: Community) -> Schedule:
-    start = draft.start
-    if start is None:
-        raise InvalidInput("stale_button")
-    local = start.astimezone(when.zone_of(community.timezone))
+    local = draft.start.astimezone(when.zone_of(community.timezone))
     return Schedule(draft.kind, local.time(), community.timezone, tuple(sorted(draft.days)))
-
-
-async def set_recurrence(
-    session: AsyncSession, *, draft: AnnouncementDraft, kind: str, community: Community
-) -> None:
-    """Choose once, weekly or monthly; the days start as the chosen date's own."""
-    if kind not in ScheduleKind.__members__ or draft.start is None:
-        raise InvalidInput("stale_button")
-    if kind != draft.kind:
-        day = local_date(draft.start, community.timezone)
-        draft.days = (
-            [day.weekday()]
-            if kind == ScheduleKind.weekly
-            else [day.day]
-            if kind == ScheduleKind.monthly
-            else []
-        )
-        draft.kind = kind
-    await session.flush()
-
-
-async def set_day(
-    session: AsyncSession, *, draft: AnnouncementDraft, day: int, chosen: bool
-) -> None:
-    """Choose a day of the repeat, or leave it out; setting what is already set changes nothing."""
-    valid = range(7) if draft.kind == ScheduleKind.weekly else range(1, 32)
-    if draft.kind == ScheduleKind.once or day not in valid:
-        raise InvalidInput("stale_button")
-    days = set(draft.days)
-    if chosen:
-        days.add(day)
-    else:
-        days.discard(day)
-    draft.days = sorted(days)
-    await session.flush()
-
-
-async def set_option(
-    session: AsyncSession, *, draft: AnnouncementDraft, option: str, on: bool
-) -> None:
-    if option == "pin":
-        draft.pin = on
-    elif option == "silent":
-        draft.silent = on
-    else:
-        raise InvalidInput("stale_button")
-    await session.flush()
 
 
 @dataclass(frozen=True)
@@ -382,20 +235,18 @@ class Plan:
     quiet_until: datetime | None  # the first send falls in quiet hours and waits until then
 
 
-async def plan(
-    session: AsyncSession, *, auth: Authority, draft: AnnouncementDraft, now: datetime
-) -> Plan:
-    unit = await draft_unit(session, auth=auth, draft=draft)
-    community = await community_zone(session, draft)
+async def plan(session: AsyncSession, *, auth: Authority, draft: Draft, now: datetime) -> Plan:
+    unit = await aim(session, auth=auth, unit_id=draft.unit_id)
+    community = await session.get(Community, unit.community_id)
+    assert community is not None
     chats = len(await audience_links(session, unit, subtree_too=draft.subtree))
     rule: Schedule | None = None
     times: list[datetime] = []
     first = now
-    if not draft.send_now:
+    if draft.start is not None:
         rule = draft_schedule(draft, community)
         if draft.kind != ScheduleKind.once and not rule.days:
             raise InvalidInput("announce_no_days")
-        assert draft.start is not None
         times = upcoming(rule, max(draft.start, now), 3)
         first = times[0] if times else now
     later = outbox.after_quiet_hours(
@@ -452,18 +303,18 @@ async def _enqueue_occurrence(
 
 
 async def schedule_announcement(
-    session: AsyncSession, *, auth: Authority, draft_id: int, now: datetime
+    session: AsyncSession, *, auth: Authority, draft: Draft, now: datetime
 ) -> tuple[Announcement, int]:
-    """Turn the lead's draft into an announcement; "now" is in the outbox when this commits.
+    """Make the announcement a lead confirmed; "now" is in the outbox when this commits. Run it
+    as the `make` of `flows.confirm`, so a double tap makes one announcement.
 
     Returns the announcement and the outbox rows added (0 unless sent now).
     """
-    draft = await get_draft(session, draft_id=draft_id, person_id=auth.person_id, lock=True)
-    unit = await draft_unit(session, auth=auth, draft=draft)
-    community = await community_zone(session, draft)
-    if not draft.text:
-        raise InvalidInput("announce_empty")
-    if draft.send_now:
+    unit = await aim(session, auth=auth, unit_id=draft.unit_id)
+    community = await session.get(Community, unit.community_id)
+    assert community is not None
+    text = clean_text(draft.text, photo=draft.photo is not None)
+    if draft.start is None:
         kind, days, first = ScheduleKind.once, [], now
         if not await audience_links(session, unit, subtree_too=draft.subtree):
             raise InvalidInput("announce_no_chats", unit=unit.name)
@@ -471,12 +322,10 @@ async def schedule_announcement(
         rule = draft_schedule(draft, community)
         if draft.kind != ScheduleKind.once and not rule.days:
             raise InvalidInput("announce_no_days")
-        assert draft.start is not None
-        start = draft.start
-        if rule.kind == ScheduleKind.once and start < now - timedelta(minutes=1):
+        if rule.kind == ScheduleKind.once and draft.start < now - timedelta(minutes=1):
             raise InvalidInput("announce_past")
         # A recurring schedule confirmed after its first time starts with the next one.
-        found = first_occurrence(rule, max(start, now))
+        found = first_occurrence(rule, max(draft.start, now))
         if found is None:
             raise InvalidInput("announce_no_days")
         kind, days, first = ScheduleKind(draft.kind), list(rule.days), found
@@ -486,7 +335,7 @@ async def schedule_announcement(
         community_id=unit.community_id,
         unit_id=unit.id,
         subtree=draft.subtree,
-        text=draft.text,
+        text=text,
         photo=draft.photo,
         created_by=auth.person_id,
         created_at=now,
@@ -496,36 +345,18 @@ async def schedule_announcement(
         days=days,
         at=local_at,
         first_due=first,
-        next_occurrence=None if draft.send_now else first,
+        next_occurrence=None if draft.start is None else first,
     )
     session.add(announcement)
-    await session.delete(draft)
     await session.flush()
     added = 0
-    if draft.send_now:
+    if draft.start is None:
         added = await _enqueue_occurrence(
             session, announcement, unit=unit, community=community, moment=now, now=now
         )
         announcement.last_occurrence = now
         await session.flush()
     return announcement, added
-
-
-async def drop_draft(session: AsyncSession, *, draft_id: int, person_id: int) -> bool:
-    """The lead gave up; False when the draft was already gone (scheduled or replaced)."""
-    try:
-        draft = await get_draft(session, draft_id=draft_id, person_id=person_id)
-    except NotFound:
-        return False
-    await session.delete(draft)
-    await session.flush()
-    return True
-
-
-async def waiting_prompt(session: AsyncSession, *, person_id: int, chat_id: int) -> str | None:
-    """The kind of question this person is to answer here, if any (a photo may answer ours)."""
-    query = select(Prompt.kind).where(Prompt.person_id == person_id, Prompt.chat_id == chat_id)
-    return (await session.exec(query)).first()
 
 
 # --- the rhythm -----------------------------------------------------------------------------

@@ -79,10 +79,11 @@ async def after(update: Update, ctx: LinliContext, flow: Flow, field: str) -> No
     await fn(update, ctx, flow, field)
 
 
-def heading(ctx: LinliContext, st: dict[str, Any]) -> Markup | None:
-    """The feature's question above the picker (its own template), already rendered."""
+def heading(ctx: LinliContext, flow: Flow, st: dict[str, Any], **params: object) -> Markup | None:
+    """The feature's question above the picker: its own template, rendered with the flow's
+    data as `data` (and what the picker adds), already escaped."""
     name = st.get("heading")
-    return Markup(render(ctx, name)) if name else None  # our own template, escaped
+    return Markup(render(ctx, name, data=flow.data, **params)) if name else None
 
 
 def lab(ctx: LinliContext, key: str, **params: object) -> str:

@@ -10,6 +10,7 @@ in UTC ({"start": None, "end": None} for "now"); `slot(flow.data[field])` reads 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from handlers.common import (
     button,
     callback_args,
     keyboard,
+    label,
     rows_of,
     show,
 )
@@ -81,6 +83,10 @@ def _time(text: str) -> time:
         raise InvalidInput("stale_button") from None
 
 
+def _times(st: dict[str, Any]) -> list[time]:
+    return [time.fromisoformat(t) for t in st["times"]]
+
+
 def _example(ctx: LinliContext, st: dict[str, Any]) -> str:
     tomorrow = when.local_date(ctx.now(), st["zone"]) + timedelta(days=1)
     return f"{tomorrow:%m-%d} 9:00"
@@ -89,7 +95,9 @@ def _example(ctx: LinliContext, st: dict[str, Any]) -> str:
 def days_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> View:
     fid = flowui.flow_id(flow)
     days = when.next_days(ctx.now(), st["zone"])
-    rows = [[button(base.lab(ctx, "now"), f"{NOW}:{fid}")]] if st.get("now") else []
+    offer = st.get("now")
+    now_label = label(ctx, offer[0], offer[1]) if offer else ""
+    rows = [[button(now_label, f"{NOW}:{fid}")]] if offer else []
     rows += rows_of(
         [
             button(base.lab(ctx, "day", d=d, offset=i), f"{DAY}:{fid}:{d:%Y%m%d}")
@@ -99,19 +107,28 @@ def days_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> View:
     )
     rows.append([button(base.lab(ctx, "type_time"), f"{TYPE}:{fid}:s")])
     rows += base.footer(ctx, flow, st)
-    params = {"heading": base.heading(ctx, st), "end": st["end"], "example": _example(ctx, st)}
+    params = {
+        "heading": base.heading(ctx, flow, st),
+        "end": st["end"],
+        "example": _example(ctx, st),
+    }
     return View("pickers/days", params, keyboard(rows))
 
 
 def times_view(ctx: LinliContext, flow: Flow, st: dict[str, Any], day: date) -> View:
     fid = flowui.flow_id(flow)
-    left = when.times_left(day, ctx.now(), st["zone"])
+    left = when.times_left(day, ctx.now(), st["zone"], _times(st))
     rows = rows_of([button(f"{t:%H:%M}", f"{TIME}:{fid}:{day:%Y%m%d}:{t:%H%M}") for t in left], 3)
     rows.append([button(base.lab(ctx, "type_time"), f"{TYPE}:{fid}:s")])
     rows.append([button(base.lab(ctx, "other_day"), f"{BACK}:{fid}")])
     rows += base.footer(ctx, flow, st)
     offset = (day - when.local_date(ctx.now(), st["zone"])).days
-    params = {"heading": base.heading(ctx, st), "day": day, "offset": offset, "left": len(left)}
+    params = {
+        "heading": base.heading(ctx, flow, st),
+        "day": day,
+        "offset": offset,
+        "left": len(left),
+    }
     return View("pickers/times", params, keyboard(rows))
 
 
@@ -137,7 +154,7 @@ def end_view(ctx: LinliContext, flow: Flow, st: dict[str, Any], start: datetime)
     rows.append([button(base.lab(ctx, "type_end"), f"{TYPE}:{fid}:e")])
     rows.append([button(base.lab(ctx, "other_day"), f"{BACK}:{fid}")])
     rows += base.footer(ctx, flow, st)
-    params = {"heading": base.heading(ctx, st), "start": start, "zone": zone}
+    params = {"heading": base.heading(ctx, flow, st), "start": start, "zone": zone}
     return View("pickers/end", params, keyboard(rows))
 
 
@@ -156,20 +173,24 @@ async def pick_when(
     *,
     field: str = "starts_at",
     end: bool = False,
-    now: bool = False,
+    now: bool | tuple[str, str] = False,
+    times: Sequence[time] = when.COMMON_TIMES,
     heading: str | None = None,
     back: tuple[str, str, str] | None = None,
     zone: str | None = None,
 ) -> None:
     """Let the owner choose a moment (and with end=True, optionally an end on the same day) in
-    `zone` (default: the flow's community's). now=True offers "now" first. Stored in
-    flow.data[field] as {"start": ISO, "end": ISO|None} (UTC)."""
+    `zone` (default: the flow's community's), from `times` on the chosen day or typed. `now`
+    offers "now" first (True: labelled "🚀 now"; or the feature's (label folder, key)).
+    Stored in flow.data[field] as {"start": ISO, "end": ISO|None} (UTC)."""
+    offer = ("pickers", "now") if now is True else now or None
     async with ctx.svc.db.transaction() as session:
         live = await flowui.load(session, ctx, update, flowui.flow_id(flow), kind=flow.kind)
         place = await _zone(session, live, zone, ctx.svc.renderer.timezone)
         st = await base.begin(
             session, ctx, live, picker=PICKER, field=field, heading=heading, back=back,
-            end=end, now=now, zone=place, start=None,
+            end=end, now=offer, zone=place, start=None,
+            times=[f"{t:%H:%M}" for t in times],
         )  # fmt: skip
     await show(update, ctx, days_view(ctx, live, st))
 

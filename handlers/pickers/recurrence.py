@@ -8,7 +8,7 @@ Buttons: `fr:<flow>:o|w|m` once / weekly / monthly (`c`: show the three again), 
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from telegram import Update
@@ -51,7 +51,13 @@ def mode_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> View:
         ],
         *base.footer(ctx, flow, st),
     ]
-    return View("pickers/repeat", {"heading": base.heading(ctx, st)}, keyboard(rows))
+    return View("pickers/repeat", {"heading": _heading(ctx, flow, st)}, keyboard(rows))
+
+
+def _heading(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> Any:
+    """The feature's heading, given the start the recurrence begins with (if any)."""
+    start = datetime.fromisoformat(st["start"]) if st.get("start") else None
+    return base.heading(ctx, flow, st, start=start, zone=st["zone"])
 
 
 def days_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> View:
@@ -68,8 +74,9 @@ def days_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> View:
     rows.append([button(base.lab(ctx, "change_repeat"), f"{MODE}:{fid}:c")])
     rows += base.footer(ctx, flow, st)
     params = {
-        "heading": base.heading(ctx, st),
+        "heading": _heading(ctx, flow, st),
         "rule": {mode: sorted(chosen)} if chosen else None,
+        "at": _at(st),
         "mode": mode,
         "short": sorted(d for d in chosen if d in SHORT_MONTH_DAYS) if mode == "monthly" else [],
     }
@@ -88,20 +95,30 @@ async def pick_repeat(
     zone: str = "",
 ) -> None:
     """Let the owner choose how a thing repeats; stored in flow.data[field]. With `start` (and
-    its `zone`), weekly starts on its weekday and monthly on its day of the month."""
-    first = when.local_date(start, zone or ctx.svc.renderer.timezone) if start else None
+    its `zone`), weekly starts on its weekday and monthly on its day of the month, and the rule
+    is shown with its time of day; the feature's `heading` gets `start` and `zone` too."""
     async with ctx.svc.db.transaction() as session:
         live = await flowui.load(session, ctx, update, flowui.flow_id(flow), kind=flow.kind)
         st = await base.begin(
             session, ctx, live, picker=PICKER, field=field, heading=heading, back=back,
-            mode=None, days=[], first=first.isoformat() if first else None,
+            mode=None, days=[], start=start.isoformat() if start else None,
+            zone=zone or ctx.svc.renderer.timezone,
         )  # fmt: skip
     await show(update, ctx, mode_view(ctx, live, st))
 
 
-def _first_days(mode: str, first: date | None) -> list[int]:
-    if first is None:
+def _at(st: dict[str, Any]) -> str:
+    """The local time of day the recurrence keeps ("" without a start)."""
+    if not st.get("start"):
+        return ""
+    return f"{datetime.fromisoformat(st['start']).astimezone(when.zone_of(st['zone'])):%H:%M}"
+
+
+def _first_days(mode: str, st: dict[str, Any]) -> list[int]:
+    """Weekly starts on the start's weekday, monthly on its day of the month."""
+    if not st.get("start"):
         return []
+    first = when.local_date(datetime.fromisoformat(st["start"]), st["zone"])
     return [first.weekday()] if mode == "weekly" else [first.day]
 
 
@@ -120,8 +137,7 @@ async def btn_mode(update: Update, ctx: LinliContext) -> None:
         else:
             mode = str(MODES[code])
             if st["mode"] != mode:  # choosing the same again keeps the days already chosen
-                first = date.fromisoformat(st["first"]) if st.get("first") else None
-                st = {**st, "mode": mode, "days": _first_days(mode, first)}
+                st = {**st, "mode": mode, "days": _first_days(mode, st)}
                 await base.keep(session, ctx, flow, st)
             view = days_view(ctx, flow, st)
     if view is not None:

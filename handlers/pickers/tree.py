@@ -100,7 +100,7 @@ async def level_view(
     fid = flowui.flow_id(flow)
     can, community_id = _can(st), flow.community_id
     highest = await tops(session, auth, can=can, community_id=community_id)
-    params: dict[str, Any] = {"heading": base.heading(ctx, st), "names": []}
+    params: dict[str, Any] = {"heading": base.heading(ctx, flow, st), "names": []}
     if not unit_id:
         if not highest:
             return View("pickers/no_units", params, keyboard(base.footer(ctx, flow, st)))

@@ -26,6 +26,7 @@ from telegram.ext import CallbackQueryHandler
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import JSON, Call, Scene
+from handlers import pickers
 from models import ledger, people, standings
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID
@@ -166,8 +167,30 @@ async def _harvest(scene: Scene, users: dict[int, JSON]) -> set[str]:
     chat = scene.private(users[LEAD])
     said = await scene.say(users[LEAD], chat, "/announce")
     seen |= _data(said)
+    seen |= await _walk_pickers(scene, users[LEAD])
     seen |= _data(await scene.say(users[LEAD], group, "/top"))
     seen |= _data(await scene.say(users[ADMIN_ID], group, "/setup"))
+    return seen
+
+
+async def _walk_pickers(scene: Scene, lead: JSON) -> set[str]:
+    """The date and recurrence pickers are reached by typing: a lead walks /announce to them,
+    so their real buttons (with a real flow id) are replayed and mutated too."""
+    chat = scene.private(lead)
+    seen: set[str] = set()
+
+    async def step(calls: list[Call]) -> JSON:
+        seen.update(_data(calls))
+        shown = [c for c in calls if c.buttons]
+        return scene.message_of(shown[-1])
+
+    tree = await step(await scene.say(lead, chat, "/announce"))
+    scope = await step(await scene.tap(lead, tree, "3号楼"))
+    await step(await scene.tap(lead, scope, "只发"))
+    days = await step(await scene.say(lead, chat, "停水通知"))
+    times = await step(await scene.tap(lead, days, "今天"))
+    repeat = await step(await scene.tap(lead, times, "12:00"))
+    await step(await scene.tap(lead, repeat, "每周"))
     return seen
 
 
@@ -226,6 +249,10 @@ async def test_thousands_of_forged_callbacks_change_nothing_and_show_nothing(
     lead_view = await scene.say(users[LEAD], scene.private(users[LEAD]), "/award")
     assert _leaks(lead_view, STRANGER, "the check itself", "/award")
     prefixes = _callback_prefixes(app)
+    # The flow UI's and pickers' buttons are attacked like every feature's, with real ones.
+    ours = {"fx"} | {prefix for prefix, _ in pickers.HANDLERS}
+    assert ours <= set(prefixes)
+    assert ours - {"fu", "fe"} <= {d.split(":")[0] for d in harvested}
     ids = sorted({field for data in harvested for field in data.split(":")[1:] if field})
     values = _values(ids)
 

@@ -14,7 +14,8 @@ from bot.db import Database
 from bot.standin import JSON, Call, FakeTelegram, Scene, alerts, messages
 from models import announcements as ann
 from models import people
-from models.announcements import Announcement, AnnouncementDraft
+from models.announcements import Announcement
+from models.flows import Flow
 from models.outbox import Delivery
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID, Clock
@@ -117,8 +118,11 @@ async def test_lead_sends_a_notice_now_in_a_building_group(
     assert "请发来通知的内容" in ask.text and ask.params["reply_markup"]["force_reply"]
     (when,) = messages(await _write(scene, lead, groups[GROUP_B3], ask, "明早 8 点到 12 点停水"))
     assert "明早 8 点到 12 点停水" in when.text
-    assert "🚀 现在就发" in _labels(when) and "今天 12:00" in _labels(when)
-    assert "今天 08:00" not in _labels(when)  # 10:00 now: the morning has passed
+    assert "🚀 现在就发" in _labels(when) and "今天 11月20日 周五" in _labels(when)
+    (today,) = _edits(await scene.tap(lead, when, "今天"))
+    assert "12:00" in _labels(today)
+    assert "08:00" not in _labels(today)  # 10:00 now: the morning has passed
+    await scene.tap(lead, when, "换一天")
     (confirm,) = _edits(await scene.tap(lead, when, "现在就发"))
     assert "共 1 个群" in confirm.text and "现在就发" in confirm.text
     assert await _announcements(db) == []  # nothing is written before the lead confirms
@@ -156,9 +160,10 @@ async def test_lead_schedules_a_photo_notice_privately_for_the_whole_grid_in_eng
     message = scene.message_json(sam, chat, "", photo=photo, caption="Garden day on Saturday")
     (when,) = messages(await scene.feed({"message": message}))
     assert "With a photo" in when.text and "Garden day on Saturday" in when.text
-    (repeat,) = _edits(await scene.tap(sam, when, "Tomorrow 08:00"))
+    await scene.tap(sam, when, "Tomorrow")
+    (repeat,) = _edits(await scene.tap(sam, when, "08:00"))
     assert "First send: Sat 21 Nov 08:00" in repeat.text
-    (confirm,) = _edits(await scene.tap(sam, repeat, "Just once"))
+    (confirm,) = _edits(await scene.tap(sam, repeat, "Does not repeat"))
     assert "3 chat(s)" in confirm.text and "Pinned: no" in confirm.text
     (confirm,) = _edits(await scene.tap(sam, confirm, "Pin: off"))
     assert "Pinned: yes" in confirm.text and "📌 Pin: on" in _labels(confirm)
@@ -188,7 +193,7 @@ async def test_a_resident_cannot_announce(scene: Scene, db: Database) -> None:
     (refused,) = messages(await scene.say(wang, groups[GROUP_B3], "/announcements"))
     assert "只有负责人" in refused.text
     async with db.transaction(write=False) as s:
-        assert (await s.exec(select(AnnouncementDraft))).all() == []
+        assert (await s.exec(select(Flow))).all() == []
 
 
 async def test_forged_buttons_reach_no_other_unit_and_no_other_leads_draft(
@@ -200,20 +205,24 @@ async def test_forged_buttons_reach_no_other_unit_and_no_other_leads_draft(
     draft = _data(scope, "只发").split(":")[1]
     (alert,) = alerts(await scene.press(lead, scope, f"ans:{draft}:{w.b9}:1"))
     assert "您不是「9号楼」的负责人" in alert
-    (alert,) = alerts(await scene.press(lead, scope, f"anu:{draft}:{w.b9}"))
-    assert "9号楼" in alert
     (alert,) = alerts(await scene.press(lead, scope, f"any:{draft}"))
     assert "失效" in alert
     # 赵姐 leads elsewhere: she cannot tap 张网格长's draft, even for her own unit.
     zhao = scene.person(ZHAO, "赵姐")
     (alert,) = alerts(await scene.tap(zhao, scope, "只发"))
-    assert "别人在写" in alert
+    assert "别人打开的" in alert
     (alert,) = alerts(await scene.press(zhao, scope, f"ans:{draft}:{w.b9}:0"))
-    assert "别人在写" in alert
+    assert "别人打开的" in alert
+    (alert,) = alerts(await scene.press(zhao, scope, f"fc:{draft}:{w.b9}"))
+    assert "别人打开的" in alert
+    # In the unit picker, another grid's building is refused too.
+    await scene.tap(lead, scope, "换一个单元")
+    (alert,) = alerts(await scene.press(lead, scope, f"fc:{draft}:{w.b9}"))
+    assert "您不是「9号楼」的负责人" in alert
     assert await _announcements(db) == [] and await _rows(db) == []
     async with db.transaction(write=False) as s:
-        (kept,) = (await s.exec(select(AnnouncementDraft))).all()
-        assert kept.unit_id is None
+        (kept,) = (await s.exec(select(Flow))).all()
+        assert "unit" not in kept.data
 
 
 async def test_empty_text_is_asked_for_again(scene: Scene, db: Database) -> None:
@@ -241,16 +250,17 @@ async def test_a_typed_time_in_the_past_is_refused_and_asked_again(
     assert "send the text" in ask.text and "force_reply" not in ask.params.get("reply_markup", {})
     (when,) = messages(await scene.say(sam, chat, "Water off tomorrow"))
     (ask_time,) = messages(await scene.tap(sam, when, "Type a date"))
-    assert "2026-11-21 18:30" in ask_time.text  # the example is tomorrow
+    assert "11-21 9:00" in ask_time.text  # the example is tomorrow
     (again,) = messages(await scene.say(sam, chat, "09:30"))  # it is 10:00
-    assert "already passed" in again.text and "Please send the time" in again.text
+    assert "already passed" in again.text and "Send the date and time" in again.text
     (again,) = messages(await scene.say(sam, chat, "half past six"))
-    assert "couldn't read" in again.text
+    assert "could not read" in again.text
+    # A time button that has gone stale meanwhile is refused the same way.
+    fid = _data(when, "Cancel").split(":")[1]
+    (alert,) = alerts(await scene.press(sam, when, f"ft:{fid}:20261120:0900"))
+    assert "already passed" in alert
     (repeat,) = messages(await scene.say(sam, chat, "2026-11-21 18:30"))
     assert "First send: Sat 21 Nov 18:30" in repeat.text
-    # A time button that has gone stale meanwhile is refused the same way.
-    (alert,) = alerts(await scene.press(sam, repeat, f"anw:{_data(repeat, 'Cancel')[4:]}:00900"))
-    assert "already passed" in alert
 
 
 async def test_day_31_in_a_30_day_month_goes_out_on_the_30th(
@@ -261,7 +271,8 @@ async def test_day_31_in_a_30_day_month_goes_out_on_the_30th(
     (scope,) = messages(await scene.say(lead, groups[GROUP_B3], "/announce"))
     (ask,) = messages(await scene.tap(lead, scope, "只发"))
     (when,) = messages(await _write(scene, lead, groups[GROUP_B3], ask, "月底交物业费"))
-    await scene.tap(lead, when, "明天 08:00")
+    await scene.tap(lead, when, "明天")
+    await scene.tap(lead, when, "08:00")
     (days,) = _edits(await scene.tap(lead, when, "每月"))
     assert "✅21" in _labels(days) and "每月 21 日 08:00" in days.text
     await scene.tap(lead, when, "✅21")
@@ -310,8 +321,9 @@ async def test_a_scheduled_notice_survives_a_restart_and_goes_out_once(
     (scope,) = messages(await scene.say(lead, groups[GROUP_B3], "/announce"))
     (ask,) = messages(await scene.tap(lead, scope, "只发"))
     (when,) = messages(await _write(scene, lead, groups[GROUP_B3], ask, "今晚 8 点开楼栋会"))
-    await scene.tap(lead, when, "今天 20:00")
-    await scene.tap(lead, when, "只发这一次")
+    await scene.tap(lead, when, "今天")
+    await scene.tap(lead, when, "20:00")
+    await scene.tap(lead, when, "不重复")
     await scene.tap(lead, when, "确认安排")
     before = len(telegram.sent(GROUP_B3))
     # The bot restarts: a new application over the same database.
@@ -334,7 +346,8 @@ async def test_lead_cancels_a_weekly_notice_and_unsent_messages_are_withdrawn(
     (scope,) = messages(await scene.say(lead, groups[GROUP_GRID], "/announce"))
     (ask,) = messages(await scene.tap(lead, scope, "下的所有群"))
     (when,) = messages(await _write(scene, lead, groups[GROUP_GRID], ask, "每周六垃圾分类督导"))
-    await scene.tap(lead, when, "明天 08:00")
+    await scene.tap(lead, when, "明天")
+    await scene.tap(lead, when, "08:00")
     (days,) = _edits(await scene.tap(lead, when, "每周"))
     assert "✅ 周六" in _labels(days) and "每周六 08:00" in days.text
     await scene.tap(lead, when, "选好了")
@@ -418,9 +431,9 @@ async def test_a_new_draft_retires_the_old_one_and_a_draft_can_be_dropped(
     (old,) = messages(await scene.say(lead, groups[GROUP_B3], "/announce"))
     (new,) = messages(await scene.say(lead, groups[GROUP_B3], "/announce"))
     (alert,) = alerts(await scene.tap(lead, old, "只发"))
-    assert "草稿已经没有了" in alert
+    assert "草稿已经完成或取消了" in alert
     (dropped,) = _edits(await scene.tap(lead, new, "取消"))
     assert "不发了" in dropped.text and not dropped.buttons
     (note,) = alerts(await scene.press(lead, new, _data(new, "取消")))
-    assert "已经处理过了" in note
+    assert "草稿已经完成或取消了" in note
     assert await _announcements(db) == []

@@ -9,9 +9,9 @@ from sqlmodel import select
 
 from bot.db import Database
 from models import announcements as ann
-from models import outbox, people, when
+from models import flows, outbox, people, when
 from models.announcements import Announcement, Schedule
-from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from models.errors import Conflict, InvalidInput, NotAllowed
 from models.outbox import Delivery, Status
 from tests.conftest import NOW
 
@@ -141,26 +141,29 @@ def test_local_time_stays_put_across_a_dst_change() -> None:
     assert found[1] - found[0] == timedelta(days=31, hours=-1)
 
 
+def _typed(text: str, now: datetime = NOW) -> datetime:
+    """A time typed in /announce's date picker (models.when reads it)."""
+    return when.parse(text, now=now, zone=SH).start
+
+
 def test_parse_typed_times_in_the_communitys_zone() -> None:
-    assert ann.parse_when("18:30", now=NOW, zone=SH) == utc(2026, 11, 20, 10, 30)
-    assert ann.parse_when(" 7：05 ", now=NOW - timedelta(hours=10), zone=SH) == utc(
-        2026, 11, 19, 23, 5
-    )
-    assert ann.parse_when("2026-12-01 08:00", now=NOW, zone=SH) == utc(2026, 12, 1, 0, 0)
-    assert ann.parse_when("2026/12/1 8:00", now=NOW, zone=SH) == utc(2026, 12, 1, 0, 0)
+    assert _typed("18:30") == utc(2026, 11, 20, 10, 30)
+    assert _typed(" 7：05 ", NOW - timedelta(hours=10)) == utc(2026, 11, 19, 23, 5)
+    assert _typed("2026-12-01 08:00") == utc(2026, 12, 1, 0, 0)
+    assert _typed("2026/12/1 8:00") == utc(2026, 12, 1, 0, 0)
 
 
 @pytest.mark.parametrize("text", ["tomorrow", "25:00", "08:61", "2026-02-30 08:00", ""])
 def test_unreadable_times_are_refused(text: str) -> None:
     with pytest.raises(InvalidInput) as refused:
-        ann.parse_when(text, now=NOW, zone=SH)
-    assert refused.value.key == "announce_bad_time"
+        _typed(text)
+    assert refused.value.key == "bad_time"
 
 
 def test_past_times_are_refused() -> None:
     with pytest.raises(InvalidInput) as refused:
-        ann.parse_when("09:59", now=NOW, zone=SH)
-    assert refused.value.key == "announce_past"
+        _typed("09:59")
+    assert refused.value.key == "time_past"
 
 
 def test_text_is_kept_as_typed_but_not_empty_or_too_long() -> None:
@@ -296,53 +299,67 @@ async def test_a_late_one_off_still_goes_out(db: Database) -> None:
 
 
 async def _draft(db: Database, unit_id: int, *, person_id: int = LEAD) -> int:
-    auth = await _auth(db, person_id)
+    """A lead's /announce flow, aimed at the unit and its subtree, to be sent now."""
     async with db.transaction() as s:
-        draft = await ann.start_draft(s, person_id=person_id, chat_id=person_id, now=NOW)
-        await ann.set_audience(s, auth=auth, draft=draft, unit_id=unit_id, subtree_too=True)
-        await ann.set_text(s, draft=draft, text="停水通知 <b>", photo=None)
-        await ann.set_when(s, draft=draft, start=None, now=NOW)
-        assert draft.id is not None
-        return draft.id
+        flow = await flows.start(s, kind="ann", owner_id=person_id, now=NOW)
+        await flows.update(s, flow, now=NOW, unit=unit_id, subtree=True, text="停水通知 <b>")
+        assert flow.id is not None
+        return flow.id
+
+
+async def _confirm(db: Database, flow_id: int, *, person_id: int = LEAD) -> tuple[int, int, bool]:
+    """Confirm the flow as /announce does: (announcement id, rows added, made now)."""
+    auth = await _auth(db, person_id)
+    added = 0
+    async with db.transaction() as s:
+
+        async def make(flow: flows.Flow) -> int:
+            nonlocal added
+            draft = ann.Draft(unit_id=flow.data["unit"], subtree=flow.data["subtree"],
+                              text=flow.data["text"], photo=None, start=None)  # fmt: skip
+            a, added = await ann.schedule_announcement(s, auth=auth, draft=draft, now=NOW)
+            return a.id or 0
+
+        flow, created = await flows.confirm(
+            s, flow_id=flow_id, owner_id=person_id, now=NOW, kind="ann", make=make
+        )
+    return flow.result_id or 0, added, created
 
 
 async def test_sending_now_writes_the_rows_with_the_announcement(db: Database) -> None:
     grid, _b3, _ = await _world(db)
     draft_id = await _draft(db, grid)
-    async with db.transaction() as s:
-        a, added = await ann.schedule_announcement(
-            s, auth=await _auth(db, LEAD), draft_id=draft_id, now=NOW
-        )
+    aid, added, created = await _confirm(db, draft_id)
+    async with db.transaction(write=False) as s:
+        a = await s.get(Announcement, aid)
+    assert a is not None and created
     assert added == 3 and a.next_occurrence is None and a.last_occurrence == NOW
     assert await _keys(db) == [f"ann:{a.id}:20261120:{c}:0" for c in (-1, -2, -3)]
-    async with db.transaction() as s:
-        assert (await s.exec(select(ann.AnnouncementDraft))).all() == []
-        with pytest.raises(NotFound) as again:  # a double tap finds the draft gone
-            await ann.schedule_announcement(
-                s, auth=await _auth(db, LEAD), draft_id=draft_id, now=NOW
-            )
-    assert again.value.key == "announce_draft_gone"
+    # A double tap makes nothing more: the same announcement, no new rows.
+    assert await _confirm(db, draft_id) == (aid, 0, False)
+    assert await _keys(db) == [f"ann:{a.id}:20261120:{c}:0" for c in (-1, -2, -3)]
+    async with db.transaction(write=False) as s:
+        assert len((await s.exec(select(Announcement))).all()) == 1
 
 
 async def test_a_lead_cannot_aim_a_draft_at_a_unit_they_do_not_lead(db: Database) -> None:
     _grid, _b3, other = await _world(db)
     auth = await _auth(db, LEAD)
     async with db.transaction() as s:
-        draft = await ann.start_draft(s, person_id=LEAD, chat_id=LEAD, now=NOW)
         with pytest.raises(NotAllowed):
-            await ann.set_audience(s, auth=auth, draft=draft, unit_id=other, subtree_too=False)
-        assert draft.unit_id is None
+            await ann.aim(s, auth=auth, unit_id=other)
+        draft = ann.Draft(unit_id=other, subtree=False, text="x", photo=None, start=None)
+        with pytest.raises(NotAllowed):
+            await ann.schedule_announcement(s, auth=auth, draft=draft, now=NOW)
+    assert await _keys(db) == []
 
 
 async def test_another_person_cannot_use_a_leads_draft(db: Database) -> None:
     grid, _b3, _ = await _world(db)
     draft_id = await _draft(db, grid)
-    async with db.transaction() as s:
-        with pytest.raises(NotAllowed) as refused:
-            await ann.schedule_announcement(
-                s, auth=await _auth(db, OTHER), draft_id=draft_id, now=NOW
-            )
-    assert refused.value.key == "announce_not_yours"
+    with pytest.raises(NotAllowed) as refused:
+        await _confirm(db, draft_id, person_id=OTHER)
+    assert refused.value.key == "flow_not_yours"
     assert await _keys(db) == []
 
 
