@@ -22,7 +22,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, f
 
 from bot import cards, charts, delivery
 from bot.context import LinliApp, LinliContext
-from handlers import flowui, report_flow
+from handlers import report_flow
 from handlers.common import (
     PAGE,
     View,
@@ -704,18 +704,14 @@ PHOTO_ANSWERS = {"report_resolve": on_resolve_note}
 
 
 async def on_photo_answer(update: Update, ctx: LinliContext) -> None:
-    """A photo sent privately while the bot waits for a resolution note, a "not fixed" photo or
-    a flow's photo step (handler group PHOTO_GROUP, beside the photo handlers of group 0)."""
+    """A photo sent privately while the bot waits for a resolution note or a "not fixed" photo
+    (handler group PHOTO_GROUP, beside the photo handlers of group 0: a flow's photo step is
+    flowui's, in group 0)."""
     chat = update.effective_chat
     if chat is None or not is_private(update) or _answer_photo(update) is None:
         return
     async with ctx.svc.db.transaction(write=False) as session:
         waiting = await people.waiting_prompt(session, person_id=user_id(update), chat_id=chat.id)
-    if waiting is not None and waiting.kind == flowui.PROMPT:
-        # A flow's step (a report's photos): group 0's first private-photo handler (the
-        # announcement draft's) takes every private photo, so flowui's never sees them.
-        await flowui.on_photo(update, ctx)
-        return
     if waiting is None or waiting.kind not in PHOTO_ANSWERS:
         return
     async with ctx.svc.db.transaction() as session:
