@@ -621,16 +621,23 @@ async def mark_changed(
     Call it in the transaction that changes the subject. Returns edits armed.
     """
     card = card_of(kind, subject_id)
+    # The copies and their edit rows in one statement (both locked on PostgreSQL): while a
+    # burst of changes finds every copy's edit waiting, that statement is all it costs.
     query = select(Delivery).where(
-        Delivery.card == card,
-        col(Delivery.edits).is_(None),
-        col(Delivery.status).in_([Status.pending, Status.sent]),
+        Delivery.card == card, col(Delivery.status).in_([Status.pending, Status.sent])
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    posts = (await session.exec(query.order_by(col(Delivery.id)))).all()
+    rows = (await session.exec(query.order_by(col(Delivery.id)))).all()
+    waiting = {
+        row.edits
+        for row in rows
+        if row.edits is not None and row.status == Status.pending and not _held(row, now)
+    }
     armed = 0
-    for post in posts:
+    for post in rows:
+        if post.edits is not None or post.id in waiting:
+            continue  # an edit row, or a copy whose edit waits: it will show the latest state
         if post.status == Status.pending and not _held(post, now):
             continue  # it will be rendered when it goes
         armed += await _arm_edit(session, post, now=now, gap=gap)

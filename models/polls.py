@@ -27,7 +27,8 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Column, PrimaryKeyConstraint, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, PrimaryKeyConstraint, Text, UniqueConstraint, update
+from sqlalchemy import select as sql_select
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -465,35 +466,49 @@ class VoterSlot:
 
 
 async def slots_for(
-    session: AsyncSession, poll: Poll, *, person_id: int, unit: Unit | None = None
+    session: AsyncSession,
+    poll: Poll,
+    *,
+    person_id: int,
+    unit: Unit | None = None,
+    path: str | None = None,
 ) -> list[VoterSlot]:
-    """The slots this person may cast (one per eligible household); refuses, saying why."""
-    unit = unit or await get_unit(session, poll.unit_id)
+    """The slots this person may cast (one per eligible household); refuses, saying why.
+    `path` (the poll's unit path) or `unit` saves reading the unit again."""
+    if path is None:
+        path = (unit or await get_unit(session, poll.unit_id)).path
+    conn = await session.connection()
     rows = (
-        await session.exec(
-            select(Resident, Household, OwnerResident.resident_id, Ownership.owner_key)
+        await conn.execute(
+            sql_select(
+                col(Resident.status),
+                col(Household.id),
+                col(Household.flat),
+                col(OwnerResident.resident_id),
+                col(Ownership.owner_key),
+            )
             .join(Household, col(Household.id) == col(Resident.household_id))
             .join(Unit, col(Unit.id) == col(Household.unit_id))
             .outerjoin(OwnerResident, col(OwnerResident.resident_id) == col(Resident.id))
             .outerjoin(Ownership, col(Ownership.household_id) == col(Household.id))
-            .where(Resident.person_id == person_id, col(Unit.path).startswith(unit.path))
+            .where(col(Resident.person_id) == person_id, col(Unit.path).startswith(path))
             .order_by(col(Household.flat), col(Household.id))
         )
     ).all()
     if not rows:
         raise NotAllowed("poll_not_your_unit")
-    verified = [r for r in rows if r[0].status == ResidentStatus.verified]
+    verified = [r for r in rows if r[0] == ResidentStatus.verified]
     if not verified:
         raise NotAllowed("poll_not_verified")
     if poll.owners_only:
-        verified = [r for r in verified if r[2] is not None]
+        verified = [r for r in verified if r[3] is not None]
         if not verified:
             raise NotAllowed("poll_owners_only")
     found: dict[str, VoterSlot] = {}
-    for _resident, household, _owner, owner_key in verified:
-        assert household.id is not None
-        slot = _slot(poll, person_id=person_id, household_id=household.id, owner_key=owner_key)
-        found.setdefault(slot, VoterSlot(slot, household.id, household.flat))
+    for _status, household_id, flat, _owner, owner_key in verified:
+        assert household_id is not None
+        slot = _slot(poll, person_id=person_id, household_id=household_id, owner_key=owner_key)
+        found.setdefault(slot, VoterSlot(slot, household_id, flat))
     return list(found.values())
 
 
@@ -626,6 +641,62 @@ def _open_for_casting(poll: Poll, now: datetime) -> None:
         raise Conflict("poll_closed")
 
 
+async def _poll_to_cast_in(
+    session: AsyncSession, poll_id: int
+) -> tuple[Poll, list[PollOption], str]:
+    """The poll, its options and its unit's path in one statement. The poll row is read with a
+    share lock (PostgreSQL), so closing waits for casts in flight and a cast after closing sees
+    the poll closed."""
+    query = (
+        select(Poll, PollOption, Unit.path)
+        .join(PollOption, col(PollOption.poll_id) == col(Poll.id))
+        .join(Unit, col(Unit.id) == col(Poll.unit_id))
+        .where(Poll.id == poll_id)
+        .order_by(col(PollOption.number))
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(read=True, of=Poll)
+    rows = (await session.exec(query)).all()
+    if not rows:
+        raise NotFound("poll_not_found")
+    return rows[0][0], [option for _, option, _ in rows], rows[0][2]
+
+
+async def _record_voter(
+    session: AsyncSession, voter: dict[str, Any], *, expect_casts: int | None
+) -> int:
+    """Write the slot's "has voted" row in one statement; how many ballots it has now.
+
+    `expect_casts` 0: only a first ballot (a slot voted meanwhile refuses); k > 0: only the
+    slot's (k+1)th (the screen the voter confirmed is still current); None: either. A refused
+    write changes nothing and raises Conflict "poll_ballot_stale"."""
+    table: Any = PollVoter.__table__  # type: ignore[attr-defined]
+    moved = {k: voter[k] for k in ("person_id", "household_id", "proxy_by", "cast_at")}
+    if expect_casts is not None and expect_casts > 0:
+        statement: Any = (
+            update(PollVoter)
+            .where(
+                col(PollVoter.poll_id) == voter["poll_id"],
+                col(PollVoter.slot) == voter["slot"],
+                col(PollVoter.casts) == expect_casts,
+            )
+            .values(**moved, casts=table.c.casts + 1)
+        )
+    else:
+        statement = dialect_insert(session)(PollVoter).values(**voter)
+        if expect_casts == 0:
+            statement = statement.on_conflict_do_nothing(index_elements=["poll_id", "slot"])
+        else:
+            statement = statement.on_conflict_do_update(
+                index_elements=["poll_id", "slot"], set_={**moved, "casts": table.c.casts + 1}
+            )
+    conn = await session.connection()
+    casts = (await conn.execute(statement.returning(table.c.casts))).scalar_one_or_none()
+    if casts is None:
+        raise Conflict("poll_ballot_stale")
+    return int(casts)
+
+
 async def cast(
     session: AsyncSession,
     *,
@@ -646,22 +717,16 @@ async def cast(
     `expect_casts` is how many ballots the slot had when the voter's screen was drawn: a
     confirm button replayed after a later ballot (or tapped twice) no longer matches.
 
-    The poll row is read with a share lock (PostgreSQL), so closing waits for casts in flight
-    and a cast after closing sees the poll closed.
+    Four statements for a voter's ballot (poll with options, eligibility, the "has voted" row,
+    the ballot), plus the card's coalesced edit on a slot's first ballot: nothing recounts.
     """
-    query = select(Poll).where(Poll.id == poll_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(read=True)
-    poll = (await session.exec(query)).first()
-    if poll is None:
-        raise NotFound("poll_not_found")
+    poll, option_rows, path = await _poll_to_cast_in(session, poll_id)
     if proxy is not None:
         require(proxy, await get_unit(session, poll.unit_id))
     proxy_by = proxy.person_id if proxy is not None else None
     _open_for_casting(poll, now)
-    option_rows = await options_of(session, poll_id)
     picked = check_choices(poll, choices, len(option_rows))
-    slots = await slots_for(session, poll, person_id=person_id)
+    slots = await slots_for(session, poll, person_id=person_id, path=path)
     if household_id is not None:
         slots = [s for s in slots if s.household_id == household_id]
         if not slots:
@@ -669,26 +734,6 @@ async def cast(
     if len(slots) > 1:
         raise InvalidInput("poll_choose_household")
     chosen = slots[0]
-    insert = dialect_insert(session)
-    earlier = (
-        await session.exec(
-            select(PollVoter.casts).where(
-                PollVoter.poll_id == poll_id, PollVoter.slot == chosen.slot
-            )
-        )
-    ).first()
-    if expect_casts is not None and (earlier or 0) != expect_casts:
-        raise Conflict("poll_ballot_stale")
-    ref = ballot_ref(poll, chosen.slot, ballot_key)
-    if earlier is not None and poll.anonymous:
-        stored = (
-            await session.exec(
-                select(Ballot.ref).where(Ballot.poll_id == poll_id, Ballot.ref == ref)
-            )
-        ).first()
-        if stored is None:
-            # The ballot key changed since the first ballot: a new row would count twice.
-            raise Conflict("ballot_key_changed")
     voter = {
         "poll_id": poll_id,
         "slot": chosen.slot,
@@ -698,32 +743,36 @@ async def cast(
         "casts": 1,
         "cast_at": now,
     }
-    statement = insert(PollVoter).values(**voter)
-    await session.exec(
-        statement.on_conflict_do_update(
-            index_elements=["poll_id", "slot"],
-            set_={
-                "person_id": person_id,
-                "household_id": chosen.household_id,
-                "proxy_by": proxy_by,
-                "casts": PollVoter.__table__.c.casts + 1,  # type: ignore[attr-defined]
-                "cast_at": now,
-            },
-        )
-    )
+    casts = await _record_voter(session, voter, expect_casts=expect_casts)
+    ref = ballot_ref(poll, chosen.slot, ballot_key)
     encoded = encode(poll.method, picked)
-    statement = insert(Ballot).values(poll_id=poll_id, ref=ref, choices=encoded)
-    await session.exec(
-        statement.on_conflict_do_update(
-            index_elements=["poll_id", "ref"], set_={"choices": encoded}
+    conn = await session.connection()
+    stored = 0
+    if casts > 1:
+        replace = (
+            update(Ballot)
+            .where(col(Ballot.poll_id) == poll_id, col(Ballot.ref) == ref)
+            .values(choices=encoded)
         )
-    )
-    if earlier is None or poll.live_results:
+        stored = (await conn.execute(replace)).rowcount
+        if not stored and poll.anonymous:
+            # The ballot key changed since the first ballot: a new row would count twice.
+            raise Conflict("ballot_key_changed")
+    if not stored:
+        statement = dialect_insert(session)(Ballot).values(
+            poll_id=poll_id, ref=ref, choices=encoded
+        )
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["poll_id", "ref"], set_={"choices": encoded}
+            )
+        )
+    if casts == 1 or poll.live_results:
         await outbox.mark_changed(session, kind=CARD, subject_id=poll_id, now=now)
     if proxy_by is not None:
         await outbox.enqueue(
             session,
-            key=f"poll-proxy:{poll_id}:{chosen.slot}:{(earlier or 0) + 1}",
+            key=f"poll-proxy:{poll_id}:{chosen.slot}:{casts}",
             chat_id=person_id,
             person_id=person_id,
             community_id=poll.community_id,
@@ -734,11 +783,7 @@ async def cast(
             priority=outbox.Priority.reminder,
         )
     return Cast(
-        poll,
-        chosen.slot,
-        replaced=earlier is not None,
-        proxy=proxy_by is not None,
-        options=option_rows,
+        poll, chosen.slot, replaced=casts > 1, proxy=proxy_by is not None, options=option_rows
     )
 
 

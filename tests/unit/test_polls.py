@@ -291,6 +291,45 @@ async def test_concurrent_casts_one_row_per_slot(db: Database) -> None:
     assert sum(v.casts for v in voters) == 18
 
 
+async def test_a_confirm_counts_once_for_the_screen_it_was_drawn_on(db: Database) -> None:
+    """Two taps on the same confirm at once: one ballot, the other told it is stale; a confirm
+    from the screen before a later ballot is refused and changes nothing."""
+    w = await make_world(db, [100] * 2)
+    pid = await new_poll(db, w, options=["a", "b"])
+    voter = person(0)
+
+    async def confirm(choice: int, seen: int) -> str:
+        try:
+            await vote(db, pid, voter, choice, expect_casts=seen)
+        except Conflict as refused:
+            return refused.key
+        return "ok"
+
+    outcomes = await asyncio.gather(confirm(1, 0), confirm(2, 0))
+    assert sorted(outcomes) == ["ok", "poll_ballot_stale"]
+    assert await confirm(2, 1) == "ok"
+    assert await confirm(1, 1) == "poll_ballot_stale"  # replayed after the second ballot
+    assert await confirm(1, 0) == "poll_ballot_stale"
+    async with db.transaction(write=False) as s:
+        voters = (await s.exec(select(PollVoter))).all()
+        ballots = (await s.exec(select(Ballot))).all()
+    assert [v.casts for v in voters] == [2] and [b.choices for b in ballots] == ["2"]
+
+
+async def test_anonymous_ballot_key_changed_refuses_a_second_row(db: Database) -> None:
+    w = await make_world(db, [100] * 2)
+    pid = await new_poll(db, w, anonymous=True, options=["a", "b"])
+    await vote(db, pid, person(0), 1)
+    with pytest.raises(Conflict, match="ballot_key_changed"):
+        async with db.transaction() as s:
+            await polls.cast(s, poll_id=pid, person_id=person(0), choices=[2],
+                             now=NOW + timedelta(hours=1), ballot_key=b"another key")  # fmt: skip
+    async with db.transaction(write=False) as s:
+        voters = (await s.exec(select(PollVoter))).all()
+        ballots = (await s.exec(select(Ballot))).all()
+    assert [v.casts for v in voters] == [1] and [b.choices for b in ballots] == ["1"]
+
+
 async def test_close_and_casts_race_loses_nothing(db: Database) -> None:
     w = await make_world(db, [100] * 8)
     pid = await new_poll(db, w, options=["a", "b"])
