@@ -16,6 +16,7 @@ from handlers import (
     guards,
     join,
     leads,
+    newpoll,
     newtask,
     pickers,
     points,
@@ -53,6 +54,7 @@ def register(app: LinliApp) -> None:
     tasks.register(app)  # before basics: it claims /start tasks|mytasks|tc-… (a check-in QR)
     newtask.register(app)  # before basics: it claims /start newtask-…
     polls.register(app)  # before basics: it claims /start poll-…, ballots-…, polls
+    newpoll.register(app)  # /start newpoll
     agenda.register(app)  # before basics: it claims /start propose
     basics.register(app)
     flowui.register(app)  # the one cancel button; a photo answering a flow's step

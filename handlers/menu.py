@@ -52,6 +52,7 @@ COMMANDS = (
     Command("polls", "resident", "any"),
     Command("propose", "resident", "any"),
     Command("agenda", "resident", "any"),
+    Command("newpoll", "lead", "any"),
     Command("proxy", "lead", "group"),
     Command("owner", "lead", "group"),
     Command("talkday", "lead", "any"),

@@ -18,9 +18,10 @@ from sqlalchemy import update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import digest, outbox
+from models import digest, flows, outbox
 from models.base import TelegramId, UTCDateTime, dialect_insert
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from models.flows import Flow
 from models.people import (
     Authority,
     Community,
@@ -31,7 +32,16 @@ from models.people import (
     get_unit,
     require,
 )
-from models.polls import Counting, Poll, PollSpec, check_spec, insert_poll
+from models.polls import (
+    MAX_OPTIONS,
+    Counting,
+    Poll,
+    PollSpec,
+    check_spec,
+    draft_unit,
+    insert_poll,
+    options_of,
+)
 from models.tally import DEFAULT_WEIGHTS, Method, Rule
 
 CARD = "proposal"  # the live card's kind (handlers/agenda.py builds it)
@@ -323,10 +333,46 @@ async def _hold_talk(
     if (await session.exec(select(Poll.id).where(Poll.origin == origin))).first() is not None:
         return None
     poll = await insert_poll(session, unit=unit, spec=spec, by=talk.set_by, now=now, origin=origin)
-    for proposal in top:
-        proposal.status, proposal.poll_id, proposal.updated_at = ProposalStatus.polled, poll.id, now
-        await outbox.mark_changed(session, kind=CARD, subject_id=proposal.id or 0, now=now)
+    await put_on_poll(session, poll, now=now)
     return poll  # its card, posted with it, announces it in the unit's chats
+
+
+async def put_on_poll(session: AsyncSession, poll: Poll, *, now: datetime) -> list[Proposal]:
+    """The open proposals among a poll's options go on its ballot; their cards say so."""
+    assert poll.id is not None
+    ids = [o.proposal_id for o in await options_of(session, poll.id) if o.proposal_id]
+    found = []
+    for proposal_id in ids:
+        proposal = await session.get(Proposal, proposal_id, with_for_update=True)
+        if proposal is None or proposal.status != ProposalStatus.open:
+            continue
+        proposal.status, proposal.poll_id, proposal.updated_at = ProposalStatus.polled, poll.id, now
+        await outbox.mark_changed(session, kind=CARD, subject_id=proposal_id, now=now)
+        found.append(proposal)
+    await session.flush()
+    return found
+
+
+async def add_to_draft(
+    session: AsyncSession, flow: Flow, proposal_id: int, *, now: datetime
+) -> None:
+    """A /newpoll draft takes an open proposal of its unit's agenda as an option (its title);
+    a proposal already there stays once; another unit's or a closed one is a stale button."""
+    unit = await draft_unit(session, flow)
+    proposal = await session.get(Proposal, proposal_id)
+    if proposal is None or proposal.status != ProposalStatus.open:
+        raise InvalidInput("stale_button")
+    if not (await get_unit(session, proposal.unit_id)).path.startswith(unit.path):
+        raise InvalidInput("stale_button")
+    options = list(flow.data.get("options", []))
+    if any(o.get("p") == proposal_id for o in options):
+        return
+    if any(str(o["t"]).casefold() == proposal.title.casefold() for o in options):
+        raise InvalidInput("poll_duplicate_option")
+    if len(options) >= MAX_OPTIONS:
+        raise InvalidInput("poll_too_many_options", limit=MAX_OPTIONS)
+    await flows.append(session, flow, key="options", value={"t": proposal.title, "p": proposal_id},
+                       limit=MAX_OPTIONS, now=now)  # fmt: skip
 
 
 # --- the weekly digest's section -------------------------------------------------------

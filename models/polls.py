@@ -32,9 +32,10 @@ from sqlalchemy import select as sql_select
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import outbox
+from models import flows, outbox
 from models.base import TelegramId, UTCDateTime, dialect_insert
-from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from models.errors import Conflict, DomainError, InvalidInput, NotAllowed, NotFound
+from models.flows import Flow
 from models.people import (
     Authority,
     Community,
@@ -57,6 +58,7 @@ from models.tally import (
     decode,
     digest,
     encode,
+    parse_fraction,
 )
 from models.tally import Ballot as CountedBallot
 
@@ -1115,6 +1117,9 @@ async def card_view(session: AsyncSession, poll: Poll, *, now: datetime) -> dict
         "owners": poll.counts_owners,
         "by_area": poll.area_weighted,
         "rule": poll.rule,
+        "quorum": poll.quorum,
+        "threshold": poll.threshold,
+        "strict": poll.threshold_strict,
         "anonymous": poll.anonymous,
         "state": poll.state(now),
         "opens": await local_time(session, poll.community_id, poll.opens_at),
@@ -1234,3 +1239,280 @@ async def roll_call(session: AsyncSession, poll: Poll) -> list[list[str]]:
         .order_by(col(PollVoter.slot))
     )
     return [[v.slot, str(v.person_id), str(v.proxy_by or ""), choices] for v, choices in rows.all()]
+
+
+# --- a lead's draft (/newpoll, a guided flow of kind "poll") -------------------------------
+
+QUESTION_LIMIT = 200
+DESCRIPTION_LIMIT = 1000
+OPTION_LIMIT = 100
+REMIND_HOURS = (24, 48, 0)  # the reminder choices on the draft screen; 0: none
+QUORUMS = ("", "1/2", "2/3", "3/4")
+
+
+def draft_defaults() -> dict[str, Any]:
+    """A new draft: what a lead who taps straight through gets (a consultation, one ballot per
+    person, named, results after closing, a reminder a day before)."""
+    return {
+        "method": None,
+        "weights": "5-3-1",
+        "max_choices": 1,
+        "counting": Counting.person,  # or "household", or "area" (household by floor area)
+        "owners": False,
+        "rule": Rule.none,
+        "quorum": "",
+        "threshold": "",
+        "strict": False,
+        "anonymous": False,
+        "live": False,
+        "remind": 24,
+        "options": [],  # [{"t": text, "p": proposal id or None}]
+    }
+
+
+def clean_question(text: str) -> str:
+    question = " ".join(text.split())
+    if not 2 <= len(question) <= QUESTION_LIMIT:
+        raise InvalidInput("poll_question_length", limit=QUESTION_LIMIT)
+    return question
+
+
+def clean_description(text: str) -> str:
+    description = "\n".join(" ".join(row.split()) for row in text.strip().splitlines()).strip()
+    if len(description) > DESCRIPTION_LIMIT:
+        raise InvalidInput("poll_description_length", limit=DESCRIPTION_LIMIT)
+    return description
+
+
+def clean_option(text: str) -> str:
+    option = " ".join(text.split())
+    if len(option) > OPTION_LIMIT:
+        raise InvalidInput("poll_option_length", limit=OPTION_LIMIT)
+    return option
+
+
+async def add_draft_options(
+    session: AsyncSession, flow: Flow, lines: Sequence[str], *, now: datetime
+) -> list[Any]:
+    """Options typed one per line, added after those in the draft: all of them or none (a line
+    too long, one already there, more than MAX_OPTIONS in all: refused, nothing added)."""
+    have = list(flow.data.get("options", []))
+    seen = {str(o["t"]).casefold() for o in have}
+    new: list[str] = []
+    for line in lines:
+        option = clean_option(line)
+        if not option:
+            continue
+        if option.casefold() in seen:
+            raise InvalidInput("poll_duplicate_option")
+        seen.add(option.casefold())
+        new.append(option)
+    if not new:
+        raise InvalidInput("poll_too_few_options")
+    if len(have) + len(new) > MAX_OPTIONS:
+        raise InvalidInput("poll_too_many_options", limit=MAX_OPTIONS)
+    for option in new:
+        have = await flows.append(
+            session, flow, key="options", value={"t": option, "p": None}, limit=MAX_OPTIONS,
+            now=now,
+        )  # fmt: skip
+    return have
+
+
+async def remove_draft_option(
+    session: AsyncSession, flow: Flow, number: int, *, now: datetime
+) -> None:
+    options = list(flow.data.get("options", []))
+    if not 1 <= number <= len(options):
+        raise InvalidInput("stale_button")
+    await flows.remove(session, flow, key="options", value=options[number - 1], now=now)
+
+
+def draft_setting(what: str, value: str, *more: str) -> dict[str, Any]:
+    """A draft screen button's value as draft fields; anything else is a stale or forged button."""
+    if what == "c" and value in (Counting.person, Counting.household, "area"):
+        return {"counting": value}
+    if what in ("o", "a", "l") and value in ("0", "1"):
+        return {{"o": "owners", "a": "anonymous", "l": "live"}[what]: value == "1"}
+    if what == "r" and value in tuple(Rule):
+        return {"rule": value}
+    if what == "rh" and value.isdigit() and int(value) in REMIND_HOURS:
+        return {"remind": int(value)}
+    if what == "q" and value.replace("_", "/") in QUORUMS:
+        return {"rule": Rule.custom, "quorum": value.replace("_", "/")}
+    if what == "t" and more and more[0] in ("0", "1"):
+        try:
+            threshold = Fraction(value.replace("_", "/"))
+        except (ValueError, ZeroDivisionError):
+            raise InvalidInput("stale_button") from None
+        check_fraction(threshold)
+        return {"rule": Rule.custom, "threshold": str(threshold), "strict": more[0] == "1"}
+    raise InvalidInput("stale_button")
+
+
+def parse_rule(text: str) -> tuple[str, str, bool]:
+    """A custom rule typed as 'quorum approval' ("60% 55%", "2/3 >1/2", "0 50%"): the quorum
+    (empty for none), the approval threshold, and whether it is "more than" (a leading >)."""
+    parts = text.replace("，", " ").replace(",", " ").split()
+    if len(parts) != 2:
+        raise InvalidInput("poll_rule_format")
+    strict = parts[1].startswith(">")
+    try:
+        quorum = parse_fraction(parts[0])
+        threshold = parse_fraction(parts[1].lstrip(">≥="))
+    except (ValueError, ZeroDivisionError):
+        raise InvalidInput("poll_rule_format") from None
+    check_fraction(quorum)
+    check_fraction(threshold)
+    return ("" if quorum == 0 else str(quorum)), str(threshold), strict
+
+
+def _moment(value: Any) -> datetime | None:
+    if isinstance(value, dict) and value.get("start"):
+        return datetime.fromisoformat(str(value["start"]))
+    return None
+
+
+def draft_spec(data: dict[str, Any], *, now: datetime) -> PollSpec:
+    """The draft as a checked PollSpec; raises the first problem (a DomainError)."""
+    if not data.get("question"):
+        raise InvalidInput("poll_question_length", limit=QUESTION_LIMIT)
+    if data.get("unit_id") is None:
+        raise InvalidInput("poll_no_unit")
+    if data.get("method") is None:
+        raise InvalidInput("poll_no_method")
+    closes = _moment(data.get("closes"))
+    if closes is None:
+        raise InvalidInput("poll_no_closing")
+    if data.get("rule") == Rule.custom and not data.get("threshold"):
+        raise InvalidInput("poll_no_threshold")
+    counting = data.get("counting", Counting.person)
+    options = list(data.get("options", []))
+    spec = PollSpec(
+        unit_id=int(data["unit_id"]),
+        question=str(data["question"]),
+        description=str(data.get("description", "")),
+        options=[str(o["t"]) for o in options],
+        proposal_ids=[o.get("p") for o in options] if any(o.get("p") for o in options) else [],
+        opens_at=max(_moment(data.get("opens")) or now, now),
+        closes_at=closes,
+        method=str(data["method"]),
+        max_choices=int(data.get("max_choices", 1)),
+        weights=parse_weights(str(data.get("weights", "5-3-1"))),
+        counting=Counting.person if counting == Counting.person else Counting.household,
+        area_weighted=counting == "area",
+        owners_only=bool(data.get("owners")),
+        rule=str(data.get("rule", Rule.none)),
+        quorum=Fraction(data["quorum"]) if data.get("quorum") else None,
+        threshold=Fraction(data["threshold"]) if data.get("threshold") else None,
+        threshold_strict=bool(data.get("strict")),
+        anonymous=bool(data.get("anonymous")),
+        live_results=bool(data.get("live")),
+        remind_before=timedelta(hours=int(data.get("remind", 24))),
+    )
+    return check_spec(spec, now=now)
+
+
+async def draft_unit(session: AsyncSession, flow: Flow) -> Unit:
+    unit_id = flow.data.get("unit_id")
+    if unit_id is None:
+        raise InvalidInput("stale_button")
+    return await get_unit(session, int(unit_id))
+
+
+async def draft_preview(session: AsyncSession, flow: Flow, *, now: datetime) -> dict[str, Any]:
+    """The draft as its card will look (same values as `card_view`), who could vote today, the
+    households with no recorded area, and the first problem that keeps it from being posted."""
+    data = flow.data
+    problem: str | None = None
+    params: dict[str, Any] = {}
+    try:
+        spec = draft_spec(dict(data), now=now)
+    except DomainError as refused:
+        problem, params = refused.key, dict(refused.params)
+        spec = None
+    unit = await get_unit(session, int(data["unit_id"])) if data.get("unit_id") else None
+    method = str(data.get("method") or Method.single)
+    counting = data.get("counting", Counting.person)
+    shown = Poll(
+        community_id=unit.community_id if unit else 0,
+        unit_id=(unit.id or 0) if unit else 0,
+        question=str(data.get("question", "")),
+        method=method,
+        counting=spec.counting if spec else (Counting.person if counting == Counting.person
+                                             else Counting.household),
+        area_weighted=spec.area_weighted if spec else counting == "area",
+        owners_only=spec.owners_only if spec else bool(data.get("owners")),
+        opens_at=now,
+        closes_at=now,
+        created_by=flow.owner_id,
+        created_at=now,
+    )  # fmt: skip
+    eligible = area_total = missing = 0
+    if unit is not None:
+        the_roll = await roll(session, shown, unit, with_people=False)
+        eligible, area_total = the_roll.electorate.heads, the_roll.electorate.area
+        missing = the_roll.electorate.missing_area
+    opens = spec.opens_at if spec else _moment(data.get("opens"))
+    closes = spec.closes_at if spec else _moment(data.get("closes"))
+    community_id = unit.community_id if unit else flow.community_id
+    return {
+        "card": {
+            "poll_id": None,
+            "question": shown.question,
+            "description": str(data.get("description", "")),
+            "method": method,
+            "weights": list(spec.weights)
+            if spec
+            else [int(w) for w in str(data.get("weights", "5-3-1")).split("-")],
+            "max_choices": int(data.get("max_choices", 1)),
+            "counting": shown.counting,
+            "owners": shown.counts_owners,
+            "by_area": shown.area_weighted,
+            "rule": spec.rule if spec else str(data.get("rule", Rule.none)),
+            "quorum": _fraction(spec.quorum) if spec and spec.quorum else "",
+            "threshold": _fraction(spec.threshold) if spec and spec.threshold else "",
+            "strict": bool(spec.threshold_strict) if spec else False,
+            "anonymous": bool(data.get("anonymous")),
+            "state": "scheduled" if opens and opens > now else "open",
+            "opens": await local_time(session, community_id, opens)
+            if opens and community_id
+            else "",
+            "closes": await local_time(session, community_id, closes)
+            if closes and community_id
+            else "",
+            "options": [str(o["t"]) for o in data.get("options", [])]
+            if method != Method.yesno
+            else ["yes", "no", "abstain"],
+            "voted": 0,
+            "eligible": eligible,
+            "area_voted": 0,
+            "area_total": area_total,
+            "missing_area": missing if shown.area_weighted else 0,
+            "reason": "",
+            "result": None,
+        },
+        "unit": unit.name if unit else None,
+        "live": bool(data.get("live")),
+        "remind": int(data.get("remind", 24)),
+        "problem": problem,
+        "params": params,
+    }
+
+
+async def create_from_draft(
+    session: AsyncSession, *, auth: Authority, flow: Flow, now: datetime
+) -> Poll:
+    """Post the draft (the flow's confirm calls this once)."""
+    return await create_poll(session, auth=auth, spec=draft_spec(dict(flow.data), now=now), now=now)
+
+
+async def card_chats(session: AsyncSession, poll: Poll) -> int:
+    """How many chats the poll's card goes to."""
+    rows = await session.exec(
+        select(outbox.Delivery.id).where(
+            outbox.Delivery.card == outbox.card_of(CARD, poll.id or 0),
+            col(outbox.Delivery.edits).is_(None),
+        )
+    )
+    return len(rows.all())

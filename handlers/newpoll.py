@@ -1,0 +1,440 @@
+"""/newpoll: a lead builds a poll tap by tap in the private chat (a guided flow of kind "poll").
+
+The question, a few lines of description, the unit (the unit-tree picker: only units the lead
+may lead), the method, the options (typed one per line, or picked from the unit's agenda), the
+closing time (the date-and-time picker); then the draft screen shows the card as voters will see
+it, with every setting (who counts, the decision rule, anonymous, when results show, opening
+time, the reminder) on buttons that set a value, and Post. Post makes the poll once (a double
+tap shows the same poll). Every button carries the flow id; the flow is loaded on the server
+(owner, open, not expired) and the poll is checked again in models/polls.py when it is made.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+from telegram import InlineKeyboardButton, Update
+from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+
+from bot.context import LinliApp, LinliContext
+from handlers import flowui, pickers
+from handlers.common import (
+    View,
+    answer,
+    as_int,
+    button,
+    callback_args,
+    deep_link,
+    is_private,
+    keyboard,
+    label,
+    load_auth,
+    reply,
+    rows_of,
+    show,
+    url_button,
+    user_id,
+)
+from models import agenda, flows, polls
+from models.errors import InvalidInput, NotAllowed
+from models.flows import Flow
+from models.people import Can
+from models.tally import Method, Rule
+
+KIND = "poll"
+PREFIX = "vn"
+WEIGHTS = ("5-3-1", "3-2-1")  # other weights are typed
+THRESHOLDS = ((Fraction(1, 2), True), (Fraction(2, 3), False), (Fraction(3, 4), False))
+AGENDA_LIMIT = 10
+
+
+def _fid(flow: Flow) -> int:
+    return flowui.flow_id(flow)
+
+
+def _data(flow: Flow, key: str, default: Any = None) -> Any:
+    return flow.data.get(key, default)
+
+
+# --- starting ------------------------------------------------------------------------------
+
+
+async def cmd_newpoll(update: Update, ctx: LinliContext) -> None:
+    """/newpoll (or /start newpoll): leads only; the draft lives in the private chat."""
+    if not is_private(update):
+        link = keyboard(
+            [[url_button(label(ctx, "polls", "open_private"), deep_link(ctx, "newpoll"))]]
+        )
+        await reply(update, ctx, "polls/new_privately", markup=link)
+        return
+    now = ctx.now()
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        if not auth.is_lead:
+            raise NotAllowed("newpoll_leads_only")
+        flow = await flows.start(session, kind=KIND, owner_id=user_id(update), now=now,
+                                 private=True, data=polls.draft_defaults())  # fmt: skip
+    await flowui.ask(update, ctx, flow, step="question", template="polls/new_ask_question")
+
+
+@flowui.answers(KIND, "question")
+async def on_question(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+    try:
+        question = polls.clean_question(text)
+    except InvalidInput as refused:
+        await flowui.ask(update, ctx, flow, step="question", template="polls/new_ask_question",
+                         problem=refused.key, **refused.params)  # fmt: skip
+        return
+    async with ctx.svc.db.transaction() as session:
+        live = await flowui.load(session, ctx, update, _fid(flow), kind=KIND)
+        await flows.update(session, live, now=ctx.now(), question=question)
+    await _ask_description(update, ctx, flow)
+
+
+async def _ask_description(update: Update, ctx: LinliContext, flow: Flow) -> None:
+    await flowui.ask(update, ctx, flow, step="description", template="polls/new_ask_description")
+    message = update.effective_message
+    assert message is not None
+    skip = keyboard([[button(label(ctx, "polls", "new_skip"), f"{PREFIX}:{_fid(flow)}:nodesc:")]])
+    await message.reply_text(label(ctx, "polls", "new_skip_hint"), reply_markup=skip)
+
+
+@flowui.answers(KIND, "description")
+async def on_description(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+    try:
+        description = polls.clean_description(text)
+    except InvalidInput as refused:
+        await flowui.ask(update, ctx, flow, step="description",
+                         template="polls/new_ask_description", problem=refused.key,
+                         **refused.params)  # fmt: skip
+        return
+    async with ctx.svc.db.transaction() as session:
+        live = await flowui.load(session, ctx, update, _fid(flow), kind=KIND)
+        await flows.update(session, live, now=ctx.now(), description=description)
+    await _pick_unit(update, ctx, flow)
+
+
+async def _pick_unit(update: Update, ctx: LinliContext, flow: Flow) -> None:
+    await pickers.units(update, ctx, flow, field="unit_id", can=Can.lead,
+                        heading="polls/new_pick_unit")  # fmt: skip
+
+
+@pickers.chosen(KIND)
+async def after_picker(update: Update, ctx: LinliContext, flow: Flow, field: str) -> None:
+    """The unit or a time was chosen: the next step, or back to the draft screen."""
+    if field == "unit_id":
+        async with ctx.svc.db.transaction() as session:
+            live = await flowui.load(session, ctx, update, _fid(flow), kind=KIND)
+            unit = await polls.draft_unit(session, live)
+            live.community_id = unit.community_id
+            # Agenda picks belong to the unit chosen before: a new unit starts them again.
+            kept = [o for o in _data(live, "options", []) if not o.get("p")]
+            await flows.update(session, live, now=ctx.now(), options=kept)
+        if _data(flow, "method") is None:
+            await show(update, ctx, method_view(ctx, flow))
+            return
+    elif field == "closes" and not _data(flow, "reviewed"):
+        async with ctx.svc.db.transaction() as session:
+            live = await flowui.load(session, ctx, update, _fid(flow), kind=KIND)
+            await flows.update(session, live, now=ctx.now(), reviewed=True)
+    await show(update, ctx, await draft_view(update, ctx, flow.id or 0))
+
+
+# --- method and options ------------------------------------------------------------------
+
+
+def method_view(ctx: LinliContext, flow: Flow) -> View:
+    fid = _fid(flow)
+    rows = [
+        [button(label(ctx, "polls", "new_single"), f"{PREFIX}:{fid}:m:single")],
+        [button(label(ctx, "polls", "new_multiple"), f"{PREFIX}:{fid}:m:multiple")],
+        [button(label(ctx, "polls", "new_yesno"), f"{PREFIX}:{fid}:m:yesno")],
+        [button(label(ctx, "polls", "new_ranking", weights=w), f"{PREFIX}:{fid}:w:{w}")
+         for w in WEIGHTS],
+        [button(label(ctx, "polls", "new_weights_typed"), f"{PREFIX}:{fid}:wt:")],
+        flowui.cancel_row(ctx, flow),
+    ]  # fmt: skip
+    return View("polls/new_method", {"question": _data(flow, "question")}, keyboard(rows))
+
+
+async def options_view(update: Update, ctx: LinliContext, flow: Flow) -> View:
+    fid = _fid(flow)
+    options = [o["t"] for o in _data(flow, "options", [])]
+    rows: list[list[InlineKeyboardButton]] = []
+    rows += rows_of(
+        [button(label(ctx, "polls", "new_remove", n=n), f"{PREFIX}:{fid}:rm:{n}")
+         for n in range(1, len(options) + 1)],
+        5,
+    )  # fmt: skip
+    rows.append([button(label(ctx, "polls", "new_type_options"), f"{PREFIX}:{fid}:ot:")])
+    rows.append([button(label(ctx, "polls", "new_from_agenda"), f"{PREFIX}:{fid}:ag:")])
+    if len(options) >= 2:
+        rows.append([button(label(ctx, "polls", "new_options_done"), f"{PREFIX}:{fid}:od:")])
+    rows.append(flowui.cancel_row(ctx, flow))
+    return View(
+        "polls/new_options",
+        {"options": options, "limit": polls.MAX_OPTIONS, "question": _data(flow, "question")},
+        keyboard(rows),
+    )
+
+
+async def _ask_options(update: Update, ctx: LinliContext, flow: Flow, **params: object) -> None:
+    await flowui.ask(update, ctx, flow, step="options", template="polls/new_ask_options",
+                     limit=polls.MAX_OPTIONS, **params)  # fmt: skip
+
+
+@flowui.answers(KIND, "options")
+async def on_options(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+    """Options typed one per line (added to those already there; all or nothing)."""
+    try:
+        async with ctx.svc.db.transaction() as session:
+            live = await flowui.load(session, ctx, update, _fid(flow), kind=KIND)
+            await polls.add_draft_options(session, live, text.splitlines(), now=ctx.now())
+    except InvalidInput as refused:
+        await _ask_options(update, ctx, flow, problem=refused.key, **refused.params)
+        return
+    await show(update, ctx, await options_view(update, ctx, live))
+
+
+async def agenda_view(update: Update, ctx: LinliContext, flow: Flow) -> View:
+    fid = _fid(flow)
+    async with ctx.svc.db.transaction(write=False) as session:
+        unit = await polls.draft_unit(session, flow)
+        found = await agenda.agenda(session, unit=unit, limit=AGENDA_LIMIT)
+    taken = {o.get("p") for o in _data(flow, "options", [])}
+    rows = [
+        [button(("✅ " if p.id in taken else "➕ ") + p.title[:40], f"{PREFIX}:{fid}:ap:{p.id}")]
+        for p in found
+    ]
+    rows.append([button(label(ctx, "polls", "new_back_options"), f"{PREFIX}:{fid}:ob:")])
+    return View(
+        "polls/new_agenda",
+        {"proposals": [(p.title, p.support) for p in found], "unit": unit.name},
+        keyboard(rows),
+    )
+
+
+# --- the draft screen --------------------------------------------------------------------
+
+
+def _choice(ctx: LinliContext, key: str, on: bool, **params: object) -> str:
+    return ("✅ " if on else "") + label(ctx, "polls", key, **params)
+
+
+async def draft_view(update: Update, ctx: LinliContext, fid: int) -> View:
+    """The card as voters will see it, what the settings mean, and the buttons to change them."""
+    now = ctx.now()
+    async with ctx.svc.db.transaction(write=False) as session:
+        flow = await flows.load(session, flow_id=fid, owner_id=user_id(update), now=now,
+                                kind=KIND, in_private=is_private(update))  # fmt: skip
+        draft = await polls.draft_preview(session, flow, now=now)
+    d = flow.data
+    f = f"{PREFIX}:{fid}"
+    counting = d.get("counting")
+    rule = d.get("rule")
+    rows = [
+        [button(_choice(ctx, "new_per_person", counting == "person"), f"{f}:c:person"),
+         button(_choice(ctx, "new_per_household", counting == "household"), f"{f}:c:household"),
+         button(_choice(ctx, "new_by_area", counting == "area"), f"{f}:c:area")],
+        [button(_choice(ctx, "new_everyone", not d.get("owners")), f"{f}:o:0"),
+         button(_choice(ctx, "new_owners", bool(d.get("owners"))), f"{f}:o:1")],
+        [button(_choice(ctx, "new_rule_none", rule == Rule.none), f"{f}:r:none"),
+         button(_choice(ctx, "new_rule_custom", rule == Rule.custom), f"{f}:r:custom")],
+        [button(_choice(ctx, "new_rule_ordinary", rule == Rule.art278_ordinary),
+                f"{f}:r:art278_ordinary"),
+         button(_choice(ctx, "new_rule_major", rule == Rule.art278_major), f"{f}:r:art278_major")],
+        [button(_choice(ctx, "new_named", not d.get("anonymous")), f"{f}:a:0"),
+         button(_choice(ctx, "new_anonymous", bool(d.get("anonymous"))), f"{f}:a:1")],
+        [button(_choice(ctx, "new_results_after", not d.get("live")), f"{f}:l:0"),
+         button(_choice(ctx, "new_results_live", bool(d.get("live"))), f"{f}:l:1")],
+        [button(_choice(ctx, "new_remind", d.get("remind") == h, hours=h), f"{f}:rh:{h}")
+         for h in polls.REMIND_HOURS],
+        [button(label(ctx, "polls", "new_opens"), f"{f}:when:opens"),
+         button(label(ctx, "polls", "new_closes"), f"{f}:when:closes")],
+        [button(label(ctx, "polls", "new_edit_options"), f"{f}:ob:"),
+         button(label(ctx, "polls", "new_edit_method"), f"{f}:mv:")],
+    ]  # fmt: skip
+    if rule == Rule.custom:
+        rows.insert(4, [button(_choice(ctx, "new_quorum", d.get("quorum", "") == q, q=q),
+                               f"{f}:q:{q.replace('/', '_')}") for q in polls.QUORUMS])  # fmt: skip
+        rows.insert(5, [
+            button(_choice(ctx, "new_threshold",
+                           d.get("threshold") == str(t) and bool(d.get("strict")) == s,
+                           t=str(t), strict=s),
+                   f"{f}:t:{str(t).replace('/', '_')}:{int(s)}")
+            for t, s in THRESHOLDS
+        ] + [button(label(ctx, "polls", "new_threshold_typed"), f"{f}:tt:")])  # fmt: skip
+    if draft["problem"] is None:
+        rows.append([button(label(ctx, "polls", "new_post"), f"{f}:post:")])
+    rows.append(flowui.cancel_row(ctx, flow))
+    return View("polls/new_draft", {"draft": draft}, keyboard(rows))
+
+
+async def _set(update: Update, ctx: LinliContext, fid: str, **fields: Any) -> Flow:
+    async with ctx.svc.db.transaction() as session:
+        flow = await flowui.load(session, ctx, update, fid, kind=KIND)
+        await flows.update(session, flow, now=ctx.now(), **fields)
+    return flow
+
+
+@flowui.answers(KIND, "weights")
+async def on_weights(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+    try:
+        weights = polls.parse_weights(text)
+    except InvalidInput as refused:
+        await flowui.ask(update, ctx, flow, step="weights", template="polls/new_ask_weights",
+                         problem=refused.key, **refused.params)  # fmt: skip
+        return
+    flow = await _set(update, ctx, str(_fid(flow)), method=Method.ranking,
+                      weights="-".join(map(str, weights)))  # fmt: skip
+    await _after_method(update, ctx, flow)
+
+
+@flowui.answers(KIND, "threshold")
+async def on_threshold(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+    """A custom rule typed as 'quorum approval', e.g. '60% 55%' or '2/3 >1/2'."""
+    try:
+        quorum, threshold, strict = polls.parse_rule(text)
+    except InvalidInput as refused:
+        await flowui.ask(update, ctx, flow, step="threshold", template="polls/new_ask_threshold",
+                         problem=refused.key, **refused.params)  # fmt: skip
+        return
+    await _set(update, ctx, str(_fid(flow)), rule=Rule.custom, quorum=quorum,
+               threshold=threshold, strict=strict)  # fmt: skip
+    await show(update, ctx, await draft_view(update, ctx, _fid(flow)))
+
+
+async def _after_method(update: Update, ctx: LinliContext, flow: Flow) -> None:
+    if flow.data.get("method") == Method.yesno or flow.data.get("options_done"):
+        await _next_after_options(update, ctx, flow)
+    else:
+        await show(update, ctx, await options_view(update, ctx, flow))
+
+
+async def _next_after_options(update: Update, ctx: LinliContext, flow: Flow) -> None:
+    if flow.data.get("method") == Method.multiple:
+        fid = _fid(flow)
+        n = len(flow.data.get("options", []))
+        rows = [
+            *rows_of([button(str(k), f"{PREFIX}:{fid}:k:{k}") for k in range(1, n + 1)], 5),
+            flowui.cancel_row(ctx, flow),
+        ]
+        await show(update, ctx, View("polls/new_max_choices", {"options": n}, keyboard(rows)))
+        return
+    await _to_closing_or_draft(update, ctx, flow)
+
+
+async def _to_closing_or_draft(update: Update, ctx: LinliContext, flow: Flow) -> None:
+    if flow.data.get("closes") is None:
+        await pickers.when(update, ctx, flow, field="closes", heading="polls/new_ask_closes")
+    else:
+        await show(update, ctx, await draft_view(update, ctx, _fid(flow)))
+
+
+async def btn_draft(update: Update, ctx: LinliContext) -> None:
+    """vn:<flow>:<what>:<value>[:<more>] — every button of the draft sets a value."""
+    fid, what, value, *more = [*callback_args(update, PREFIX, 3), ""]
+    more = [m for m in more if m]
+    if what == "nodesc":
+        flow = await _set(update, ctx, fid, description="")
+        await answer(update, ctx)
+        await _pick_unit(update, ctx, flow)
+    elif what == "m":
+        if value not in (Method.single, Method.multiple, Method.yesno):
+            raise InvalidInput("stale_button")
+        flow = await _set(update, ctx, fid, method=value)
+        await _after_method(update, ctx, flow)
+    elif what == "w":
+        weights = polls.parse_weights(value.replace("_", "-"))
+        flow = await _set(update, ctx, fid, method=Method.ranking,
+                          weights="-".join(map(str, weights)))  # fmt: skip
+        await _after_method(update, ctx, flow)
+    elif what == "wt":
+        flow = await _set(update, ctx, fid)
+        await answer(update, ctx)
+        await flowui.ask(update, ctx, flow, step="weights", template="polls/new_ask_weights",
+                         places=polls.MAX_PLACES)  # fmt: skip
+    elif what == "mv":
+        flow = await _set(update, ctx, fid)
+        await show(update, ctx, method_view(ctx, flow))
+    elif what == "ot":
+        flow = await _set(update, ctx, fid)
+        await answer(update, ctx)
+        await _ask_options(update, ctx, flow)
+    elif what == "rm":
+        async with ctx.svc.db.transaction() as session:
+            flow = await flowui.load(session, ctx, update, fid, kind=KIND)
+            await polls.remove_draft_option(session, flow, as_int(value), now=ctx.now())
+        await show(update, ctx, await options_view(update, ctx, flow))
+    elif what == "ag":
+        flow = await _set(update, ctx, fid)
+        await show(update, ctx, await agenda_view(update, ctx, flow))
+    elif what == "ap":
+        async with ctx.svc.db.transaction() as session:
+            flow = await flowui.load(session, ctx, update, fid, kind=KIND)
+            await agenda.add_to_draft(session, flow, as_int(value), now=ctx.now())
+        await show(update, ctx, await agenda_view(update, ctx, flow))
+    elif what == "ob":
+        flow = await _set(update, ctx, fid)
+        await show(update, ctx, await options_view(update, ctx, flow))
+    elif what == "od":
+        async with ctx.svc.db.transaction() as session:
+            flow = await flowui.load(session, ctx, update, fid, kind=KIND)
+            if len(flow.data.get("options", [])) < 2:
+                raise InvalidInput("poll_too_few_options")
+            await flows.update(session, flow, now=ctx.now(), options_done=True)
+        await _next_after_options(update, ctx, flow)
+    elif what == "k":
+        async with ctx.svc.db.transaction() as session:
+            flow = await flowui.load(session, ctx, update, fid, kind=KIND)
+            if not 1 <= as_int(value) <= len(flow.data.get("options", [])):
+                raise InvalidInput("stale_button")
+            await flows.update(session, flow, now=ctx.now(), max_choices=as_int(value))
+        await _to_closing_or_draft(update, ctx, flow)
+    elif what == "when":
+        if value not in ("opens", "closes"):
+            raise InvalidInput("stale_button")
+        flow = await _set(update, ctx, fid)
+        await pickers.when(update, ctx, flow, field=value, now=value == "opens",
+                           heading=f"polls/new_ask_{value}")  # fmt: skip
+    elif what == "tt":
+        flow = await _set(update, ctx, fid)
+        await answer(update, ctx)
+        await flowui.ask(update, ctx, flow, step="threshold", template="polls/new_ask_threshold")
+    elif what == "post":
+        await post(update, ctx, fid)
+    else:
+        fields = polls.draft_setting(what, value, *more)
+        await _set(update, ctx, fid, **fields)
+        await show(update, ctx, await draft_view(update, ctx, as_int(fid)))
+
+
+async def post(update: Update, ctx: LinliContext, fid: str) -> None:
+    """Make the poll once: a second tap (or a repeated update) shows the same poll."""
+    now = ctx.now()
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+
+        async def make(flow: Flow) -> int:
+            poll = await polls.create_from_draft(session, auth=auth, flow=flow, now=now)
+            await agenda.put_on_poll(session, poll, now=now)
+            assert poll.id is not None
+            return poll.id
+
+        flow, created = await flows.confirm(session, flow_id=as_int(fid), owner_id=auth.person_id,
+                                            now=now, make=make, kind=KIND,
+                                            in_private=is_private(update))  # fmt: skip
+        poll = await polls.get_poll(session, flow.result_id or 0)
+        chats = await polls.card_chats(session, poll)
+    await show(update, ctx, View("polls/new_posted",
+                                 {"poll": poll, "created": created, "chats": chats}))  # fmt: skip
+
+
+def register(app: LinliApp) -> None:
+    flowui.on_cancel(KIND, "polls/new_cancelled")
+    app.add_handler(CommandHandler("newpoll", cmd_newpoll))
+    app.add_handler(
+        CommandHandler("start", cmd_newpoll, filters=filters.Regex(r"^/start newpoll$"))
+    )
+    app.add_handler(CallbackQueryHandler(btn_draft, pattern=rf"^{PREFIX}:"))
