@@ -31,7 +31,7 @@ from handlers.common import (
     url_button,
     user_id,
 )
-from models import agenda, people
+from models import agenda, loop, people
 from models.agenda import Proposal
 from models.errors import InvalidInput, NotAllowed
 
@@ -123,7 +123,9 @@ async def proposal_card(req: cards.CardRequest) -> cards.Card | None:
     if proposal.status == agenda.ProposalStatus.open:
         support = req.label("agenda", "support", count=proposal.support)
         markup = keyboard([[button(support, f"ags:{proposal.id}")]])
-    return cards.Card("agenda/card", {"proposal": proposal}, markup)
+    went = await loop.outcome_of(req.session, proposal)
+    shown = None if went is None else {"kind": went.kind, "label": went.label}
+    return cards.Card("agenda/card", {"proposal": proposal, "went": shown}, markup)
 
 
 async def btn_support(update: Update, ctx: LinliContext) -> None:

@@ -129,6 +129,19 @@ async def ask(
     to this flow and step is set, then `template` is sent (a forced reply in groups; privately,
     with `rows` of the feature's own buttons — Skip, a few common answers — above the cancel
     button)."""
+    await wait_for(update, ctx, flow, step=step)
+    private = is_private(update)
+    markup = keyboard([*rows, cancel_row(ctx, flow)]) if private else ForceReply(selective=True)
+    message = update.effective_message
+    assert message is not None
+    await message.reply_text(
+        render(ctx, template, **params), reply_markup=markup, do_quote=not private
+    )
+
+
+async def wait_for(update: Update, ctx: LinliContext, flow: Flow, *, step: str) -> None:
+    """Let the flow wait for a typed answer to `step` without asking in a message of its own:
+    the screen just shown says what to send (a poll's options, one message after another)."""
     chat = update.effective_chat
     assert chat is not None
     async with ctx.svc.db.transaction() as session:
@@ -142,13 +155,6 @@ async def ask(
             payload=f"{flow_id(flow)}:{step}",
             now=ctx.now(),
         )
-    private = is_private(update)
-    markup = keyboard([*rows, cancel_row(ctx, flow)]) if private else ForceReply(selective=True)
-    message = update.effective_message
-    assert message is not None
-    await message.reply_text(
-        render(ctx, template, **params), reply_markup=markup, do_quote=not private
-    )
 
 
 def photo_of(update: Update) -> str | None:

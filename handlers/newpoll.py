@@ -92,12 +92,10 @@ async def on_question(update: Update, ctx: LinliContext, flow: Flow, text: str) 
     await _ask_description(update, ctx, flow)
 
 
-async def _ask_description(update: Update, ctx: LinliContext, flow: Flow) -> None:
-    await flowui.ask(update, ctx, flow, step="description", template="polls/new_ask_description")
-    message = update.effective_message
-    assert message is not None
-    skip = keyboard([[button(label(ctx, "polls", "new_skip"), f"{PREFIX}:{_fid(flow)}:nodesc:")]])
-    await message.reply_text(label(ctx, "polls", "new_skip_hint"), reply_markup=skip)
+async def _ask_description(update: Update, ctx: LinliContext, flow: Flow, **params: Any) -> None:
+    skip = [button(label(ctx, "polls", "new_skip"), f"{PREFIX}:{_fid(flow)}:nodesc:")]
+    await flowui.ask(update, ctx, flow, step="description", template="polls/new_ask_description",
+                     rows=[skip], **params)  # fmt: skip
 
 
 @flowui.answers(KIND, "description")
@@ -105,9 +103,7 @@ async def on_description(update: Update, ctx: LinliContext, flow: Flow, text: st
     try:
         description = polls.clean_description(text)
     except InvalidInput as refused:
-        await flowui.ask(update, ctx, flow, step="description",
-                         template="polls/new_ask_description", problem=refused.key,
-                         **refused.params)  # fmt: skip
+        await _ask_description(update, ctx, flow, problem=refused.key, **refused.params)
         return
     async with ctx.svc.db.transaction() as session:
         live = await flowui.load(session, ctx, update, _fid(flow), kind=KIND)
@@ -134,10 +130,6 @@ async def after_picker(update: Update, ctx: LinliContext, flow: Flow, field: str
         if _data(flow, "method") is None:
             await show(update, ctx, method_view(ctx, flow))
             return
-    elif field == "closes" and not _data(flow, "reviewed"):
-        async with ctx.svc.db.transaction() as session:
-            live = await flowui.load(session, ctx, update, _fid(flow), kind=KIND)
-            await flows.update(session, live, now=ctx.now(), reviewed=True)
     await show(update, ctx, await draft_view(update, ctx, flow.id or 0))
 
 
@@ -179,7 +171,7 @@ async def options_view(update: Update, ctx: LinliContext, flow: Flow) -> View:
     )
 
 
-async def _ask_options(update: Update, ctx: LinliContext, flow: Flow, **params: object) -> None:
+async def _ask_options(update: Update, ctx: LinliContext, flow: Flow, **params: Any) -> None:
     await flowui.ask(update, ctx, flow, step="options", template="polls/new_ask_options",
                      limit=polls.MAX_OPTIONS, **params)  # fmt: skip
 
@@ -194,6 +186,8 @@ async def on_options(update: Update, ctx: LinliContext, flow: Flow, text: str) -
     except InvalidInput as refused:
         await _ask_options(update, ctx, flow, problem=refused.key, **refused.params)
         return
+    # More lines may follow, one message after another, until Done.
+    await flowui.wait_for(update, ctx, live, step="options")
     await show(update, ctx, await options_view(update, ctx, live))
 
 

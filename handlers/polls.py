@@ -13,6 +13,7 @@ import csv
 import io
 import re
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
@@ -34,6 +35,7 @@ from handlers.common import (
     label,
     load_auth,
     note_replied,
+    private_only,
     replied_to,
     reply,
     rows_of,
@@ -42,7 +44,7 @@ from handlers.common import (
     url_button,
     user_id,
 )
-from models import agenda, people, polls
+from models import agenda, loop, people, polls
 from models.errors import Conflict, InvalidInput, NotAllowed
 from models.people import get_unit, require
 from models.polls import Poll, PollOption
@@ -349,7 +351,14 @@ async def manage_view(ctx: LinliContext, poll: Poll) -> View:
     now = ctx.now()
     async with ctx.svc.db.transaction(write=False) as session:
         card = await polls.card_view(session, poll, now=now)
+        follow = await loop.follow_ups(session, poll) if card["state"] == "closed" else []
     rows = []
+    for n, (proposal, went) in enumerate(follow, 1):
+        if went is None:
+            rows.append(
+                [button(label(ctx, "polls", "to_report", n=n), f"vfr:{proposal.id}"),
+                 button(label(ctx, "polls", "to_task", n=n), f"vft:{proposal.id}")]
+            )  # fmt: skip
     if card["state"] in ("open", "scheduled"):
         rows.append([button(label(ctx, "polls", "close_early"), f"vmc:{poll.id}")])
         rows.append(
@@ -358,7 +367,62 @@ async def manage_view(ctx: LinliContext, poll: Poll) -> View:
         )  # fmt: skip
     elif not poll.anonymous:
         rows.append([button(label(ctx, "polls", "roll_call"), f"vmr:{poll.id}")])
-    return View("polls/manage", {"card": card}, keyboard(rows))
+    topics = [
+        {"title": p.title, "went": None if w is None else {"kind": w.kind, "label": w.label,
+                                                          "done": w.done}}
+        for p, w in follow
+    ]  # fmt: skip
+    return View("polls/manage", {"card": card, "topics": topics}, keyboard(rows))
+
+
+async def _followed(update: Update, ctx: LinliContext, proposal: agenda.Proposal) -> None:
+    """Back to the poll's screen, which now shows where the topic went."""
+    assert proposal.poll_id is not None
+    poll = await _led_poll(update, ctx, proposal.poll_id)
+    await show(update, ctx, await manage_view(ctx, poll))
+
+
+async def btn_to_report(update: Update, ctx: LinliContext) -> None:
+    """vfr:<proposal>: the topic becomes a tracked problem report, in one tap."""
+    (proposal_id,) = callback_args(update, "vfr", 1)
+    private_only(update)
+    async with ctx.svc.db.transaction() as session:
+        proposal, _report = await loop.to_report(
+            session, auth=await load_auth(session, ctx, update),
+            proposal_id=as_int(proposal_id), now=ctx.now(),
+        )  # fmt: skip
+    await _followed(update, ctx, proposal)
+
+
+async def btn_to_task(update: Update, ctx: LinliContext) -> None:
+    """vft:<proposal>[:<task>]: the lead's upcoming tasks in the topic's unit; one links it."""
+    args = (update.callback_query.data or "").split(":") if update.callback_query else []
+    proposal_id, task_id = callback_args(update, "vft", 2) if len(args) == 3 else (
+        *callback_args(update, "vft", 1), "")  # fmt: skip
+    private_only(update)
+    now = ctx.now()
+    if task_id:
+        async with ctx.svc.db.transaction() as session:
+            proposal, _task = await loop.to_task(
+                session, auth=await load_auth(session, ctx, update),
+                proposal_id=as_int(proposal_id), task_id=as_int(task_id), now=now,
+            )  # fmt: skip
+        await _followed(update, ctx, proposal)
+        return
+    async with ctx.svc.db.transaction(write=False) as session:
+        auth = await load_auth(session, ctx, update)
+        proposal = await agenda.get_proposal(session, as_int(proposal_id))
+        require(auth, await get_unit(session, proposal.unit_id))
+        found = await loop.tasks_for(session, auth=auth, proposal=proposal, now=now)
+        zone = (await people.get_community(session, proposal.community_id)).timezone
+    rows = [
+        [button(f"{t.starts_at.astimezone(ZoneInfo(zone)):%m-%d %H:%M} {t.title}"[:60],
+                f"vft:{proposal.id}:{t.id}")]
+        for t in found
+    ]  # fmt: skip
+    rows.append([button(label(ctx, "polls", "back"), f"vm:{proposal.poll_id}")])
+    view = View("polls/to_task", {"title": proposal.title, "found": bool(found)}, keyboard(rows))
+    await show(update, ctx, view)
 
 
 async def btn_manage(update: Update, ctx: LinliContext) -> None:
@@ -641,7 +705,7 @@ async def _talk_days(session: AsyncSession, now: datetime) -> int:
 def register(app: LinliApp) -> None:
     cards.register(app, polls.CARD, poll_card)
     cards.register_drawing(app, polls.CHART.removeprefix(cards.DRAWN), chart.result_chart)
-    for rhythm in (_remind, _talk_days):
+    for rhythm in (_remind, _talk_days, loop.follow_outcomes):
         delivery.add_rhythm(app, rhythm)
     app.add_handler(
         CommandHandler(
@@ -660,6 +724,8 @@ def register(app: LinliApp) -> None:
         ("vmc", btn_close_early),
         ("vme", btn_extend),
         ("vmr", btn_roll_call),
+        ("vfr", btn_to_report),
+        ("vft", btn_to_task),
         ("vb", btn_build),
         ("vc", btn_confirm),
         ("vxb", btn_proxy_build),

@@ -217,19 +217,6 @@ async def agenda(
     return list((await session.exec(query)).all())
 
 
-async def set_outcome(
-    session: AsyncSession, *, proposal_id: int, outcome: str, done: bool, now: datetime
-) -> Proposal:
-    """Where a proposal went after its poll (a task, a report), and whether that is finished."""
-    proposal = await get_proposal(session, proposal_id)
-    proposal.outcome = outcome[:40]
-    if done:
-        proposal.status = ProposalStatus.done
-    proposal.updated_at = now
-    await session.flush()
-    return proposal
-
-
 # --- the monthly talk ------------------------------------------------------------------
 
 

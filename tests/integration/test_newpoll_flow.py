@@ -78,8 +78,13 @@ async def test_a_lead_builds_previews_and_posts_a_poll_once(
     # A repeated option: the whole message is refused, nothing added.
     refused = _last(await scene.say(lead, chat, "同意\n不同意\n同意"))
     assert "⚠️" in refused.text and (await _flow(db)).data["options"] == []
-    listed = _last(await scene.say(lead, chat, "同意\n 不同意 "))
-    assert "1. 同意" in listed.text and "2. 不同意" in listed.text
+    listed = _last(await scene.say(lead, chat, "同意"))
+    assert "1. 同意" in listed.text and "选项好了" not in str(listed.buttons)
+    # The next message adds more, without tapping anything in between.
+    listed = _last(await scene.say(lead, chat, " 不同意 \n弃权"))
+    assert "2. 不同意" in listed.text and "3. 弃权" in listed.text
+    listed = _last(await scene.tap(lead, listed, "✖ 3"))
+    assert "弃权" not in listed.text
     days = _last(await scene.tap(lead, listed, "选项好了"))
     assert "什么时候截止" in days.text
     times = _last(await scene.tap(lead, days, "明天"))

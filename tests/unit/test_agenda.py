@@ -147,7 +147,9 @@ def test_every_refusal_has_a_message_in_both_languages() -> None:
 
     renderer = Renderer()
     root = Path(__file__).parents[2]
-    source = "".join((root / "models" / f).read_text() for f in ("polls.py", "agenda.py"))
+    source = "".join(
+        (root / "models" / f).read_text() for f in ("polls.py", "agenda.py", "loop.py")
+    )
     keys = set(re.findall(r'(?:InvalidInput|NotAllowed|NotFound|Conflict)\(\s*"(\w+)"', source))
     assert len(keys) > 30
     for key in sorted(keys):
@@ -166,7 +168,9 @@ async def test_weekly_digest_section(db: Database) -> None:
     await propose(db, w, person(1), "修车棚")
     await support(db, person(2), rail)
     async with db.transaction() as s:
-        await agenda.set_outcome(s, proposal_id=rail, outcome="task:1", done=True, now=NOW)
+        done = await s.get(agenda.Proposal, rail)
+        assert done is not None
+        done.status, done.outcome, done.updated_at = agenda.ProposalStatus.done, "task:1", NOW
         poll = await polls.create_poll(
             s,
             auth=BOSS,
