@@ -22,7 +22,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, f
 from bot import cards, chart, delivery
 from bot.context import LinliApp, LinliContext
 from bot.db import Database
-from handlers import prompts
+from handlers import newtask, pickers, prompts
 from handlers.common import (
     View,
     answer,
@@ -44,9 +44,9 @@ from handlers.common import (
     url_button,
     user_id,
 )
-from models import agenda, loop, people, polls
+from models import agenda, flows, loop, people, polls
 from models.errors import Conflict, InvalidInput, NotAllowed
-from models.people import get_unit, require
+from models.people import Can, get_unit, require
 from models.polls import Poll, PollOption
 from models.tally import Method
 
@@ -420,6 +420,7 @@ async def btn_to_task(update: Update, ctx: LinliContext) -> None:
                 f"vft:{proposal.id}:{t.id}")]
         for t in found
     ]  # fmt: skip
+    rows.append([button(label(ctx, "polls", "new_task"), f"vfn:{proposal.id}")])
     rows.append([button(label(ctx, "polls", "back"), f"vm:{proposal.poll_id}")])
     view = View("polls/to_task", {"title": proposal.title, "found": bool(found)}, keyboard(rows))
     await show(update, ctx, view)
@@ -505,6 +506,23 @@ async def btn_roll_call(update: Update, ctx: LinliContext) -> None:
     assert message is not None
     await answer(update, ctx)
     await message.reply_document(out.getvalue().encode(), filename=f"poll-{poll.id}-roll.csv")
+
+
+async def btn_new_task(update: Update, ctx: LinliContext) -> None:
+    """vfn:<proposal>: a /newtask draft with the topic's title, opening at its unit; the task
+    it posts carries the topic out (loop.link_posted_tasks)."""
+    (proposal_id,) = callback_args(update, "vfn", 1)
+    private_only(update)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        proposal = await loop.may_follow_up(session, auth=auth, proposal_id=as_int(proposal_id))
+        flow = await flows.start(
+            session, kind=newtask.KIND, owner_id=auth.person_id, now=ctx.now(),
+            community_id=proposal.community_id, private=True, data=loop.task_draft(proposal),
+        )  # fmt: skip
+    await answer(update, ctx)
+    await pickers.units(update, ctx, flow, field="unit_id", can=Can.lead,
+                        heading="tasks/ask_unit", start=proposal.unit_id)  # fmt: skip
 
 
 # --- proxy ballots: a lead replies to a resident's message with /proxy ------------------
@@ -705,7 +723,7 @@ async def _talk_days(session: AsyncSession, now: datetime) -> int:
 def register(app: LinliApp) -> None:
     cards.register(app, polls.CARD, poll_card)
     cards.register_drawing(app, polls.CHART.removeprefix(cards.DRAWN), chart.result_chart)
-    for rhythm in (_remind, _talk_days, loop.follow_outcomes):
+    for rhythm in (_remind, _talk_days, loop.link_posted_tasks, loop.follow_outcomes):
         delivery.add_rhythm(app, rhythm)
     app.add_handler(
         CommandHandler(
@@ -726,6 +744,7 @@ def register(app: LinliApp) -> None:
         ("vmr", btn_roll_call),
         ("vfr", btn_to_report),
         ("vft", btn_to_task),
+        ("vfn", btn_new_task),
         ("vb", btn_build),
         ("vc", btn_confirm),
         ("vxb", btn_proxy_build),

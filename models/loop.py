@@ -9,12 +9,12 @@ import the agenda (a report put on it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import outbox, reports, tasks
+from models import flows, outbox, reports, tasks
 from models.agenda import CARD, Proposal, ProposalStatus
 from models.errors import Conflict, InvalidInput, NotFound
 from models.people import Authority, Unit, get_unit, links_of_units, require
@@ -86,6 +86,44 @@ async def to_task(
     require(auth, await get_unit(session, task.unit_id))
     await _went(session, proposal, f"{TASK}:{task_id}", now=now)
     return proposal, task
+
+
+async def may_follow_up(session: AsyncSession, *, auth: Authority, proposal_id: int) -> Proposal:
+    """The proposal, when this lead may send it on now (refuses, saying why, otherwise)."""
+    proposal = await _to_follow_up(session, auth=auth, proposal_id=proposal_id)
+    if proposal.outcome:
+        raise Conflict("proposal_followed_up")
+    return proposal
+
+
+def task_draft(proposal: Proposal) -> dict[str, object]:
+    """What a /newtask draft for this proposal starts with (the title; the description is asked)."""
+    return {"title": proposal.title[: tasks.TITLE_LIMIT], "near": proposal.unit_id,
+            "proposal": proposal.id}  # fmt: skip
+
+
+async def link_posted_tasks(session: AsyncSession, now: datetime) -> int:
+    """A rhythm: a task posted from a proposal's prefilled /newtask draft carries the proposal
+    out (the draft remembers the proposal; posting it makes the task)."""
+    posted = await session.exec(
+        select(flows.Flow).where(
+            flows.Flow.kind == TASK,
+            flows.Flow.status == flows.FlowStatus.confirmed,
+            col(flows.Flow.result_id).is_not(None),
+            col(flows.Flow.updated_at) >= now - timedelta(days=1),
+        )
+    )
+    linked = 0
+    for flow in posted.all():
+        proposal_id = flow.data.get("proposal")
+        if not isinstance(proposal_id, int):
+            continue
+        proposal = await session.get(Proposal, proposal_id)
+        if proposal is None or proposal.outcome or proposal.status != ProposalStatus.polled:
+            continue
+        await _went(session, proposal, f"{TASK}:{flow.result_id}", now=now)
+        linked += 1
+    return linked
 
 
 async def tasks_for(

@@ -6,19 +6,27 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bot import delivery
 from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import Call, Scene, alerts, messages
 from handlers.polls import close_due_polls
-from models import agenda, polls, reports
+from models import agenda, loop, polls, reports, tasks
 from models.agenda import Proposal
+from models.flows import Flow, FlowStatus
 from models.tally import Method
 from tests.conftest import NOW
 from tests.integration.conftest import Clock
 from tests.world import BOSS, GROUP_B3, LEAD, WANG, world
+
+
+async def _last_flow(db: Database) -> Flow:
+    async with db.transaction(write=False) as s:
+        found = (await s.exec(select(Flow).order_by(col(Flow.id).desc()))).first()
+    assert found is not None
+    return found
 
 
 def _last(calls: list[Call]) -> Call:
@@ -63,7 +71,30 @@ async def test_a_lead_turns_the_winning_topic_into_a_report_and_the_card_says_so
     assert "1 → 问题报告" not in str(manage.buttons)
     # The second topic: no upcoming task in the unit yet, so the lead is told to post one.
     pick = _last(await scene.tap(lead, manage, "2 → 志愿任务"))
-    assert "请先发布任务" in pick.text
+    assert "为它发布新任务" in pick.text
+    # A new task for it: the /newtask draft starts with its title, at its unit; posted, the
+    # topic shows the task.
+    tree = _last(await scene.tap(lead, pick, "为它发布新任务"))
+    assert "3号楼" in tree.text
+    flow = await _last_flow(db)
+    assert flow.kind == "task" and flow.data["title"] == "门口长椅"
+    ask = _last(await scene.tap(lead, tree, "就选"))
+    later = NOW + timedelta(days=1, minutes=3)
+    async with db.transaction() as s:
+        # Posted as /newtask's Post leaves it: the task made, the draft confirmed with its id.
+        task = await tasks.create_task(
+            s, auth=BOSS, unit_id=w.b3, now=later,
+            fields=tasks.Fields("门口长椅", later + timedelta(days=2),
+                                later + timedelta(days=2, hours=2)),
+        )  # fmt: skip
+        live = await s.get(Flow, flow.id)
+        assert live is not None
+        live.status, live.result_id = FlowStatus.confirmed, task.id
+        assert await loop.link_posted_tasks(s, later) == 1
+        assert await loop.link_posted_tasks(s, later) == 0
+    async with db.transaction(write=False) as s:
+        found = await s.get(Proposal, bench.id)
+    assert found is not None and found.outcome == f"task:{task.id}" and "任务说明" in ask.text
     await delivery.drain(app)
     cards = [c for c in messages(scene.tg.calls, GROUP_B3) if "议题：楼道扶手" in c.text]
     assert f"转为问题报告 {report.label}" in cards[-1].text
