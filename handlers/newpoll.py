@@ -247,7 +247,8 @@ async def draft_view(update: Update, ctx: LinliContext, fid: int) -> View:
         [button(label(ctx, "polls", "new_opens"), f"{f}:when:opens"),
          button(label(ctx, "polls", "new_closes"), f"{f}:when:closes")],
         [button(label(ctx, "polls", "new_edit_options"), f"{f}:ob:"),
-         button(label(ctx, "polls", "new_edit_method"), f"{f}:mv:")],
+         button(label(ctx, "polls", "new_edit_method"), f"{f}:mv:"),
+         button(label(ctx, "polls", "new_edit_unit"), f"{f}:unit:")],
     ]  # fmt: skip
     if rule == Rule.custom:
         rows.insert(4, [button(_choice(ctx, "new_quorum", d.get("quorum", "") == q, q=q),
@@ -349,6 +350,9 @@ async def btn_draft(update: Update, ctx: LinliContext) -> None:
         await answer(update, ctx)
         await flowui.ask(update, ctx, flow, step="weights", template="polls/new_ask_weights",
                          places=polls.MAX_PLACES)  # fmt: skip
+    elif what == "unit":
+        flow = await _set(update, ctx, fid)
+        await _pick_unit(update, ctx, flow)
     elif what == "mv":
         flow = await _set(update, ctx, fid)
         await show(update, ctx, method_view(ctx, flow))

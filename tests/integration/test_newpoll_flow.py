@@ -99,6 +99,12 @@ async def test_a_lead_builds_previews_and_posts_a_poll_once(
     draft = _last(await scene.tap(lead, draft, "匿名"))
     assert "还不能发布" in draft.text and "📣 发布表决" not in _labels(draft)
     draft = _last(await scene.tap(lead, draft, "记名"))
+    # The unit can be changed from the draft: 5号楼, then back to 3号楼.
+    tree = _last(await scene.tap(lead, draft, "✏️ 单元"))
+    draft = _last(await scene.tap(lead, tree, "5号楼"))
+    assert "5号楼" in draft.text
+    app.bot_data.guard.activity.clear()  # a person taps this fast only in a test: no flood
+    draft = _last(await scene.tap(lead, _last(await scene.tap(lead, draft, "✏️ 单元")), "3号楼"))
     # The households with no recorded area are counted for the lead before posting.
     assert "没有登记专有面积" in draft.text
     posted = _last(await scene.tap(lead, draft, "发布表决"))
