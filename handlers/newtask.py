@@ -193,9 +193,10 @@ async def _after_description(update: Update, ctx: LinliContext, flow: Flow, valu
     await pickers.when(update, ctx, live, field="when", end=True, heading="tasks/ask_when")
 
 
-def place_of(update: Update, text: str) -> dict[str, Any]:
+def place_of(update: Update, text: str, *, named: str = "") -> dict[str, Any]:
     """A place from a typed answer, or from a shared location or venue (its name and address,
-    and where it is)."""
+    and where it is). A bare pin keeps the place's name (`named`) if it has one, else is shown
+    by its coordinates."""
     message = update.effective_message
     venue = message.venue if message is not None else None
     spot = venue.location if venue is not None else (message.location if message else None)
@@ -203,7 +204,7 @@ def place_of(update: Update, text: str) -> dict[str, Any]:
         text = f"{venue.title} {venue.address}".strip()
     place = tasks.clean_text(text, limit=tasks.PLACE_LIMIT, error="task_place_long")
     if spot is not None and not place:
-        place = f"📍 {spot.latitude:.5f}, {spot.longitude:.5f}"
+        place = named or f"{spot.latitude:.5f}, {spot.longitude:.5f}"
     if not place:
         raise InvalidInput("task_place_empty")
     return {
@@ -599,12 +600,16 @@ async def _ask_edit(
 
 @flowui.answers(EDIT, "place", places=True)
 async def on_edit_place(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+    async with ctx.svc.db.transaction(write=False) as session:
+        task = await tasks.get_task(session, as_int(str(flow.data.get("task", ""))))
     try:
-        found = place_of(update, text)
+        found = place_of(update, text, named=task.place)
     except InvalidInput as exc:
         await _ask_edit(update, ctx, flow, "place", exc.key, **exc.params)
         return
-    await _apply(update, ctx, _fid(flow), place=found["place"])
+    spot = found["latitude"], found["longitude"]
+    where = None if spot[0] is None or spot[1] is None else (spot[0], spot[1])
+    await _apply(update, ctx, _fid(flow), place=found["place"], where=where)
 
 
 @flowui.answers(EDIT, "description")

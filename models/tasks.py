@@ -707,6 +707,7 @@ async def edit_task(
     starts_at: datetime | None = None,
     ends_at: datetime | None = None,
     place: str | None = None,
+    where: tuple[float, float] | None = None,
     slots: int | Literal["unlimited"] | None = None,
     cutoff_minutes: int | None = None,
 ) -> Edited:
@@ -727,9 +728,14 @@ async def edit_task(
             changed.append("description")
     if place is not None:
         value = clean_text(place, limit=PLACE_LIMIT, error="task_place_long")
+        spot = (None, None) if where is None else (_coordinate(where[0], 90),
+                                                   _coordinate(where[1], 180))  # fmt: skip
         if value != task.place:
             task.place = value
             changed.append("place")
+        if spot != (task.latitude, task.longitude):  # a pin alone is not news to volunteers
+            task.latitude, task.longitude = spot
+            changed.append("location")
     if starts_at is not None or ends_at is not None:
         new_start = starts_at or task.starts_at
         new_end = ends_at or (new_start + (task.ends_at - task.starts_at))

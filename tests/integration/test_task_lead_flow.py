@@ -234,6 +234,7 @@ async def test_a_monthly_series_in_english_previews_short_months_and_posts_its_f
         (15, 20, "elderly_care", "Bring gloves")
     }
     assert series.days == [9, 19, 29] and series.repeat == "monthly"
+    assert made[0].latitude is None and made[0].place == "Community square"
 
 
 async def test_newtask_refuses_forged_buttons_half_drafts_and_non_leads(
@@ -306,6 +307,10 @@ async def test_editing_an_upcoming_task_tells_volunteers_and_the_card_follows(
     _last(await scene.tap(lead, menu, "📍 地点"), LEAD)
     menu = await _type(scene, lead, chat, "5号楼门口")
     assert "已保存：地点" in menu.text and "已私信通知 3 位志愿者" in menu.text
+    _last(await scene.tap(lead, menu, "📍 地点"), LEAD)
+    shared = scene.message_json(lead, chat, "", location={"latitude": 31.2, "longitude": 121.5})
+    menu = _last(await scene.feed({"message": shared}), LEAD)  # a pin: the name stays
+    assert "已保存：位置" in menu.text and "📍 5号楼门口" in menu.text
     asked = _last(await scene.tap(lead, menu, "👥 名额"), LEAD)
     asked = await _type(scene, lead, chat, "0")
     assert "⚠️" in asked.text
