@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import (
@@ -28,6 +28,7 @@ from models.errors import DomainError, InvalidInput, NotAllowed
 from models.people import Authority, Community
 
 log = logging.getLogger("linli")
+T = TypeVar("T")
 
 Markup = InlineKeyboardMarkup
 PromptAnswer = Callable[[Update, LinliContext, people.Prompt], Awaitable[None]]
@@ -61,9 +62,12 @@ def page_count(total: int, size: int = PAGE) -> int:
 
 
 def page_buttons(
-    ctx: LinliContext, page: int, pages: int, data: Callable[[int], str]
+    ctx: LinliContext, page: int, pages: int, data: Callable[[int], str] | str
 ) -> list[InlineKeyboardButton]:
-    """◀ ▶ for a paged picker; `data(n)` is the callback data that shows page n."""
+    """◀ ▶ for a paged picker; `data(n)` is the callback data that shows page n (or `data` is
+    that text with a {} where the page number goes)."""
+    if isinstance(data, str):
+        data = data.format
     row = []
     if page > 0:
         row.append(button(label(ctx, "common", "prev"), data(page - 1)))
@@ -75,6 +79,13 @@ def page_buttons(
 def clamp_page(page: int, total: int, size: int = PAGE) -> int:
     """A page number that exists for `total` items (a list may have shrunk since it was drawn)."""
     return min(max(page, 0), page_count(total, size) - 1)
+
+
+def paged(items: Sequence[T], page: int, size: int = PAGE) -> tuple[Sequence[T], int, int]:
+    """The items on `page` (clamped, so a stale page number still shows something), the page
+    actually shown and the number of pages."""
+    page = clamp_page(page, len(items), size)
+    return items[page * size : (page + 1) * size], page, page_count(len(items), size)
 
 
 def label(ctx: LinliContext, feature: str, key: str, **params: object) -> str:

@@ -31,6 +31,7 @@ from handlers.common import (
     label,
     load_auth,
     page_buttons,
+    paged,
     render,
     replace,
     reply,
@@ -58,19 +59,6 @@ T = TypeVar("T")
 def _natural(text: str) -> list[tuple[int, int | str]]:
     """Sort key so that 3号楼 comes before 10号楼 and 2-101 before 10-101."""
     return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p]
-
-
-def _page(items: Sequence[T], page: int, size: int) -> tuple[Sequence[T], int, int]:
-    """The items on `page` (clamped, so a stale page number still shows something), the page
-    actually shown and the number of pages."""
-    pages = max(1, -(-len(items) // size))
-    page = min(max(page, 0), pages - 1)
-    return items[page * size : (page + 1) * size], page, pages
-
-
-def _nav(ctx: LinliContext, page: int, pages: int, data: str) -> list[InlineKeyboardButton]:
-    """◀ ▶ buttons; `data` has a {} where the page number goes."""
-    return page_buttons(ctx, page, pages, data.format)
 
 
 def _private_only(update: Update) -> None:
@@ -116,9 +104,9 @@ async def _first_screen(session: AsyncSession, ctx: LinliContext, unit_id: int |
 
 
 def _communities_screen(ctx: LinliContext, found: Sequence[Community], page: int) -> View:
-    shown, page, pages = _page(sorted(found, key=lambda c: _natural(c.name)), page, PAGE)
+    shown, page, pages = paged(sorted(found, key=lambda c: _natural(c.name)), page, PAGE)
     rows = [[button(c.name, f"jb:{c.id}:0")] for c in shown]
-    rows += [_nav(ctx, page, pages, "jk:{}"), _code_row(ctx)]
+    rows += [page_buttons(ctx, page, pages, "jk:{}"), _code_row(ctx)]
     return View("join/pick_community", {"page": page, "pages": pages}, keyboard(rows))
 
 
@@ -137,11 +125,11 @@ async def _buildings_screen(
     if under is not None:
         found = [b for b in found if b.path.startswith(under.path)]
     found.sort(key=lambda b: (_natural(b.name), b.id))
-    shown, page, pages = _page(found, page, PAGE)
+    shown, page, pages = paged(found, page, PAGE)
     names = await _building_labels(session, found, shown)
     rows = [[button(names[b.id or 0], f"jf:{b.id}:0")] for b in shown]
     data = f"ju:{under.id}:{{}}" if under is not None else f"jb:{community_id}:{{}}"
-    rows.append(_nav(ctx, page, pages, data))
+    rows.append(page_buttons(ctx, page, pages, data))
     if under is not None:
         rows.append([button(label(ctx, "join", "all_buildings"), f"jb:{community_id}:0")])
     elif len(await people.communities(session)) > 1:
@@ -184,11 +172,11 @@ async def _flats_screen(
         await people.households_in(session, building_id=building.id),
         key=lambda h: (_natural(h.flat), h.id),
     )
-    shown, page, pages = _page(found, page, FLATS_PER_PAGE)
+    shown, page, pages = paged(found, page, FLATS_PER_PAGE)
     flats = [button(h.flat, f"jh:{h.id}:{page}") for h in shown]
     rows = rows_of(flats, FLATS_PER_ROW)
     rows += [
-        _nav(ctx, page, pages, f"jf:{building.id}:{{}}"),
+        page_buttons(ctx, page, pages, f"jf:{building.id}:{{}}"),
         [button(label(ctx, "join", "other_building"), f"jb:{building.community_id}:0")],
         _code_row(ctx),
     ]
@@ -512,7 +500,7 @@ async def _pending_screen(
     done: Decision | None = None,
 ) -> View:
     waiting = await people.pending_requests(session, auth=auth)
-    shown, page, pages = _page(waiting, page, PAGE)
+    shown, page, pages = paged(waiting, page, PAGE)
     rows = []
     for number, (m, _person) in enumerate(shown, start=page * PAGE + 1):
         data = f"{m.resident.id}:{m.household.id}:{page}"
@@ -522,7 +510,7 @@ async def _pending_screen(
                 button(label(ctx, "join", "reject_no", n=number), f"jl:r:{data}"),
             ]
         )
-    rows.append(_nav(ctx, page, pages, "jp:{}"))
+    rows.append(page_buttons(ctx, page, pages, "jp:{}"))
     params = {
         "entries": [(n, m, who) for n, (m, who) in enumerate(shown, start=page * PAGE + 1)],
         "total": len(waiting),

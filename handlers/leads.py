@@ -12,6 +12,7 @@ from telegram.error import TelegramError
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
+from handlers import pickers
 from handlers.common import (
     PAGE,
     View,
@@ -20,6 +21,7 @@ from handlers.common import (
     as_int,
     button,
     callback_args,
+    clamp_page,
     edit,
     is_private,
     keyboard,
@@ -28,6 +30,7 @@ from handlers.common import (
     note_replied,
     page_buttons,
     page_count,
+    paged,
     plain,
     private_only,
     render,
@@ -39,7 +42,7 @@ from handlers.common import (
 )
 from models import outbox, people
 from models.errors import InvalidInput, NotAllowed, NotFound
-from models.people import Authority, Person, RoleKind, Unit
+from models.people import Authority, Can, Person, RoleKind, Unit
 
 KINDS = {"l": RoleKind.lead, "a": RoleKind.admin}
 TEXT_BUDGET = 3900  # UTF-16 units; Telegram refuses more than 4096
@@ -82,26 +85,6 @@ def _starter(update: Update, by: str) -> int:
     return uid
 
 
-async def _top_units(session: AsyncSession, auth: Authority) -> list[Unit]:
-    if auth.superadmin:
-        return list(await people.root_units(session))
-    return auth.top_units()
-
-
-def _pages(total: int) -> int:
-    return max(1, -(-total // PAGE))
-
-
-def _nav_row(
-    ctx: LinliContext, page: int, total: int, data: Callable[[int], str]
-) -> list[InlineKeyboardButton]:
-    return page_buttons(ctx, page, page_count(total), data)
-
-
-def _clamp(page: int, total: int) -> int:
-    return min(max(page, 0), _pages(total) - 1)
-
-
 async def _unit_buttons(
     session: AsyncSession, ctx: LinliContext, units: Sequence[Unit], by: int, target: int
 ) -> list[InlineKeyboardButton]:
@@ -140,28 +123,26 @@ async def _unit_view(
 ) -> View:
     """The tree picker: the appointer's top units (unit_id 0), or one unit and those below it."""
     person = await _target(session, target)
-    tops = await _top_units(session, auth)
+    tops = await pickers.tops(session, auth, can=Can.lead, community_id=None)
     if not unit_id:
         if not tops:
             return View("leads/no_units")
         if len(tops) > 1:
-            page = _clamp(page, len(tops))
-            first = tops[page * PAGE : (page + 1) * PAGE]
+            first, page, pages = paged(tops, page)
             rows = rows_of(await _unit_buttons(session, ctx, first, by, target), 1)
-            rows.append(_nav_row(ctx, page, len(tops), lambda p: f"apn:{by}:{target}:0:{p}"))
+            rows.append(page_buttons(ctx, page, pages, f"apn:{by}:{target}:0:{{}}"))
             rows.append([button(label(ctx, "leads", "cancel"), f"apx:{by}")])
             params: dict[str, Any] = {"target": person, "names": [], "page": page}
-            params["pages"] = _pages(len(tops))
+            params["pages"] = pages
             return View("leads/pick_unit", params, keyboard(rows))
         unit_id = tops[0].id or 0
     unit = await people.get_unit(session, unit_id)
     people.require(auth, unit)
     below = await people.children(session, community_id=unit.community_id, parent_id=unit.id)
-    page = _clamp(page, len(below))
-    shown = below[page * PAGE : (page + 1) * PAGE]
+    shown, page, pages = paged(below, page)
     rows = [[button(label(ctx, "leads", "choose", unit=unit.name), f"aps:{by}:{target}:{unit.id}")]]
     rows += rows_of(await _unit_buttons(session, ctx, shown, by, target), 2)
-    rows.append(_nav_row(ctx, page, len(below), lambda p: f"apn:{by}:{target}:{unit.id}:{p}"))
+    rows.append(page_buttons(ctx, page, pages, f"apn:{by}:{target}:{unit.id}:{{}}"))
     parent = await people.get_unit(session, unit.parent_id) if unit.parent_id else None
     if parent is not None and auth.covers(parent):
         rows.append([button(label(ctx, "leads", "up"), f"apn:{by}:{target}:{parent.id}:0")])
@@ -172,7 +153,7 @@ async def _unit_view(
         "target": person,
         "names": await people.lineage_names(session, unit),
         "page": page,
-        "pages": _pages(len(below)),
+        "pages": pages,
     }
     return View("leads/pick_unit", params, keyboard(rows))
 
@@ -184,19 +165,19 @@ async def _person_view(
     unit = await people.get_unit(session, unit_id)
     people.require(auth, unit)
     found, total = await people.residents_under(session, unit, offset=page * PAGE, limit=PAGE)
-    if not found and page != _clamp(page, total):
-        page = _clamp(page, total)  # residents left since the page was drawn
+    if not found and page != clamp_page(page, total, PAGE):
+        page = clamp_page(page, total, PAGE)  # residents left since the page was drawn
         found, total = await people.residents_under(session, unit, offset=page * PAGE, limit=PAGE)
     choices = [button(p.name[:40] or "?", f"apr:{by}:{unit_id}:{p.id}") for _, p in found]
     rows = rows_of(choices, 2)
-    rows.append(_nav_row(ctx, page, total, lambda p: f"app:{by}:{unit_id}:{p}"))
+    rows.append(page_buttons(ctx, page, page_count(total), lambda p: f"app:{by}:{unit_id}:{p}"))
     rows.append([button(label(ctx, "leads", "up"), f"apn:{by}:0:{unit_id}:0")])
     rows.append([button(label(ctx, "leads", "cancel"), f"apx:{by}")])
     params = {
         "names": await people.lineage_names(session, unit),
         "total": total,
         "page": page,
-        "pages": _pages(total),
+        "pages": page_count(total),
     }
     return View("leads/pick_person", params, keyboard(rows))
 
@@ -498,7 +479,7 @@ async def _private_leads(update: Update, ctx: LinliContext) -> None:
                 Home(m.community, m.building, pending, _levels(lineage, roles, keep_empty=False))
             )
         auth = await load_auth(session, ctx, update)
-        for top in await _top_units(session, auth):
+        for top in await pickers.tops(session, auth, can=Can.lead, community_id=None):
             led, total = await people.led_units_under(session, top, limit=LED_UNITS_LIMIT)
             hidden += total - len(led)
             roles = await people.roles_in(session, [u.id for u in led if u.id is not None])

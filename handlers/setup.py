@@ -22,7 +22,6 @@ from telegram.ext import (
 from bot.context import LinliApp, LinliContext
 from handlers import prompts
 from handlers.common import (
-    PAGE,
     Markup,
     answer,
     as_int,
@@ -33,6 +32,7 @@ from handlers.common import (
     label,
     load_auth,
     page_buttons,
+    paged,
     render,
     reply,
     rows_of,
@@ -165,16 +165,6 @@ def view(name: str, place: Place, rows: list[list[InlineKeyboardButton]], **para
     return View(name, {"topic": place.topic, **params}, rows)
 
 
-def paged(items: Sequence[T], page: int) -> tuple[Sequence[T], int, int]:
-    pages = max(1, -(-len(items) // PAGE))
-    page = min(max(page, 0), pages - 1)
-    return items[page * PAGE : (page + 1) * PAGE], page, pages
-
-
-def nav(ctx: LinliContext, data: str, page: int, pages: int) -> list[InlineKeyboardButton]:
-    return page_buttons(ctx, page, pages, lambda p: f"{data}:{p}")
-
-
 def kind_label(ctx: LinliContext, kind: str) -> str:
     return label(ctx, "people", f"kind_{kind}") if kind in UnitKind.__members__ else kind
 
@@ -209,7 +199,7 @@ async def home_view(
             [button(label(ctx, "setup", "open_community", name=c.name), f"suc:{c.id}:0")]
             for c in shown
         ]
-        rows.append(nav(ctx, "suh", page, pages))
+        rows.append(page_buttons(ctx, page, pages, "suh:{}"))
         return view(
             "setup/pick_community",
             place,
@@ -224,7 +214,7 @@ async def home_view(
     tops = sorted(auth.top_units(), key=lambda u: (u.community_id, u.name, u.id or 0))
     shown_units, page, pages = paged(tops, page)
     rows = unit_buttons(ctx, shown_units)
-    rows.append(nav(ctx, "suh", page, pages))
+    rows.append(page_buttons(ctx, page, pages, "suh:{}"))
     for community_id in sorted({u.community_id for u, _ in auth.roles}):
         community = await session.get(Community, community_id)
         if community is not None and auth.may(Can.admin_community, community_id=community_id):
@@ -262,7 +252,7 @@ async def community_view(
     roots = await people.children(session, community_id=community.id, parent_id=None)
     shown, page, pages = paged(roots, page)
     rows = unit_buttons(ctx, shown)
-    rows.append(nav(ctx, f"suc:{community.id}", page, pages))
+    rows.append(page_buttons(ctx, page, pages, f"suc:{community.id}:{{}}"))
     rows.append([button(label(ctx, "setup", "add_here"), f"sur:{community.id}")])
     if len(await people.communities(session)) > 1:
         rows.append([button(label(ctx, "setup", "back"), "suh:0")])
@@ -305,7 +295,7 @@ async def unit_view(
     shown, page, pages = paged(kids, page)
     own = await people.own_link(session, chat_id=place.chat_id, thread_id=place.thread)
     rows = unit_buttons(ctx, shown)
-    rows.append(nav(ctx, f"suv:{unit.id}", page, pages))
+    rows.append(page_buttons(ctx, page, pages, f"suv:{unit.id}:{{}}"))
     rows.append([button(label(ctx, "setup", "link_here", unit=unit.name), f"sul:{unit.id}")])
     rows.append([button(label(ctx, "setup", "add_here"), f"sun:{unit.id}")])
     rows.append([button(label(ctx, "setup", "back"), await back_of(session, auth, unit))])

@@ -7,6 +7,7 @@ Buttons: `fu:<flow>:<unit>:<page>` shows a level (unit 0: the person's highest u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,16 +16,14 @@ from telegram import InlineKeyboardButton, Update
 from bot.context import LinliContext
 from handlers import flowui
 from handlers.common import (
-    PAGE,
     View,
     as_int,
     button,
     callback_args,
-    clamp_page,
     keyboard,
     load_auth,
     page_buttons,
-    page_count,
+    paged,
     rows_of,
     show,
 )
@@ -74,7 +73,7 @@ def _can(st: dict[str, Any]) -> Can | None:
 
 
 async def _buttons(
-    session: AsyncSession, fid: int, units: list[Unit]
+    session: AsyncSession, fid: int, units: Sequence[Unit]
 ) -> list[InlineKeyboardButton]:
     """A unit with units below opens (›); any other is chosen at once, one tap fewer."""
     parents = await people.units_with_children(session, [u.id for u in units if u.id is not None])
@@ -105,26 +104,20 @@ async def level_view(
         if not highest:
             return View("pickers/no_units", params, keyboard(base.footer(ctx, flow, st)))
         if len(highest) > 1:
-            page = clamp_page(page, len(highest))
-            shown = highest[page * PAGE : (page + 1) * PAGE]
+            shown, page, pages = paged(highest, page)
             rows = rows_of(await _buttons(session, fid, shown), 1)
-            rows.append(
-                page_buttons(ctx, page, page_count(len(highest)), lambda p: f"{LEVEL}:{fid}:0:{p}")
-            )
+            rows.append(page_buttons(ctx, page, pages, f"{LEVEL}:{fid}:0:{{}}"))
             rows += base.footer(ctx, flow, st)
-            params |= {"page": page, "pages": page_count(len(highest))}
+            params |= {"page": page, "pages": pages}
             return View("pickers/units", params, keyboard(rows))
         unit_id = highest[0].id or 0
     unit = await people.get_unit(session, unit_id)
     _check(auth, unit, can, community_id)
     below = list(await people.children(session, community_id=unit.community_id, parent_id=unit.id))
-    page = clamp_page(page, len(below))
-    shown = below[page * PAGE : (page + 1) * PAGE]
+    shown, page, pages = paged(below, page)
     rows = [[button(base.lab(ctx, "this_unit", unit=unit.name), f"{CHOOSE}:{fid}:{unit.id}")]]
     rows += rows_of(await _buttons(session, fid, shown), 2)
-    rows.append(
-        page_buttons(ctx, page, page_count(len(below)), lambda p: f"{LEVEL}:{fid}:{unit.id}:{p}")
-    )
+    rows.append(page_buttons(ctx, page, pages, f"{LEVEL}:{fid}:{unit.id}:{{}}"))
     parent = await people.get_unit(session, unit.parent_id) if unit.parent_id else None
     if parent is not None and (can is None or auth.may(can, unit=parent)):
         rows.append([button(base.lab(ctx, "up"), f"{LEVEL}:{fid}:{parent.id}:0")])
@@ -134,7 +127,7 @@ async def level_view(
     params |= {
         "names": await people.lineage_names(session, unit),
         "page": page,
-        "pages": page_count(len(below)),
+        "pages": pages,
     }
     return View("pickers/units", params, keyboard(rows))
 
