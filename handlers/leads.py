@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
-from telegram import ChatMember, InlineKeyboardButton, Update
-from telegram.error import TelegramError
+from telegram import Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
-from handlers import pickers
+from handlers import flowui, pickers
 from handlers.common import (
     PAGE,
     View,
@@ -30,18 +29,19 @@ from handlers.common import (
     note_replied,
     page_buttons,
     page_count,
-    paged,
     plain,
     private_only,
     render,
     replied_to,
     reply,
     rows_of,
+    show,
     thread_of,
     user_id,
 )
-from models import outbox, people
+from models import flows, outbox, people
 from models.errors import InvalidInput, NotAllowed, NotFound
+from models.flows import Flow
 from models.people import Authority, Can, Person, RoleKind, Unit
 
 KINDS = {"l": RoleKind.lead, "a": RoleKind.admin}
@@ -74,127 +74,12 @@ class Section:
     levels: list[Level]
 
 
-# --- /appoint -------------------------------------------------------------------------------
+# --- /appoint: a guided flow (kind "appoint") on the unit picker ------------------------------
+# data: target (the person, 0 until chosen), target_name, unit (the picker's). By reply in a
+# group the person is known and the flow runs there; else it runs privately (a resident list).
 
-
-def _starter(update: Update, by: str) -> int:
-    """The tapper, who must be the person who opened this picker."""
-    uid = user_id(update)
-    if as_int(by, telegram_id=True) != uid:
-        raise NotAllowed("not_your_picker")
-    return uid
-
-
-async def _unit_buttons(
-    session: AsyncSession, ctx: LinliContext, units: Sequence[Unit], by: int, target: int
-) -> list[InlineKeyboardButton]:
-    """A unit with units below opens; any other is chosen at once (one tap fewer)."""
-    ids = [u.id for u in units if u.id is not None]
-    parents = await people.units_with_children(session, ids)
-    out = []
-    for u in units:
-        if u.id in parents:
-            out.append(
-                button(label(ctx, "leads", "open", unit=u.name), f"apn:{by}:{target}:{u.id}:0")
-            )
-        else:
-            out.append(button(u.name, f"aps:{by}:{target}:{u.id}"))
-    return out
-
-
-async def _target(session: AsyncSession, target: int) -> Person | None:
-    if not target:
-        return None
-    person = await people.get_person(session, target)
-    if person is None:
-        raise NotFound("unknown_person")
-    return person
-
-
-async def _unit_view(
-    session: AsyncSession,
-    ctx: LinliContext,
-    auth: Authority,
-    *,
-    by: int,
-    target: int,
-    unit_id: int,
-    page: int,
-) -> View:
-    """The tree picker: the appointer's top units (unit_id 0), or one unit and those below it."""
-    person = await _target(session, target)
-    tops = await pickers.tops(session, auth, can=Can.lead, community_id=None)
-    if not unit_id:
-        if not tops:
-            return View("leads/no_units")
-        if len(tops) > 1:
-            first, page, pages = paged(tops, page)
-            rows = rows_of(await _unit_buttons(session, ctx, first, by, target), 1)
-            rows.append(page_buttons(ctx, page, pages, f"apn:{by}:{target}:0:{{}}"))
-            rows.append([button(label(ctx, "leads", "cancel"), f"apx:{by}")])
-            params: dict[str, Any] = {"target": person, "names": [], "page": page}
-            params["pages"] = pages
-            return View("leads/pick_unit", params, keyboard(rows))
-        unit_id = tops[0].id or 0
-    unit = await people.get_unit(session, unit_id)
-    people.require(auth, unit)
-    below = await people.children(session, community_id=unit.community_id, parent_id=unit.id)
-    shown, page, pages = paged(below, page)
-    rows = [[button(label(ctx, "leads", "choose", unit=unit.name), f"aps:{by}:{target}:{unit.id}")]]
-    rows += rows_of(await _unit_buttons(session, ctx, shown, by, target), 2)
-    rows.append(page_buttons(ctx, page, pages, f"apn:{by}:{target}:{unit.id}:{{}}"))
-    parent = await people.get_unit(session, unit.parent_id) if unit.parent_id else None
-    if parent is not None and auth.covers(parent):
-        rows.append([button(label(ctx, "leads", "up"), f"apn:{by}:{target}:{parent.id}:0")])
-    elif len(tops) > 1:
-        rows.append([button(label(ctx, "leads", "up"), f"apn:{by}:{target}:0:0")])
-    rows.append([button(label(ctx, "leads", "cancel"), f"apx:{by}")])
-    params = {
-        "target": person,
-        "names": await people.lineage_names(session, unit),
-        "page": page,
-        "pages": pages,
-    }
-    return View("leads/pick_unit", params, keyboard(rows))
-
-
-async def _person_view(
-    session: AsyncSession, ctx: LinliContext, auth: Authority, *, by: int, unit_id: int, page: int
-) -> View:
-    """Verified residents of the unit's subtree, by name only: this may be shown in a group."""
-    unit = await people.get_unit(session, unit_id)
-    people.require(auth, unit)
-    found, total = await people.residents_under(session, unit, offset=page * PAGE, limit=PAGE)
-    if not found and page != clamp_page(page, total, PAGE):
-        page = clamp_page(page, total, PAGE)  # residents left since the page was drawn
-        found, total = await people.residents_under(session, unit, offset=page * PAGE, limit=PAGE)
-    choices = [button(p.name[:40] or "?", f"apr:{by}:{unit_id}:{p.id}") for _, p in found]
-    rows = rows_of(choices, 2)
-    rows.append(page_buttons(ctx, page, page_count(total), lambda p: f"app:{by}:{unit_id}:{p}"))
-    rows.append([button(label(ctx, "leads", "up"), f"apn:{by}:0:{unit_id}:0")])
-    rows.append([button(label(ctx, "leads", "cancel"), f"apx:{by}")])
-    params = {
-        "names": await people.lineage_names(session, unit),
-        "total": total,
-        "page": page,
-        "pages": page_count(total),
-    }
-    return View("leads/pick_person", params, keyboard(rows))
-
-
-async def _role_view(
-    session: AsyncSession, ctx: LinliContext, auth: Authority, *, by: int, unit_id: int, target: int
-) -> View:
-    unit = await people.get_unit(session, unit_id)
-    people.require(auth, unit)
-    person = await _target(session, target)
-    assert person is not None
-    choices = [button(label(ctx, "leads", "role_lead"), f"ap:{by}:{unit_id}:{target}:l")]
-    if auth.covers(unit, kind=RoleKind.admin):
-        choices.append(button(label(ctx, "leads", "role_admin"), f"ap:{by}:{unit_id}:{target}:a"))
-    rows = [choices, [button(label(ctx, "leads", "cancel"), f"apx:{by}")]]
-    params = {"target": person, "names": await people.lineage_names(session, unit)}
-    return View("leads/pick_role", params, keyboard(rows))
+KIND = "appoint"
+flowui.on_cancel(KIND, "leads/cancelled")
 
 
 async def cmd_appoint(update: Update, ctx: LinliContext) -> None:
@@ -213,13 +98,22 @@ async def cmd_appoint(update: Update, ctx: LinliContext) -> None:
     if who is not None:
         await note_replied(ctx, who)
         target = who.id
-    async with ctx.svc.db.transaction(write=False) as session:
+    async with ctx.svc.db.transaction() as session:
         start = 0
         if not is_private(update):
             link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
             if link is not None and auth.covers(await people.get_unit(session, link.unit_id)):
                 start = link.unit_id
-        view = await _unit_view(session, ctx, auth, by=uid, target=target, unit_id=start, page=0)
+        person = await people.get_person(session, target) if target else None
+        flow = await flows.start(
+            session, kind=KIND, owner_id=uid, now=ctx.now(),
+            data={"target": target, "target_name": person.name if person else ""},
+        )  # fmt: skip
+        view = await pickers.unit_view(session, ctx, update, flow, field="unit", can=Can.lead,
+                                       heading="leads/pick_unit", start=start)  # fmt: skip
+        if not target:  # the rest (a list of residents) happens privately, never in a group
+            flow.private = True
+            await session.flush()
     if target:
         # By reply the person is known: picking the unit and role may happen right here.
         await reply(update, ctx, view.name, markup=view.markup, **view.params)
@@ -233,153 +127,171 @@ async def cmd_start_appoint(update: Update, ctx: LinliContext) -> None:
     await cmd_appoint(update, ctx)
 
 
-async def _vouched(update: Update, ctx: LinliContext, target: str) -> int:
-    """The person a picker's button names: a resident or lead of the appointer's units, or
-    someone Telegram says is in the group the picker is in (the one replied to); a forged id
-    of anyone else is refused before their name is shown or a role given."""
-    person_id = as_int(target, telegram_id=True)
-    if not person_id:
-        return 0
+async def _chosen_unit(session: AsyncSession, auth: Authority, flow: Flow) -> Unit:
+    if not isinstance(flow.data.get("unit"), int):
+        raise InvalidInput("stale_button")
+    unit = await people.get_unit(session, flow.data["unit"])
+    people.require(auth, unit)
+    return unit
+
+
+async def _person_view(
+    session: AsyncSession, ctx: LinliContext, auth: Authority, flow: Flow, page: int
+) -> View:
+    """Verified residents of the unit's subtree, by name (in the private chat only)."""
+    f, unit = flowui.flow_id(flow), await _chosen_unit(session, auth, flow)
+    found, total = await people.residents_under(session, unit, offset=page * PAGE, limit=PAGE)
+    if not found and page != clamp_page(page, total):
+        page = clamp_page(page, total)  # residents left since the page was drawn
+        found, total = await people.residents_under(session, unit, offset=page * PAGE, limit=PAGE)
+    choices = [button(p.name[:40] or "?", f"apr:{f}:{p.id}") for _, p in found]
+    rows = rows_of(choices, 2)
+    rows.append(page_buttons(ctx, page, page_count(total), f"app:{f}:{{}}"))
+    rows.append([button(label(ctx, "leads", "up"), f"apu:{f}")])
+    rows.append(flowui.cancel_row(ctx, flow))
+    params = {
+        "names": await people.lineage_names(session, unit),
+        "total": total,
+        "page": page,
+        "pages": page_count(total),
+    }
+    return View("leads/pick_person", params, keyboard(rows))
+
+
+async def _role_view(session: AsyncSession, ctx: LinliContext, auth: Authority, flow: Flow) -> View:
+    f, unit = flowui.flow_id(flow), await _chosen_unit(session, auth, flow)
+    person = await people.get_person(session, int(flow.data.get("target") or 0))
+    if person is None:
+        raise InvalidInput("stale_button")
+    choices = [button(label(ctx, "leads", "role_lead"), f"ap:{f}:l")]
+    if auth.covers(unit, kind=RoleKind.admin):
+        choices.append(button(label(ctx, "leads", "role_admin"), f"ap:{f}:a"))
+    rows = [choices, flowui.cancel_row(ctx, flow)]
+    params = {"target": person, "names": await people.lineage_names(session, unit)}
+    return View("leads/pick_role", params, keyboard(rows))
+
+
+@pickers.chosen(KIND)
+async def after_unit(update: Update, ctx: LinliContext, flow: Flow, field: str) -> None:
+    """The unit is chosen: the role for the person replied to, or first the person."""
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
-        if await people.within_reach(session, auth, person_id):
-            return person_id
-    chat = update.effective_chat
-    if chat is not None and not is_private(update):
-        try:
-            member = await ctx.bot.get_chat_member(chat.id, person_id)
-        except TelegramError:
-            member = None
-        if member is not None and member.status not in (ChatMember.LEFT, ChatMember.BANNED):
-            return person_id
-    raise NotFound("unknown_person")
-
-
-async def btn_navigate(update: Update, ctx: LinliContext) -> None:
-    by, target, unit_id, page = callback_args(update, "apn", 4)
-    uid = _starter(update, by)
-    await _vouched(update, ctx, target)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        view = await _unit_view(
-            session,
-            ctx,
-            auth,
-            by=uid,
-            target=as_int(target, telegram_id=True),
-            unit_id=as_int(unit_id),
-            page=as_int(page),
-        )
-    await edit(update, ctx, view.name, markup=view.markup, **view.params)
-
-
-async def btn_select_unit(update: Update, ctx: LinliContext) -> None:
-    by, target, unit_id = callback_args(update, "aps", 3)
-    uid = _starter(update, by)
-    await _vouched(update, ctx, target)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        if as_int(target, telegram_id=True):
-            view = await _role_view(
-                session,
-                ctx,
-                auth,
-                by=uid,
-                unit_id=as_int(unit_id),
-                target=as_int(target, telegram_id=True),
-            )
+        if flow.data.get("target"):
+            view = await _role_view(session, ctx, auth, flow)
         else:
             private_only(update)  # the next step lists residents
-            view = await _person_view(session, ctx, auth, by=uid, unit_id=as_int(unit_id), page=0)
-    await edit(update, ctx, view.name, markup=view.markup, **view.params)
+            view = await _person_view(session, ctx, auth, flow, 0)
+    await show(update, ctx, view)
 
 
 async def btn_person_page(update: Update, ctx: LinliContext) -> None:
     private_only(update)  # a list of residents
-    by, unit_id, page = callback_args(update, "app", 3)
-    uid = _starter(update, by)
-    async with ctx.svc.db.transaction(write=False) as session:
+    fid, page = callback_args(update, "app", 2)
+    async with ctx.svc.db.transaction() as session:
+        flow = await flowui.load(session, ctx, update, fid, kind=KIND)
         auth = await load_auth(session, ctx, update)
-        view = await _person_view(
-            session, ctx, auth, by=uid, unit_id=as_int(unit_id), page=as_int(page)
-        )
-    await edit(update, ctx, view.name, markup=view.markup, **view.params)
+        view = await _person_view(session, ctx, auth, flow, as_int(page))
+    await show(update, ctx, view)
 
 
 async def btn_select_person(update: Update, ctx: LinliContext) -> None:
+    """A resident from the list: one the appointer reaches (a forged id of anyone else is
+    refused before their name is shown or a role given)."""
     private_only(update)  # reached from the list of residents only
-    by, unit_id, target = callback_args(update, "apr", 3)
-    uid = _starter(update, by)
-    await _vouched(update, ctx, target)
-    async with ctx.svc.db.transaction(write=False) as session:
+    fid, target = callback_args(update, "apr", 2)
+    person_id = as_int(target, telegram_id=True)
+    async with ctx.svc.db.transaction() as session:
+        flow = await flowui.load(session, ctx, update, fid, kind=KIND)
         auth = await load_auth(session, ctx, update)
-        view = await _role_view(
-            session,
-            ctx,
-            auth,
-            by=uid,
-            unit_id=as_int(unit_id),
-            target=as_int(target, telegram_id=True),
-        )
-    await edit(update, ctx, view.name, markup=view.markup, **view.params)
+        await _chosen_unit(session, auth, flow)
+        person = await people.get_person(session, person_id)
+        if person is None or not await people.within_reach(session, auth, person_id):
+            raise NotFound("unknown_person")
+        await flows.update(session, flow, now=ctx.now(), target=person_id, target_name=person.name)
+        view = await _role_view(session, ctx, auth, flow)
+    await show(update, ctx, view)
+
+
+async def btn_up(update: Update, ctx: LinliContext) -> None:
+    """From the list of residents back to the unit picker, at the unit chosen."""
+    (fid,) = callback_args(update, "apu", 1)
+    async with ctx.svc.db.transaction() as session:
+        flow = await flowui.load(session, ctx, update, fid, kind=KIND)
+    await pickers.units(update, ctx, flow, field="unit", can=Can.lead, heading="leads/pick_unit",
+                        start=int(flow.data.get("unit") or 0))  # fmt: skip
 
 
 async def btn_appoint(update: Update, ctx: LinliContext) -> None:
-    by, unit_id, target, code = callback_args(update, "ap", 4)
-    _starter(update, by)
-    await _vouched(update, ctx, target)
+    fid, code = callback_args(update, "ap", 2)
     if code not in KINDS:
         raise InvalidInput("stale_button")
     kind = KINDS[code]
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
-        _role, created = await people.grant_role(
-            session,
-            auth=auth,
-            unit_id=as_int(unit_id),
-            person_id=as_int(target, telegram_id=True),
-            kind=kind,
-            now=ctx.now(),
-        )
-        unit = await people.get_unit(session, as_int(unit_id))
-        person = await people.get_person(session, as_int(target, telegram_id=True))
-        assert person is not None
-        if created:
-            # Through the outbox: quiet hours hold, a failure is recorded, and someone who never
-            # opened a private chat is asked to, in the group where they were appointed.
-            chat = update.effective_chat
-            here = (
-                await people.link_for(
-                    session, chat_id=chat.id, thread_id=thread_of(update.effective_message)
-                )
-                if chat is not None and not is_private(update)
-                else None
-            )
-            community = await people.get_community(session, unit.community_id)
-            await outbox.enqueue_private(
-                session,
-                key=f"lead:{_role.id}:appointed",
-                person_id=person.id,
-                community_id=unit.community_id,
-                fallback_link_id=here.id if here is not None else None,
-                template="leads/you_are_lead",
-                context={
-                    "names": await people.lineage_names(session, unit),
-                    "kind": kind,
-                    "community": {"name": community.name},
-                },
+        granted = False
+
+        async def make(flow: Flow) -> int:
+            nonlocal granted
+            unit = await _chosen_unit(session, auth, flow)
+            person_id = int(flow.data.get("target") or 0)
+            if not person_id:
+                raise InvalidInput("stale_button")
+            role, granted = await people.grant_role(
+                session, auth=auth, unit_id=unit.id or 0, person_id=person_id, kind=kind,
                 now=ctx.now(),
-            )
-    if not created:
-        await edit(update, ctx, "leads/already", target=person, unit=unit, kind=kind)
+            )  # fmt: skip
+            if granted:
+                await _tell_appointed(session, update, role, unit, person_id, kind, ctx)
+            return role.id or 0
+
+        flow, made = await flows.confirm(
+            session, flow_id=as_int(fid), owner_id=user_id(update), now=ctx.now(), kind=KIND,
+            in_private=is_private(update), make=make,
+        )  # fmt: skip
+        if made:
+            unit = await people.get_unit(session, int(flow.data["unit"]))
+            person = await people.get_person(session, int(flow.data["target"]))
+    if not made:  # a double tap: the first one appointed
+        await answer(update, ctx)
         return
-    await edit(update, ctx, "leads/appointed", target=person, unit=unit, kind=kind)
+    name = "leads/appointed" if granted else "leads/already"
+    await edit(update, ctx, name, target=person, unit=unit, kind=kind)
 
 
-async def btn_cancel(update: Update, ctx: LinliContext) -> None:
-    (by,) = callback_args(update, "apx", 1)
-    _starter(update, by)
-    await edit(update, ctx, "leads/cancelled")
+async def _tell_appointed(
+    session: AsyncSession,
+    update: Update,
+    role: people.Role,
+    unit: Unit,
+    person_id: int,
+    kind: str,
+    ctx: LinliContext,
+) -> None:
+    """Through the outbox: quiet hours hold, a failure is recorded, and someone who never opened
+    a private chat is asked to, in the group where they were appointed."""
+    chat = update.effective_chat
+    here = (
+        await people.link_for(
+            session, chat_id=chat.id, thread_id=thread_of(update.effective_message)
+        )
+        if chat is not None and not is_private(update)
+        else None
+    )
+    community = await people.get_community(session, unit.community_id)
+    await outbox.enqueue_private(
+        session,
+        key=f"lead:{role.id}:appointed",
+        person_id=person_id,
+        community_id=unit.community_id,
+        fallback_link_id=here.id if here is not None else None,
+        template="leads/you_are_lead",
+        context={
+            "names": await people.lineage_names(session, unit),
+            "kind": kind,
+            "community": {"name": community.name},
+        },
+        now=ctx.now(),
+    )
 
 
 # --- /leads ---------------------------------------------------------------------------------
@@ -598,12 +510,10 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_appoint, filters=filters.Regex(r"^/start appoint$"))
     )
     app.add_handler(CommandHandler("appoint", cmd_appoint))
-    app.add_handler(CallbackQueryHandler(btn_navigate, pattern=r"^apn:"))
-    app.add_handler(CallbackQueryHandler(btn_select_unit, pattern=r"^aps:"))
+    app.add_handler(CallbackQueryHandler(btn_up, pattern=r"^apu:"))
     app.add_handler(CallbackQueryHandler(btn_person_page, pattern=r"^app:"))
     app.add_handler(CallbackQueryHandler(btn_select_person, pattern=r"^apr:"))
     app.add_handler(CallbackQueryHandler(btn_appoint, pattern=r"^ap:"))
-    app.add_handler(CallbackQueryHandler(btn_cancel, pattern=r"^apx:"))
     app.add_handler(CommandHandler("leads", cmd_leads))
     app.add_handler(CallbackQueryHandler(btn_step_down, pattern=r"^sd:"))
     app.add_handler(CallbackQueryHandler(btn_step_down_yes, pattern=r"^sdy:"))

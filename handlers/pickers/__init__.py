@@ -24,7 +24,7 @@ from handlers.pickers.dates import pick_when as when
 from handlers.pickers.dates import slot
 from handlers.pickers.recurrence import pick_repeat as repeat
 from handlers.pickers.tree import pick_unit as units
-from handlers.pickers.tree import reachable_tops, tops
+from handlers.pickers.tree import reachable_tops, tops, unit_view
 
 HANDLERS = (*tree.HANDLERS, *dates.HANDLERS, *recurrence.HANDLERS)
 
@@ -42,6 +42,7 @@ __all__ = [
     "repeat",
     "slot",
     "tops",
+    "unit_view",
     "units",
     "when",
 ]

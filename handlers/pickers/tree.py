@@ -132,6 +132,39 @@ async def level_view(
     return View("pickers/units", params, keyboard(rows))
 
 
+async def unit_view(
+    session: AsyncSession,
+    ctx: LinliContext,
+    update: Update,
+    flow: Flow,
+    *,
+    field: str = "unit_id",
+    can: Can | None = Can.lead,
+    heading: str | None = None,
+    back: tuple[str, str, str] | None = None,
+    start: int = 0,
+) -> View:
+    """Open the unit picker on the flow in this transaction and return its first view, for a
+    feature that sends it its own way (privately, say: `common.answer_privately`)."""
+    if can not in (Can.lead, Can.admin, None):
+        raise ValueError(f"the unit picker asks about a unit: {can}")
+    if can is None and flow.community_id is None:
+        raise ValueError("a unit anywhere needs the flow's community")
+    live = await flowui.load(session, ctx, update, flowui.flow_id(flow), kind=flow.kind)
+    st = await base.begin(
+        session,
+        ctx,
+        live,
+        picker=PICKER,
+        field=field,
+        heading=heading,
+        back=back,
+        can=can.value if can is not None else None,
+    )
+    auth = await load_auth(session, ctx, update)
+    return await level_view(session, ctx, auth, live, st, start, 0)
+
+
 async def pick_unit(
     update: Update,
     ctx: LinliContext,
@@ -149,24 +182,9 @@ async def pick_unit(
     `heading`: the feature's question (a template) above the tree;
     `back`: (label folder, label key, callback data) of a button back to the feature's step;
     `start`: a unit to open at (it must be one they may act on)."""
-    if can not in (Can.lead, Can.admin, None):
-        raise ValueError(f"the unit picker asks about a unit: {can}")
-    if can is None and flow.community_id is None:
-        raise ValueError("a unit anywhere needs the flow's community")
     async with ctx.svc.db.transaction() as session:
-        live = await flowui.load(session, ctx, update, flowui.flow_id(flow), kind=flow.kind)
-        st = await base.begin(
-            session,
-            ctx,
-            live,
-            picker=PICKER,
-            field=field,
-            heading=heading,
-            back=back,
-            can=can.value if can is not None else None,
-        )
-        auth = await load_auth(session, ctx, update)
-        view = await level_view(session, ctx, auth, live, st, start, 0)
+        view = await unit_view(session, ctx, update, flow, field=field, can=can, heading=heading,
+                               back=back, start=start)  # fmt: skip
     await show(update, ctx, view)
 
 

@@ -388,12 +388,14 @@ async def test_a_forged_person_in_the_appoint_picker_is_refused(db: Database, sc
     u = _people(scene)
     chat = scene.private(u[LEAD])
     picker = _only(await scene.say(u[LEAD], chat, "/appoint"))
+    fid = next(b["callback_data"] for row in picker.buttons for b in row).split(":")[1]
+    await scene.tap(u[LEAD], picker, "3号楼")  # the residents of 3号楼 are listed next
     # 周伯 lives in 9号楼, under 二网格, which 张网格长 does not lead.
     for data in (
-        f"apn:{LEAD}:{ZHOU}:0:0",
-        f"aps:{LEAD}:{ZHOU}:{w.b3}",
-        f"apr:{LEAD}:{w.b3}:{ZHOU}",
-        f"ap:{LEAD}:{w.b3}:{ZHOU}:l",
+        f"fu:{fid}:{w.grid2}:0",
+        f"fc:{fid}:{w.b9}",
+        f"apr:{fid}:{ZHOU}",
+        f"ap:{fid}:l",
     ):
         calls = await scene.press(u[LEAD], picker, data)
         assert not [c for c in calls if "周伯" in c.text], data
@@ -401,5 +403,5 @@ async def test_a_forged_person_in_the_appoint_picker_is_refused(db: Database, sc
     async with db.transaction(write=False) as s:
         assert await people.roles_of(s, person_id=ZHOU) == []
     # A resident of his own units is still named and appointed as before.
-    named = _edited(await scene.press(u[LEAD], picker, f"aps:{LEAD}:{WANG}:{w.b3}"))
+    named = _edited(await scene.press(u[LEAD], picker, f"apr:{fid}:{WANG}"))
     assert "王阿姨" in named.text

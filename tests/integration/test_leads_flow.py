@@ -47,6 +47,11 @@ def _labels(call: Call | JSON) -> list[str]:
     return [b["text"] for row in rows for b in row]
 
 
+def _data(call: Call, wanted: str) -> str:
+    """The callback data of the button of a message as sent whose label contains `wanted`."""
+    return next(str(b["callback_data"]) for row in call.buttons for b in row if wanted in b["text"])
+
+
 def _user(scene: Scene, uid: int, name: str, lang: str = "zh-hans") -> JSON:
     return scene.person(uid, name, lang=lang)
 
@@ -149,18 +154,22 @@ async def test_lead_cannot_appoint_outside_their_subtree_nor_an_admin(
     w = await _world(db)
     lead = _user(scene, LEAD, "张网格长")
     (picker,) = messages(await scene.say(lead, scene.private(lead), "/appoint"))
-    (alert,) = alerts(await scene.press(lead, picker, f"aps:{LEAD}:0:{w.b9}"))
+    fid = _data(picker, "取消").split(":")[1]
+    (alert,) = alerts(await scene.press(lead, picker, f"fc:{fid}:{w.b9}"))
     assert "您不是「9号楼」的负责人" in alert
-    (alert,) = alerts(await scene.press(lead, picker, f"apn:{LEAD}:0:{w.grid2}:0"))
+    (alert,) = alerts(await scene.press(lead, picker, f"fu:{fid}:{w.grid2}:0"))
     assert "二网格" in alert
-    (alert,) = alerts(await scene.press(lead, picker, f"ap:{LEAD}:{w.b9}:{LI}:l"))
-    assert "9号楼" in alert
-    (alert,) = alerts(await scene.press(lead, picker, f"ap:{LEAD}:{w.b5}:{LI}:a"))
-    assert "只有「5号楼」的管理员" in alert
-    (alert,) = alerts(await scene.press(lead, picker, f"ap:{LEAD}:{w.b5}:{LI}:x"))
+    (alert,) = alerts(await scene.press(lead, picker, f"ap:{fid}:l"))  # no unit, no person yet
     assert "失效" in alert
-    (alert,) = alerts(await scene.press(lead, picker, f"ap:{LEAD}:{w.b5}:999:l"))
+    await scene.tap(lead, picker, "5号楼")
+    (alert,) = alerts(await scene.press(lead, picker, f"apr:{fid}:999"))
     assert "找不到这位居民" in alert
+    (roles,) = _edits(await scene.tap(lead, picker, "李叔"))
+    assert _labels(roles) == ["👤 负责人", "✖ 取消"]
+    (alert,) = alerts(await scene.press(lead, picker, f"ap:{fid}:a"))
+    assert "只有「5号楼」的管理员" in alert
+    (alert,) = alerts(await scene.press(lead, picker, f"ap:{fid}:x"))
+    assert "失效" in alert
     assert await _roles(db, LI) == [] and await _roles(db, 999) == []
 
 
@@ -189,12 +198,14 @@ async def test_only_the_appointer_can_tap_their_picker(scene: Scene, db: Databas
     (picker,) = messages(await scene.say(admin, group, "/appoint", reply_to=said))
     (alert,) = alerts(await scene.tap(wang, picker, "就选「3号楼」"))
     assert "别人打开的" in alert
+    fid = _data(picker, "取消").split(":")[1]
     # Even a lead who covers 3号楼 cannot finish someone else's appointment.
-    (alert,) = alerts(await scene.press(lead, picker, f"ap:{ADMIN_ID}:{w.b3}:{LI}:l"))
+    await scene.tap(admin, picker, "就选「3号楼」")
+    (alert,) = alerts(await scene.press(lead, picker, f"ap:{fid}:l"))
     assert "别人打开的" in alert
-    # Forging oneself as the starter still needs the right to appoint there.
-    (alert,) = alerts(await scene.press(wang, picker, f"ap:{WANG}:{w.b3}:{WANG}:l"))
-    assert "您不是「3号楼」的负责人" in alert
+    # Nor can a resident with a forged unit choice of the admin's flow.
+    (alert,) = alerts(await scene.press(wang, picker, f"fc:{fid}:{w.b3}"))
+    assert "别人打开的" in alert
     assert await _roles(db, LI) == [] and await _roles(db, WANG) == []
 
 
@@ -223,7 +234,7 @@ async def test_appointing_twice_makes_no_duplicate(scene: Scene, db: Database) -
         assert expected in _edits(calls)[0].text
         notes += len(messages(calls, chat_id=WANG))
     # A double tap on the finished picker's old button changes nothing either.
-    await scene.press(admin, picker, f"ap:{ADMIN_ID}:{w.b3}:{WANG}:l")
+    await scene.press(admin, picker, f"ap:{_data(picker, '取消').split(':')[1]}:l")
     assert notes == 1
     assert await _roles(db, WANG) == [(w.b3, "lead")]
 
@@ -315,7 +326,8 @@ async def test_appoint_in_a_group_picks_the_resident_privately(scene: Scene, db:
     people_picker = _edits(await scene.tap(lead, picker, "就选「3号楼」"))[0]
     assert "王阿姨" in _labels(people_picker)  # in the private chat only
     # A forged step of the picker pressed in the group is refused, and lists nobody.
-    for forged in (f"aps:{LEAD}:0:{w.b3}", f"app:{LEAD}:{w.b3}:0", f"apr:{LEAD}:{w.b3}:{WANG}"):
+    fid = _data(picker, "取消").split(":")[1]
+    for forged in (f"fc:{fid}:{w.b3}", f"app:{fid}:0", f"apr:{fid}:{WANG}"):
         calls = await scene.press(lead, offer, forged)
         (alert,) = alerts(calls)
         assert "私聊" in alert and not _edits(calls)
