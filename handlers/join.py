@@ -32,6 +32,7 @@ from handlers.common import (
     load_auth,
     page_buttons,
     paged,
+    private_only,
     render,
     replace,
     reply,
@@ -59,12 +60,6 @@ T = TypeVar("T")
 def _natural(text: str) -> list[tuple[int, int | str]]:
     """Sort key so that 3号楼 comes before 10号楼 and 2-101 before 10-101."""
     return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p]
-
-
-def _private_only(update: Update) -> None:
-    """Flat numbers and codes are never shown in a group, even if someone forges a button."""
-    if not is_private(update):
-        raise NotAllowed("private_only")
 
 
 def _decision(action: str) -> bool:
@@ -256,7 +251,7 @@ async def btn_join(update: Update, ctx: LinliContext) -> None:
             return
         await _start_picker(update, ctx, None)
     elif action == "code":
-        _private_only(update)
+        private_only(update)
         await ask(update, ctx, "join_code", "", "join/ask_code")
         await answer(update, ctx)
     else:
@@ -264,7 +259,7 @@ async def btn_join(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_communities(update: Update, ctx: LinliContext) -> None:
-    _private_only(update)
+    private_only(update)
     (page,) = callback_args(update, "jk", 1)
     async with ctx.svc.db.transaction(write=False) as session:
         found = await people.communities(session)
@@ -272,7 +267,7 @@ async def btn_communities(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_buildings(update: Update, ctx: LinliContext) -> None:
-    _private_only(update)
+    private_only(update)
     community_id, page = callback_args(update, "jb", 2)
     async with ctx.svc.db.transaction(write=False) as session:
         screen = await _buildings_screen(session, ctx, as_int(community_id), as_int(page))
@@ -280,7 +275,7 @@ async def btn_buildings(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_buildings_under(update: Update, ctx: LinliContext) -> None:
-    _private_only(update)
+    private_only(update)
     unit_id, page = callback_args(update, "ju", 2)
     async with ctx.svc.db.transaction(write=False) as session:
         unit = await people.get_unit(session, as_int(unit_id))
@@ -289,7 +284,7 @@ async def btn_buildings_under(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_flats(update: Update, ctx: LinliContext) -> None:
-    _private_only(update)
+    private_only(update)
     building_id, page = callback_args(update, "jf", 2)
     async with ctx.svc.db.transaction(write=False) as session:
         building = await people.get_unit(session, as_int(building_id))
@@ -298,7 +293,7 @@ async def btn_flats(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_flat(update: Update, ctx: LinliContext) -> None:
-    _private_only(update)
+    private_only(update)
     household_id, page = callback_args(update, "jh", 2)
     async with ctx.svc.db.transaction(write=False) as session:
         household = await people.get_household(session, as_int(household_id))
@@ -309,7 +304,7 @@ async def btn_flat(update: Update, ctx: LinliContext) -> None:
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
     """Yes, join this flat: one pending request, and every lead covering it gets a request card
     (asking for another flat updates their cards; asking again changes nothing)."""
-    _private_only(update)
+    private_only(update)
     (household_id,) = callback_args(update, "jy", 1)
     uid = user_id(update)
     now = ctx.now()
@@ -473,7 +468,7 @@ async def _decide(update: Update, ctx: LinliContext, rid: str, hid: str, approve
 
 async def btn_decide(update: Update, ctx: LinliContext) -> None:
     """jr:<a|r>:<resident>:<household> on the message a lead received about one request."""
-    _private_only(update)
+    private_only(update)
     action, rid, hid = callback_args(update, "jr", 3)
     d = await _decide(update, ctx, rid, hid, _decision(action))
     outcome = View(
@@ -534,7 +529,7 @@ async def cmd_pending(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_pending_page(update: Update, ctx: LinliContext) -> None:
-    _private_only(update)
+    private_only(update)
     (page,) = callback_args(update, "jp", 1)
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await load_auth(session, ctx, update)
@@ -547,7 +542,7 @@ async def btn_pending_page(update: Update, ctx: LinliContext) -> None:
 async def btn_pending_decide(update: Update, ctx: LinliContext) -> None:
     """jl:<a|r>:<resident>:<household>:<page>: a decision from the /pending list, which is then
     shown again with what was just done on top."""
-    _private_only(update)
+    private_only(update)
     action, rid, hid, page = callback_args(update, "jl", 4)
     d = await _decide(update, ctx, rid, hid, _decision(action))
     async with ctx.svc.db.transaction(write=False) as session:
@@ -612,7 +607,7 @@ async def _membership_in(ctx: LinliContext, uid: int, community_id: int) -> Memb
 
 async def btn_leave(update: Update, ctx: LinliContext) -> None:
     """lv:<community>: ask before leaving (the /me button)."""
-    _private_only(update)
+    private_only(update)
     (community_id,) = callback_args(update, "lv", 1)
     m = await _membership_in(ctx, user_id(update), as_int(community_id))
     if m.resident.status == people.ResidentStatus.left:
@@ -630,7 +625,7 @@ async def btn_leave(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_leave_yes(update: Update, ctx: LinliContext) -> None:
-    _private_only(update)
+    private_only(update)
     (community_id,) = callback_args(update, "lvy", 1)
     uid = user_id(update)
     m = await _membership_in(ctx, uid, as_int(community_id))
@@ -644,7 +639,7 @@ async def btn_leave_yes(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_leave_no(update: Update, ctx: LinliContext) -> None:
-    _private_only(update)
+    private_only(update)
     callback_args(update, "lvn", 1)
     await edit(update, ctx, "join/leave_kept")
 
