@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, func
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, exists, func
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -1040,7 +1040,8 @@ async def _promote(session: AsyncSession, task: Task, *, now: datetime) -> list[
 async def upcoming_for(
     session: AsyncSession, *, person_id: int, now: datetime, limit: int = 20
 ) -> list[Task]:
-    """Open tasks ahead in the units of the person's verified households, soonest first."""
+    """Open tasks ahead in the units of the person's verified households, soonest first,
+    leaving out those the person is already on (signed up or waiting: see `mine`)."""
     homes = (
         await session.exec(
             select(Unit)
@@ -1058,6 +1059,11 @@ async def upcoming_for(
             col(Task.unit_id).in_(lineage),
             Task.status == TaskStatus.open,
             col(Task.starts_at) > now,
+            ~exists().where(
+                col(TaskSignup.task_id) == col(Task.id),
+                col(TaskSignup.person_id) == person_id,
+                col(TaskSignup.status).in_(ACTIVE),
+            ),
         )
         .order_by(col(Task.starts_at), col(Task.id))
         .limit(limit)

@@ -248,6 +248,22 @@ async def test_who_may_sign_up(db: Database, world: World) -> None:
         await sign(db, task_id, RESIDENTS[0], now=SAT)
 
 
+async def test_tasks_to_sign_up_for_leave_out_those_one_is_on(db: Database, world: World) -> None:
+    first = await new_task(db, world, title="一")
+    second = await new_task(db, world, title="二")
+
+    async def offered(person: int) -> list[int | None]:
+        async with db.transaction(write=False) as s:
+            return [t.id for t in await tasks.upcoming_for(s, person_id=person, now=NOW)]
+
+    assert await offered(RESIDENTS[0]) == [first, second]
+    await sign(db, first, RESIDENTS[0])
+    assert await offered(RESIDENTS[0]) == [second]
+    async with db.transaction() as s:
+        await tasks.withdraw(s, task_id=first, person_id=RESIDENTS[0], now=NOW)
+    assert await offered(RESIDENTS[0]) == [first, second]  # withdrawn: offered again
+
+
 async def test_withdraw_promotes_the_first_waitlisted_and_closes_at_the_cutoff(
     db: Database, world: World
 ) -> None:
