@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import html
 import logging
 import math
 import re
@@ -46,15 +45,21 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, Tele
 from bot.cards import DRAWN, Card, CardBuilder, CardRequest, Drawing
 from bot.context import LinliApp, LinliContext, Rhythm
 from bot.db import Database
-from bot.render import Renderer
+from bot.render import (
+    CAPTION_LIMIT,
+    TEXT_LIMIT,
+    Renderer,
+    html_tokens,
+    token_length,
+    utf16_length,
+    visible_length,
+)
 from models import outbox, people
 from models.outbox import Delivery, Status
 from models.people import LANGUAGES, Chat, ChatLink, Community, Person, Unit
 
 log = logging.getLogger("linli.delivery")
 
-TEXT_LIMIT = 4096
-CAPTION_LIMIT = 1024
 FALLBACK_TEMPLATE = "delivery/fallback_mention"
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -139,24 +144,7 @@ class Pacer:
 
 # --- long texts ---------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"<[^<>]*>|&#?\w+;|[^<&]+|[<&]")
 _TAG = re.compile(r"<\s*(/?)\s*([a-zA-Z][\w-]*)")
-
-
-def _units(text: str) -> int:
-    """Length as Telegram counts it (UTF-16 code units): never less than Python's len()."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _token_length(token: str) -> int:
-    if token.startswith("<") and token.endswith(">") and len(token) > 1:
-        return 0
-    return _units(html.unescape(token)) if token.startswith("&") else _units(token)
-
-
-def visible_length(text: str) -> int:
-    """The length of Telegram HTML once its tags are parsed away and its entities resolved."""
-    return sum(_token_length(t) for t in _TOKEN.findall(text))
 
 
 class _Splitter:
@@ -173,7 +161,7 @@ class _Splitter:
 
     def flush(self) -> None:
         body = "".join(self.current)
-        if self.current and any(not t.startswith("<") and t.strip() for t in _TOKEN.findall(body)):
+        if self.current and any(not t.startswith("<") and t.strip() for t in html_tokens(body)):
             reopen = "".join(tag for _, tag in self.opened)
             close = "".join(f"</{name}>" for name, _ in reversed(self.stack))
             self.parts.append(reopen + body + close)
@@ -192,22 +180,22 @@ class _Splitter:
             self.stack.pop()
 
     def add_line(self, line: str) -> None:
-        tokens = _TOKEN.findall(line)
-        length = sum(_token_length(t) for t in tokens)
+        tokens = html_tokens(line)
+        length = sum(token_length(t) for t in tokens)
         separator = 1 if self.current else 0
         if self.size + separator + length <= self.limit:
             if separator:
                 self.add("\n", 1)
             for token in tokens:
-                self.add(token, _token_length(token))
+                self.add(token, token_length(token))
             return
         self.flush()
         if length <= self.limit:
             for token in tokens:
-                self.add(token, _token_length(token))
+                self.add(token, token_length(token))
             return
         for token in tokens:  # a single line longer than a message: cut it hard
-            size = _token_length(token)
+            size = token_length(token)
             if self.size + size <= self.limit:
                 self.add(token, size)
                 continue
@@ -222,7 +210,7 @@ class _Splitter:
                 if not taken:
                     self.flush()
                     continue
-                self.add(taken, _units(taken))
+                self.add(taken, utf16_length(taken))
                 rest = rest[len(taken) :]
                 if rest:
                     self.flush()

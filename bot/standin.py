@@ -26,6 +26,8 @@ from telegram._utils.types import ODVInput
 from telegram.error import TimedOut
 from telegram.request import BaseRequest, RequestData
 
+from bot.render import utf16_length
+
 JSON = dict[str, Any]
 
 BOT_USER: JSON = {"id": 7000000001, "is_bot": True, "first_name": "Linli", "username": "LinliBot"}
@@ -447,7 +449,7 @@ class FakeTelegram(BaseRequest):
         shown = check_html(text) if parse_mode == "HTML" else text
         if not shown.strip():
             raise ApiError(400, "Bad Request: message text is empty")
-        if len(shown) > limit:
+        if utf16_length(shown) > limit:
             raise ApiError(400, "Bad Request: message is too long")
 
     def _new_message(self, chat: JSON, params: JSON, **content: Any) -> JSON:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,6 @@ from handlers.common import (
     note_replied,
     page_buttons,
     page_count,
-    plain,
     private_only,
     render,
     replied_to,
@@ -45,7 +44,6 @@ from models.flows import Flow
 from models.people import Authority, Can, Person, RoleKind, Unit
 
 KINDS = {"l": RoleKind.lead, "a": RoleKind.admin}
-TEXT_BUDGET = 3900  # UTF-16 units; Telegram refuses more than 4096
 LEADS_PER_UNIT = 6  # more names on one line stop being readable; the rest are counted
 LED_UNITS_LIMIT = 300  # units with leads listed per top unit before "…and N more"
 
@@ -297,26 +295,6 @@ async def _tell_appointed(
 # --- /leads ---------------------------------------------------------------------------------
 
 
-def _text_size(text: str) -> int:
-    """Length as Telegram counts it: UTF-16 code units of the visible text."""
-    return len(plain(text).encode("utf-16-le")) // 2
-
-
-def _fit(render_first: Callable[[int], str], count: int) -> str:
-    """The text showing as many of `count` entries as fit in one message (the rest counted)."""
-    text = render_first(count)
-    if _text_size(text) <= TEXT_BUDGET:
-        return text
-    low, high = 0, count - 1
-    while low < high:
-        mid = (low + high + 1) // 2
-        if _text_size(render_first(mid)) <= TEXT_BUDGET:
-            low = mid
-        else:
-            high = mid - 1
-    return render_first(low)
-
-
 def _levels(
     units: Sequence[Unit], roles: Sequence[tuple[people.Role, Person]], *, keep_empty: bool
 ) -> list[Level]:
@@ -359,17 +337,8 @@ async def _group_leads(update: Update, ctx: LinliContext) -> None:
         roles_below = await people.roles_in(session, [u.id for u in below if u.id is not None])
         below_levels = _levels(below, roles_below, keep_empty=True)
 
-    def first(n: int) -> str:
-        return render(
-            ctx,
-            "leads/leads_group",
-            above=levels[:-1],
-            here=levels[-1],
-            below=below_levels[:n],
-            more=len(below_levels) - n,
-        )
-
-    await _send(update, _fit(first, len(below_levels)))
+    text = render(ctx, "leads/leads_group", above=levels[:-1], here=levels[-1], below=below_levels)
+    await _send(update, text)
 
 
 async def _private_leads(update: Update, ctx: LinliContext) -> None:
@@ -402,23 +371,8 @@ async def _private_leads(update: Update, ctx: LinliContext) -> None:
             for level in levels:
                 level.names = [known[i].name for i in level.unit.lineage[above:] if i in known]
             sections.append(Section(top_names, levels))
-    count = sum(len(s.levels) for s in sections)
-
-    def first(n: int) -> str:
-        shown: list[Section] = []
-        left = n
-        for s in sections:
-            shown.append(Section(s.names, s.levels[:left]))
-            left = max(0, left - len(s.levels))
-        return render(
-            ctx,
-            "leads/leads_private",
-            homes=homes,
-            sections=[s for s in shown if s.levels],
-            more=count - n + hidden,
-        )
-
-    await _send(update, _fit(first, count))
+    text = render(ctx, "leads/leads_private", homes=homes, sections=sections, more=hidden)
+    await _send(update, text)
 
 
 async def cmd_leads(update: Update, ctx: LinliContext) -> None:

@@ -4,6 +4,7 @@ attendance credited once, and nothing private in any group message."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -16,11 +17,12 @@ from bot.app import build_application
 from bot.config import load_settings
 from bot.context import LinliApp
 from bot.db import Database
+from bot.render import visible_length
 from bot.standin import Call, FakeTelegram, Scene, alerts, messages
 from models import ledger, people, tasks
 from models.outbox import Delivery, Status
 from tests.conftest import NOW
-from tests.integration.conftest import Clock
+from tests.integration.conftest import Clock, GroupPrivacy
 
 ZONE = ZoneInfo("Asia/Shanghai")
 GROUP, FORUM = -900, -901
@@ -343,3 +345,45 @@ async def test_mytasks_in_a_group_answers_privately(
     (private,) = messages(calls, SAM)
     assert "清扫楼道" in private.text and "signed up" in private.text
     assert "3-1-" not in " ".join(_group_texts(telegram))
+
+
+# --- a card with many long-named volunteers fits one message (issue 8 item 18) ---------------
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_a_card_with_eighty_long_named_volunteers_fits_one_message(
+    app: LinliApp, scene: Scene, db: Database, telegram: FakeTelegram, clock: Clock,
+    privacy: GroupPrivacy, lang: str,
+) -> None:  # fmt: skip
+    w = await _world(db, scene)
+    crowd = list(range(6000, 6080))
+    firsts = [f"{'长' * 62}{n:02d}" for n in range(len(crowd))]  # 64 + 64 characters each
+    async with db.transaction() as s:
+        if lang == "en":
+            community = await people.get_community(s, w.community)
+            community.language = "en"
+        for n, pid in enumerate(crowd):
+            await people.touch_person(
+                s, person_id=pid, name=f"{firsts[n]} {'名' * 64}", username=None,
+                language_code="zh-hans", now=NOW,
+            )  # fmt: skip
+            h = await people.add_household(
+                s, unit_id=w.b3, flat=f"8-{n}", area_centi_m2=None, now=NOW
+            )
+            await people.request_join(
+                s, person_id=pid, household_id=h.id or 0, now=NOW, verified_by_code=True
+            )
+    task_id = await _post(db, w, clock, slots=100)
+    await delivery.drain(app)
+    async with db.transaction() as s:
+        for pid in crowd:
+            await tasks.sign_up(s, task_id=task_id, person_id=pid, now=clock())
+    privacy.allow(*firsts)  # volunteers' first names are on the card unless they hide them
+    await _settle(app, clock)
+    text = _latest_card_text(telegram)
+    assert visible_length(text) <= 4096 < len("、".join(firsts))
+    assert firsts[0] in text and firsts[-1] not in text
+    assert ("等 80 人" in text) if lang == "zh" else re.search(r"and \d+ more", text)
+    if lang == "en":
+        shown = sum(1 for f in firsts if f in text)
+        assert f"and {80 - shown} more" in text
