@@ -40,6 +40,9 @@ BOUNDED = {
     ("reports/stats.html.j2", "call"): "by_status.items(): the statuses",
     ("pickers/macros.j2", "value.weekly"): "days of a week",
     ("tasks/changed.html.j2", "changes"): "the fields of a task",
+    ("tasks/edit_menu.html.j2", "changed"): "the fields of a task",
+    ("tasks/preview.html.j2", "days"): "days of a week or a month",
+    ("tasks/preview.html.j2", "dates"): "the first few dates of a series",
 }
 # Lists joined into one line that cannot grow, wherever they are joined: list -> why.
 BOUNDED_JOINS = {
@@ -51,6 +54,7 @@ BOUNDED_JOINS = {
     "days": "days of a week or a month",
     "value.monthly": "days of a month",
     "clamped": "days of a month",
+    "short": "days of a month",
 }
 POPUPS = {"tasks/popup_signed_up.html.j2"}  # pop-ups: common.answer cuts them to Telegram's 200
 
