@@ -40,6 +40,7 @@ BOUNDED = {
     ("reports/stats.html.j2", "call"): "by_status.items(): the statuses",
     ("pickers/macros.j2", "value.weekly"): "days of a week",
     ("tasks/changed.html.j2", "changes"): "the fields of a task",
+    ("reports/flow_preview.html.j2", "same"): "reports.duplicates: at most 5",
     ("tasks/edit_menu.html.j2", "changed"): "the fields of a task",
     ("tasks/preview.html.j2", "days"): "days of a week or a month",
     ("tasks/preview.html.j2", "dates"): "the first few dates of a series",
