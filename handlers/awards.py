@@ -4,20 +4,17 @@ zero (an over-award already spent)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update, User
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
+from handlers import flowui, pickers
 from handlers.common import (
-    PAGE,
     View,
     answer,
     answer_privately,
     as_int,
-    as_state,
     button,
     callback_args,
     deep_link,
@@ -25,34 +22,23 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
-    page_buttons,
-    page_count,
     private_only,
     replace,
     replied_to,
     reply,
     rows_of,
     show,
-    state,
-    typed,
     url_button,
 )
-from handlers.prompts import answers, ask
-from models import people, points, standings
-from models.errors import InvalidInput, NotAllowed, NotFound
+from models import points, standings
+from models.errors import NotAllowed, NotFound
+from models.flows import Flow
 from models.ledger import Kind
-from models.people import Authority, Can, Unit
+from models.people import Authority, Can
 from models.points import AwardDraft
 
 AMOUNTS = (1, 2, 5, 10, 20)
-KINDS = {"a": Kind.award, "d": Kind.deduct, "c": Kind.correct}
-CODES = {kind: code for code, kind in KINDS.items()}
 PAYLOADS = {Kind.award: "award", Kind.deduct: "deduct", Kind.correct: "correct"}
-
-
-def _nav(ctx: LinliContext, page: int, pages: int, data: str) -> list[InlineKeyboardButton]:
-    """◀ ▶ buttons; `data` has a {} where the page number goes."""
-    return page_buttons(ctx, page, pages, data.format)
 
 
 # --- /award and /deduct ------------------------------------------------------------------
@@ -87,68 +73,64 @@ async def _begin(update: Update, ctx: LinliContext, kind: Kind) -> None:
         )
         await reply(update, ctx, "points/award_how", markup=link, kind=kind)
         return
-    async with ctx.svc.db.transaction(write=False) as session:
-        tops = await _top_units(session, auth, kind)
-    if len(tops) == 1 and tops[0].id is not None:
-        await _draft_for_unit(update, ctx, auth, kind, tops[0].id)
-        return
-    await show(update, ctx, _units_screen(ctx, kind, tops, 0))
-
-
-async def _top_units(session: AsyncSession, auth: Authority, kind: Kind) -> list[Unit]:
-    """The units to pick residents under; a correction only in the admin's own communities."""
-    if auth.superadmin:
-        return list(await people.root_units(session))
-    tops = auth.top_units()
-    if kind == Kind.correct:
-        return [u for u in tops if auth.may(Can.admin_community, community_id=u.community_id)]
-    return tops
-
-
-def _units_screen(ctx: LinliContext, kind: Kind, tops: Sequence[Unit], page: int) -> View:
-    pages = page_count(len(tops))
-    page = min(max(page, 0), pages - 1)
-    k = CODES[kind]
-    rows = [[button(u.name, f"pu:{k}:{u.id}")] for u in tops[page * PAGE : (page + 1) * PAGE]]
-    rows.append(_nav(ctx, page, pages, f"pq:{k}:{{}}"))
-    return View("points/pick_unit", {"kind": kind, "empty": not tops}, keyboard(rows))
-
-
-def _kind(code: str) -> Kind:
-    if code not in KINDS:
-        raise InvalidInput("stale_button")
-    return KINDS[code]
-
-
-async def btn_units_page(update: Update, ctx: LinliContext) -> None:
-    """pq:<a|d>:<page>"""
-    private_only(update)
-    code, page = callback_args(update, "pq", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        if not auth.is_lead:
-            raise NotAllowed("leads_only")
-        tops = await _top_units(session, auth, _kind(code))
-    await show(update, ctx, _units_screen(ctx, _kind(code), tops, as_int(page)))
-
-
-async def btn_unit(update: Update, ctx: LinliContext) -> None:
-    """pu:<a|d>:<unit>: award residents of this unit."""
-    private_only(update)
-    code, unit_id = callback_args(update, "pu", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-    await _draft_for_unit(update, ctx, auth, _kind(code), as_int(unit_id))
-
-
-async def _draft_for_unit(
-    update: Update, ctx: LinliContext, auth: Authority, kind: Kind, unit_id: int
-) -> None:
+    can = Can.admin if kind == Kind.correct else Can.lead
     async with ctx.svc.db.transaction() as session:
-        draft = await points.start_draft(
-            session, auth=auth, unit_id=unit_id, kind=kind, now=ctx.now()
-        )
-        screen = await _people_screen(session, ctx, draft, 0)
+        tops = await pickers.tops(session, auth, can=can, community_id=None)
+        if kind == Kind.correct:
+            tops = [u for u in tops if auth.may(Can.admin_community, community_id=u.community_id)]
+        one = tops[0].id if len(tops) == 1 else None
+        draft = await points.start_draft(session, auth=auth, kind=kind, now=ctx.now(), unit_id=one)
+        flow = await _flow_of(session, draft)
+    if one is None:  # several units (or none): the unit picker first
+        await pickers.units(update, ctx, flow, field="unit_id", can=can, heading=_heading(kind))
+        return
+    await _pick_people(update, ctx, flow, draft)
+
+
+def _heading(kind: str) -> str:
+    return f"points/heading_{kind}"
+
+
+async def _flow_of(session: AsyncSession, draft: AwardDraft) -> Flow:
+    flow = await session.get(Flow, draft.id)
+    assert flow is not None
+    return flow
+
+
+async def _pick_people(update: Update, ctx: LinliContext, flow: Flow, draft: AwardDraft) -> None:
+    """The resident picker (several at once, search by name), the draft's picks ticked."""
+    await pickers.residents(
+        update,
+        ctx,
+        flow,
+        field="people",
+        unit_id=draft.unit_id,
+        multi=True,
+        limit=points.MAX_PICKED,
+        picked=draft.person_ids,
+        heading=_heading(draft.kind),
+    )
+
+
+@pickers.chosen(points.AWARD)
+async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) -> None:
+    """The unit chosen: its residents; the residents chosen: the amount."""
+    fid = flowui.flow_id(flow)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        if field == "unit_id":
+            draft = await points.set_unit(
+                session, auth=auth, draft_id=fid, unit_id=int(flow.data["unit_id"]), now=ctx.now()
+            )
+            live = await _flow_of(session, draft)
+        else:
+            draft = await points.set_people(
+                session, auth=auth, draft_id=fid, person_ids=flow.data["people"], now=ctx.now()
+            )
+            screen = await _amount_screen(session, ctx, draft)
+    if field == "unit_id":
+        await _pick_people(update, ctx, live, draft)
+        return
     await show(update, ctx, screen)
 
 
@@ -177,43 +159,6 @@ async def _begin_for(
     )
 
 
-async def _people_screen(
-    session: AsyncSession, ctx: LinliContext, draft: AwardDraft, page: int
-) -> View:
-    """Residents of the draft's unit, with a tick on each one picked."""
-    unit = await people.get_unit(session, draft.unit_id)
-    _, total = await people.residents_under(session, unit, offset=0, limit=0)
-    pages = page_count(total)
-    page = min(max(page, 0), pages - 1)
-    shown, total = await people.residents_under(session, unit, offset=page * PAGE, limit=PAGE)
-    flats = await points.flats_of(session, [r.household_id for r, _ in shown])
-    rows = [
-        [
-            button(
-                label(
-                    ctx,
-                    "points",
-                    "person",
-                    name=p.name,
-                    flat=flats.get(r.household_id, ""),
-                    picked=p.id in draft.person_ids,
-                ),
-                f"pt:{draft.id}:{p.id}:{page}:{state(p.id not in draft.person_ids)}",
-            )
-        ]
-        for r, p in shown
-    ]
-    rows.append(_nav(ctx, page, pages, f"pp:{draft.id}:{{}}"))
-    rows.append(
-        [
-            button(label(ctx, "points", "next_step", n=len(draft.person_ids)), f"pn:{draft.id}"),
-            button(label(ctx, "points", "cancel"), f"px:{draft.id}"),
-        ]
-    )
-    params = {"draft": draft, "unit": unit, "total": total, "page": page, "pages": pages}
-    return View("points/pick_people", params, keyboard(rows))
-
-
 async def _amount_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
     limit = await points.max_award(session, community_id=draft.community_id)
     amounts = [button(f"{n}", f"pa:{draft.id}:{n}") for n in AMOUNTS if n <= limit]
@@ -230,9 +175,14 @@ async def _amount_screen(session: AsyncSession, ctx: LinliContext, draft: AwardD
         ]
         rows += rows_of(shortcuts, 2)
     rows.append([button(label(ctx, "points", "type_amount"), f"pk:{draft.id}")])
-    rows.append([button(label(ctx, "points", "cancel"), f"px:{draft.id}")])
+    rows.append(_cancel(ctx, draft))
     who = await points.draft_people(session, draft)
     return View("points/pick_amount", {"draft": draft, "who": who, "max": limit}, keyboard(rows))
+
+
+def _cancel(ctx: LinliContext, draft: AwardDraft) -> list[InlineKeyboardButton]:
+    """The one cancel button of every flow (fx:<draft>)."""
+    return [button(label(ctx, "flows", "cancel"), f"{flowui.CANCEL}:{draft.id}")]
 
 
 async def _reason_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
@@ -246,12 +196,8 @@ async def _reason_screen(session: AsyncSession, ctx: LinliContext, draft: AwardD
         ]
         rows += rows_of(reasons, 2)
     rows.append([button(label(ctx, "points", "type_reason"), f"pw:{draft.id}")])
-    rows.append(
-        [
-            button(label(ctx, "points", "back"), f"pb:{draft.id}"),
-            button(label(ctx, "points", "cancel"), f"px:{draft.id}"),
-        ]
-    )
+    rows.append([button(label(ctx, "points", "back"), f"pb:{draft.id}")])
+    rows.append(_cancel(ctx, draft))
     who = await points.draft_people(session, draft)
     return View("points/pick_reason", {"draft": draft, "who": who}, keyboard(rows))
 
@@ -259,10 +205,8 @@ async def _reason_screen(session: AsyncSession, ctx: LinliContext, draft: AwardD
 async def _confirm_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
     rows = [
         [button(label(ctx, "points", "confirm"), f"pc:{draft.id}")],
-        [
-            button(label(ctx, "points", "back"), f"pb:{draft.id}"),
-            button(label(ctx, "points", "cancel"), f"px:{draft.id}"),
-        ],
+        [button(label(ctx, "points", "back"), f"pb:{draft.id}")],
+        _cancel(ctx, draft),
     ]
     params = await _draft_params(session, ctx, draft)
     return View("points/confirm", params, keyboard(rows))
@@ -281,49 +225,9 @@ async def _draft_params(
 
 
 def _draft_id(update: Update, prefix: str, count: int = 1) -> tuple[int, list[str]]:
+    private_only(update)  # every step of a draft is in the lead's private chat
     args = callback_args(update, prefix, count)
     return as_int(args[0]), args[1:]
-
-
-async def btn_pick(update: Update, ctx: LinliContext) -> None:
-    """pt:<draft>:<person>:<page>:<1|0>: pick (1) or unpick (0) one resident."""
-    private_only(update)  # the list shows flat numbers
-    draft_id, (person_id, page, wanted) = _draft_id(update, "pt", 4)
-    async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        draft = await points.pick_person(
-            session,
-            auth=auth,
-            draft_id=draft_id,
-            person_id=as_int(person_id, telegram_id=True),
-            picked=as_state(wanted),
-            now=ctx.now(),
-        )
-        screen = await _people_screen(session, ctx, draft, as_int(page))
-    await show(update, ctx, screen)
-
-
-async def btn_people_page(update: Update, ctx: LinliContext) -> None:
-    """pp:<draft>:<page>"""
-    private_only(update)  # the list shows flat numbers
-    draft_id, (page,) = _draft_id(update, "pp", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        draft, _unit = await points.get_draft(session, auth=auth, draft_id=draft_id)
-        screen = await _people_screen(session, ctx, draft, as_int(page))
-    await show(update, ctx, screen)
-
-
-async def btn_next(update: Update, ctx: LinliContext) -> None:
-    """pn:<draft>: the residents are picked; now the amount."""
-    draft_id, _ = _draft_id(update, "pn")
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        draft, _unit = await points.get_draft(session, auth=auth, draft_id=draft_id)
-        if not draft.person_ids:
-            raise InvalidInput("points_nobody_picked")
-        screen = await _amount_screen(session, ctx, draft)
-    await show(update, ctx, screen)
 
 
 async def btn_amount(update: Update, ctx: LinliContext) -> None:
@@ -371,62 +275,57 @@ async def btn_rule_reason(update: Update, ctx: LinliContext) -> None:
 async def btn_back(update: Update, ctx: LinliContext) -> None:
     """pb:<draft>: back to the amount."""
     draft_id, _ = _draft_id(update, "pb")
-    async with ctx.svc.db.transaction(write=False) as session:
+    async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
-        draft, _unit = await points.get_draft(session, auth=auth, draft_id=draft_id)
+        draft, _unit = await points.get_draft(session, auth=auth, draft_id=draft_id, now=ctx.now())
         screen = await _amount_screen(session, ctx, draft)
     await show(update, ctx, screen)
 
 
-async def _ask_about_draft(update: Update, ctx: LinliContext, prefix: str, kind: str) -> None:
+async def _ask_about_draft(update: Update, ctx: LinliContext, prefix: str, step: str) -> None:
     draft_id, _ = _draft_id(update, prefix)
-    async with ctx.svc.db.transaction(write=False) as session:
+    async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
-        draft, _unit = await points.get_draft(session, auth=auth, draft_id=draft_id)
+        draft, _unit = await points.get_draft(session, auth=auth, draft_id=draft_id, now=ctx.now())
         limit = await points.max_award(session, community_id=draft.community_id)
-    await ask(
-        update, ctx, kind, str(draft_id), f"points/ask_{kind.removeprefix('points_')}", max=limit
-    )
+        flow = await _flow_of(session, draft)
+    await flowui.ask(update, ctx, flow, step=step, template=f"points/ask_{step}", max=limit)
     await answer(update, ctx)
 
 
 async def btn_type_amount(update: Update, ctx: LinliContext) -> None:
     """pk:<draft>: the lead types a number."""
-    await _ask_about_draft(update, ctx, "pk", "points_amount")
+    await _ask_about_draft(update, ctx, "pk", "amount")
 
 
 async def btn_type_reason(update: Update, ctx: LinliContext) -> None:
     """pw:<draft>: the lead types the reason."""
-    await _ask_about_draft(update, ctx, "pw", "points_reason")
+    await _ask_about_draft(update, ctx, "pw", "reason")
 
 
-@answers("points_amount")
-async def on_amount(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+@flowui.answers(points.AWARD, "amount")
+async def on_amount(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
         draft = await points.set_amount(
-            session,
-            auth=auth,
-            draft_id=as_int(prompt.payload),
-            amount=typed(update),
-            now=ctx.now(),
+            session, auth=auth, draft_id=flowui.flow_id(flow), amount=text, now=ctx.now()
         )
         screen = await _after_amount(session, ctx, draft)
-    await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    await show(update, ctx, screen)
 
 
-@answers("points_reason")
-async def on_reason(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
+@flowui.answers(points.AWARD, "reason")
+async def on_reason(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
         draft = await points.set_reason(
-            session, auth=auth, draft_id=as_int(prompt.payload), text=typed(update), now=ctx.now()
+            session, auth=auth, draft_id=flowui.flow_id(flow), text=text, now=ctx.now()
         )
         if draft.amount is None:
             screen = await _amount_screen(session, ctx, draft)
         else:
             screen = await _confirm_screen(session, ctx, draft)
-    await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    await show(update, ctx, screen)
 
 
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
@@ -446,18 +345,6 @@ async def btn_confirm(update: Update, ctx: LinliContext) -> None:
     await answer(update, ctx, "points/already_saved", alert=True)
 
 
-async def btn_cancel(update: Update, ctx: LinliContext) -> None:
-    """px:<draft>"""
-    draft_id, _ = _draft_id(update, "px")
-    async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        draft = await points.cancel_draft(session, auth=auth, draft_id=draft_id, now=ctx.now())
-        params = await _draft_params(session, ctx, draft)
-    await show(
-        update, ctx, View("points/done" if draft.status == "done" else "points/cancelled", params)
-    )
-
-
 async def cmd_start_award(update: Update, ctx: LinliContext) -> None:
     """/start award|deduct|correct: the deep links groups hand out."""
     payload = ctx.args[0] if ctx.args else ""
@@ -468,6 +355,7 @@ async def cmd_start_award(update: Update, ctx: LinliContext) -> None:
 
 
 def register(app: LinliApp) -> None:
+    flowui.on_cancel(points.AWARD, "points/cancelled")
     # Before basics: these /start payloads are ours, plain /start is basics'.
     app.add_handler(
         CommandHandler(
@@ -478,11 +366,6 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("deduct", cmd_deduct))
     app.add_handler(CommandHandler("correct", cmd_correct))
     for prefix, callback in (
-        ("pq", btn_units_page),
-        ("pu", btn_unit),
-        ("pt", btn_pick),
-        ("pp", btn_people_page),
-        ("pn", btn_next),
         ("pa", btn_amount),
         ("pr", btn_rule_amount),
         ("ps", btn_rule_reason),
@@ -490,6 +373,5 @@ def register(app: LinliApp) -> None:
         ("pk", btn_type_amount),
         ("pw", btn_type_reason),
         ("pc", btn_confirm),
-        ("px", btn_cancel),
     ):
         app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))

@@ -996,9 +996,10 @@ async def leave(
 
 
 async def residents_under(
-    session: AsyncSession, unit: Unit, *, offset: int = 0, limit: int = 20
+    session: AsyncSession, unit: Unit, *, offset: int = 0, limit: int = 20, name: str = ""
 ) -> tuple[Sequence[tuple[Resident, Person]], int]:
-    """Verified residents in a unit's subtree (for picking someone), with the total count."""
+    """Verified residents in a unit's subtree (for picking someone), with the total count;
+    `name`: only those whose name contains it (any case)."""
     base = (
         select(Resident, Person)
         .join(Person, col(Person.id) == col(Resident.person_id))
@@ -1006,6 +1007,8 @@ async def residents_under(
         .join(Unit, col(Unit.id) == col(Household.unit_id))
         .where(Resident.status == ResidentStatus.verified, col(Unit.path).startswith(unit.path))
     )
+    if name:
+        base = base.where(func.lower(col(Person.name)).contains(name.lower(), autoescape=True))
     total = (await session.exec(select(func.count()).select_from(base.subquery()))).one()
     rows = (
         await session.exec(
@@ -1013,6 +1016,21 @@ async def residents_under(
         )
     ).all()
     return [(r, p) for r, p in rows], int(total)
+
+
+async def lives_under(session: AsyncSession, unit: Unit, person_id: int) -> bool:
+    """Whether this person is a verified resident of a household in the unit's subtree."""
+    query = (
+        select(Resident.id)
+        .join(Household, col(Household.id) == col(Resident.household_id))
+        .join(Unit, col(Unit.id) == col(Household.unit_id))
+        .where(
+            Resident.person_id == person_id,
+            Resident.status == ResidentStatus.verified,
+            col(Unit.path).startswith(unit.path),
+        )
+    )
+    return (await session.exec(query.limit(1))).first() is not None
 
 
 # --- prompts (the bot waits for typed input) ---------------------------------------------

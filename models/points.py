@@ -12,16 +12,15 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
-    JSON,
-    Column,
     UniqueConstraint,
 )
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import outbox
-from models.base import TelegramId, UTCDateTime, dialect_insert
+from models import flows, outbox
+from models.base import UTCDateTime, dialect_insert
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from models.flows import Flow, FlowStatus
 from models.ledger import (
     REASON_LIMIT,
     Kind,
@@ -93,23 +92,6 @@ class PointPolicy(SQLModel, table=True):
 
     community_id: int = Field(primary_key=True, foreign_key="community.id")
     max_award: int = DEFAULT_MAX_AWARD  # one award above this is a typo (5000 for 50)
-    updated_at: datetime = Field(sa_type=UTCDateTime)
-
-
-class AwardDraft(SQLModel, table=True):
-    """An award or deduction a lead is putting together, tap by tap, until it is saved once."""
-
-    id: int | None = Field(default=None, primary_key=True)
-    community_id: int = Field(foreign_key="community.id")
-    unit_id: int = Field(foreign_key="unit.id")
-    lead_id: int = Field(sa_type=TelegramId, index=True)
-    kind: str = Field(default=Kind.award, max_length=8)  # award | deduct
-    person_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    amount: int | None = None
-    rule_code: str | None = Field(default=None, max_length=32)
-    reason: str = Field(default="", max_length=REASON_LIMIT)
-    status: str = Field(default=DraftStatus.open, max_length=10)
-    created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
@@ -377,54 +359,115 @@ async def check_awardable(
 
 # --- awards and deductions, tap by tap ------------------------------------------------------
 
+AWARD = "award"  # the flow kind of every award, deduction and correction draft
+
+
+@dataclass
+class AwardDraft:
+    """An award (deduction, correction) a lead is putting together, tap by tap: a view of its
+    guided flow (models.flows, kind "award"), which keeps it until it is saved once."""
+
+    id: int
+    community_id: int
+    unit_id: int
+    lead_id: int
+    kind: str  # award | deduct | correct
+    person_ids: list[int]
+    amount: int | None
+    rule_code: str | None
+    reason: str
+    status: str  # open | done | cancelled
+
+    @classmethod
+    def of(cls, flow: Flow) -> AwardDraft:
+        data = flow.data
+        status = {FlowStatus.open: DraftStatus.open, FlowStatus.confirmed: DraftStatus.done}
+        assert flow.id is not None
+        return cls(
+            id=flow.id,
+            community_id=flow.community_id or 0,
+            unit_id=int(data.get("unit_id") or 0),
+            lead_id=flow.owner_id,
+            kind=str(data.get("kind", Kind.award)),
+            person_ids=[int(p) for p in data.get("people", [])],
+            amount=data.get("amount"),
+            rule_code=data.get("rule_code"),
+            reason=str(data.get("reason", "")),
+            status=status.get(FlowStatus(flow.status), DraftStatus.cancelled),
+        )
+
 
 async def start_draft(
     session: AsyncSession,
     *,
     auth: Authority,
-    unit_id: int,
     kind: str,
     now: datetime,
+    unit_id: int | None = None,
     person_ids: Sequence[int] = (),
 ) -> AwardDraft:
     """Begin an award (or deduction) for residents of a unit the lead covers; a correction
-    (a deduction that may take a balance below zero) only as a community admin."""
+    (a deduction that may take a balance below zero) only as a community admin. Without a unit
+    the draft waits for one (`set_unit`). A new draft closes the lead's earlier open one."""
     if kind not in DRAFT_KINDS:
         raise InvalidInput("stale_button")
-    unit = await get_unit(session, unit_id)
-    require(auth, unit)
-    _require_corrector(auth, kind, unit)
-    for person_id in person_ids:
+    flow = await flows.start(
+        session, kind=AWARD, owner_id=auth.person_id, now=now, private=True, data={"kind": kind}
+    )
+    if unit_id is not None:
+        await _set_unit(session, auth, flow, unit_id, now)
+    for person_id in dict.fromkeys(person_ids):
+        unit = await get_unit(session, int(flow.data["unit_id"]))
         await check_awardable(
             session, auth=auth, community_id=unit.community_id, person_id=person_id, within=unit
         )
-    assert unit.id is not None
-    draft = AwardDraft(
-        community_id=unit.community_id,
-        unit_id=unit.id,
-        lead_id=auth.person_id,
-        kind=kind,
-        person_ids=list(dict.fromkeys(person_ids)),
-        created_at=now,
-        updated_at=now,
+    if person_ids:
+        await flows.update(session, flow, now=now, people=list(dict.fromkeys(person_ids)))
+    return AwardDraft.of(flow)
+
+
+async def _set_unit(
+    session: AsyncSession, auth: Authority, flow: Flow, unit_id: int, now: datetime
+) -> Unit:
+    unit = await get_unit(session, unit_id)
+    require(auth, unit)
+    _require_corrector(auth, str(flow.data.get("kind")), unit)
+    if flow.data.get("unit_id") != unit.id:
+        flow.community_id = unit.community_id
+        await flows.update(session, flow, now=now, unit_id=unit.id, people=[])
+    return unit
+
+
+async def set_unit(
+    session: AsyncSession, *, auth: Authority, draft_id: int, unit_id: int, now: datetime
+) -> AwardDraft:
+    """The unit whose residents the draft is for (another unit: nobody picked yet)."""
+    flow = await _flow(session, auth, draft_id, now, lock=True)
+    _require_open(flow)
+    await _set_unit(session, auth, flow, unit_id, now)
+    return AwardDraft.of(flow)
+
+
+async def _flow(
+    session: AsyncSession, auth: Authority, draft_id: int, now: datetime, *, lock: bool
+) -> Flow:
+    return await flows.load(
+        session, flow_id=draft_id, owner_id=auth.person_id, now=now, kind=AWARD, lock=lock
     )
-    session.add(draft)
-    await session.flush()
-    return draft
+
+
+def _require_open(flow: Flow) -> None:
+    if flow.status != FlowStatus.open:
+        raise Conflict("points_award_closed")
 
 
 async def get_draft(
-    session: AsyncSession, *, auth: Authority, draft_id: int, lock: bool = False
+    session: AsyncSession, *, auth: Authority, draft_id: int, now: datetime, lock: bool = False
 ) -> tuple[AwardDraft, Unit]:
     """The lead's own draft and its unit, with the lead's cover of it checked again."""
-    query = select(AwardDraft).where(AwardDraft.id == draft_id)
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    draft = (await session.exec(query)).first()
-    if draft is None:
+    draft = AwardDraft.of(await _flow(session, auth, draft_id, now, lock=lock))
+    if not draft.unit_id:
         raise InvalidInput("stale_button")
-    if draft.lead_id != auth.person_id:
-        raise NotAllowed("points_not_your_picker")
     unit = await get_unit(session, draft.unit_id)
     require(auth, unit)
     _require_corrector(auth, draft.kind, unit)
@@ -438,54 +481,47 @@ def _require_corrector(auth: Authority, kind: str, unit: Unit) -> None:
 
 
 async def _open_draft(
-    session: AsyncSession, *, auth: Authority, draft_id: int
-) -> tuple[AwardDraft, Unit]:
-    draft, unit = await get_draft(session, auth=auth, draft_id=draft_id, lock=True)
-    if draft.status != DraftStatus.open:
-        raise Conflict("points_award_closed")
-    return draft, unit
+    session: AsyncSession, *, auth: Authority, draft_id: int, now: datetime
+) -> tuple[Flow, AwardDraft, Unit]:
+    flow = await _flow(session, auth, draft_id, now, lock=True)
+    _require_open(flow)
+    draft, unit = await get_draft(session, auth=auth, draft_id=draft_id, now=now)
+    return flow, draft, unit
 
 
-async def pick_person(
+async def set_people(
     session: AsyncSession,
     *,
     auth: Authority,
     draft_id: int,
-    person_id: int,
-    picked: bool,
+    person_ids: Sequence[int],
     now: datetime,
 ) -> AwardDraft:
-    """Pick a resident for the draft (or unpick them); picking one already picked changes
-    nothing, so a double tap or a repeated update leaves the choice as the lead made it."""
-    draft, unit = await _open_draft(session, auth=auth, draft_id=draft_id)
-    chosen = list(draft.person_ids)
-    if (person_id in chosen) == picked:
-        return draft
-    if not picked:
-        chosen.remove(person_id)
-    else:
+    """The residents the resident picker chose: each checked (lives under the unit, the lead
+    covers them, not the lead), at most MAX_PICKED."""
+    flow, draft, unit = await _open_draft(session, auth=auth, draft_id=draft_id, now=now)
+    chosen = list(dict.fromkeys(int(p) for p in person_ids))
+    if not chosen:
+        raise InvalidInput("points_nobody_picked")
+    if len(chosen) > MAX_PICKED:
+        raise InvalidInput("points_too_many", limit=MAX_PICKED)
+    for person_id in chosen:
         await check_awardable(
             session, auth=auth, community_id=draft.community_id, person_id=person_id, within=unit
         )
-        if len(chosen) >= MAX_PICKED:
-            raise InvalidInput("points_too_many", limit=MAX_PICKED)
-        chosen.append(person_id)
-    draft.person_ids = chosen  # a new list, so the JSON column is seen as changed
-    draft.updated_at = now
-    await session.flush()
-    return draft
+    await flows.update(session, flow, now=now, people=chosen)
+    return AwardDraft.of(flow)
 
 
 async def set_amount(
     session: AsyncSession, *, auth: Authority, draft_id: int, amount: int | str, now: datetime
 ) -> AwardDraft:
     """A tapped or typed amount: a whole number from 1 to the community's maximum."""
-    draft, _unit = await _open_draft(session, auth=auth, draft_id=draft_id)
+    flow, draft, _unit = await _open_draft(session, auth=auth, draft_id=draft_id, now=now)
     limit = await max_award(session, community_id=draft.community_id)
-    draft.amount = _whole_number(amount, low=1, high=limit, error="points_bad_amount")
-    draft.updated_at = now
-    await session.flush()
-    return draft
+    value = _whole_number(amount, low=1, high=limit, error="points_bad_amount")
+    await flows.update(session, flow, now=now, amount=value)
+    return AwardDraft.of(flow)
 
 
 async def choose_rule(
@@ -501,47 +537,49 @@ async def choose_rule(
 
     Deductions take no rule: they need a reason in the lead's own words.
     """
-    draft, _unit = await _open_draft(session, auth=auth, draft_id=draft_id)
+    flow, draft, _unit = await _open_draft(session, auth=auth, draft_id=draft_id, now=now)
     if draft.kind != Kind.award:
         raise InvalidInput("stale_button")
     found = await rule(session, community_id=draft.community_id, code=code, now=now)
     if not found.active:
         raise NotFound("points_rule_not_found")
+    fields: dict[str, object] = {}
     if with_amount:
         limit = await max_award(session, community_id=draft.community_id)
         if found.points > limit:
             raise InvalidInput("points_bad_amount", low=1, high=limit)
-        draft.amount = found.points
+        fields["amount"] = found.points
     community = await get_community(session, draft.community_id)
-    draft.rule_code, draft.reason = found.code, found.name(community.language)
-    draft.updated_at = now
-    await session.flush()
-    return draft
+    await flows.update(
+        session,
+        flow,
+        now=now,
+        rule_code=found.code,
+        reason=found.name(community.language),
+        **fields,
+    )
+    return AwardDraft.of(flow)
 
 
 async def set_reason(
     session: AsyncSession, *, auth: Authority, draft_id: int, text: str, now: datetime
 ) -> AwardDraft:
-    draft, _unit = await _open_draft(session, auth=auth, draft_id=draft_id)
+    flow, _draft, _unit = await _open_draft(session, auth=auth, draft_id=draft_id, now=now)
     reason = " ".join(text.split())
     if not reason:
         raise InvalidInput("points_reason_required")
     if len(reason) > REASON_LIMIT:
         raise InvalidInput("name_too_long", limit=REASON_LIMIT)
-    draft.rule_code, draft.reason = None, reason
-    draft.updated_at = now
-    await session.flush()
-    return draft
+    await flows.update(session, flow, now=now, rule_code=None, reason=reason)
+    return AwardDraft.of(flow)
 
 
 async def cancel_draft(
     session: AsyncSession, *, auth: Authority, draft_id: int, now: datetime
 ) -> AwardDraft:
-    draft, _unit = await get_draft(session, auth=auth, draft_id=draft_id, lock=True)
-    if draft.status == DraftStatus.open:
-        draft.status, draft.updated_at = DraftStatus.cancelled, now
-        await session.flush()
-    return draft
+    flow = await _flow(session, auth, draft_id, now, lock=True)
+    await flows.cancel(session, flow, now=now)
+    return AwardDraft.of(flow)
 
 
 @dataclass(frozen=True)
@@ -561,7 +599,7 @@ async def confirm_draft(
     Everything is checked again (the lead's cover, each resident, the amount against today's
     maximum). Returns (draft, postings, changed); a second confirmation changes nothing.
     """
-    draft, unit = await get_draft(session, auth=auth, draft_id=draft_id, lock=True)
+    draft, unit = await get_draft(session, auth=auth, draft_id=draft_id, now=now, lock=True)
     if draft.status == DraftStatus.done:
         return draft, [], False
     if draft.status != DraftStatus.open:
@@ -573,6 +611,22 @@ async def confirm_draft(
         raise InvalidInput("points_bad_amount", low=1, high=limit)
     if not draft.reason:
         raise InvalidInput("points_reason_required")
+    posted: list[Posted] = []
+
+    async def make(_flow: Flow) -> int:
+        posted.extend(await _post_draft(session, auth, draft, unit, now))
+        return len(posted)
+
+    flow, changed = await flows.confirm(
+        session, flow_id=draft_id, owner_id=auth.person_id, now=now, make=make, kind=AWARD
+    )
+    return AwardDraft.of(flow), posted, changed
+
+
+async def _post_draft(
+    session: AsyncSession, auth: Authority, draft: AwardDraft, unit: Unit, now: datetime
+) -> list[Posted]:
+    assert draft.amount is not None
     community = await get_community(session, draft.community_id)
     found_rule = (
         await rule(session, community_id=draft.community_id, code=draft.rule_code, now=now)
@@ -638,9 +692,7 @@ async def confirm_draft(
             now=now,
         )
         posted.append(Posted(person, entry, after))
-    draft.status, draft.updated_at = DraftStatus.done, now
-    await session.flush()
-    return draft, posted, True
+    return posted
 
 
 async def draft_people(session: AsyncSession, draft: AwardDraft) -> list[Person]:

@@ -1,6 +1,7 @@
-"""Pickers a guided flow shows to choose a unit, a date and time, or a recurrence.
+"""Pickers a guided flow shows to choose a unit, residents, a date and time, or a recurrence.
 
     await pickers.units(update, ctx, flow, field="unit_id", can=Can.lead)
+    await pickers.residents(update, ctx, flow, field="people", unit_id=unit_id, multi=True)
     await pickers.when(update, ctx, flow, field="starts_at", end=True)
     await pickers.repeat(update, ctx, flow, field="repeat", start=starts_at, zone=zone)
 
@@ -19,14 +20,16 @@ from telegram.ext import CallbackQueryHandler
 
 from bot.context import LinliApp
 from handlers.pickers import dates, recurrence, tree
+from handlers.pickers import residents as resident_picker
 from handlers.pickers.base import STATE, chosen
 from handlers.pickers.dates import pick_when as when
 from handlers.pickers.dates import slot
 from handlers.pickers.recurrence import pick_repeat as repeat
+from handlers.pickers.residents import pick_residents as residents
 from handlers.pickers.tree import pick_unit as units
 from handlers.pickers.tree import reachable_tops, tops, unit_view
 
-HANDLERS = (*tree.HANDLERS, *dates.HANDLERS, *recurrence.HANDLERS)
+HANDLERS = (*tree.HANDLERS, *dates.HANDLERS, *recurrence.HANDLERS, *resident_picker.HANDLERS)
 
 
 def register(app: LinliApp) -> None:
@@ -40,6 +43,7 @@ __all__ = [
     "reachable_tops",
     "register",
     "repeat",
+    "residents",
     "slot",
     "tops",
     "unit_view",

@@ -121,9 +121,10 @@ async def test_picking_a_resident_twice_keeps_them_picked(db: Database, scene: S
     draft_id = int(pick.split(":")[1])
     for _ in range(2):
         await scene.press(u[LEAD], picker, pick)
+    await scene.tap(u[LEAD], picker, "下一步")  # the picker hands its choice to the draft
     async with db.transaction(write=False) as s:
         auth = await people.authority(s, person_id=LEAD, superadmin=False)
-        draft, _unit = await points.get_draft(s, auth=auth, draft_id=draft_id)
+        draft, _unit = await points.get_draft(s, auth=auth, draft_id=draft_id, now=NOW)
     assert draft.person_ids == [WANG]
 
 
@@ -137,9 +138,12 @@ async def test_a_resident_paging_the_award_unit_list_is_refused(
     u = _people(scene)
     chat = scene.private(u[WANG])
     anchor = _only(await scene.say(u[WANG], chat, "/points"))
-    with caplog.at_level(logging.ERROR, logger="linli"):
-        calls = await scene.press(u[WANG], anchor, "pq:a:1")
-    assert any("只有负责人" in a for a in alerts(calls))
+    picker = _only(await scene.say(u[LEAD], scene.private(u[LEAD]), "/award"))
+    draft = scene.button_data(scene.message_of(picker), 0).split(":")[1]
+    with caplog.at_level(logging.ERROR, logger="linli"):  # the award's unit and resident lists
+        calls = await scene.press(u[WANG], anchor, f"fu:{draft}:0:1")
+        calls += await scene.press(u[WANG], anchor, f"fp:{draft}:1")
+    assert len([a for a in alerts(calls) if "别人打开" in a]) == 2
     assert not [c for c in calls if c.method == "editMessageText"]
     assert "failed" not in caplog.text
 
@@ -160,7 +164,8 @@ async def test_ids_out_of_the_columns_range_are_a_stale_button(
     anchor = _only(await scene.say(u[LEAD], chat, "/award"))
     with caplog.at_level(logging.ERROR, logger="linli"):
         for data in (
-            f"pu:a:{number}",
+            f"fp:{number}:0",
+            f"fv:{number}:{WANG}:0:1",
             f"ptb:{number}:a",
             f"pv:{number}",
             f"pm:{w.community}:{number}",
@@ -319,7 +324,7 @@ async def test_an_award_to_fifty_residents_with_long_names_goes_through(
         )
     chat = scene.private(lead)
     anchor = _only(await scene.say(lead, chat, "/points"))
-    amounts = _edited(await scene.press(lead, anchor, f"pn:{draft.id}"))
+    amounts = _edited(await scene.press(lead, anchor, f"pb:{draft.id}"))
     reasons = _edited(await scene.tap(lead, amounts, "10"))
     confirm = _edited(await scene.tap(lead, reasons, 0))
     done = _edited(await scene.tap(lead, confirm, 0))
