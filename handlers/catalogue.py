@@ -7,11 +7,12 @@ import re
 from collections.abc import Sequence
 
 from sqlmodel.ext.asyncio.session import AsyncSession
-from telegram import ChatMember, Update
+from telegram import ChatMember, InlineKeyboardButton, Update
 from telegram.error import TelegramError
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
+from handlers import flowui
 from handlers.common import (
     PAGE,
     View,
@@ -32,10 +33,12 @@ from handlers.common import (
     rows_of,
     show,
     typed,
+    user_id,
 )
 from handlers.prompts import answers, ask
-from models import people, rewards
+from models import flows, people, rewards
 from models.errors import InvalidInput, NotAllowed
+from models.flows import Flow
 from models.people import Authority, Person
 from models.rewards import Reward, RewardStatus
 
@@ -46,10 +49,6 @@ MERCHANT_PAYLOAD = re.compile(r"^reward-m(\d+)$")
 UNLIMITED, NO_LIMIT = "u", "n"
 CHATS_ASKED = 10  # a community's groups asked whether a new merchant is in one of them
 FIELDS = {"c": "cost", "s": "stock", "l": "limit"}
-ASK_NEW_COST = "rw_new_cost"
-ASK_NEW_STOCK = "rw_new_stock"
-ASK_NAME_ZH = "rw_name_zh"
-ASK_NAME_EN = "rw_name_en"
 ASK_VALUE = "rw_value"
 
 
@@ -191,174 +190,198 @@ async def btn_day_set(update: Update, ctx: LinliContext) -> None:
     await show(update, ctx, view)
 
 
-# adding: cost (buttons or typed), stock (buttons or typed), names (typed), merchant (picked)
+# adding: a guided flow (kind "reward"): cost (buttons or typed), stock (buttons or typed),
+# names (typed), then it is made once; the merchant is picked after (unless already named)
 
 
-def _cost_view(ctx: LinliContext, cid: int, merchant: int) -> View:
-    choices = [
-        button(label(ctx, "rewards", "points", n=n), f"rmk:{cid}:{merchant}:{n}") for n in COSTS
-    ]
+REWARD = "reward"  # the flow kind of a reward being added: cost, stock, names, then it is made
+
+
+def _back(ctx: LinliContext, flow: Flow) -> list[InlineKeyboardButton]:
+    """Cancel: back to the catalogue (the draft is dropped; it would expire anyway)."""
+    merchant = int(flow.data.get("merchant") or 0)
+    return [button(label(ctx, "rewards", "cancel"), f"rmh:{flow.community_id}:{merchant}:0")]
+
+
+def _cost_view(ctx: LinliContext, flow: Flow) -> View:
+    fid = flowui.flow_id(flow)
+    choices = [button(label(ctx, "rewards", "points", n=n), f"rmk:{fid}:{n}") for n in COSTS]
     rows = rows_of(choices, 3)
-    rows.append([button(label(ctx, "rewards", "type_number"), f"rmtc:{cid}:{merchant}")])
-    rows.append([button(label(ctx, "rewards", "cancel"), f"rmh:{cid}:{merchant}:0")])
+    rows.append([button(label(ctx, "rewards", "type_number"), f"rmtc:{fid}")])
+    rows.append(_back(ctx, flow))
     return View("rewards/new_cost", markup=keyboard(rows))
 
 
-def _stock_view(ctx: LinliContext, cid: int, merchant: int, cost: int) -> View:
-    data = f"rmq:{cid}:{merchant}:{cost}"
-    choices = [button(label(ctx, "rewards", "unlimited"), f"{data}:{UNLIMITED}")]
-    choices += [button(label(ctx, "rewards", "pieces", n=n), f"{data}:{n}") for n in STOCKS]
+def _stock_view(ctx: LinliContext, flow: Flow) -> View:
+    fid = flowui.flow_id(flow)
+    choices = [button(label(ctx, "rewards", "unlimited"), f"rmq:{fid}:{UNLIMITED}")]
+    choices += [button(label(ctx, "rewards", "pieces", n=n), f"rmq:{fid}:{n}") for n in STOCKS]
     rows = rows_of(choices, 3)
-    rows.append([button(label(ctx, "rewards", "type_number"), f"rmts:{cid}:{merchant}:{cost}")])
-    rows.append([button(label(ctx, "rewards", "cancel"), f"rmh:{cid}:{merchant}:0")])
-    return View("rewards/new_stock", {"cost": cost}, keyboard(rows))
+    rows.append([button(label(ctx, "rewards", "type_number"), f"rmts:{fid}")])
+    rows.append(_back(ctx, flow))
+    return View("rewards/new_stock", {"cost": flow.data["cost"]}, keyboard(rows))
 
 
 def _whole(text: str, low: int, high: int) -> int:
     return rewards.parse_whole(text, low=low, high=high)
 
 
+async def _draft(session: AsyncSession, ctx: LinliContext, update: Update, fid: str | int) -> Flow:
+    """The lead's open reward draft (locked), with their right to run the catalogue re-checked."""
+    private_only(update)
+    flow = await flowui.load(session, ctx, update, fid, kind=REWARD)
+    await _manager(session, ctx, update, flow.community_id or 0)
+    return flow
+
+
 async def btn_new(update: Update, ctx: LinliContext) -> None:
+    """rmn:<community>:<merchant>: a new reward's draft; first its cost."""
     private_only(update)
     cid, merchant = callback_args(update, "rmn", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
+    async with ctx.svc.db.transaction() as session:
         await _manager(session, ctx, update, as_int(cid))
-    await show(update, ctx, _cost_view(ctx, as_int(cid), as_int(merchant, telegram_id=True)))
+        flow = await flows.start(
+            session, kind=REWARD, owner_id=user_id(update), community_id=as_int(cid),
+            private=True, now=ctx.now(), data={"merchant": as_int(merchant, telegram_id=True)},
+        )  # fmt: skip
+    await show(update, ctx, _cost_view(ctx, flow))
 
 
 async def btn_new_cost(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    cid, merchant, cost = callback_args(update, "rmk", 3)
-    async with ctx.svc.db.transaction(write=False) as session:
-        await _manager(session, ctx, update, as_int(cid))
+    """rmk:<draft>:<cost>"""
+    fid, cost = callback_args(update, "rmk", 2)
     value = _whole(cost, 1, rewards.MAX_COST)
-    await show(
-        update, ctx, _stock_view(ctx, as_int(cid), as_int(merchant, telegram_id=True), value)
-    )
+    async with ctx.svc.db.transaction() as session:
+        flow = await _draft(session, ctx, update, fid)
+        await flows.update(session, flow, now=ctx.now(), cost=value)
+    await show(update, ctx, _stock_view(ctx, flow))
 
 
 async def btn_new_stock(update: Update, ctx: LinliContext) -> None:
-    """rmq:<community>:<merchant>:<cost>:<stock|u>: the numbers are set; now the names."""
-    private_only(update)
-    cid, merchant, cost, stock = callback_args(update, "rmq", 4)
-    async with ctx.svc.db.transaction(write=False) as session:
-        await _manager(session, ctx, update, as_int(cid))
-    value = _whole(cost, 1, rewards.MAX_COST)
+    """rmq:<draft>:<stock|u>: the numbers are set; now the names."""
+    fid, stock = callback_args(update, "rmq", 2)
     amount = None if stock == UNLIMITED else _whole(stock, 0, rewards.MAX_STOCK)
-    merchant_id = as_int(merchant, telegram_id=True)
-    payload = f"{as_int(cid)}:{merchant_id}:{value}:{UNLIMITED if amount is None else amount}"
-    await ask(update, ctx, ASK_NAME_ZH, payload, "rewards/ask_name_zh")
+    async with ctx.svc.db.transaction() as session:
+        flow = await _draft(session, ctx, update, fid)
+        if "cost" not in flow.data:
+            raise InvalidInput("stale_button")
+        await flows.update(session, flow, now=ctx.now(), stock=amount)
+    await flowui.ask(update, ctx, flow, step="name_zh", template="rewards/ask_name_zh")
+    await answer(update, ctx)
+
+
+async def _ask_number(update: Update, ctx: LinliContext, prefix: str, step: str) -> None:
+    (fid,) = callback_args(update, prefix, 1)
+    async with ctx.svc.db.transaction() as session:
+        flow = await _draft(session, ctx, update, fid)
+    await flowui.ask(update, ctx, flow, step=step, template=f"rewards/ask_{step}")
     await answer(update, ctx)
 
 
 async def btn_type_new_cost(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    cid, merchant = callback_args(update, "rmtc", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        await _manager(session, ctx, update, as_int(cid))
-    await ask(
-        update,
-        ctx,
-        ASK_NEW_COST,
-        f"{as_int(cid)}:{as_int(merchant, telegram_id=True)}",
-        "rewards/ask_cost",
-    )
-    await answer(update, ctx)
+    """rmtc:<draft>: the lead types the cost."""
+    await _ask_number(update, ctx, "rmtc", "cost")
 
 
 async def btn_type_new_stock(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    cid, merchant, cost = callback_args(update, "rmts", 3)
-    async with ctx.svc.db.transaction(write=False) as session:
-        await _manager(session, ctx, update, as_int(cid))
-    payload = (
-        f"{as_int(cid)}:{as_int(merchant, telegram_id=True)}:{_whole(cost, 1, rewards.MAX_COST)}"
-    )
-    await ask(update, ctx, ASK_NEW_STOCK, payload, "rewards/ask_stock")
-    await answer(update, ctx)
-
-
-def _payload(prompt: people.Prompt, count: int) -> list[str]:
-    parts = prompt.payload.split(":", count - 1)
-    if len(parts) != count:
-        raise InvalidInput("stale_button")
-    return parts
+    """rmts:<draft>: the lead types the stock."""
+    await _ask_number(update, ctx, "rmts", "stock")
 
 
 async def _again(
-    update: Update, ctx: LinliContext, prompt: people.Prompt, error: InvalidInput
+    update: Update, ctx: LinliContext, flow: Flow, step: str, error: InvalidInput
 ) -> None:
     """A typed answer that does not fit: say why and ask the same question again."""
-    await ask(
-        update, ctx, prompt.kind, prompt.payload, "rewards/ask_again", key=error.key, **error.params
+    await flowui.ask(
+        update, ctx, flow, step=step, template="rewards/ask_again", key=error.key, **error.params
     )
 
 
-@answers(ASK_NEW_COST)
-async def on_new_cost(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
-    cid, merchant = _payload(prompt, 2)
+@flowui.answers(REWARD, "cost")
+async def on_new_cost(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
     try:
-        cost = _whole(typed(update), 1, rewards.MAX_COST)
+        cost = _whole(text, 1, rewards.MAX_COST)
     except InvalidInput as error:
-        await _again(update, ctx, prompt, error)
+        await _again(update, ctx, flow, "cost", error)
         return
-    await show(update, ctx, _stock_view(ctx, as_int(cid), as_int(merchant, telegram_id=True), cost))
-
-
-@answers(ASK_NEW_STOCK)
-async def on_new_stock(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
-    cid, merchant, cost = _payload(prompt, 3)
-    try:
-        stock = _whole(typed(update), 0, rewards.MAX_STOCK)
-    except InvalidInput as error:
-        await _again(update, ctx, prompt, error)
-        return
-    await ask(update, ctx, ASK_NAME_ZH, f"{cid}:{merchant}:{cost}:{stock}", "rewards/ask_name_zh")
-
-
-@answers(ASK_NAME_ZH)
-async def on_name_zh(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
-    _payload(prompt, 4)
-    try:
-        name = people.clean_name(typed(update), limit=rewards.NAME_LIMIT)
-    except InvalidInput as error:
-        await _again(update, ctx, prompt, error)
-        return
-    await ask(update, ctx, ASK_NAME_EN, f"{prompt.payload}:{name}", "rewards/ask_name_en", zh=name)
-
-
-@answers(ASK_NAME_EN)
-async def on_name_en(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
-    cid, merchant, cost, stock, name_zh = _payload(prompt, 5)
-    try:
-        name_en = people.clean_name(typed(update), limit=rewards.NAME_LIMIT)
-    except InvalidInput as error:
-        await _again(update, ctx, prompt, error)
-        return
-    merchant_id = as_int(merchant, telegram_id=True)
-    vouched = bool(merchant_id) and await _in_community_chat(ctx, as_int(cid), merchant_id)
     async with ctx.svc.db.transaction() as session:
+        live = await _draft(session, ctx, update, flowui.flow_id(flow))
+        await flows.update(session, live, now=ctx.now(), cost=cost)
+    await show(update, ctx, _stock_view(ctx, live))
+
+
+@flowui.answers(REWARD, "stock")
+async def on_new_stock(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+    try:
+        stock = _whole(text, 0, rewards.MAX_STOCK)
+    except InvalidInput as error:
+        await _again(update, ctx, flow, "stock", error)
+        return
+    async with ctx.svc.db.transaction() as session:
+        live = await _draft(session, ctx, update, flowui.flow_id(flow))
+        await flows.update(session, live, now=ctx.now(), stock=stock)
+    await flowui.ask(update, ctx, live, step="name_zh", template="rewards/ask_name_zh")
+
+
+@flowui.answers(REWARD, "name_zh")
+async def on_name_zh(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+    try:
+        name = people.clean_name(text, limit=rewards.NAME_LIMIT)
+    except InvalidInput as error:
+        await _again(update, ctx, flow, "name_zh", error)
+        return
+    async with ctx.svc.db.transaction() as session:
+        live = await _draft(session, ctx, update, flowui.flow_id(flow))
+        await flows.update(session, live, now=ctx.now(), name_zh=name)
+    await flowui.ask(update, ctx, live, step="name_en", template="rewards/ask_name_en", zh=name)
+
+
+@flowui.answers(REWARD, "name_en")
+async def on_name_en(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+    try:
+        name_en = people.clean_name(text, limit=rewards.NAME_LIMIT)
+    except InvalidInput as error:
+        await _again(update, ctx, flow, "name_en", error)
+        return
+    cid, merchant_id = flow.community_id or 0, int(flow.data.get("merchant") or 0)
+    vouched = bool(merchant_id) and await _in_community_chat(ctx, cid, merchant_id)
+    async with ctx.svc.db.transaction() as session:
+        await _draft(session, ctx, update, flowui.flow_id(flow))
         auth = await load_auth(session, ctx, update)
-        reward = await rewards.add_reward(
-            session,
-            auth=auth,
-            community_id=as_int(cid),
-            name_zh=name_zh,
-            name_en=name_en,
-            cost=as_int(cost),
-            stock=None if stock == UNLIMITED else as_int(stock),
-            now=ctx.now(),
-        )
-        assert reward.id is not None
-        if merchant_id:
-            reward, _ = await rewards.set_merchant(
+
+        async def make(draft: Flow) -> int:
+            reward = await rewards.add_reward(
                 session,
                 auth=auth,
-                reward_id=reward.id,
-                merchant_id=merchant_id,
+                community_id=cid,
+                name_zh=str(draft.data["name_zh"]),
+                name_en=name_en,
+                cost=int(draft.data["cost"]),
+                stock=draft.data.get("stock"),
                 now=ctx.now(),
-                in_community_chat=vouched,
             )
+            assert reward.id is not None
+            if merchant_id:
+                await rewards.set_merchant(
+                    session,
+                    auth=auth,
+                    reward_id=reward.id,
+                    merchant_id=merchant_id,
+                    now=ctx.now(),
+                    in_community_chat=vouched,
+                )
+            return reward.id
+
+        done, _created = await flows.confirm(
+            session,
+            flow_id=flowui.flow_id(flow),
+            owner_id=user_id(update),
+            now=ctx.now(),
+            make=make,
+            kind=REWARD,
+        )
+        reward = await rewards.get_reward(session, done.result_id or 0)
+        if reward.merchant_id:
             view = await _edit_view(session, ctx, reward, note="added")
         else:
             view = await _merchant_view(session, ctx, reward, 0, added=True)
@@ -488,6 +511,13 @@ async def btn_type(update: Update, ctx: LinliContext) -> None:
     await answer(update, ctx)
 
 
+def _payload(prompt: people.Prompt, count: int) -> list[str]:
+    parts = prompt.payload.split(":", count - 1)
+    if len(parts) != count:
+        raise InvalidInput("stale_button")
+    return parts
+
+
 @answers(ASK_VALUE)
 async def on_value(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
     reward_id, code = _payload(prompt, 2)
@@ -498,7 +528,10 @@ async def on_value(update: Update, ctx: LinliContext, prompt: people.Prompt) -> 
     except InvalidInput as error:
         if error.key != "bad_number":
             raise
-        await _again(update, ctx, prompt, error)
+        await ask(
+            update, ctx, prompt.kind, prompt.payload, "rewards/ask_again", key=error.key,
+            **error.params,
+        )  # fmt: skip
         return
     await show(update, ctx, view)
 

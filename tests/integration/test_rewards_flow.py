@@ -483,3 +483,27 @@ async def test_lead_sets_a_redemption_day_and_the_group_is_reminded(
     (reminder,) = messages(scene.tg.calls[before:], chat_id=group["id"])
     assert "今天是幸福里的积分兑换日" in reminder.text and "茶餐厅午餐券 · 30分" in reminder.text
     assert await delivery.run_rhythms(app) == 0
+
+
+async def test_a_new_rewards_draft_is_the_leads_own_and_is_made_once(
+    db: Database, scene: Scene
+) -> None:
+    """The new reward's draft is a guided flow (issue 7): only its lead drives it, a typed
+    answer repeated after the reward was made makes nothing more."""
+    await _world(db)
+    lead, b_lead = _user(scene, LEAD), _user(scene, B_LEAD)
+    chat = scene.private(lead)
+    (menu,) = messages(await scene.say(lead, chat, "/reward"))
+    (cost,) = _edits(await scene.tap(lead, menu, "新增奖品"))
+    twenty = scene.button_data(scene.message_of(cost), "20分")
+    (alert,) = alerts(await scene.press(b_lead, cost, twenty))
+    assert "别人打开" in alert
+    await scene.tap(lead, menu, "20分")
+    await scene.tap(lead, menu, "不限量")
+    await scene.say(lead, chat, "社区洗车券")
+    await scene.say(lead, chat, "Car wash")
+    again = await scene.say(lead, chat, "Car wash")  # nothing asks for it any more
+    assert not [c for c in messages(again) if "已上架" in c.text]
+    async with db.transaction(write=False) as s:
+        made = (await s.exec(select(Reward).where(Reward.name_en == "Car wash"))).all()
+    assert len(made) == 1 and made[0].stock is None and made[0].cost == 20
