@@ -996,10 +996,16 @@ async def leave(
 
 
 async def residents_under(
-    session: AsyncSession, unit: Unit, *, offset: int = 0, limit: int = 20, name: str = ""
+    session: AsyncSession,
+    unit: Unit,
+    *,
+    offset: int = 0,
+    limit: int = 20,
+    name: str = "",
+    exclude: Sequence[int] = (),
 ) -> tuple[Sequence[tuple[Resident, Person]], int]:
     """Verified residents in a unit's subtree (for picking someone), with the total count;
-    `name`: only those whose name contains it (any case)."""
+    `name`: only those whose name contains it (any case); `exclude`: people left off."""
     base = (
         select(Resident, Person)
         .join(Person, col(Person.id) == col(Resident.person_id))
@@ -1009,6 +1015,8 @@ async def residents_under(
     )
     if name:
         base = base.where(func.lower(col(Person.name)).contains(name.lower(), autoescape=True))
+    if exclude:
+        base = base.where(col(Person.id).not_in(list(exclude)))
     total = (await session.exec(select(func.count()).select_from(base.subquery()))).one()
     rows = (
         await session.exec(

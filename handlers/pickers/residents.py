@@ -75,10 +75,13 @@ async def view(
     fid = flowui.flow_id(flow)
     unit = await _unit(session, auth, flow, st)
     query = str(st.get("query") or "")
-    _, total = await people.residents_under(session, unit, offset=0, limit=0, name=query)
+    left_off = () if st.get("self_ok") else (flow.owner_id,)
+    _, total = await people.residents_under(
+        session, unit, offset=0, limit=0, name=query, exclude=left_off
+    )
     page = clamp_page(page, total)
     shown, total = await people.residents_under(
-        session, unit, offset=page * PAGE, limit=PAGE, name=query
+        session, unit, offset=page * PAGE, limit=PAGE, name=query, exclude=left_off
     )
     picked = [int(p) for p in st.get("picked", [])]
     multi = bool(st.get("multi"))
