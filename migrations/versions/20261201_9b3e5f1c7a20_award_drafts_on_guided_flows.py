@@ -5,7 +5,7 @@ AwardDraft is a view of one). An open draft of the old table is dropped with it:
 half-way through an award starts it again (drafts expire after an hour anyway).
 
 Revision ID: 9b3e5f1c7a20
-Revises: 7a1c3e9d2b54
+Revises: a7c3e9d41b20
 Create Date: 2026-12-01 04:10:00.000000+00:00
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import models.base
 
 revision: str = "9b3e5f1c7a20"
-down_revision: str | Sequence[str] | None = "7a1c3e9d2b54"
+down_revision: str | Sequence[str] | None = "a7c3e9d41b20"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
