@@ -102,7 +102,7 @@ async def view(
         rows.append([button(base.lab(ctx, "picked_next", n=len(picked)), f"{DONE}:{fid}")])
     rows += base.footer(ctx, flow, st)
     params = {
-        "heading": base.heading(ctx, st),
+        "heading": base.heading(ctx, flow, st),
         "names": await people.lineage_names(session, unit),
         "total": total,
         "query": query,
