@@ -482,13 +482,9 @@ async def _sheet(session: AsyncSession, ctx: LinliContext, auth: Authority, repo
     unit = await reports.require_lead(session, auth, report)
     cats = await _category_names(session, report.community_id, ctx.now())
     history = await reports.events(session, report_id)
-    who = {
-        p.id: p.name
-        for p in await people_named(
-            session,
-            [report.reporter_id, report.assignee_id or 0, *[e.by or 0 for e in history]],
-        )
-    }
+    who = await reports.names_of(
+        session, [report.reporter_id, report.assignee_id or 0, *[e.by or 0 for e in history]]
+    )
     params = {
         "number": report.label,
         "status": report.status,
@@ -514,7 +510,7 @@ async def _sheet(session: AsyncSession, ctx: LinliContext, auth: Authority, repo
                 "to": e.to_status,
                 "note": e.note,
             }
-            for e in history[-8:]
+            for e in reversed(history)  # newest first: what fits one message
         ],
         "zone": (await people.get_community(session, report.community_id)).timezone,
     }
@@ -556,15 +552,6 @@ async def _sheet(session: AsyncSession, ctx: LinliContext, auth: Authority, repo
         rows.append([button(_l(ctx, "put_on_agenda"), f"rj:{rid}")])
     rows.append([button(_l(ctx, "back_to_list"), "rl:0::")])
     return View("reports/sheet", params, keyboard(rows))
-
-
-async def people_named(session: AsyncSession, ids: list[int]) -> list[people.Person]:
-    found = []
-    for pid in dict.fromkeys(i for i in ids if i):
-        person = await session.get(people.Person, pid)
-        if person is not None:
-            found.append(person)
-    return found
 
 
 async def btn_sheet(update: Update, ctx: LinliContext) -> None:

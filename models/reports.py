@@ -554,6 +554,15 @@ async def supporter_ids(session: AsyncSession, report_id: int) -> list[int]:
     return [int(p) for p in rows.all()]
 
 
+async def names_of(session: AsyncSession, person_ids: Sequence[int]) -> dict[int, str]:
+    """People's names by id, in one query (a report's reporter, assignee and history)."""
+    wanted = {i for i in person_ids if i}
+    if not wanted:
+        return {}
+    rows = await session.exec(select(Person.id, Person.name).where(col(Person.id).in_(wanted)))
+    return {int(pid): name for pid, name in rows.all()}
+
+
 async def events(session: AsyncSession, report_id: int) -> list[ReportEvent]:
     rows = await session.exec(
         select(ReportEvent).where(ReportEvent.report_id == report_id).order_by(col(ReportEvent.id))

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlmodel import select
@@ -16,11 +17,12 @@ from bot.context import LinliApp
 from bot.db import Database
 from bot.standin import JSON, Call, Scene, alerts, messages
 from models import ledger, people
-from models.reports import Report
+from models.reports import Report, ReportEvent
 from models.tasks import Task, TaskSignup
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID, Clock
 
+ZONE = ZoneInfo("Asia/Shanghai")
 GROUP = -700  # 3号楼's group
 FORUM = -(10**12) - 701  # the estate's forum, one topic per building
 GRID_LEAD, B3_LEAD, WANG, LI, ZHAO, SAM = 30, 31, 41, 42, 43, 44
@@ -560,3 +562,24 @@ async def test_a_lead_assigns_a_report_to_a_volunteer_who_is_told(
     told = [m for m in messages(await _send(app, scene, clock), LI) if "R-1" in m.text]
     assert told and "指派" in told[0].text
     assert li is not None
+
+
+async def test_the_sheet_shows_the_whole_history_newest_first(
+    app: LinliApp, scene: Scene, db: Database, clock: Clock
+) -> None:
+    await _world(db)
+    wang, lead = _user(scene, WANG, "王阿姨"), _user(scene, B3_LEAD, "陈楼长")
+    group = scene.group(GROUP, "3号楼邻里群")
+    (picker,) = messages(await scene.say(wang, group, "/report 地下室漏水"))
+    await scene.tap(wang, picker, "水管漏水")
+    report = await _report(db)
+    async with db.transaction() as s:  # a long story: twelve escalations after the filing
+        for hour in range(1, 13):
+            s.add(ReportEvent(report_id=report.id or 0, kind="escalated", note=str(hour),
+                              at=NOW + timedelta(hours=hour)))  # fmt: skip
+    await _send(app, scene, clock)
+    (notice,) = [m for m in scene.tg.sent(B3_LEAD) if "R-1" in m.text]
+    (sheet,) = messages(await scene.tap(lead, notice, "查看并处理"), B3_LEAD)
+    lines = [line for line in sheet.text.splitlines() if "超时上报" in line or "报事 ·" in line]
+    assert len(lines) == 13 and "报事 · 王阿姨" in lines[-1]  # the filing too, last
+    assert lines[0].startswith((NOW + timedelta(hours=12)).astimezone(ZONE).strftime("%m-%d %H"))
