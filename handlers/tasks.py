@@ -19,24 +19,20 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot import cards, delivery
 from bot.context import LinliApp, LinliContext
+from handlers import flowui, pickers
 from handlers.common import (
-    PAGE,
     View,
     answer,
     as_int,
     as_state,
     button,
     callback_args,
-    clamp_page,
     deep_link,
     edit,
     is_private,
     keyboard,
     label,
     load_auth,
-    page_buttons,
-    page_count,
-    replace,
     reply,
     send_private,
     show,
@@ -45,8 +41,10 @@ from handlers.common import (
     user_id,
 )
 from handlers.rewards import qr_png
-from models import people, tasks
+from models import flows, people, tasks
 from models.errors import InvalidInput, NotAllowed, NotFound
+from models.flows import Flow
+from models.people import Can
 from models.tasks import Task, TaskStatus
 
 LIST_LIMIT = 10
@@ -395,7 +393,7 @@ async def _lead_view(
             rows.append([button(_l(ctx, "sheet"), f"tl:a:{task.id}")])
         else:
             rows.append([button(_l(ctx, "edit"), f"tl:e:{task.id}")])
-            rows.append([button(_l(ctx, "proxy"), f"tl:p:{task.id}:0")])
+            rows.append([button(_l(ctx, "proxy"), f"tl:p:{task.id}")])
             rows.append([button(_l(ctx, "cancel"), f"tl:x:{task.id}")])
     params = {
         "task": task,
@@ -558,73 +556,83 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
 # --- proxy sign-up: a lead signs up a neighbour who cannot tap themselves -----------------------
 
 
-async def _proxy_view(
-    session: AsyncSession, ctx: LinliContext, update: Update, task_id: int, page: int
-) -> View:
-    """The task's unit's residents, a page at a time, ✅ on those already on the task."""
-    auth = await load_auth(session, ctx, update)
-    first = await tasks.proxy_choices(session, auth=auth, task_id=task_id, offset=0, limit=0)
-    page = clamp_page(page, first.total)
-    found = await tasks.proxy_choices(
-        session, auth=auth, task_id=task_id, offset=page * PAGE, limit=PAGE
+PROXY = "proxy"  # the flow of a lead signing up a neighbour, on the one resident picker
+
+
+async def _pick_neighbour(update: Update, ctx: LinliContext, task_id: int) -> None:
+    """A new proxy flow for the task and the resident picker on its unit (one at a time; the
+    way back is the task's panel)."""
+    _private_only(update)  # the picker lists flat numbers
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        task = await tasks.proxy_task(session, auth=auth, task_id=task_id, now=ctx.now())
+        flow = await flows.start(
+            session,
+            kind=PROXY,
+            owner_id=auth.person_id,
+            community_id=task.community_id,
+            private=True,
+            now=ctx.now(),
+            data={"task": task.id, "title": task.title},
+        )
+    await pickers.residents(
+        update,
+        ctx,
+        flow,
+        field="person",
+        unit_id=task.unit_id,
+        multi=False,
+        can=Can.lead,
+        heading="tasks/proxy",
+        back=("tasks", "back", f"tl:v:{task.id}"),
     )
-    task = found.task
-    rows = [
-        [
-            button(
-                _l(
-                    ctx,
-                    "neighbour",
-                    name=person.name[:30],
-                    flat=flat,
-                    on=person.id in found.on_task,
-                ),
-                f"tl:P:{task.id}:{person.id}:{page}",
-            )
-        ]
-        for person, flat in found.people
-    ]
-    rows.append(page_buttons(ctx, page, page_count(found.total), lambda n: f"tl:p:{task.id}:{n}"))
-    rows.append([button(_l(ctx, "back"), f"tl:v:{task.id}")])
-    params = {"task": task, "total": found.total, "page": page, "pages": page_count(found.total)}
-    return View("tasks/proxy", params, keyboard(rows))
-
-
-async def btn_proxy_list(update: Update, ctx: LinliContext) -> None:
-    """tl:p:<task>:<page>: whom to sign up."""
-    _private_only(update)
-    task_id, page = _args(update, "tl", "p", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        view = await _proxy_view(session, ctx, update, as_int(task_id), as_int(page))
-    await show(update, ctx, view)
 
 
 async def btn_proxy(update: Update, ctx: LinliContext) -> None:
-    """tl:P:<task>:<person>:<page>: sign this neighbour up (recorded as done by the lead); they
-    get the private confirmation with Withdraw, like anyone who tapped."""
-    _private_only(update)
-    task_id, person_id, page = _args(update, "tl", "P", 3)
+    """tl:p:<task>: whom to sign up (the resident picker)."""
+    (task_id,) = _args(update, "tl", "p", 1)
+    await _pick_neighbour(update, ctx, as_int(task_id))
+
+
+@pickers.chosen(PROXY)
+async def after_proxy(update: Update, ctx: LinliContext, flow: Flow, field: str) -> None:
+    """The neighbour picked: signed up (recorded as done by the lead; they get the private
+    confirmation with Withdraw, like anyone who tapped), once, under the flow's lock. The
+    result, with another neighbour or back to the panel."""
+    task_id, person_id = int(flow.data["task"]), int(flow.data[field][0])
+    done: list[tasks.SignedUp] = []
+
+    async def sign_up(live: Flow) -> int:
+        result = await tasks.sign_up(
+            session, task_id=task_id, person_id=person_id, now=ctx.now(), auth=auth
+        )
+        done.append(result)
+        return result.signup.id or 0
+
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
-        result = await tasks.sign_up(
+        await flows.confirm(
             session,
-            task_id=as_int(task_id),
-            person_id=as_int(person_id, telegram_id=True),
+            flow_id=flowui.flow_id(flow),
+            owner_id=auth.person_id,
             now=ctx.now(),
-            auth=auth,
+            make=sign_up,
+            kind=PROXY,
         )
-        person = await people.get_person(session, result.signup.person_id)
-        view = await _proxy_view(session, ctx, update, as_int(task_id), as_int(page))
-    await replace(update, ctx, view)
-    await answer(
-        update,
-        ctx,
-        f"tasks/proxy_{result.outcome}",
-        alert=True,
-        who=person.name if person else "",
-        task=result.task,
-        position=result.position,
-    )
+        if not done:  # a second tap on the same choice
+            raise InvalidInput("stale_button")
+        person = await people.get_person(session, person_id)
+    (result,) = done
+    rows = [
+        [button(_l(ctx, "proxy_another"), f"tl:p:{task_id}")],
+        [button(_l(ctx, "back"), f"tl:v:{task_id}")],
+    ]
+    params = {
+        "who": person.name if person else "",
+        "task": result.task,
+        "position": result.position,
+    }
+    await show(update, ctx, View(f"tasks/proxy_{result.outcome}", params, keyboard(rows)))
 
 
 def register(app: LinliApp) -> None:
@@ -652,7 +660,6 @@ def register(app: LinliApp) -> None:
         (r"^tl:k:", btn_decide),
         (r"^tl:x:", btn_cancel_ask),
         (r"^tl:X:", btn_cancel),
-        (r"^tl:p:", btn_proxy_list),
-        (r"^tl:P:", btn_proxy),
+        (r"^tl:p:", btn_proxy),
     ):
         app.add_handler(CallbackQueryHandler(handler, pattern=pattern))

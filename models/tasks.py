@@ -46,7 +46,6 @@ from models.people import (
     link_for,
     links_of_units,
     require,
-    residents_under,
 )
 
 TITLE_LIMIT = 100
@@ -947,35 +946,18 @@ async def sign_up(
     return SignedUp(task, signup, Outcome.waitlisted, position, overlaps)
 
 
-@dataclass(frozen=True)
-class Neighbours:
-    """A page of the residents a lead may sign up for a task (by proxy), with their flats (the
-    lead's private screen tells two of the same name apart) and who is on the task already."""
-
-    task: Task
-    people: list[tuple[Person, str]]  # (person, flat), by name
-    total: int
-    on_task: set[int]  # signed up or waitlisted
-
-
-async def proxy_choices(
-    session: AsyncSession, *, auth: Authority, task_id: int, offset: int, limit: int
-) -> Neighbours:
-    """The verified residents of the task's unit and below, for its lead to sign one up."""
+async def proxy_task(
+    session: AsyncSession, *, auth: Authority, task_id: int, now: datetime
+) -> Task:
+    """The task a lead is about to sign a neighbour up for (the resident picker lists its unit's
+    residents): theirs, not cancelled, not begun."""
     task = await get_task(session, task_id)
-    unit = await _require_lead(session, auth, task)
+    await _require_lead(session, auth, task)
     if task.status == TaskStatus.cancelled:
         raise Conflict("task_cancelled", title=task.title)
-    shown, total = await residents_under(session, unit, offset=offset, limit=limit)
-    flats = await points.flats_of(session, [r.household_id for r, _ in shown])
-    assert task.id is not None
-    active = await signups(session, task.id, ACTIVE)
-    return Neighbours(
-        task,
-        [(p, flats.get(r.household_id, "")) for r, p in shown],
-        total,
-        {x.person_id for x in active},
-    )
+    if now >= task.starts_at:
+        raise Conflict("task_signup_closed", title=task.title)
+    return task
 
 
 @dataclass(frozen=True)

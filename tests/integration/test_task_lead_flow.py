@@ -35,6 +35,10 @@ from tests.integration.test_tasks_flow import (
 )
 
 
+def _edited(calls: list[Call]) -> Call:
+    return next(c for c in calls if c.method == "editMessageText")
+
+
 async def test_a_lead_signs_up_a_neighbour_who_withdraws_herself_and_is_credited_like_anyone(
     app: LinliApp, scene: Scene, db: Database, telegram: FakeTelegram, clock: Clock
 ) -> None:
@@ -49,26 +53,37 @@ async def test_a_lead_signs_up_a_neighbour_who_withdraws_herself_and_is_credited
     )
     calls = await scene.tap(lead, panel, "替邻居报名")
     choices = next(c for c in calls if c.method == "editMessageText")
-    assert "替邻居报名：清扫楼道" in choices.text
-    labels = [row[0]["text"] for row in choices.buttons[:-1]]
-    assert "➕ 王 阿姨 · 3-1-0101" in labels and "➕ Sam Lee · 3-1-0201" in labels
+    assert "替邻居报名：清扫楼道" in choices.text  # the one resident picker, the task's heading
+    labels = [row[0]["text"] for row in choices.buttons]
+    assert "👤 王 阿姨（3-1-0101）" in labels and "👤 Sam Lee（3-1-0201）" in labels
+    assert not any("张网格长" in text for text in labels)  # not the lead themself
+    fid = next(b["callback_data"] for row in choices.buttons for b in row
+               if b["text"].startswith("👤 王 阿姨")).split(":")[1]  # fmt: skip
     calls = await scene.tap(lead, choices, "王 阿姨")
-    assert alerts(calls) == ["✅ 已替 王 阿姨 报名：清扫楼道。"]
-    redrawn = next(c for c in calls if c.method == "editMessageText")
-    assert "✅ 王 阿姨 · 3-1-0101" in [row[0]["text"] for row in redrawn.buttons]
-    again = await scene.tap(lead, redrawn, "王 阿姨")
-    assert alerts(again) == ["王 阿姨 已经报名了：清扫楼道。"]
-    full = await scene.tap(lead, redrawn, "Sam Lee")  # one slot: Sam waits
-    assert alerts(full) == ["⏳ 名额已满，Sam Lee 排在候补第 1 位：清扫楼道。"]
+    done = next(c for c in calls if c.method == "editMessageText")
+    assert "✅ 已替 王 阿姨 报名：清扫楼道。" in done.text
+    stale = await scene.press(lead, done, f"fv:{fid}:{SAM}:0:1")  # that flow made its sign-up
+    assert alerts(stale) and "王 阿姨" not in alerts(stale)[0]
+    choices = _edited(await scene.tap(lead, done, "再替一位"))
+    again = _edited(await scene.tap(lead, choices, "王 阿姨"))
+    assert "王 阿姨 已经报名了：清扫楼道。" in again.text
+    choices = _edited(await scene.tap(lead, again, "再替一位"))
+    full = _edited(await scene.tap(lead, choices, "Sam Lee"))
+    assert "⏳ 名额已满，Sam Lee 排在候补第 1 位：清扫楼道。" in full.text  # one slot: Sam waits
     # Someone who is no resident of the unit, and buttons that are not the lead's
     await delivery.drain(app)
     card = _card(telegram)
+    choices = _edited(await scene.tap(lead, full, "再替一位"))
+    fid = next(b["callback_data"] for row in choices.buttons for b in row
+               if b["text"].startswith("👤 王 阿姨")).split(":")[1]  # fmt: skip
+    hi = scene.message_json(wang, wang_chat, "hi")
     for who, where, data, expected in (
-        (lead, redrawn, f"tl:P:{task_id}:{STRANGER}:0", "不是本单元已认证的居民"),
-        (lead, redrawn, f"tl:P:{task_id + 99}:{SAM}:0", "没有找到这个任务"),
-        (lead, card, f"tl:P:{task_id}:{SAM}:0", "私聊"),
-        (wang, scene.message_json(wang, wang_chat, "hi"), f"tl:P:{task_id}:{SAM}:0", "不是"),
-        (wang, scene.message_json(wang, wang_chat, "hi"), f"tl:p:{task_id}:0", "不是"),
+        (lead, choices, f"fv:{fid}:{STRANGER}:0:1", "不在您负责的楼栋或单元里"),
+        (lead, choices, f"tl:p:{task_id + 99}", "没有找到这个任务"),
+        (lead, card, f"fv:{fid}:{SAM}:0:1", "私聊"),
+        (lead, card, f"tl:p:{task_id}", "私聊"),
+        (wang, hi, f"fv:{fid}:{SAM}:0:1", "只有本人可以继续"),
+        (wang, hi, f"tl:p:{task_id}", "不是"),
     ):
         calls = await scene.press(who, where, data)
         assert expected in alerts(calls)[0], (data, alerts(calls))
@@ -85,8 +100,9 @@ async def test_a_lead_signs_up_a_neighbour_who_withdraws_herself_and_is_credited
     calls = await scene.tap(wang, confirmation, "退出")
     assert any("已退出「清扫楼道」" in c.text for c in calls if c.method == "editMessageText")
     # Sam moved up; the lead signs 王阿姨 up again; both come and are credited
-    calls = await scene.tap(lead, redrawn, "王 阿姨")
-    assert alerts(calls) == ["⏳ 名额已满，王 阿姨 排在候补第 1 位：清扫楼道。"]
+    calls = await scene.tap(lead, choices, "王 阿姨")
+    after = next(c for c in calls if c.method == "editMessageText")
+    assert "⏳ 名额已满，王 阿姨 排在候补第 1 位：清扫楼道。" in after.text
     async with db.transaction() as s:
         auth = await people.authority(s, person_id=LEAD, superadmin=False)
         await tasks.edit_task(s, auth=auth, task_id=task_id, slots=2, now=clock())
