@@ -4,7 +4,7 @@ limit, merchant, retire) and the monthly redemption day."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import ChatMember, InlineKeyboardButton, Update
@@ -297,43 +297,44 @@ async def _again(
     )
 
 
-@flowui.answers(REWARD, "cost")
-async def on_new_cost(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+async def _store(
+    update: Update, ctx: LinliContext, flow: Flow, step: str, value: Callable[[], object]
+) -> Flow | None:
+    """Keep a typed answer as the draft's field `step`; one that does not fit is asked again
+    (None)."""
     try:
-        cost = _whole(text, 1, rewards.MAX_COST)
+        checked = value()
     except InvalidInput as error:
-        await _again(update, ctx, flow, "cost", error)
-        return
+        await _again(update, ctx, flow, step, error)
+        return None
     async with ctx.svc.db.transaction() as session:
         live = await _draft(session, ctx, update, flowui.flow_id(flow))
-        await flows.update(session, live, now=ctx.now(), cost=cost)
-    await show(update, ctx, _stock_view(ctx, live))
+        await flows.update(session, live, now=ctx.now(), **{step: checked})
+    return live
+
+
+@flowui.answers(REWARD, "cost")
+async def on_new_cost(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
+    live = await _store(update, ctx, flow, "cost", lambda: _whole(text, 1, rewards.MAX_COST))
+    if live is not None:
+        await show(update, ctx, _stock_view(ctx, live))
 
 
 @flowui.answers(REWARD, "stock")
 async def on_new_stock(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        stock = _whole(text, 0, rewards.MAX_STOCK)
-    except InvalidInput as error:
-        await _again(update, ctx, flow, "stock", error)
-        return
-    async with ctx.svc.db.transaction() as session:
-        live = await _draft(session, ctx, update, flowui.flow_id(flow))
-        await flows.update(session, live, now=ctx.now(), stock=stock)
-    await flowui.ask(update, ctx, live, step="name_zh", template="rewards/ask_name_zh")
+    live = await _store(update, ctx, flow, "stock", lambda: _whole(text, 0, rewards.MAX_STOCK))
+    if live is not None:
+        await flowui.ask(update, ctx, live, step="name_zh", template="rewards/ask_name_zh")
 
 
 @flowui.answers(REWARD, "name_zh")
 async def on_name_zh(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        name = people.clean_name(text, limit=rewards.NAME_LIMIT)
-    except InvalidInput as error:
-        await _again(update, ctx, flow, "name_zh", error)
-        return
-    async with ctx.svc.db.transaction() as session:
-        live = await _draft(session, ctx, update, flowui.flow_id(flow))
-        await flows.update(session, live, now=ctx.now(), name_zh=name)
-    await flowui.ask(update, ctx, live, step="name_en", template="rewards/ask_name_en", zh=name)
+    live = await _store(
+        update, ctx, flow, "name_zh", lambda: people.clean_name(text, limit=rewards.NAME_LIMIT)
+    )
+    if live is not None:
+        name = live.data["name_zh"]
+        await flowui.ask(update, ctx, live, step="name_en", template="rewards/ask_name_en", zh=name)
 
 
 @flowui.answers(REWARD, "name_en")

@@ -79,11 +79,8 @@ async def cmd_points(update: Update, ctx: LinliContext) -> None:
     uid = user_id(update)
     async with ctx.svc.db.transaction(write=False) as session:
         screen = await _summary_screen(session, ctx, uid, None)
-    if is_private(update):
-        await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
-    else:
-        # A balance and its history are nobody else's business: they go privately.
-        await answer_privately(update, ctx, screen, "points", feature="points")
+    # A balance and its history are nobody else's business: they go privately.
+    await answer_privately(update, ctx, screen, "points", feature="points")
 
 
 async def btn_view(update: Update, ctx: LinliContext) -> None:

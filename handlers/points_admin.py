@@ -261,10 +261,7 @@ async def cmd_rules(update: Update, ctx: LinliContext) -> None:
     if others and screen.markup is not None:
         extra = [[button(c.name, f"pl:{c.id}")] for c in others]
         screen.markup = keyboard([*screen.markup.inline_keyboard, *extra])
-    if is_private(update):
-        await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
-    else:
-        await answer_privately(update, ctx, screen, "rules", feature="points")
+    await answer_privately(update, ctx, screen, "rules", feature="points")
 
 
 async def btn_rules(update: Update, ctx: LinliContext) -> None:
