@@ -29,7 +29,7 @@ from handlers.common import (
     user_id,
 )
 from models import ledger, people, points, standings
-from models.errors import InvalidInput, NotFound
+from models.errors import InvalidInput
 from models.people import Can, Unit
 
 HISTORY = 10  # entries per screen: enough to recognise, short enough to read on a phone
@@ -229,19 +229,10 @@ async def btn_hide(update: Update, ctx: LinliContext) -> None:
     await answer(update, ctx, "points/hidden_now" if hidden else "points/shown_now", alert=True)
 
 
-async def cmd_start_points(update: Update, ctx: LinliContext) -> None:
-    """/start points: the deep links groups hand out."""
-    payload = ctx.args[0] if ctx.args else ""
-    commands = {"points": cmd_points}
-    if payload not in commands:
-        raise NotFound("stale_button")
-    await commands[payload](update, ctx)
-
-
 def register(app: LinliApp) -> None:
     # Before basics: these /start payloads are ours, plain /start is basics'.
     app.add_handler(
-        CommandHandler("start", cmd_start_points, filters=filters.Regex(r"^/start (points)$"))
+        CommandHandler("start", cmd_points, filters=filters.Regex(r"^/start (points)$"))
     )
     app.add_handler(CommandHandler("points", cmd_points))
     app.add_handler(CommandHandler("top", cmd_top))

@@ -37,7 +37,7 @@ from handlers.prompts import answers, ask
 from handlers.reports import export_reports
 from models import people, points, standings
 from models.base import spreadsheet_safe
-from models.errors import NotAllowed, NotFound
+from models.errors import NotAllowed
 from models.people import Authority, Can, Community
 
 EXPORT_FILE = "linli-points-{start}-{end}.csv"
@@ -365,22 +365,11 @@ async def on_max(update: Update, ctx: LinliContext, prompt: people.Prompt) -> No
     await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
 
 
-async def cmd_start_rules(update: Update, ctx: LinliContext) -> None:
-    """/start rules: the deep links groups hand out."""
-    payload = ctx.args[0] if ctx.args else ""
-    commands = {"rules": cmd_rules}
-    if payload not in commands:
-        raise NotFound("stale_button")
-    await commands[payload](update, ctx)
-
-
 def register(app: LinliApp) -> None:
     # Each unit's leads get last month's figures on the 1st (keyed: running every minute adds once).
     delivery.add_rhythm(app, standings.monthly_statements)
     # Before basics: these /start payloads are ours, plain /start is basics'.
-    app.add_handler(
-        CommandHandler("start", cmd_start_rules, filters=filters.Regex(r"^/start (rules)$"))
-    )
+    app.add_handler(CommandHandler("start", cmd_rules, filters=filters.Regex(r"^/start (rules)$")))
     app.add_handler(CommandHandler("export", cmd_export))
     app.add_handler(CommandHandler("rules", cmd_rules))
     for prefix, callback in (
