@@ -410,15 +410,8 @@ RECENT = timedelta(days=7)  # sent one-offs stay listed this long, for their del
 
 
 def _covered(query: Any, auth: Authority) -> Any:
-    if auth.superadmin:
-        return query
-    tops = auth.top_units()
-    if not tops:
-        return None
-    within = col(Unit.path).startswith(tops[0].path)
-    for top in tops[1:]:
-        within = within | col(Unit.path).startswith(top.path)
-    return query.where(within)
+    within = auth.covering()
+    return None if within is None else query.where(within)
 
 
 async def announcements_for(

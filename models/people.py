@@ -9,7 +9,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
-from sqlalchemy import Column, UniqueConstraint, delete, func
+from sqlalchemy import Column, ColumnElement, UniqueConstraint, delete, func, true
 from sqlalchemy.orm import aliased
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -590,6 +590,19 @@ class Authority:
             if not any(o.id != u.id and u.path.startswith(o.path) for o in units.values())
         ]
 
+    def covering(self) -> ColumnElement[bool] | None:
+        """A condition on `Unit` for the units this person covers (all of them for a
+        super-admin); None when they cover none, so a caller returns nothing at once."""
+        if self.superadmin:
+            return true()
+        tops = self.top_units()
+        if not tops:
+            return None
+        within = col(Unit.path).startswith(tops[0].path)
+        for top in tops[1:]:
+            within = within | col(Unit.path).startswith(top.path)
+        return within
+
     def may_remove(self, role: Role, unit: Unit) -> bool:
         """Step down from one's own role; remove someone else's only from a unit above it (of
         the role's kind) or as a super-admin, so co-leads of one unit cannot remove each other.
@@ -1132,15 +1145,11 @@ async def households_covered(
     session: AsyncSession, *, auth: Authority
 ) -> list[tuple[Household, Unit]]:
     """Every household (with its building) in the units this person covers."""
+    within = auth.covering()
+    if within is None:
+        return []
     query = select(Household, Unit).join(Unit, col(Unit.id) == col(Household.unit_id))
-    if not auth.superadmin:
-        tops = auth.top_units()
-        if not tops:
-            return []
-        within = col(Unit.path).startswith(tops[0].path)
-        for top in tops[1:]:
-            within = within | col(Unit.path).startswith(top.path)
-        query = query.where(within)
+    query = query.where(within)
     rows = (await session.exec(query)).all()
     buildings_found = await units_by_id(session, [h.building_id for h, _ in rows])
     found = [(h, buildings_found[h.building_id]) for h, _ in rows]

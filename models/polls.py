@@ -852,15 +852,10 @@ async def led_polls(
     session: AsyncSession, *, auth: Authority, now: datetime, limit: int = 10
 ) -> list[Poll]:
     """Polls in the units this lead covers: open ones, and those closed in the last 30 days."""
-    query = select(Poll).join(Unit, col(Unit.id) == col(Poll.unit_id))
-    if not auth.superadmin:
-        tops = auth.top_units()
-        if not tops:
-            return []
-        within = col(Unit.path).startswith(tops[0].path)
-        for top in tops[1:]:
-            within = within | col(Unit.path).startswith(top.path)
-        query = query.where(within)
+    within = auth.covering()
+    if within is None:
+        return []
+    query = select(Poll).join(Unit, col(Unit.id) == col(Poll.unit_id)).where(within)
     query = query.where(col(Poll.closes_at) > now - timedelta(days=30))
     found = await session.exec(query.order_by(col(Poll.closes_at).desc()).limit(limit))
     return list(found.all())

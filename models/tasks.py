@@ -1112,15 +1112,14 @@ async def led_by(
     session: AsyncSession, *, auth: Authority, now: datetime, limit: int = 20
 ) -> list[LeadLine]:
     """Tasks on the units this lead leads that are ahead or ended in the last week."""
-    query = select(Task).where(col(Task.ends_at) > now - timedelta(days=7))
-    if not auth.superadmin:
-        tops = auth.top_units()
-        if not tops:
-            return []
-        within = col(Unit.path).startswith(tops[0].path)
-        for top in tops[1:]:
-            within = within | col(Unit.path).startswith(top.path)
-        query = query.join(Unit, col(Unit.id) == col(Task.unit_id)).where(within)
+    within = auth.covering()
+    if within is None:
+        return []
+    query = (
+        select(Task)
+        .join(Unit, col(Unit.id) == col(Task.unit_id))
+        .where(col(Task.ends_at) > now - timedelta(days=7), within)
+    )
     tasks = list(
         (await session.exec(query.order_by(col(Task.starts_at), col(Task.id)).limit(limit))).all()
     )
