@@ -26,6 +26,7 @@ from handlers import newtask, pickers, prompts
 from handlers.common import (
     View,
     answer,
+    answer_privately,
     as_int,
     button,
     callback_args,
@@ -39,7 +40,6 @@ from handlers.common import (
     replied_to,
     reply,
     rows_of,
-    send_private,
     show,
     url_button,
     user_id,
@@ -549,16 +549,9 @@ async def cmd_proxy(update: Update, ctx: LinliContext) -> None:
     buttons = [[button(p.question[:60], f"vxb:{p.id}:{who.id}:0:0:")] for p in found]
     view = View("polls/proxy_pick", {"person": who.full_name, "found": bool(found)},
                 keyboard(buttons))  # fmt: skip
-    if is_private(update):
-        await show(update, ctx, view)
-    elif await send_private(ctx, user_id(update), ctx.lang, view.name, markup=view.markup,
-                            **view.params):  # fmt: skip
-        await reply(update, ctx, "polls/proxy_sent")
-    else:
-        link = keyboard(
-            [[url_button(label(ctx, "polls", "open_private"), deep_link(ctx, "polls"))]]
-        )
-        await reply(update, ctx, "polls/vote_privately", markup=link)
+    await answer_privately(
+        update, ctx, view, "polls", feature="polls", sent="proxy_sent", offer="vote_privately"
+    )
 
 
 # --- owners: a lead marks which residents own their flat -------------------------------
@@ -574,16 +567,9 @@ async def cmd_owner(update: Update, ctx: LinliContext) -> None:
         raise InvalidInput("owner_reply_to_resident")
     await note_replied(ctx, who)
     view = await owner_view(update, ctx, who.id)
-    if is_private(update):
-        await show(update, ctx, view)
-    elif await send_private(ctx, user_id(update), ctx.lang, view.name, markup=view.markup,
-                            **view.params):  # fmt: skip
-        await reply(update, ctx, "polls/proxy_sent")
-    else:
-        link = keyboard(
-            [[url_button(label(ctx, "polls", "open_private"), deep_link(ctx, "polls"))]]
-        )
-        await reply(update, ctx, "polls/vote_privately", markup=link)
+    await answer_privately(
+        update, ctx, view, "polls", feature="polls", sent="proxy_sent", offer="vote_privately"
+    )
 
 
 async def owner_view(update: Update, ctx: LinliContext, person_id: int) -> View:
