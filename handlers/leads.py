@@ -13,27 +13,21 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 from bot.context import LinliApp, LinliContext
 from handlers import flowui, pickers
 from handlers.common import (
-    PAGE,
     View,
     answer,
     answer_privately,
     as_int,
     button,
     callback_args,
-    clamp_page,
     edit,
     is_private,
     keyboard,
     label,
     load_auth,
     note_replied,
-    page_buttons,
-    page_count,
-    private_only,
     render,
     replied_to,
     reply,
-    rows_of,
     show,
     thread_of,
     user_id,
@@ -74,7 +68,8 @@ class Section:
 
 # --- /appoint: a guided flow (kind "appoint") on the unit picker ------------------------------
 # data: target (the person, 0 until chosen), target_name, unit (the picker's). By reply in a
-# group the person is known and the flow runs there; else it runs privately (a resident list).
+# group the person is known and the flow runs there; else it runs privately (the resident
+# picker, field "person").
 
 KIND = "appoint"
 flowui.on_cancel(KIND, "leads/cancelled")
@@ -133,29 +128,6 @@ async def _chosen_unit(session: AsyncSession, auth: Authority, flow: Flow) -> Un
     return unit
 
 
-async def _person_view(
-    session: AsyncSession, ctx: LinliContext, auth: Authority, flow: Flow, page: int
-) -> View:
-    """Verified residents of the unit's subtree, by name (in the private chat only)."""
-    f, unit = flowui.flow_id(flow), await _chosen_unit(session, auth, flow)
-    found, total = await people.residents_under(session, unit, offset=page * PAGE, limit=PAGE)
-    if not found and page != clamp_page(page, total):
-        page = clamp_page(page, total)  # residents left since the page was drawn
-        found, total = await people.residents_under(session, unit, offset=page * PAGE, limit=PAGE)
-    choices = [button(p.name[:40] or "?", f"apr:{f}:{p.id}") for _, p in found]
-    rows = rows_of(choices, 2)
-    rows.append(page_buttons(ctx, page, page_count(total), f"app:{f}:{{}}"))
-    rows.append([button(label(ctx, "leads", "up"), f"apu:{f}")])
-    rows.append(flowui.cancel_row(ctx, flow))
-    params = {
-        "names": await people.lineage_names(session, unit),
-        "total": total,
-        "page": page,
-        "pages": page_count(total),
-    }
-    return View("leads/pick_person", params, keyboard(rows))
-
-
 async def _role_view(session: AsyncSession, ctx: LinliContext, auth: Authority, flow: Flow) -> View:
     f, unit = flowui.flow_id(flow), await _chosen_unit(session, auth, flow)
     person = await people.get_person(session, int(flow.data.get("target") or 0))
@@ -170,48 +142,32 @@ async def _role_view(session: AsyncSession, ctx: LinliContext, auth: Authority, 
 
 
 @pickers.chosen(KIND)
-async def after_unit(update: Update, ctx: LinliContext, flow: Flow, field: str) -> None:
-    """The unit is chosen: the role for the person replied to, or first the person."""
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        if flow.data.get("target"):
-            view = await _role_view(session, ctx, auth, flow)
-        else:
-            private_only(update)  # the next step lists residents
-            view = await _person_view(session, ctx, auth, flow, 0)
-    await show(update, ctx, view)
-
-
-async def btn_person_page(update: Update, ctx: LinliContext) -> None:
-    private_only(update)  # a list of residents
-    fid, page = callback_args(update, "app", 2)
+async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) -> None:
+    """The unit is chosen: the role for the person replied to, or first the person (the one
+    resident picker, privately); the person is chosen: the role."""
+    if field == "unit" and not flow.data.get("target"):
+        await pickers.residents(
+            update, ctx, flow, field="person", unit_id=int(flow.data["unit"]), multi=False,
+            can=Can.lead, self_ok=True, heading="leads/pick_person",
+            back=("leads", "up", f"apu:{flowui.flow_id(flow)}"),
+        )  # fmt: skip
+        return
     async with ctx.svc.db.transaction() as session:
-        flow = await flowui.load(session, ctx, update, fid, kind=KIND)
         auth = await load_auth(session, ctx, update)
-        view = await _person_view(session, ctx, auth, flow, as_int(page))
-    await show(update, ctx, view)
-
-
-async def btn_select_person(update: Update, ctx: LinliContext) -> None:
-    """A resident from the list: one the appointer reaches (a forged id of anyone else is
-    refused before their name is shown or a role given)."""
-    private_only(update)  # reached from the list of residents only
-    fid, target = callback_args(update, "apr", 2)
-    person_id = as_int(target, telegram_id=True)
-    async with ctx.svc.db.transaction() as session:
-        flow = await flowui.load(session, ctx, update, fid, kind=KIND)
-        auth = await load_auth(session, ctx, update)
-        await _chosen_unit(session, auth, flow)
-        person = await people.get_person(session, person_id)
-        if person is None or not await people.within_reach(session, auth, person_id):
-            raise NotFound("unknown_person")
-        await flows.update(session, flow, now=ctx.now(), target=person_id, target_name=person.name)
+        if field == "person":  # the picker checked: a verified resident under the unit
+            flow = await flowui.load(session, ctx, update, flowui.flow_id(flow), kind=KIND)
+            person = await people.get_person(session, int(flow.data[field][0]))
+            if person is None:
+                raise NotFound("unknown_person")
+            await flows.update(
+                session, flow, now=ctx.now(), target=person.id, target_name=person.name
+            )
         view = await _role_view(session, ctx, auth, flow)
     await show(update, ctx, view)
 
 
 async def btn_up(update: Update, ctx: LinliContext) -> None:
-    """From the list of residents back to the unit picker, at the unit chosen."""
+    """From the resident picker back to the unit picker, at the unit chosen."""
     (fid,) = callback_args(update, "apu", 1)
     async with ctx.svc.db.transaction() as session:
         flow = await flowui.load(session, ctx, update, fid, kind=KIND)
@@ -465,8 +421,6 @@ def register(app: LinliApp) -> None:
     )
     app.add_handler(CommandHandler("appoint", cmd_appoint))
     app.add_handler(CallbackQueryHandler(btn_up, pattern=r"^apu:"))
-    app.add_handler(CallbackQueryHandler(btn_person_page, pattern=r"^app:"))
-    app.add_handler(CallbackQueryHandler(btn_select_person, pattern=r"^apr:"))
     app.add_handler(CallbackQueryHandler(btn_appoint, pattern=r"^ap:"))
     app.add_handler(CommandHandler("leads", cmd_leads))
     app.add_handler(CallbackQueryHandler(btn_step_down, pattern=r"^sd:"))

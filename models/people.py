@@ -657,16 +657,6 @@ def authority_of(person_id: int, superadmin: bool, roles: Sequence[tuple[Role, U
     return Authority(person_id=person_id, superadmin=superadmin, roles=kinds)
 
 
-async def within_reach(session: AsyncSession, auth: Authority, person_id: int) -> bool:
-    """Whether this person lives in, or leads, a unit `auth` covers (a super-admin reaches all)."""
-    if auth.superadmin:
-        return True
-    units = [m.unit for m in await memberships(session, person_id=person_id)
-             if m.resident.status == ResidentStatus.verified]  # fmt: skip
-    units += [unit for _role, unit in await roles_of(session, person_id=person_id)]
-    return any(auth.covers(unit) for unit in units)
-
-
 def require(auth: Authority, unit: Unit, *, kind: str = RoleKind.lead) -> None:
     """Lead (or admin, with kind="admin") work on this unit, else NotAllowed."""
     require_can(auth, Can(kind), unit=unit)

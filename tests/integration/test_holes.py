@@ -399,7 +399,7 @@ async def test_a_forged_person_in_the_appoint_picker_is_refused(db: Database, sc
     for data in (
         f"fu:{fid}:{w.grid2}:0",
         f"fc:{fid}:{w.b9}",
-        f"apr:{fid}:{ZHOU}",
+        f"fv:{fid}:{ZHOU}:0:1",
         f"ap:{fid}:l",
     ):
         calls = await scene.press(u[LEAD], picker, data)
@@ -408,5 +408,5 @@ async def test_a_forged_person_in_the_appoint_picker_is_refused(db: Database, sc
     async with db.transaction(write=False) as s:
         assert await people.roles_of(s, person_id=ZHOU) == []
     # A resident of his own units is still named and appointed as before.
-    named = _edited(await scene.press(u[LEAD], picker, f"apr:{fid}:{WANG}"))
+    named = _edited(await scene.press(u[LEAD], picker, f"fv:{fid}:{WANG}:0:1"))
     assert "王阿姨" in named.text
