@@ -19,8 +19,8 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import digest, flows, outbox
-from models.base import TelegramId, UTCDateTime, dialect_insert
-from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from models.base import TelegramId, UTCDateTime, dialect_insert, must_get
+from models.errors import Conflict, InvalidInput, NotAllowed
 from models.flows import Flow
 from models.people import (
     Authority,
@@ -157,10 +157,7 @@ async def propose(
 
 
 async def get_proposal(session: AsyncSession, proposal_id: int) -> Proposal:
-    proposal = await session.get(Proposal, proposal_id)
-    if proposal is None:
-        raise NotFound("proposal_not_found")
-    return proposal
+    return await must_get(session, Proposal, proposal_id, "proposal_not_found")
 
 
 async def support(

@@ -23,8 +23,8 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import outbox, when
-from models.base import TelegramId, UTCDateTime
-from models.errors import Conflict, InvalidInput, NotFound
+from models.base import TelegramId, UTCDateTime, must_get
+from models.errors import Conflict, InvalidInput
 from models.people import (
     Authority,
     Chat,
@@ -449,9 +449,7 @@ async def announcements_for(
 async def get_announcement(
     session: AsyncSession, *, auth: Authority, announcement_id: int
 ) -> tuple[Announcement, Unit, Community]:
-    announcement = await session.get(Announcement, announcement_id)
-    if announcement is None:
-        raise NotFound("announce_not_found")
+    announcement = await must_get(session, Announcement, announcement_id, "announce_not_found")
     unit = await get_unit(session, announcement.unit_id)
     require(auth, unit)
     community = await session.get(Community, announcement.community_id)

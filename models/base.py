@@ -13,6 +13,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from models.errors import NotFound
+
 # Every constraint gets a predictable name (set before any table is declared: every models
 # module imports this one first), so a migration can name what it changes on both databases.
 # Check constraints are named by hand, in full: CheckConstraint(..., name="ck_<table>_<what>").
@@ -69,6 +71,16 @@ async def upserted(session: AsyncSession, statement: Any, model: type[Row]) -> R
     result = await session.exec(statement, execution_options={"populate_existing": True})
     row = result.scalar_one()
     assert isinstance(row, model)
+    return row
+
+
+async def must_get(
+    session: AsyncSession, model: type[Row], key: Any, missing: str, *, lock: bool = False
+) -> Row:
+    """The row with this primary key (locked FOR UPDATE with `lock`), or NotFound(missing)."""
+    row = await session.get(model, key, with_for_update=lock or None)
+    if row is None:
+        raise NotFound(missing)
     return row
 
 

@@ -194,13 +194,19 @@ async def post(
     by: int | None,
     now: datetime,
     rule_code: str | None = None,
+    auth: Authority | None = None,
 ) -> LedgerEntry | None:
     """Credit (amount > 0) or debit (amount < 0) a person, with the community's counter-entry.
 
     Idempotent by `key`: a posting whose key exists already returns None and changes nothing
     (whatever its other arguments), so a repeated update, a double tap or a retried job counts
     once; `entry_by_key` finds the first one. A debit below zero raises InsufficientPoints and
-    writes nothing (only `correct` may go below zero). Runs in the caller's transaction.
+    writes nothing. Runs in the caller's transaction.
+
+    A correction (`Kind.correct`, e.g. undoing an over-award that was already spent) is the
+    one posting that may take a balance below zero: it needs a community admin's (or a
+    super-admin's) `auth` and a reason, else it is refused and nothing is written; statements,
+    the books and the resident's history show it as a correction.
 
     The first statement updates the person's account row, which locks it (PostgreSQL holds the
     row lock to the end of the transaction; SQLite's BEGIN IMMEDIATE holds the write lock), so
@@ -208,71 +214,12 @@ async def post(
     balance and keys. Two statements on the common path: measured, each statement costs as
     much as the whole transaction's begin and commit.
     """
-    if kind == Kind.correct:
-        raise ValueError("corrections go through ledger.correct, with an admin's authority")
-    return await _post(
-        session,
-        community_id=community_id,
-        person_id=person_id,
-        amount=amount,
-        key=key,
-        reason=reason,
-        kind=kind,
-        by=by,
-        now=now,
-        rule_code=rule_code,
-        overdraw=False,
-    )
-
-
-async def correct(
-    session: AsyncSession,
-    *,
-    auth: Authority,
-    community_id: int,
-    person_id: int,
-    amount: int,
-    key: str,
-    reason: str,
-    now: datetime,
-) -> LedgerEntry | None:
-    """A community admin's correction (e.g. undoing an over-award that was already spent): the
-    one posting that may take a balance below zero. Its kind is `Kind.correct`, so statements,
-    the books and the resident's history show it as a correction. Idempotent by `key` like
-    `post`; anyone but a community admin (or a super-admin) is refused and nothing is written.
-    """
-    if not auth.may(Can.admin_community, community_id=community_id):
-        raise NotAllowed("points_corrections_admins_only")
-    if not reason.strip():
-        raise InvalidInput("points_reason_required")
-    return await _post(
-        session,
-        community_id=community_id,
-        person_id=person_id,
-        amount=amount,
-        key=key,
-        reason=reason,
-        kind=Kind.correct,
-        by=auth.person_id,
-        now=now,
-        overdraw=True,
-    )
-
-
-async def _post(
-    session: AsyncSession,
-    *,
-    community_id: int,
-    person_id: int,
-    amount: int,
-    key: str,
-    reason: str,
-    kind: str,
-    by: int | None,
-    now: datetime,
-    rule_code: str | None = None,
-    overdraw: bool,
-) -> LedgerEntry | None:
+    overdraw = kind == Kind.correct
+    if overdraw:
+        if auth is None or not auth.may(Can.admin_community, community_id=community_id):
+            raise NotAllowed("points_corrections_admins_only")
+        if not reason.strip():
+            raise InvalidInput("points_reason_required")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
         raise InvalidInput("points_not_whole")
     if not key or len(key) > KEY_LIMIT:

@@ -16,7 +16,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import flows, outbox, reports, tasks
 from models.agenda import CARD, Proposal, ProposalStatus
-from models.errors import Conflict, InvalidInput, NotFound
+from models.base import must_get
+from models.errors import Conflict, InvalidInput
 from models.people import Authority, Unit, get_unit, links_of_units, require
 from models.polls import Poll, options_of
 
@@ -28,9 +29,7 @@ TASK, REPORT = "task", "report"
 async def _to_follow_up(session: AsyncSession, *, auth: Authority, proposal_id: int) -> Proposal:
     """A proposal whose poll has closed, locked, for a lead of its unit; not sent on yet (or
     sent on the same way: a repeat finds what it made)."""
-    proposal = await session.get(Proposal, proposal_id, with_for_update=True)
-    if proposal is None:
-        raise NotFound("proposal_not_found")
+    proposal = await must_get(session, Proposal, proposal_id, "proposal_not_found", lock=True)
     require(auth, await get_unit(session, proposal.unit_id))
     if proposal.status == ProposalStatus.done:
         raise Conflict("proposal_done")

@@ -21,10 +21,10 @@ Queuing a row marks the session (`QUEUED`); the unit of work wakes the sender af
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import JSON, Column, Index, case, func, update
@@ -93,96 +93,67 @@ class Delivery(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
-async def enqueue(
-    session: AsyncSession,
-    *,
-    key: str,
-    chat_id: int,
-    template: str,
-    context: dict[str, Any],
-    due_at: datetime,
-    now: datetime,
-    thread_id: int = 0,
-    person_id: int | None = None,
-    community_id: int | None = None,
-    link_id: int | None = None,
-    fallback_link_id: int | None = None,
-    lang: str | None = None,
-    photo: str | None = None,
-    pin: bool = False,
-    silent: bool = False,
-    urgent: bool = False,
-    priority: int = Priority.normal,
-    card: str | None = None,
-) -> bool:
+class Options(TypedDict, total=False):
+    """What a row may say besides its target, text and time; the defaults are `_DEFAULTS`."""
+
+    thread_id: int
+    person_id: int | None
+    community_id: int | None
+    link_id: int | None
+    fallback_link_id: int | None
+    lang: str | None
+    photo: str | None
+    pin: bool
+    silent: bool
+    urgent: bool
+    priority: int
+    card: str | None
+
+
+class Message(Options):
+    """One row as `enqueue` takes it: a target, what to say, when. The context is rendered as
+    `renderer.render(lang, template, **context)`, so `lang` and `name` cannot be its keys."""
+
+    key: str
+    chat_id: int
+    template: str
+    context: dict[str, Any]
+    due_at: datetime
+    now: datetime
+
+
+_DEFAULTS: dict[str, Any] = {
+    "thread_id": 0, "person_id": None, "community_id": None, "link_id": None,
+    "fallback_link_id": None, "lang": None, "photo": None, "pin": False, "silent": False,
+    "urgent": False, "priority": Priority.normal, "card": None,
+}  # fmt: skip
+_KEYS = Message.__required_keys__ | Message.__optional_keys__
+
+
+async def enqueue(session: AsyncSession, **message: Unpack[Message]) -> bool:
     """Add a row unless one with this key exists; True when it was added.
 
     Runs inside the caller's transaction, so the row exists exactly when the change does.
-    The context is rendered as `renderer.render(lang, template, **context)`, so `lang` and
-    `name` cannot be context keys.
     """
-    row = {
-        "key": key, "chat_id": chat_id, "template": template, "context": context,
-        "due_at": due_at, "now": now, "thread_id": thread_id, "person_id": person_id,
-        "community_id": community_id, "link_id": link_id, "fallback_link_id": fallback_link_id,
-        "lang": lang, "photo": photo, "pin": pin, "silent": silent, "urgent": urgent,
-        "priority": priority, "card": card,
-    }  # fmt: skip
-    return await enqueue_many(session, [row]) > 0
+    return await enqueue_many(session, [message]) > 0
 
 
-def _values(
-    *,
-    key: str,
-    chat_id: int,
-    template: str,
-    context: dict[str, Any],
-    due_at: datetime,
-    now: datetime,
-    thread_id: int = 0,
-    person_id: int | None = None,
-    community_id: int | None = None,
-    link_id: int | None = None,
-    fallback_link_id: int | None = None,
-    lang: str | None = None,
-    photo: str | None = None,
-    pin: bool = False,
-    silent: bool = False,
-    urgent: bool = False,
-    priority: int = Priority.normal,
-    card: str | None = None,
-) -> dict[str, Any]:
-    """One row's column values (enqueue's arguments, checked)."""
-    if RESERVED_CONTEXT & context.keys():
+def _values(message: Mapping[str, Any]) -> dict[str, Any]:
+    """One row's column values (a `Message`, checked, with the defaults filled in)."""
+    if unknown := message.keys() - _KEYS:
+        raise TypeError(f"unknown outbox fields: {sorted(unknown)}")
+    if RESERVED_CONTEXT & message["context"].keys():
         raise ValueError(f"outbox context keys {sorted(RESERVED_CONTEXT)} are reserved")
-    return {
-        "key": key[:160],
-        "chat_id": chat_id,
-        "thread_id": thread_id,
-        "person_id": person_id,
-        "community_id": community_id,
-        "link_id": link_id,
-        "fallback_link_id": fallback_link_id,
-        "template": template,
-        "context": context,
-        "lang": lang,
-        "photo": photo,
-        "pin": pin,
-        "silent": silent,
-        "urgent": urgent,
-        "priority": priority,
-        "due_at": due_at,
-        "status": Status.pending,
-        "attempts": 0,
-        "created_at": now,
-        "card": card,
-    }
+    values = {**_DEFAULTS, **message, "status": Status.pending, "attempts": 0}
+    values["created_at"] = values.pop("now")
+    values["key"] = values["key"][:160]
+    return values
 
 
-async def enqueue_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
+async def enqueue_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> int:
     """`enqueue` for many rows in a few statements (a rhythm telling thousands at once): each
-    row is a dict of enqueue's arguments; rows whose key exists are skipped. Returns rows added."""
-    added = await _insert_rows(session, [_values(**row) for row in rows])
+    row is a `Message`; rows whose key exists are skipped. Returns rows added."""
+    added = await _insert_rows(session, [_values(row) for row in rows])
     if added:
         queued(session)
     return added
@@ -531,56 +502,40 @@ def card_key(kind: str, subject_id: int) -> str:
     return f"card:{card_of(kind, subject_id)}:"
 
 
-async def post_card(
-    session: AsyncSession,
-    *,
-    kind: str,
-    subject_id: int,
-    chat_id: int,
-    now: datetime,
-    thread_id: int = 0,
-    due_at: datetime | None = None,
-    round: str = "",
-    **options: Any,
-) -> bool:
+class CardPost(Options):
+    """One copy of a card as `post_card` and `card_row` take it (due now unless `due_at`)."""
+
+    kind: str
+    subject_id: int
+    chat_id: int
+    now: datetime
+    due_at: NotRequired[datetime | None]
+    round: NotRequired[str]
+
+
+async def post_card(session: AsyncSession, **card: Unpack[CardPost]) -> bool:
     """Post a card in one chat (or topic, or a person's private chat); True when queued.
 
     The text and buttons are built when it is sent, by the builder registered for `kind`.
     Posting the same card to the same chat again adds nothing; a new `round` (say, a request
-    asked again after a refusal) posts a fresh message. Options are `enqueue`'s.
+    asked again after a refusal) posts a fresh message.
     """
-    return await enqueue(
-        session,
-        **card_row(
-            kind=kind, subject_id=subject_id, chat_id=chat_id, now=now, thread_id=thread_id,
-            due_at=due_at, round=round, **options,
-        ),
-    )  # fmt: skip
+    return await enqueue_many(session, [card_row(**card)]) > 0
 
 
-def card_row(
-    *,
-    kind: str,
-    subject_id: int,
-    chat_id: int,
-    now: datetime,
-    thread_id: int = 0,
-    due_at: datetime | None = None,
-    round: str = "",
-    **options: Any,
-) -> dict[str, Any]:
+def card_row(**card: Unpack[CardPost]) -> dict[str, Any]:
     """`post_card`'s row as `enqueue_many` takes it (many cards queued in one statement)."""
+    row: dict[str, Any] = dict(card)
+    kind, subject_id, round = row.pop("kind"), row.pop("subject_id"), row.pop("round", "")
     tail = f":{round}" if round else ""
+    thread_id = row.setdefault("thread_id", 0)
     return {
-        "key": f"{card_key(kind, subject_id)}{chat_id}:{thread_id}{tail}",
-        "chat_id": chat_id,
-        "thread_id": thread_id,
+        **row,
+        "key": f"{card_key(kind, subject_id)}{row['chat_id']}:{thread_id}{tail}",
         "template": kind,
         "context": {},
-        "due_at": due_at or now,
-        "now": now,
+        "due_at": row.get("due_at") or row["now"],
         "card": card_of(kind, subject_id),
-        **options,
     }
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.base import TelegramId, UTCDateTime, dialect_insert, upserted
+from models.base import TelegramId, UTCDateTime, dialect_insert, must_get, upserted
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 
 LANGUAGES = ("zh", "en")
@@ -233,9 +233,7 @@ async def set_language(
 ) -> Person:
     if lang not in LANGUAGES:
         raise InvalidInput("bad_language")
-    person = await session.get(Person, person_id)
-    if person is None:
-        raise NotFound("unknown_person")
+    person = await must_get(session, Person, person_id, "unknown_person")
     person.lang = lang
     person.updated_at = now
     await session.flush()
@@ -279,10 +277,7 @@ async def create_community(
 
 
 async def get_unit(session: AsyncSession, unit_id: int) -> Unit:
-    unit = await session.get(Unit, unit_id)
-    if unit is None:
-        raise NotFound("unit_not_found")
-    return unit
+    return await must_get(session, Unit, unit_id, "unit_not_found")
 
 
 async def create_unit(
@@ -301,9 +296,7 @@ async def create_unit(
     # once under it take turns, and the second sees the first's unit.
     parent_path = "/"
     if parent_id is not None:
-        parent = await session.get(Unit, parent_id, with_for_update=True)
-        if parent is None:
-            raise NotFound("unit_not_found")
+        parent = await must_get(session, Unit, parent_id, "unit_not_found", lock=True)
         if parent.community_id != community_id:
             raise InvalidInput("unit_other_community")
         parent_path = parent.path
@@ -707,9 +700,7 @@ async def revoke_role(session: AsyncSession, *, auth: Authority, role_id: int) -
     Co-leads of one unit cannot remove each other: only a role on a unit above (of the
     right kind) or a super-admin can.
     """
-    role = await session.get(Role, role_id)
-    if role is None:
-        raise NotFound("role_not_found")
+    role = await must_get(session, Role, role_id, "role_not_found")
     unit = await get_unit(session, role.unit_id)
     if not auth.may_remove(role, unit):
         raise NotAllowed("not_your_unit", unit=unit.name)
@@ -818,10 +809,7 @@ async def households_in(session: AsyncSession, *, building_id: int) -> Sequence[
 
 
 async def get_household(session: AsyncSession, household_id: int) -> Household:
-    household = await session.get(Household, household_id)
-    if household is None:
-        raise NotFound("household_not_found")
-    return household
+    return await must_get(session, Household, household_id, "household_not_found")
 
 
 async def household_by_code(session: AsyncSession, code: str) -> Household:
@@ -925,9 +913,7 @@ async def memberships(session: AsyncSession, *, person_id: int) -> list[Membersh
 
 
 async def get_membership(session: AsyncSession, resident_id: int) -> Membership:
-    resident = await session.get(Resident, resident_id)
-    if resident is None:
-        raise NotFound("request_not_found")
+    resident = await must_get(session, Resident, resident_id, "request_not_found")
     household = await get_household(session, resident.household_id)
     community = await session.get(Community, resident.community_id)
     assert community is not None
@@ -1150,10 +1136,7 @@ async def households_covered(
 
 
 async def get_community(session: AsyncSession, community_id: int) -> Community:
-    community = await session.get(Community, community_id)
-    if community is None:
-        raise NotFound("community_not_found")
-    return community
+    return await must_get(session, Community, community_id, "community_not_found")
 
 
 async def note_person(
@@ -1238,9 +1221,7 @@ async def add_unit(
 ) -> Unit:
     """Add a unit where this person may: under a unit they cover, or at the top as an admin."""
     if parent_id is None:
-        community = await session.get(Community, community_id)
-        if community is None:
-            raise NotFound("community_not_found")
+        community = await get_community(session, community_id)
         # A new top-level unit reshapes the whole community: its admins only.
         require_can(auth, Can.admin_community, community=community)
     else:

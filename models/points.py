@@ -26,7 +26,6 @@ from models.ledger import (
     Kind,
     LedgerEntry,
     balance,
-    correct,
     post,
 )
 from models.people import (
@@ -643,30 +642,19 @@ async def _post_draft(
             session, auth=auth, community_id=draft.community_id, person_id=person_id, within=unit
         )
         key = f"{draft.kind}:{draft.id}:{person_id}"
-        if draft.kind == Kind.correct:
-            entry = await correct(
-                session,
-                auth=auth,
-                community_id=draft.community_id,
-                person_id=person_id,
-                amount=-draft.amount,
-                key=key,
-                reason=draft.reason,
-                now=now,
-            )
-        else:
-            entry = await post(
-                session,
-                community_id=draft.community_id,
-                person_id=person_id,
-                amount=sign * draft.amount,
-                key=key,
-                reason=draft.reason,
-                kind=draft.kind,
-                by=auth.person_id,
-                now=now,
-                rule_code=draft.rule_code,
-            )
+        entry = await post(
+            session,
+            community_id=draft.community_id,
+            person_id=person_id,
+            amount=sign * draft.amount,
+            key=key,
+            reason=draft.reason,
+            kind=draft.kind,
+            by=auth.person_id,
+            now=now,
+            rule_code=draft.rule_code,
+            auth=auth,
+        )
         if entry is None:
             continue  # saved by an earlier attempt that did not finish marking the draft
         person = await session.get(Person, person_id)

@@ -33,7 +33,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import flows, outbox
-from models.base import TelegramId, UTCDateTime, dialect_insert
+from models.base import TelegramId, UTCDateTime, dialect_insert, must_get
 from models.errors import Conflict, DomainError, InvalidInput, NotAllowed, NotFound
 from models.flows import Flow
 from models.people import (
@@ -388,9 +388,7 @@ async def set_owner_key(
     auth: Authority | None = None,
 ) -> bool:
     """Record who owns a flat (None: forget); whether it changed. `auth` None: the register."""
-    household = await session.get(Household, household_id)
-    if household is None:
-        raise NotFound("household_not_found")
+    household = await must_get(session, Household, household_id, "household_not_found")
     if auth is not None:
         require(auth, await get_unit(session, household.unit_id))
     found = await session.get(Ownership, household_id)
@@ -413,9 +411,7 @@ async def set_owner_key(
 async def mark_owner(
     session: AsyncSession, *, auth: Authority, resident_id: int, owner: bool, now: datetime
 ) -> Resident:
-    resident = await session.get(Resident, resident_id)
-    if resident is None:
-        raise NotFound("request_not_found")
+    resident = await must_get(session, Resident, resident_id, "request_not_found")
     household = await session.get(Household, resident.household_id)
     assert household is not None
     require(auth, await get_unit(session, household.unit_id))

@@ -22,7 +22,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import ledger, outbox
-from models.base import TelegramId, UTCDateTime
+from models.base import TelegramId, UTCDateTime, must_get
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
     CODE_ALPHABET,
@@ -598,9 +598,7 @@ async def redemption_with_reward(
     session: AsyncSession, *, redemption_id: int, person_id: int
 ) -> tuple[Redemption, Reward]:
     """One of the person's own redemptions (anyone else's is refused)."""
-    redemption = await session.get(Redemption, redemption_id)
-    if redemption is None:
-        raise NotFound("code_unknown")
+    redemption = await must_get(session, Redemption, redemption_id, "code_unknown")
     if redemption.person_id != person_id:
         raise NotAllowed("not_your_code")
     return redemption, await get_reward(session, redemption.reward_id)

@@ -29,7 +29,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import ledger, outbox, points
-from models.base import TelegramId, UTCDateTime
+from models.base import TelegramId, UTCDateTime, must_get
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
     Authority,
@@ -340,10 +340,7 @@ async def signups(
 
 
 async def get_signup(session: AsyncSession, signup_id: int) -> TaskSignup:
-    signup = await session.get(TaskSignup, signup_id)
-    if signup is None:
-        raise NotFound("task_not_signed_up")
-    return signup
+    return await must_get(session, TaskSignup, signup_id, "task_not_signed_up")
 
 
 def _first_name(name: str) -> str:
@@ -1622,9 +1619,7 @@ async def stop_series(
     session: AsyncSession, *, auth: Authority, series_id: int, now: datetime
 ) -> TaskSeries:
     """No more occurrences are created (those already posted stay, each cancellable)."""
-    series = await session.get(TaskSeries, series_id)
-    if series is None:
-        raise NotFound("task_not_found")
+    series = await must_get(session, TaskSeries, series_id, "task_not_found")
     require(auth, await get_unit(session, series.unit_id))
     series.active = False
     await session.flush()

@@ -391,9 +391,9 @@ async def _correct(
     db: Database, w: World, auth: people.Authority, person: int, amount: int, key: str
 ) -> LedgerEntry | None:
     async with db.transaction() as s:
-        return await ledger.correct(
+        return await ledger.post(
             s, auth=auth, community_id=w.community, person_id=person, amount=amount, key=key,
-            reason="多发了", now=NOW,
+            reason="多发了", kind=ledger.Kind.correct, by=auth.person_id, now=NOW,
         )  # fmt: skip
 
 
@@ -423,6 +423,18 @@ async def test_an_admins_correction_may_take_a_balance_below_zero(
     assert account.earned == 10 - 6 + 3  # a correction undoes honour, too
 
 
+async def test_a_correction_needs_a_reason(db: Database, world: World) -> None:
+    admin = await _role(db, 1, world.buildings[0], "admin")
+    with pytest.raises(InvalidInput) as refused:
+        async with db.transaction() as s:
+            await ledger.post(
+                s, auth=admin, community_id=world.community, person_id=world.residents[0],
+                amount=-1, key="fix:r:1", reason=" ", kind=ledger.Kind.correct, by=1, now=NOW,
+            )  # fmt: skip
+    assert refused.value.key == "points_reason_required"
+    assert await _books(db, world) == ({}, {}, 0)
+
+
 async def test_only_a_community_admin_may_correct(db: Database, world: World) -> None:
     resident = world.residents[0]
     await _post(db, world, resident, 2, "award:n:1")
@@ -430,12 +442,13 @@ async def test_only_a_community_admin_may_correct(db: Database, world: World) ->
     with pytest.raises(NotAllowed) as refused:
         await _correct(db, world, lead, resident, -5, "fix:n:1")
     assert refused.value.key == "points_corrections_admins_only"
-    with pytest.raises(ValueError, match=r"ledger\.correct"):  # no way round it by post()
+    with pytest.raises(NotAllowed) as refused:  # no way round it without an admin's auth
         async with db.transaction() as s:
             await ledger.post(
                 s, community_id=world.community, person_id=resident, amount=-5, key="fix:n:2",
                 reason="x", kind=ledger.Kind.correct, by=21, now=NOW,
             )  # fmt: skip
+    assert refused.value.key == "points_corrections_admins_only"
     async with db.transaction() as s:
         with pytest.raises(NotAllowed) as refused:
             await points.start_draft(
