@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -19,6 +23,7 @@ import models  # noqa: F401  (registers every table on SQLModel.metadata)
 from models.outbox import QUEUED
 
 _WRITE = "linli_write"
+_writing: ContextVar[bool] = ContextVar("linli_writing", default=False)
 # Who a person is (their roles, households, and the units and communities those sit in).
 STANDING_TABLES = frozenset({"role", "resident", "household", "unit", "community"})
 _CHANGED = "linli_standing_changed"
@@ -57,6 +62,42 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+class _Inline:
+    """aiosqlite's queue to its worker thread, replaced by running each call at once.
+
+    SQLite answers from the local file in microseconds. Handing every call (cursor, execute,
+    fetch, close, commit: about ten per statement) to a thread and back cost more than the
+    statements themselves, and with many updates in flight the pool's threads fought the event
+    loop for the GIL (bench/updates.py: SQLite hid only 0.56 of the network wait). Run inline,
+    a transaction that only talks to the database never yields to the loop.
+    """
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the caller awaiting the future
+            if future is not None:
+                future.set_exception(exc)
+            return
+        if future is not None:
+            future.set_result(result)
+
+
+class _InlineConnection(aiosqlite.Connection):
+    """An aiosqlite connection whose calls run on the event loop's thread (see _Inline)."""
+
+    def __init__(self, database: str) -> None:
+        super().__init__(partial(sqlite3.connect, database, check_same_thread=False), 64)
+        self._tx = _Inline()  # type: ignore[assignment]  # its worker thread never starts
+
+
+async def _connect_inline(database: str) -> _InlineConnection:
+    connection = _InlineConnection(database)
+    await connection._connect()
+    return connection
+
+
 class _WatchedSession(Session):
     """Marks a unit of work that writes who a person is (see Database.generation)."""
 
@@ -87,9 +128,11 @@ class Database:
         # A fixed pool, no overflow: under a burst of concurrent updates, connections opened
         # beyond the pool and closed again at once cost more than waiting a moment for one.
         if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            database = parsed.database or ":memory:"
+            if database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
                 kwargs.update(pool_size=pool_size, max_overflow=0)
+            kwargs.update(async_creator=partial(_connect_inline, database))
         else:
             kwargs.update(pool_size=2 * pool_size, max_overflow=0, pool_pre_ping=True)
         self.engine = create_async_engine(url, **kwargs)
@@ -105,6 +148,9 @@ class Database:
             expire_on_commit=False,
             sync_session_class=_WatchedSession,
         )
+        # SQLite runs on the loop's thread (_Inline): a second writer of this process must wait
+        # here, not in SQLite's busy handler, which would block the loop the first one needs.
+        self._write_lock = asyncio.Lock()
         # Called after a commit that queued outbox rows (the sender's wake-up).
         self.on_queued: list[Callable[[], None]] = []
 
@@ -116,6 +162,21 @@ class Database:
         Close it before calling Telegram. When the work queued outbox rows, whoever listens in
         `on_queued` (the sender) is told once it is committed: no handler has to remember.
         """
+        if write and self.is_sqlite:
+            if _writing.get():
+                raise RuntimeError("a write transaction inside a write transaction")
+            token = _writing.set(True)
+            try:
+                async with self._write_lock, self._unit(write=True) as session:
+                    yield session
+            finally:
+                _writing.reset(token)
+        else:
+            async with self._unit(write=write) as session:
+                yield session
+
+    @asynccontextmanager
+    async def _unit(self, *, write: bool) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session:
             await session.connection(execution_options={_WRITE: write})
             try:
