@@ -98,6 +98,16 @@ def _area(centi_m2: int | None) -> str:
     return f"{centi_m2 // 100}.{centi_m2 % 100:02d} m²"
 
 
+def _plural(count: object, one: str, many: str = "") -> str:
+    """The English noun for a count, after it: `{{ n }} {{ n | plural("point") }}` is "1 point",
+    "2 points", "-1 point" (`many` for a plural that is not `one` + "s")."""
+    try:
+        single = abs(int(str(count))) == 1
+    except ValueError:
+        single = False
+    return one if single else (many or f"{one}s")
+
+
 @lru_cache(maxsize=64)
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
@@ -122,6 +132,7 @@ class Renderer:
         self.env.filters["fit"] = _fit
         self.env.filters["more"] = self._more
         self.env.filters["left"] = _left
+        self.env.filters["plural"] = _plural
 
     @pass_context
     def _more(self, context: Context, items: Iterable[Any], what: str = "") -> str:

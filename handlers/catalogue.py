@@ -197,10 +197,13 @@ async def btn_day_set(update: Update, ctx: LinliContext) -> None:
 REWARD = "reward"  # the flow kind of a reward being added: cost, stock, names, then it is made
 
 
-def _back(ctx: LinliContext, flow: Flow) -> list[InlineKeyboardButton]:
-    """Cancel: back to the catalogue (the draft is dropped; it would expire anyway)."""
+def _catalogue(ctx: LinliContext, flow: Flow) -> list[InlineKeyboardButton]:
+    """Under a cancelled draft: back to the catalogue it was started from."""
     merchant = int(flow.data.get("merchant") or 0)
-    return [button(label(ctx, "rewards", "cancel"), f"rmh:{flow.community_id}:{merchant}:0")]
+    return [button(label(ctx, "rewards", "all_rewards"), f"rmh:{flow.community_id}:{merchant}:0")]
+
+
+flowui.on_cancel(REWARD, "rewards/draft_cancelled", then=_catalogue)
 
 
 def _cost_view(ctx: LinliContext, flow: Flow) -> View:
@@ -208,7 +211,7 @@ def _cost_view(ctx: LinliContext, flow: Flow) -> View:
     choices = [button(label(ctx, "rewards", "points", n=n), f"rmk:{fid}:{n}") for n in COSTS]
     rows = rows_of(choices, 3)
     rows.append([button(label(ctx, "rewards", "type_number"), f"rmtc:{fid}")])
-    rows.append(_back(ctx, flow))
+    rows.append(flowui.cancel_row(ctx, flow))
     return View("rewards/new_cost", markup=keyboard(rows))
 
 
@@ -218,7 +221,7 @@ def _stock_view(ctx: LinliContext, flow: Flow) -> View:
     choices += [button(label(ctx, "rewards", "pieces", n=n), f"rmq:{fid}:{n}") for n in STOCKS]
     rows = rows_of(choices, 3)
     rows.append([button(label(ctx, "rewards", "type_number"), f"rmts:{fid}")])
-    rows.append(_back(ctx, flow))
+    rows.append(flowui.cancel_row(ctx, flow))
     return View("rewards/new_stock", {"cost": flow.data["cost"]}, keyboard(rows))
 
 

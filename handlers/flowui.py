@@ -58,8 +58,14 @@ class Step:
     places: bool = False  # a shared location or venue answers it too (the text is empty)
 
 
+@dataclass(frozen=True)
+class Cancelled:
+    template: str  # what the cancelled draft's message says
+    then: Callable[[LinliContext, Flow], list[InlineKeyboardButton]] | None = None  # a way on
+
+
 STEPS: dict[tuple[str, str], Step] = {}
-CANCELLED: dict[str, str] = {}  # flow kind -> the template a cancelled draft's message shows
+CANCELLED: dict[str, Cancelled] = {}  # flow kind -> what a cancelled draft's message shows
 
 
 def answers(
@@ -77,9 +83,15 @@ def answers(
     return register
 
 
-def on_cancel(kind: str, template: str) -> None:
-    """What a cancelled draft of `kind` says instead of the generic "cancelled, nothing saved"."""
-    CANCELLED[kind] = template
+def on_cancel(
+    kind: str,
+    template: str,
+    *,
+    then: Callable[[LinliContext, Flow], list[InlineKeyboardButton]] | None = None,
+) -> None:
+    """What a cancelled draft of `kind` says instead of the generic "cancelled, nothing saved";
+    `then(ctx, flow)`: a row of buttons under it (back to where the draft was started)."""
+    CANCELLED[kind] = Cancelled(template, then)
 
 
 def _step(kind: str, step: str) -> Step | None:
@@ -235,7 +247,9 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
             )
     if not cancelled:
         raise Conflict("flow_closed")
-    await edit(update, ctx, CANCELLED.get(flow.kind, "flows/cancelled"))
+    told = CANCELLED.get(flow.kind, Cancelled("flows/cancelled"))
+    markup = keyboard([told.then(ctx, flow)]) if told.then is not None else None
+    await edit(update, ctx, told.template, markup=markup)
 
 
 def register(app: LinliApp) -> None:

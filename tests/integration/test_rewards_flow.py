@@ -14,6 +14,7 @@ from bot.db import Database
 from bot.standin import JSON, Call, Scene, alerts, messages
 from handlers.rewards import qr_png
 from models import ledger, people, rewards
+from models.flows import Flow
 from models.rewards import Redemption, Reward
 from tests.conftest import NOW
 from tests.integration.conftest import ADMIN_ID, Clock
@@ -507,3 +508,27 @@ async def test_a_new_rewards_draft_is_the_leads_own_and_is_made_once(
     async with db.transaction(write=False) as s:
         made = (await s.exec(select(Reward).where(Reward.name_en == "Car wash"))).all()
     assert len(made) == 1 and made[0].stock is None and made[0].cost == 20
+
+
+async def test_cancelling_a_new_rewards_draft_cancels_it_and_says_so(
+    db: Database, scene: Scene
+) -> None:
+    """The draft's cancel is the one flow cancel: the draft is closed at once (not left to
+    expire), the lead is told, and one tap takes them back to the catalogue."""
+    await _world(db)
+    lead = _user(scene, LEAD)
+    chat = scene.private(lead)
+    (menu,) = messages(await scene.say(lead, chat, "/reward"))
+    await scene.tap(lead, menu, "新增奖品")
+    await scene.tap(lead, menu, "20分")
+    (closed,) = _edits(await scene.tap(lead, menu, "取消"))
+    assert "已取消新增奖品" in closed.text and _labels(closed) == ["◀ 全部奖品"]
+    async with db.transaction(write=False) as s:
+        (draft,) = (await s.exec(select(Flow).where(Flow.kind == "reward"))).all()
+    assert draft.status == "cancelled"
+    (back,) = _edits(await scene.tap(lead, closed, "全部奖品"))
+    assert "奖品管理" in back.text
+    # A typed answer after the cancel asks nothing and makes nothing.
+    await scene.say(lead, chat, "30")
+    async with db.transaction(write=False) as s:
+        assert not (await s.exec(select(Reward).where(Reward.cost == 20))).all()

@@ -144,3 +144,18 @@ def test_every_list_is_cut_the_same_way_and_entities_count_as_one(lang: str) -> 
 
 def test_templates_dir_is_what_the_renderer_reads() -> None:
     assert Path(TEMPLATES).is_dir()
+
+
+def test_a_count_of_points_is_singular_for_one_in_english_and_unchanged_in_chinese() -> None:
+    renderer = Renderer()
+    draft = {"amount": 1, "kind": "award"}
+    who = [{"name": "李叔叔"}]
+    one = renderer.render("en", "points/pick_reason", draft=draft, who=who)
+    assert "1 point for" in one and "1 points" not in one
+    many = renderer.render("en", "points/pick_reason", draft={**draft, "amount": 5}, who=who)
+    assert "5 points for" in many
+    zh = renderer.render("zh", "points/pick_reason", draft=draft, who=who)
+    assert "李叔叔</b> 1 分。" in zh
+    assert renderer.label("en", "rewards", "points", n=1) == "1 pt"
+    assert renderer.label("en", "rewards", "points", n=20) == "20 pts"
+    assert renderer.label("en", "rewards", "reward_item", name="Tea", cost=-1) == "Tea · -1 pt"
