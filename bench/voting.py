@@ -184,10 +184,12 @@ async def close_burst(url: str) -> tuple[int, int]:
         await db.dispose()
 
 
-async def cast_rate(url: str) -> tuple[float, float]:
+async def cast_rate(url: str) -> tuple[float, float, float]:
     """Ballots per second through the handler path (the confirm tap on the private ballot of a
     voter who has just opened it, as a whole update through the application and the
-    stand-in), and bare write transactions per second on the same database in the same run."""
+    stand-in); the same ballots per second written by `polls.cast` directly, one transaction
+    each, for other voters of the same poll (the cast's own bare transaction); and empty write
+    transactions per second, all on the same database in the same run."""
     db = await _fresh(url)
     telegram = FakeTelegram()
     app: LinliApp = build_application(
@@ -197,7 +199,8 @@ async def cast_rate(url: str) -> tuple[float, float]:
     now = utcnow()
     try:
         community_id, unit_id = await _estate(db, now)
-        voters = [20_000 + i for i in range(WARMUP + CASTS)]
+        voters = [20_000 + i for i in range(WARMUP + 2 * CASTS)]
+        direct = voters[WARMUP + CASTS :]
         async with db.engine.begin() as conn:
             await conn.execute(
                 insert(Person),
@@ -243,7 +246,7 @@ async def cast_rate(url: str) -> tuple[float, float]:
             )
         rng = random.Random(5)
         updates = []
-        for i, v in enumerate(voters):
+        for i, v in enumerate(voters[: WARMUP + CASTS]):
             user = scene.person(v, f"居民{v}")
             chat = scene.private(user)
             telegram.started.add(v)
@@ -259,7 +262,7 @@ async def cast_rate(url: str) -> tuple[float, float]:
                 await app.process_update(Update.de_json(raw, app.bot))
             # Each voter opened the ballot before confirming it (the bot knows them by then);
             # only the confirm taps are timed.
-            for i, v in enumerate(voters[WARMUP:]):
+            for i, v in enumerate(voters[WARMUP : WARMUP + CASTS]):
                 user = scene.person(v, f"居民{v}")
                 opened = scene.message_json(user, scene.private(user), f"/vote_{poll.id}")
                 await app.process_update(
@@ -269,6 +272,17 @@ async def cast_rate(url: str) -> tuple[float, float]:
             for raw in updates[WARMUP:]:
                 await app.process_update(Update.de_json(raw, app.bot))
             elapsed = time.perf_counter() - started
+        # The same ballots cast directly, for the voters who have not voted yet: the model's
+        # cast in its own transaction, without the update around it.
+        key = app.bot_data.services.settings.ballot_key
+        ballots = [rng.sample(range(1, 6), 3) for _ in direct]
+        started = time.perf_counter()
+        for v, choices in zip(direct, ballots, strict=True):
+            async with db.transaction() as s:
+                await polls.cast(s, poll_id=poll.id or 0, person_id=v, choices=choices,
+                                 now=utcnow(), ballot_key=key, household_id=None,
+                                 expect_casts=0)  # fmt: skip
+        bare = CASTS / (time.perf_counter() - started)
         async with db.transaction(write=False) as s:
             counted = len((await s.exec(select(PollVoter))).all())
         assert counted == len(voters), counted
@@ -280,8 +294,8 @@ async def cast_rate(url: str) -> tuple[float, float]:
         for _ in range(CASTS):
             async with db.transaction() as s:
                 await (await s.connection()).execute(statement)
-        bare = CASTS / (time.perf_counter() - started)
-        return CASTS / elapsed, bare
+        empty = CASTS / (time.perf_counter() - started)
+        return CASTS / elapsed, bare, empty
     finally:
         await db.dispose()
 
@@ -293,9 +307,10 @@ async def main(postgres_url: str | None) -> None:
         if postgres_url:
             targets.append((postgres_url, ".postgres"))
         for url, suffix in targets:
-            rate, bare = await cast_rate(url)
+            rate, bare, empty = await cast_rate(url)
             print(f"voting.cast.rate{suffix}: {rate:.0f} ballots/s")
-            print(f"voting.cast.bare_tx{suffix}: {bare:.0f} transactions/s")
+            print(f"voting.cast.bare_tx{suffix}: {bare:.0f} ballots/s")
+            print(f"voting.cast.empty_tx{suffix}: {empty:.0f} transactions/s")
             print(f"voting.cast.ratio_to_bare_tx{suffix}: {rate / bare:.2f}")
             seconds = await tally_100k(url)
             print(f"voting.tally.100k{suffix}: {seconds:.2f} s")

@@ -47,7 +47,7 @@ from handlers.common import (
 from models import agenda, flows, loop, people, polls
 from models.errors import Conflict, InvalidInput, NotAllowed
 from models.people import Can, get_unit, require
-from models.polls import Poll, PollOption
+from models.polls import Poll
 from models.tally import Method
 
 LIST_LIMIT = 10
@@ -92,7 +92,7 @@ def _complete(poll: Poll, picks: tuple[int, ...], options: int) -> bool:
     return len(picks) == _needed(poll, options)
 
 
-def _option_label(ctx: LinliContext, poll: Poll, option: PollOption) -> str:
+def _option_label(ctx: LinliContext, poll: Poll, option: polls.Option) -> str:
     if poll.method == Method.yesno:
         return label(ctx, "polls", option.text)
     return option.text
@@ -114,23 +114,21 @@ async def ballot_view(
     ballot for `voter` (vxb/vxc)."""
     now = ctx.now()
     async with ctx.svc.db.transaction(write=False) as session:
-        poll = await polls.get_poll(session, poll_id)
+        read = await polls.read_for_ballot(session, poll_id=poll_id, person_id=voter)
+        poll, options = read.poll, read.options
         state = poll.state(now)
         if state == "scheduled":
             raise Conflict("poll_not_open_yet")
         if state != "open":
             raise Conflict("poll_closed")
-        slots = await polls.slots_for(session, poll, person_id=voter)
-        options = await polls.options_of(session, poll_id)
+        slots = read.slots(voter)
         casts = 0
         if household:
             slots = [s for s in slots if s.household_id == household]
             if not slots:
                 raise NotAllowed("poll_not_your_unit")
         if len(slots) == 1:
-            voted = await polls.has_voted(session, poll, person_id=voter)
-            chosen = [v for v in [voted] if v is not None and v.slot == slots[0].slot]
-            casts = chosen[0].casts if chosen else 0
+            casts = await polls.casts_of(session, poll_id=poll_id, slot=slots[0].slot)
         closes = await polls.local_time(session, poll.community_id, poll.closes_at)
     who = f"{voter}:" if prefix == "vxb" else ""
     if len(slots) > 1:

@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any, NotRequired, TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Column, Index, case, func, update
+from sqlalchemy import JSON, Column, Index, bindparam, case, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col, select
@@ -575,34 +575,57 @@ async def mark_changed(
     since it may show the state from before this change. A copy not posted yet needs no edit.
     Call it in the transaction that changes the subject. Returns edits armed.
     """
-    card = card_of(kind, subject_id)
-    # The copies and their edit rows in one statement (both locked on PostgreSQL): while a
-    # burst of changes finds every copy's edit waiting, that statement is all it costs.
-    query = select(Delivery).where(
-        Delivery.card == card, col(Delivery.status).in_([Status.pending, Status.sent])
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    rows = (await session.exec(query.order_by(col(Delivery.id)))).all()
+    # The copies and their edit rows in one statement of four plain columns (both locked on
+    # PostgreSQL): while a burst of changes finds every copy's edit waiting, that is all it
+    # costs. Only copies that need an edit are read whole.
+    postgres = session.get_bind().dialect.name == "postgresql"
+    conn = await session.connection()
+    rows = (
+        await conn.execute(
+            _COPIES_LOCKED if postgres else _COPIES, {"card": card_of(kind, subject_id)}
+        )
+    ).all()
     waiting = {
-        row.edits
-        for row in rows
-        if row.edits is not None and row.status == Status.pending and not _held(row, now)
+        edits
+        for _id, edits, status, lease in rows
+        if edits is not None and status == Status.pending and not _lease_held(lease, now)
     }
+    due = [
+        post_id
+        for post_id, edits, status, lease in rows
+        if edits is None  # a copy, not an edit row
+        and post_id not in waiting  # whose edit waits: it will show the latest state
+        and not (status == Status.pending and not _lease_held(lease, now))  # unsent: rendered
+    ]  # when it goes
     armed = 0
-    for post in rows:
-        if post.edits is not None or post.id in waiting:
-            continue  # an edit row, or a copy whose edit waits: it will show the latest state
-        if post.status == Status.pending and not _held(post, now):
-            continue  # it will be rendered when it goes
-        armed += await _arm_edit(session, post, now=now, gap=gap)
+    if due:
+        posts = await session.exec(
+            select(Delivery).where(col(Delivery.id).in_(due)).order_by(col(Delivery.id))
+        )
+        for post in posts.all():
+            armed += await _arm_edit(session, post, now=now, gap=gap)
     if armed:
         queued(session)
     return armed
 
 
+_COPIES = (
+    select(Delivery.id, Delivery.edits, Delivery.status, Delivery.lease_until)
+    .where(
+        col(Delivery.card) == bindparam("card"),
+        col(Delivery.status).in_([Status.pending, Status.sent]),
+    )
+    .order_by(col(Delivery.id))
+)
+_COPIES_LOCKED = _COPIES.with_for_update()
+
+
+def _lease_held(lease_until: datetime | None, now: datetime) -> bool:
+    return lease_until is not None and lease_until >= now
+
+
 def _held(row: Delivery, now: datetime) -> bool:
-    return row.lease_until is not None and row.lease_until >= now
+    return _lease_held(row.lease_until, now)
 
 
 async def edit_by_key(

@@ -24,16 +24,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Column, PrimaryKeyConstraint, Text, UniqueConstraint, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    update,
+)
 from sqlalchemy import select as sql_select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import aliased
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import flows, outbox
-from models.base import TelegramId, UTCDateTime, dialect_insert, must_get
+from models.base import TelegramId, UTCDateTime, must_get
 from models.errors import Conflict, DomainError, InvalidInput, NotAllowed, NotFound
 from models.flows import Flow
 from models.people import (
@@ -463,6 +474,51 @@ class VoterSlot:
     flat: str
 
 
+def _mine() -> Any:
+    """The person's residencies with the path of their household's unit (bound: person_id)."""
+    home = aliased(Unit)
+    return (
+        sql_select(
+            col(Resident.status).label("status"),
+            col(Household.id).label("household_id"),
+            col(Household.flat).label("flat"),
+            col(OwnerResident.resident_id).label("owner"),
+            col(Ownership.owner_key).label("owner_key"),
+            col(home.path).label("path"),
+        )
+        .join(Household, col(Household.id) == col(Resident.household_id))
+        .join(home, col(home.id) == col(Household.unit_id))
+        .outerjoin(OwnerResident, col(OwnerResident.resident_id) == col(Resident.id))
+        .outerjoin(Ownership, col(Ownership.household_id) == col(Household.id))
+        .where(col(Resident.person_id) == bindparam("person_id"))
+    )
+
+
+_MINE = _mine()
+_MY_SLOTS = _MINE.where(_MINE.selected_columns.path.startswith(bindparam("path"))).order_by(
+    col(Household.flat), col(Household.id)
+)
+
+
+def _slots_of(poll: Poll, person_id: int, rows: Sequence[Any]) -> list[VoterSlot]:
+    """The slots from the person's residencies under the poll's unit (status, household,
+    flat, owner mark, owner key), in flat order; refuses, saying why."""
+    if not rows:
+        raise NotAllowed("poll_not_your_unit")
+    verified = [r for r in rows if r[0] == ResidentStatus.verified]
+    if not verified:
+        raise NotAllowed("poll_not_verified")
+    if poll.owners_only:
+        verified = [r for r in verified if r[3] is not None]
+        if not verified:
+            raise NotAllowed("poll_owners_only")
+    found: dict[str, VoterSlot] = {}
+    for _status, household_id, flat, _owner, owner_key in verified:
+        slot = _slot(poll, person_id=person_id, household_id=household_id, owner_key=owner_key)
+        found.setdefault(slot, VoterSlot(slot, household_id, flat))
+    return list(found.values())
+
+
 async def slots_for(
     session: AsyncSession,
     poll: Poll,
@@ -476,38 +532,8 @@ async def slots_for(
     if path is None:
         path = (unit or await get_unit(session, poll.unit_id)).path
     conn = await session.connection()
-    rows = (
-        await conn.execute(
-            sql_select(
-                col(Resident.status),
-                col(Household.id),
-                col(Household.flat),
-                col(OwnerResident.resident_id),
-                col(Ownership.owner_key),
-            )
-            .join(Household, col(Household.id) == col(Resident.household_id))
-            .join(Unit, col(Unit.id) == col(Household.unit_id))
-            .outerjoin(OwnerResident, col(OwnerResident.resident_id) == col(Resident.id))
-            .outerjoin(Ownership, col(Ownership.household_id) == col(Household.id))
-            .where(col(Resident.person_id) == person_id, col(Unit.path).startswith(path))
-            .order_by(col(Household.flat), col(Household.id))
-        )
-    ).all()
-    if not rows:
-        raise NotAllowed("poll_not_your_unit")
-    verified = [r for r in rows if r[0] == ResidentStatus.verified]
-    if not verified:
-        raise NotAllowed("poll_not_verified")
-    if poll.owners_only:
-        verified = [r for r in verified if r[3] is not None]
-        if not verified:
-            raise NotAllowed("poll_owners_only")
-    found: dict[str, VoterSlot] = {}
-    for _status, household_id, flat, _owner, owner_key in verified:
-        assert household_id is not None
-        slot = _slot(poll, person_id=person_id, household_id=household_id, owner_key=owner_key)
-        found.setdefault(slot, VoterSlot(slot, household_id, flat))
-    return list(found.values())
+    rows = (await conn.execute(_MY_SLOTS, {"person_id": person_id, "path": path})).all()
+    return _slots_of(poll, person_id, [tuple(r[:5]) for r in rows])
 
 
 @dataclass(frozen=True)
@@ -622,13 +648,117 @@ def ballot_ref(poll: Poll, slot: str, key: bytes) -> str:
     return hmac.new(key, f"{poll.id}:{slot}".encode(), hashlib.sha256).hexdigest()
 
 
+class Option(NamedTuple):
+    number: int
+    text: str
+
+
+def _ballot_read(*, lock: bool) -> Any:
+    """A poll, its unit's path, its options and the person's residencies under that unit, in
+    one statement (bound: poll_id, person_id): a row per option and residency."""
+    mine = _MINE.subquery("mine")
+    query = (
+        sql_select(Poll, col(Unit.path), col(PollOption.number), col(PollOption.text),
+                   mine.c.status, mine.c.household_id, mine.c.flat, mine.c.owner,
+                   mine.c.owner_key)
+        .join(Unit, col(Unit.id) == col(Poll.unit_id))
+        .join(PollOption, col(PollOption.poll_id) == col(Poll.id))
+        .outerjoin(mine, mine.c.path.startswith(col(Unit.path)))
+        .where(col(Poll.id) == bindparam("poll_id"))
+        .order_by(col(PollOption.number), mine.c.flat, mine.c.household_id)
+    )  # fmt: skip
+    # Read with a share lock on PostgreSQL: closing waits for casts in flight, and a cast
+    # after closing sees the poll closed.
+    return query.with_for_update(read=True, of=Poll) if lock else query
+
+
+_BALLOT_READ = {False: _ballot_read(lock=False), True: _ballot_read(lock=True)}
+
+
+@dataclass(frozen=True)
+class BallotRead:
+    poll: Poll
+    path: str  # the poll's unit's
+    options: list[Option]
+    residencies: list[tuple[Any, ...]]  # under the poll's unit: see `_slots_of`
+
+    def slots(self, person_id: int) -> list[VoterSlot]:
+        return _slots_of(self.poll, person_id, self.residencies)
+
+
+async def read_for_ballot(
+    session: AsyncSession, *, poll_id: int, person_id: int, lock: bool = False
+) -> BallotRead:
+    """The poll with everything a ballot needs, in one statement (`lock`: the share lock a
+    cast takes on PostgreSQL)."""
+    postgres = lock and session.get_bind().dialect.name == "postgresql"
+    rows = (
+        await session.exec(
+            _BALLOT_READ[postgres], params={"poll_id": poll_id, "person_id": person_id}
+        )
+    ).all()
+    if not rows:
+        raise NotFound("poll_not_found")
+    options: dict[int, Option] = {}
+    residencies: dict[int, tuple[Any, ...]] = {}
+    for _poll, _path, number, text, status, household_id, flat, owner, key in rows:
+        if number not in options:
+            options[number] = Option(number, text)
+        if household_id is not None and household_id not in residencies:
+            residencies[household_id] = (status, household_id, flat, owner, key)
+    return BallotRead(rows[0][0], rows[0][1], list(options.values()), list(residencies.values()))
+
+
+def _voter_statements(dialect: str) -> dict[str, Any]:
+    """The "has voted" row's and the ballot's writes, built once per dialect. Bound by the
+    column's name with "b_" before it (SQLAlchemy keeps the bare names for itself)."""
+    table: Any = PollVoter.__table__  # type: ignore[attr-defined]
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    moved: dict[str, Any] = {
+        k: bindparam(f"b_{k}") for k in ("person_id", "household_id", "proxy_by", "cast_at")
+    }
+    voter = insert(PollVoter).values(
+        poll_id=bindparam("b_poll_id"), slot=bindparam("b_slot"), casts=1, **moved
+    )
+    slot = ["poll_id", "slot"]
+    ballot = insert(Ballot).values(
+        poll_id=bindparam("b_poll_id"), ref=bindparam("b_ref"), choices=bindparam("b_choices")
+    )
+    return {
+        # expect_casts k > 0: only the slot's (k+1)th ballot (the screen is still current)
+        "next": update(PollVoter)
+        .where(
+            col(PollVoter.poll_id) == bindparam("b_poll_id"),
+            col(PollVoter.slot) == bindparam("b_slot"),
+            col(PollVoter.casts) == bindparam("b_expect"),
+        )
+        .values(**moved, casts=table.c.casts + 1)
+        .returning(table.c.casts),
+        # expect_casts 0: only a first ballot (a slot voted meanwhile refuses)
+        "first": voter.on_conflict_do_nothing(index_elements=slot).returning(table.c.casts),
+        # None: either
+        "any": voter.on_conflict_do_update(
+            index_elements=slot, set_={**moved, "casts": table.c.casts + 1}
+        ).returning(table.c.casts),
+        "replace": update(Ballot)
+        .where(col(Ballot.poll_id) == bindparam("b_poll_id"), col(Ballot.ref) == bindparam("b_ref"))
+        .values(choices=bindparam("b_choices")),
+        "ballot": ballot.on_conflict_do_update(
+            index_elements=["poll_id", "ref"], set_={"choices": ballot.excluded.choices}
+        ),
+    }
+
+
+_WRITES = {name: _voter_statements(name) for name in ("sqlite", "postgresql")}
+
+
 @dataclass(frozen=True)
 class Cast:
     poll: Poll
     slot: str
     replaced: bool  # an earlier ballot of this slot was replaced
     proxy: bool
-    options: list[PollOption]
+    options: list[Option]
 
 
 def _open_for_casting(poll: Poll, now: datetime) -> None:
@@ -637,62 +767,6 @@ def _open_for_casting(poll: Poll, now: datetime) -> None:
         raise Conflict("poll_not_open_yet")
     if state != "open":
         raise Conflict("poll_closed")
-
-
-async def _poll_to_cast_in(
-    session: AsyncSession, poll_id: int
-) -> tuple[Poll, list[PollOption], str]:
-    """The poll, its options and its unit's path in one statement. The poll row is read with a
-    share lock (PostgreSQL), so closing waits for casts in flight and a cast after closing sees
-    the poll closed."""
-    query = (
-        select(Poll, PollOption, Unit.path)
-        .join(PollOption, col(PollOption.poll_id) == col(Poll.id))
-        .join(Unit, col(Unit.id) == col(Poll.unit_id))
-        .where(Poll.id == poll_id)
-        .order_by(col(PollOption.number))
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(read=True, of=Poll)
-    rows = (await session.exec(query)).all()
-    if not rows:
-        raise NotFound("poll_not_found")
-    return rows[0][0], [option for _, option, _ in rows], rows[0][2]
-
-
-async def _record_voter(
-    session: AsyncSession, voter: dict[str, Any], *, expect_casts: int | None
-) -> int:
-    """Write the slot's "has voted" row in one statement; how many ballots it has now.
-
-    `expect_casts` 0: only a first ballot (a slot voted meanwhile refuses); k > 0: only the
-    slot's (k+1)th (the screen the voter confirmed is still current); None: either. A refused
-    write changes nothing and raises Conflict "poll_ballot_stale"."""
-    table: Any = PollVoter.__table__  # type: ignore[attr-defined]
-    moved = {k: voter[k] for k in ("person_id", "household_id", "proxy_by", "cast_at")}
-    if expect_casts is not None and expect_casts > 0:
-        statement: Any = (
-            update(PollVoter)
-            .where(
-                col(PollVoter.poll_id) == voter["poll_id"],
-                col(PollVoter.slot) == voter["slot"],
-                col(PollVoter.casts) == expect_casts,
-            )
-            .values(**moved, casts=table.c.casts + 1)
-        )
-    else:
-        statement = dialect_insert(session)(PollVoter).values(**voter)
-        if expect_casts == 0:
-            statement = statement.on_conflict_do_nothing(index_elements=["poll_id", "slot"])
-        else:
-            statement = statement.on_conflict_do_update(
-                index_elements=["poll_id", "slot"], set_={**moved, "casts": table.c.casts + 1}
-            )
-    conn = await session.connection()
-    casts = (await conn.execute(statement.returning(table.c.casts))).scalar_one_or_none()
-    if casts is None:
-        raise Conflict("poll_ballot_stale")
-    return int(casts)
 
 
 async def cast(
@@ -713,18 +787,21 @@ async def cast(
     it is marked with who recorded it, and the person is told and may replace it.
 
     `expect_casts` is how many ballots the slot had when the voter's screen was drawn: a
-    confirm button replayed after a later ballot (or tapped twice) no longer matches.
+    confirm button replayed after a later ballot (or tapped twice) no longer matches; None
+    takes any. A refused write changes nothing and raises Conflict "poll_ballot_stale".
 
-    Four statements for a voter's ballot (poll with options, eligibility, the "has voted" row,
-    the ballot), plus the card's coalesced edit on a slot's first ballot: nothing recounts.
+    Three statements for a voter's ballot (the poll with its options and the voter's
+    eligibility, the "has voted" row, the ballot), plus the card's coalesced edit on a slot's
+    first ballot: nothing recounts. Each is built once and bound here.
     """
-    poll, option_rows, path = await _poll_to_cast_in(session, poll_id)
+    read = await read_for_ballot(session, poll_id=poll_id, person_id=person_id, lock=True)
+    poll = read.poll
     if proxy is not None:
         require(proxy, await get_unit(session, poll.unit_id))
     proxy_by = proxy.person_id if proxy is not None else None
     _open_for_casting(poll, now)
-    picked = check_choices(poll, choices, len(option_rows))
-    slots = await slots_for(session, poll, person_id=person_id, path=path)
+    picked = check_choices(poll, choices, len(read.options))
+    slots = read.slots(person_id)
     if household_id is not None:
         slots = [s for s in slots if s.household_id == household_id]
         if not slots:
@@ -732,39 +809,35 @@ async def cast(
     if len(slots) > 1:
         raise InvalidInput("poll_choose_household")
     chosen = slots[0]
-    voter = {
-        "poll_id": poll_id,
-        "slot": chosen.slot,
-        "person_id": person_id,
-        "household_id": chosen.household_id,
-        "proxy_by": proxy_by,
-        "casts": 1,
-        "cast_at": now,
-    }
-    casts = await _record_voter(session, voter, expect_casts=expect_casts)
-    ref = ballot_ref(poll, chosen.slot, ballot_key)
-    encoded = encode(poll.method, picked)
+    writes = _WRITES[session.get_bind().dialect.name]
     conn = await session.connection()
+    mode = "any" if expect_casts is None else "first" if expect_casts == 0 else "next"
+    voter = {
+        "b_poll_id": poll_id,
+        "b_slot": chosen.slot,
+        "b_person_id": person_id,
+        "b_household_id": chosen.household_id,
+        "b_proxy_by": proxy_by,
+        "b_cast_at": now,
+    }
+    if mode == "next":
+        voter["b_expect"] = expect_casts
+    casts = (await conn.execute(writes[mode], voter)).scalar_one_or_none()
+    if casts is None:
+        raise Conflict("poll_ballot_stale")
+    ballot = {
+        "b_poll_id": poll_id,
+        "b_ref": ballot_ref(poll, chosen.slot, ballot_key),
+        "b_choices": encode(poll.method, picked),
+    }
     stored = 0
     if casts > 1:
-        replace = (
-            update(Ballot)
-            .where(col(Ballot.poll_id) == poll_id, col(Ballot.ref) == ref)
-            .values(choices=encoded)
-        )
-        stored = (await conn.execute(replace)).rowcount
+        stored = (await conn.execute(writes["replace"], ballot)).rowcount
         if not stored and poll.anonymous:
             # The ballot key changed since the first ballot: a new row would count twice.
             raise Conflict("ballot_key_changed")
     if not stored:
-        statement = dialect_insert(session)(Ballot).values(
-            poll_id=poll_id, ref=ref, choices=encoded
-        )
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["poll_id", "ref"], set_={"choices": encoded}
-            )
-        )
+        await conn.execute(writes["ballot"], ballot)
     if casts == 1 or poll.live_results:
         await outbox.mark_changed(session, kind=CARD, subject_id=poll_id, now=now)
     if proxy_by is not None:
@@ -781,8 +854,14 @@ async def cast(
             priority=outbox.Priority.reminder,
         )
     return Cast(
-        poll, chosen.slot, replaced=casts > 1, proxy=proxy_by is not None, options=option_rows
+        poll, chosen.slot, replaced=casts > 1, proxy=proxy_by is not None, options=read.options
     )
+
+
+async def casts_of(session: AsyncSession, *, poll_id: int, slot: str) -> int:
+    """How many ballots this slot has cast (0: none yet)."""
+    query = select(PollVoter.casts).where(PollVoter.poll_id == poll_id, PollVoter.slot == slot)
+    return (await session.exec(query)).first() or 0
 
 
 async def has_voted(session: AsyncSession, poll: Poll, *, person_id: int) -> PollVoter | None:
