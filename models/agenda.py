@@ -30,6 +30,8 @@ from models.people import (
     ResidentStatus,
     Unit,
     get_unit,
+    one_line,
+    paragraphs,
     require,
 )
 from models.polls import (
@@ -112,20 +114,6 @@ async def may_take_part(session: AsyncSession, *, auth: Authority, unit: Unit) -
     await _resident_under(session, person_id=auth.person_id, unit=unit)
 
 
-def _clean_title(text: str) -> str:
-    title = " ".join(text.split())
-    if not 2 <= len(title) <= TITLE_LIMIT:
-        raise InvalidInput("proposal_title_length", limit=TITLE_LIMIT)
-    return title
-
-
-def _clean_body(text: str) -> str:
-    body = "\n".join(" ".join(row.split()) for row in text.strip().splitlines()).strip()
-    if len(body) > BODY_LIMIT:
-        raise InvalidInput("proposal_body_length", limit=BODY_LIMIT)
-    return body
-
-
 async def propose(
     session: AsyncSession,
     *,
@@ -142,8 +130,8 @@ async def propose(
     proposal = Proposal(
         community_id=unit.community_id,
         unit_id=unit.id,
-        title=_clean_title(title),
-        body=_clean_body(body),
+        title=one_line(title, limit=TITLE_LIMIT, low=2, error="proposal_title_length"),
+        body=paragraphs(body, limit=BODY_LIMIT, error="proposal_body_length"),
         author_id=auth.person_id,
         origin=origin,
         created_at=now,

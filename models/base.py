@@ -75,12 +75,19 @@ async def upserted(session: AsyncSession, statement: Any, model: type[Row]) -> R
 
 
 async def must_get(
-    session: AsyncSession, model: type[Row], key: Any, missing: str, *, lock: bool = False
+    session: AsyncSession,
+    model: type[Row],
+    key: Any,
+    missing: str,
+    *,
+    lock: bool = False,
+    **params: Any,
 ) -> Row:
-    """The row with this primary key (locked FOR UPDATE with `lock`), or NotFound(missing)."""
-    row = await session.get(model, key, with_for_update=lock or None)
+    """The row with this primary key, or NotFound(missing, **params). With `lock` it is read
+    FOR UPDATE (held to the end of the transaction) and the session's copy is refreshed."""
+    row = await session.get(model, key, with_for_update=lock or None, populate_existing=lock)
     if row is None:
-        raise NotFound(missing)
+        raise NotFound(missing, **params)
     return row
 
 

@@ -501,7 +501,10 @@ class _YamlReader:
         # The raw text, not the resolved value: 89.50 stays exact and flat 0501 is not octal.
         return "" if f.node.tag == _NULL_TAG else str(f.node.value)
 
-    def required(self, fields: dict[str, _Field], key: str, line: int, what: str) -> str | None:
+    def required(
+        self, fields: dict[str, _Field], key: str, line: int, what: str, parse: Callable[[str], T]
+    ) -> T | None:
+        """parse(the field's text), or None with the problem recorded (missing, empty, bad)."""
         f = fields.get(key)
         if f is None:
             self.b.problem(line, "missing_field", f"{what}: {key} is missing")
@@ -510,14 +513,17 @@ class _YamlReader:
         if text is not None and not text.strip():
             self.b.problem(f.line, "missing_field", f"{what}: {key} is empty")
             return None
-        return text
+        return self.b.checked(f.line, parse, text) if text is not None else None
 
-    def optional(self, fields: dict[str, _Field], key: str, what: str) -> tuple[str, int] | None:
+    def optional(
+        self, fields: dict[str, _Field], key: str, what: str, parse: Callable[[str], T]
+    ) -> T | None:
+        """parse(the field's text); None when it is absent or blank, or (recorded) bad."""
         f = fields.get(key)
         if f is None:
             return None
         text = self.text(f, f"{what}: {key}")
-        return (text, f.line) if text is not None and text.strip() else None
+        return self.b.checked(f.line, parse, text) if text is not None and text.strip() else None
 
     def items(self, f: _Field | None, what: str) -> list[yaml.Node]:
         if f is None or (isinstance(f.node, yaml.ScalarNode) and f.node.tag == _NULL_TAG):
@@ -543,20 +549,16 @@ class _YamlReader:
             self.b.problem(line, "missing_field", "community is missing")
             return self.b.community("", line)
         if isinstance(f.node, yaml.ScalarNode):
-            text = self.required({"community": f}, "community", f.line, "the file")
-            name = self.b.checked(f.line, _community_name, text) if text is not None else None
+            name = self.required({"community": f}, "community", f.line, "the file", _community_name)
             return self.b.community(name or "", f.line)
         line = self.line(f.node)
         fields = self.fields(f.node, ("name", "timezone", "language"), "community")
         if fields is None:
             return self.b.community("", line)
-        text = self.required(fields, "name", line, "community")
-        name = self.b.checked(fields["name"].line, _community_name, text) if text else None
+        name = self.required(fields, "name", line, "community", _community_name)
         draft = self.b.community(name or "", line)
-        if (tz := self.optional(fields, "timezone", "community")) is not None:
-            draft.timezone = self.b.checked(tz[1], _timezone, tz[0])
-        if (lang := self.optional(fields, "language", "community")) is not None:
-            draft.language = self.b.checked(lang[1], _language, lang[0])
+        draft.timezone = self.optional(fields, "timezone", "community", _timezone)
+        draft.language = self.optional(fields, "language", "community", _language)
         return draft
 
     def unit(self, draft: _Draft, node: yaml.Node, parent: _Path) -> None:
@@ -567,10 +569,8 @@ class _YamlReader:
         fields = self.fields(node, ("kind", "name", "children"), "unit")
         if fields is None:
             return
-        kind_text = self.required(fields, "kind", line, "unit")
-        kind = self.b.checked(fields["kind"].line, _kind, kind_text) if kind_text else None
-        name_text = self.required(fields, "name", line, "unit")
-        name = self.b.checked(fields["name"].line, _unit_name, name_text) if name_text else None
+        kind = self.required(fields, "kind", line, "unit", _kind)
+        name = self.required(fields, "name", line, "unit", _unit_name)
         # A placeholder keeps a badly named unit's children checked; nothing gets written.
         path = (*parent, name or f"#{line}")
         self.b.unit(draft, path, kind, line, repeat_ok=False)
@@ -582,18 +582,11 @@ class _YamlReader:
         fields = self.fields(node, ("unit", "flat", "area", "code", "owner"), "household")
         if fields is None:
             return
-        unit_text = self.required(fields, "unit", line, "household")
-        unit = self.b.checked(fields["unit"].line, _unit_path, unit_text) if unit_text else None
-        flat_text = self.required(fields, "flat", line, "household")
-        flat = self.b.checked(fields["flat"].line, _flat, flat_text) if flat_text else None
-        area = code = None
-        if (given := self.optional(fields, "area", "household")) is not None:
-            area = self.b.checked(given[1], _area, given[0])
-        if (given := self.optional(fields, "code", "household")) is not None:
-            code = self.b.checked(given[1], _code, given[0])
-        owner = None
-        if (given := self.optional(fields, "owner", "household")) is not None:
-            owner = self.b.checked(given[1], _owner, given[0])
+        unit = self.required(fields, "unit", line, "household", _unit_path)
+        flat = self.required(fields, "flat", line, "household", _flat)
+        area = self.optional(fields, "area", "household", _area)
+        code = self.optional(fields, "code", "household", _code)
+        owner = self.optional(fields, "owner", "household", _owner)
         if unit is not None and flat is not None:
             self.b.household(
                 draft, unit=unit, flat=flat, area_centi_m2=area, code=code, line=line, owner=owner

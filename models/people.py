@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Column, ColumnElement, UniqueConstraint, delete, func, true
 from sqlalchemy.orm import aliased
@@ -243,14 +244,31 @@ async def set_language(
 # --- communities and units ---------------------------------------------------------------
 
 
+def one_line(
+    text: str, *, limit: int, error: str = "name_too_long", low: int = 1, short: str = ""
+) -> str:
+    """Typed text on one line: runs of spaces and line breaks folded to one space. Shorter than
+    `low` characters is refused as `short` (default: `error`), longer than `limit` as `error`
+    (the error's parameters: `limit` and the text's `length`)."""
+    line = " ".join(text.split())
+    if not low <= len(line) <= limit:
+        key = (short or error) if len(line) < low else error
+        raise InvalidInput(key, limit=limit, length=len(line))
+    return line
+
+
+def paragraphs(text: str, *, limit: int, error: str) -> str:
+    """Typed text that may run over lines: each line's spaces folded, blank ends dropped; longer
+    than `limit` characters is refused as `error` (with `limit`)."""
+    folded = "\n".join(" ".join(row.split()) for row in text.strip().splitlines()).strip()
+    if len(folded) > limit:
+        raise InvalidInput(error, limit=limit, length=len(folded))
+    return folded
+
+
 def clean_name(name: str, *, limit: int) -> str:
     """A typed name with its spaces folded; empty or over `limit` characters is refused."""
-    name = " ".join(name.split())
-    if not name:
-        raise InvalidInput("empty_name")
-    if len(name) > limit:
-        raise InvalidInput("name_too_long", limit=limit)
-    return name
+    return one_line(name, limit=limit, short="empty_name")
 
 
 async def communities(session: AsyncSession) -> Sequence[Community]:
@@ -1015,19 +1033,34 @@ async def residents_under(
     return [(r, p) for r, p in rows], int(total)
 
 
-async def lives_under(session: AsyncSession, unit: Unit, person_id: int) -> bool:
-    """Whether this person is a verified resident of a household in the unit's subtree."""
-    query = (
-        select(Resident.id)
+def living_under(unit: Unit) -> Any:
+    """SELECT the person ids of the verified residents of households in the unit's subtree."""
+    return (
+        select(Resident.person_id)
         .join(Household, col(Household.id) == col(Resident.household_id))
         .join(Unit, col(Unit.id) == col(Household.unit_id))
-        .where(
-            Resident.person_id == person_id,
-            Resident.status == ResidentStatus.verified,
-            col(Unit.path).startswith(unit.path),
-        )
+        .where(Resident.status == ResidentStatus.verified, col(Unit.path).startswith(unit.path))
     )
+
+
+async def lives_under(session: AsyncSession, unit: Unit, person_id: int) -> bool:
+    """Whether this person is a verified resident of a household in the unit's subtree."""
+    query = living_under(unit).where(Resident.person_id == person_id)
     return (await session.exec(query.limit(1))).first() is not None
+
+
+async def homes_and_above(session: AsyncSession, person_id: int) -> set[int]:
+    """The units a person lives in or under: the unit of each verified home and every unit
+    above it (what is posted there is for them)."""
+    paths = (
+        await session.exec(
+            select(Unit.path)
+            .join(Household, col(Household.unit_id) == col(Unit.id))
+            .join(Resident, col(Resident.household_id) == col(Household.id))
+            .where(Resident.person_id == person_id, Resident.status == ResidentStatus.verified)
+        )
+    ).all()
+    return {int(p) for path in paths for p in path.strip("/").split("/") if p}
 
 
 # --- prompts (the bot waits for typed input) ---------------------------------------------

@@ -40,6 +40,7 @@ from models.people import (
     clean_name,
     get_community,
     get_unit,
+    one_line,
     require,
     require_can,
 )
@@ -564,11 +565,7 @@ async def set_reason(
     session: AsyncSession, *, auth: Authority, draft_id: int, text: str, now: datetime
 ) -> AwardDraft:
     flow, _draft, _unit = await _open_draft(session, auth=auth, draft_id=draft_id, now=now)
-    reason = " ".join(text.split())
-    if not reason:
-        raise InvalidInput("points_reason_required")
-    if len(reason) > REASON_LIMIT:
-        raise InvalidInput("name_too_long", limit=REASON_LIMIT)
+    reason = one_line(text, limit=REASON_LIMIT, short="points_reason_required")
     await flows.update(session, flow, now=now, rule_code=None, reason=reason)
     return AwardDraft.of(flow)
 
@@ -660,10 +657,9 @@ async def _post_draft(
         person = await session.get(Person, person_id)
         assert person is not None and entry.id is not None
         after = await balance(session, community_id=draft.community_id, person_id=person_id)
-        await outbox.enqueue(
+        await outbox.enqueue_private(
             session,
             key=f"{draft.kind}:{entry.id}",
-            chat_id=person_id,
             person_id=person_id,
             community_id=draft.community_id,
             template=f"points/{template[Kind(draft.kind)]}",
@@ -676,7 +672,6 @@ async def _post_draft(
                 "community": community.name,
                 "by": lead.name if lead is not None else "",
             },
-            due_at=now,
             now=now,
         )
         posted.append(Posted(person, entry, after))

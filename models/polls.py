@@ -55,6 +55,9 @@ from models.people import (
     ResidentStatus,
     Unit,
     get_unit,
+    homes_and_above,
+    one_line,
+    paragraphs,
     require,
 )
 from models.tally import (
@@ -257,11 +260,9 @@ def parse_weights(text: str) -> tuple[int, ...]:
 
 def check_spec(spec: PollSpec, *, now: datetime) -> PollSpec:
     """Normalise and validate a poll; raises a DomainError naming the first problem."""
-    spec.question = " ".join(spec.question.split())
+    spec.question = clean_question(spec.question)
     spec.description = spec.description.strip()
-    if not 2 <= len(spec.question) <= 200:
-        raise InvalidInput("poll_question_length", limit=200)
-    if len(spec.description) > 1000:
+    if len(spec.description) > DESCRIPTION_LIMIT:
         raise InvalidInput("poll_description_length", limit=1000)
     method = Method(spec.method)
     if method is Method.yesno:
@@ -841,15 +842,13 @@ async def cast(
     if casts == 1 or poll.live_results:
         await outbox.mark_changed(session, kind=CARD, subject_id=poll_id, now=now)
     if proxy_by is not None:
-        await outbox.enqueue(
+        await outbox.enqueue_private(
             session,
             key=f"poll-proxy:{poll_id}:{chosen.slot}:{casts}",
-            chat_id=person_id,
             person_id=person_id,
             community_id=poll.community_id,
             template="polls/proxy_notice",
             context={"poll_id": poll_id, "question": poll.question},
-            due_at=now,
             now=now,
             priority=outbox.Priority.reminder,
         )
@@ -892,15 +891,7 @@ async def polls_for(
     session: AsyncSession, *, person_id: int, now: datetime, limit: int = 20
 ) -> list[Poll]:
     """Open (and scheduled) polls in the units where this person is a verified resident."""
-    paths = (
-        await session.exec(
-            select(Unit.path)
-            .join(Household, col(Household.unit_id) == col(Unit.id))
-            .join(Resident, col(Resident.household_id) == col(Household.id))
-            .where(Resident.person_id == person_id, Resident.status == ResidentStatus.verified)
-        )
-    ).all()
-    unit_ids = {int(p) for path in paths for p in path.strip("/").split("/") if p}
+    unit_ids = await homes_and_above(session, person_id)
     if not unit_ids:
         return []
     query = (
@@ -940,10 +931,7 @@ async def led_polls(
 
 
 def _reason(text: str) -> str:
-    reason = " ".join(text.split())
-    if not 2 <= len(reason) <= 200:
-        raise InvalidInput("poll_reason_length", limit=200)
-    return reason
+    return one_line(text, limit=200, low=2, error="poll_reason_length")
 
 
 async def extend(
@@ -1254,10 +1242,9 @@ async def remind(session: AsyncSession, poll: Poll, *, now: datetime) -> int:
     for person_id, slots in sorted(the_roll.people.items()):
         if slots <= voted:
             continue
-        added += await outbox.enqueue(
+        added += await outbox.enqueue_private(
             session,
             key=f"poll-remind:{poll.id}:{stamp}:{person_id}",
-            chat_id=person_id,
             person_id=person_id,
             community_id=poll.community_id,
             template="polls/reminder",
@@ -1266,7 +1253,6 @@ async def remind(session: AsyncSession, poll: Poll, *, now: datetime) -> int:
                 "question": poll.question,
                 "closes": closes,
             },
-            due_at=now,
             now=now,
             priority=outbox.Priority.reminder,
         )
@@ -1341,24 +1327,15 @@ def draft_defaults() -> dict[str, Any]:
 
 
 def clean_question(text: str) -> str:
-    question = " ".join(text.split())
-    if not 2 <= len(question) <= QUESTION_LIMIT:
-        raise InvalidInput("poll_question_length", limit=QUESTION_LIMIT)
-    return question
+    return one_line(text, limit=QUESTION_LIMIT, low=2, error="poll_question_length")
 
 
 def clean_description(text: str) -> str:
-    description = "\n".join(" ".join(row.split()) for row in text.strip().splitlines()).strip()
-    if len(description) > DESCRIPTION_LIMIT:
-        raise InvalidInput("poll_description_length", limit=DESCRIPTION_LIMIT)
-    return description
+    return paragraphs(text, limit=DESCRIPTION_LIMIT, error="poll_description_length")
 
 
 def clean_option(text: str) -> str:
-    option = " ".join(text.split())
-    if len(option) > OPTION_LIMIT:
-        raise InvalidInput("poll_option_length", limit=OPTION_LIMIT)
-    return option
+    return one_line(text, limit=OPTION_LIMIT, low=0, error="poll_option_length")
 
 
 async def add_draft_options(

@@ -32,7 +32,7 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import agenda, digest, outbox, points
-from models.base import TelegramId, UTCDateTime, dialect_insert, spreadsheet_safe
+from models.base import TelegramId, UTCDateTime, dialect_insert, must_get, spreadsheet_safe
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
     Authority,
@@ -47,6 +47,7 @@ from models.people import (
     clean_name,
     get_community,
     get_unit,
+    one_line,
     units_by_id,
 )
 
@@ -351,12 +352,13 @@ def clean_text(text: str | None) -> str:
 def clean_note(
     text: str | None, *, required: bool = False, error: str = "report_note_required"
 ) -> str:
-    cleaned = " ".join((text or "").split())
-    if required and not cleaned:
-        raise InvalidInput(error)
-    if len(cleaned) > NOTE_LIMIT:
-        raise InvalidInput("report_note_too_long", limit=NOTE_LIMIT)
-    return cleaned
+    return one_line(
+        text or "",
+        limit=NOTE_LIMIT,
+        low=1 if required else 0,
+        short=error,
+        error="report_note_too_long",
+    )
 
 
 def check_photos(photos: Sequence[str]) -> list[str]:
@@ -525,13 +527,7 @@ async def add_category(
 
 
 async def get(session: AsyncSession, report_id: int, *, lock: bool = False) -> Report:
-    query = select(Report).where(Report.id == report_id)
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    found = (await session.exec(query)).first()
-    if found is None:
-        raise NotFound("report_not_found", number="?")
-    return found
+    return await must_get(session, Report, report_id, "report_not_found", lock=lock, number="?")
 
 
 async def by_number(session: AsyncSession, *, community_id: int, number: int) -> Report:
@@ -1552,15 +1548,13 @@ async def _notify(
 ) -> None:
     context = await _context(session, report)
     context.update(event=event.kind, note=event.note, to=event.to_status)
-    await outbox.enqueue(
+    await outbox.enqueue_private(
         session,
         key=f"report:{report.id}:ev:{event.id}:{person_id}",
-        chat_id=person_id,
         person_id=person_id,
         community_id=report.community_id,
         template=template,
         context=context,
-        due_at=now,
         now=now,
         photo=event.photo,
     )
@@ -1684,11 +1678,7 @@ async def save_reply_template(
     """Any lead of the community saves one; titles are unique per community."""
     if not leads_of(auth, community_id):
         raise NotAllowed("leads_only")
-    title = " ".join(title.split())
-    if not title:
-        raise InvalidInput("empty_name")
-    if len(title) > TEMPLATE_TITLE_LIMIT:
-        raise InvalidInput("name_too_long", limit=TEMPLATE_TITLE_LIMIT)
+    title = clean_name(title, limit=TEMPLATE_TITLE_LIMIT)
     body = clean_note(text, required=True, error="report_note_required")
     clash = (
         await session.exec(

@@ -161,14 +161,7 @@ def _is_postgres(session: AsyncSession) -> bool:
 
 
 async def get_reward(session: AsyncSession, reward_id: int, *, lock: bool = False) -> Reward:
-    query = select(Reward).where(Reward.id == reward_id)
-    if lock:
-        # populate_existing: a row this session read before is refreshed with the locked values.
-        query = query.with_for_update().execution_options(populate_existing=True)
-    reward = (await session.exec(query)).first()
-    if reward is None:
-        raise NotFound("reward_not_found")
-    return reward
+    return await must_get(session, Reward, reward_id, "reward_not_found", lock=lock)
 
 
 async def managed_communities(session: AsyncSession, *, auth: Authority) -> list[Community]:
@@ -279,15 +272,13 @@ async def set_merchant(
     reward.merchant_id = merchant_id
     await session.flush()
     if merchant_id is not None:
-        await outbox.enqueue(
+        await outbox.enqueue_private(
             session,
             key=f"merchant:{reward.id}:{merchant_id}",
-            chat_id=merchant_id,
             person_id=merchant_id,
             community_id=reward.community_id,
             template="rewards/merchant_notice",
             context={"name_zh": reward.name_zh, "name_en": reward.name_en},
-            due_at=now,
             now=now,
         )
     return reward, True
@@ -675,10 +666,9 @@ async def hand_over(
     redemption.closed_at = now
     redemption.closed_by = auth.person_id
     await session.flush()
-    await outbox.enqueue(
+    await outbox.enqueue_private(
         session,
         key=f"redeemed:{redemption.id}",
-        chat_id=redemption.person_id,
         person_id=redemption.person_id,
         community_id=redemption.community_id,
         template="rewards/used_notice",
@@ -688,7 +678,6 @@ async def hand_over(
             "code": redemption.code,
             "at": _local(now, check.community.timezone),
         },
-        due_at=now,
         now=now,
     )
     return check, True
@@ -745,10 +734,9 @@ async def expire_due(session: AsyncSession, now: datetime, *, limit: int = EXPIR
     for redemption in sorted(due, key=lambda r: (r.person_id, r.id)):
         reward = rewards[redemption.reward_id]
         await _give_back(session, redemption, reward, status=RedemptionStatus.expired, now=now)
-        await outbox.enqueue(
+        await outbox.enqueue_private(
             session,
             key=f"expired:{redemption.id}",
-            chat_id=redemption.person_id,
             person_id=redemption.person_id,
             community_id=redemption.community_id,
             template="rewards/expired_notice",
@@ -759,7 +747,6 @@ async def expire_due(session: AsyncSession, now: datetime, *, limit: int = EXPIR
                 "points": redemption.cost,
                 "at": _local(redemption.expires_at, zones.get(redemption.community_id, "UTC")),
             },
-            due_at=now,
             now=now,
         )
     return len(due)

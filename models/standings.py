@@ -44,6 +44,7 @@ from models.people import (
     Unit,
     communities,
     get_community,
+    living_under,
     memberships,
 )
 from models.points import EarningRule, rules
@@ -112,16 +113,7 @@ def _scores(community_id: int, start: datetime | None, end: datetime | None) -> 
 
 def _residents_under(community_id: int, unit: Unit) -> Any:
     """Person ids of the verified residents living in a unit's subtree."""
-    return (
-        select(Resident.person_id)
-        .join(Household, col(Household.id) == col(Resident.household_id))
-        .join(Unit, col(Unit.id) == col(Household.unit_id))
-        .where(
-            Resident.community_id == community_id,
-            Resident.status == ResidentStatus.verified,
-            col(Unit.path).startswith(unit.path),
-        )
-    )
+    return living_under(unit).where(Resident.community_id == community_id)
 
 
 @dataclass(frozen=True)
@@ -450,15 +442,13 @@ async def monthly_statements(session: AsyncSession, now: datetime) -> int:
             for lead, key in keys.items():
                 if key in done:
                     continue
-                added += await outbox.enqueue(
+                added += await outbox.enqueue_private(
                     session,
                     key=key,
-                    chat_id=lead,
                     person_id=lead,
                     community_id=community.id,
                     template="points/statement",
                     context=context,
-                    due_at=now,
                     now=now,
                     priority=outbox.Priority.broadcast,
                 )

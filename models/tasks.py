@@ -43,8 +43,10 @@ from models.people import (
     communities,
     get_community,
     get_unit,
+    homes_and_above,
     link_for,
     links_of_units,
+    one_line,
     require,
 )
 
@@ -103,54 +105,48 @@ ACTIVE = (SignupStatus.signed_up, SignupStatus.waitlisted)
 # --- tables -------------------------------------------------------------------------------
 
 
-class TaskSeries(SQLModel, table=True):
+class Terms(SQLModel):
+    """What a lead sets for a task, and for a series (which each occurrence copies)."""
+
+    community_id: int = Field(foreign_key="community.id", index=True)
+    unit_id: int = Field(foreign_key="unit.id")
+    title: str = Field(max_length=TITLE_LIMIT)
+    description: str = Field(default="", max_length=DESCRIPTION_LIMIT)
+    place: str = Field(default="", max_length=PLACE_LIMIT)
+    latitude: float | None = None
+    longitude: float | None = None
+    slots: int | None = None  # None: unlimited
+    points: int = 0
+    skill: str | None = Field(default=None, max_length=16)
+    cutoff_minutes: int = int(DEFAULT_CUTOFF.total_seconds() // 60)
+
+
+class TaskSeries(Terms, table=True):
     """A recurring task: each occurrence is its own Task, created ahead by a rhythm."""
 
     __tablename__ = "task_series"
     id: int | None = Field(default=None, primary_key=True)
-    community_id: int = Field(foreign_key="community.id", index=True)
-    unit_id: int = Field(foreign_key="unit.id")
     lead_id: int = Field(sa_type=TelegramId, foreign_key="person.id")
     repeat: str = Field(max_length=8)  # weekly | monthly
     days: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     start_time: time  # local, in the community's zone
     end_time: time
-    title: str = Field(max_length=TITLE_LIMIT)
-    description: str = Field(default="", max_length=DESCRIPTION_LIMIT)
-    place: str = Field(default="", max_length=PLACE_LIMIT)
-    latitude: float | None = None
-    longitude: float | None = None
-    slots: int | None = None  # None: unlimited
-    points: int = 0
-    skill: str | None = Field(default=None, max_length=16)
-    cutoff_minutes: int = int(DEFAULT_CUTOFF.total_seconds() // 60)
     active: bool = True
     starts_on: date | None = None  # the local date of the first occurrence (None: from creation)
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class Task(SQLModel, table=True):
+class Task(Terms, table=True):
     __table_args__ = (
         UniqueConstraint("series_id", "occurs_on"),
         Index("ix_task_unit_start", "unit_id", "starts_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    community_id: int = Field(foreign_key="community.id", index=True)
-    unit_id: int = Field(foreign_key="unit.id")
     lead_id: int = Field(sa_type=TelegramId, foreign_key="person.id", index=True)
     series_id: int | None = Field(default=None, foreign_key="task_series.id")
     occurs_on: date | None = None  # the local date of a series' occurrence
-    title: str = Field(max_length=TITLE_LIMIT)
-    description: str = Field(default="", max_length=DESCRIPTION_LIMIT)
     starts_at: datetime = Field(sa_type=UTCDateTime)
     ends_at: datetime = Field(sa_type=UTCDateTime)
-    place: str = Field(default="", max_length=PLACE_LIMIT)
-    latitude: float | None = None
-    longitude: float | None = None
-    slots: int | None = None  # None: unlimited
-    points: int = 0
-    skill: str | None = Field(default=None, max_length=16)
-    cutoff_minutes: int = int(DEFAULT_CUTOFF.total_seconds() // 60)
     code: str = Field(max_length=CODE_DIGITS, index=True)  # the check-in code
     status: str = Field(default=TaskStatus.open, max_length=10)
     version: int = 1  # raised by every change of time; reminder keys carry it
@@ -224,12 +220,7 @@ class Fields:
 
 
 def clean_title(text: str) -> str:
-    title = " ".join(text.split())
-    if not title:
-        raise InvalidInput("task_title_empty")
-    if len(title) > TITLE_LIMIT:
-        raise InvalidInput("task_title_long", limit=TITLE_LIMIT, length=len(title))
-    return title
+    return one_line(text, limit=TITLE_LIMIT, short="task_title_empty", error="task_title_long")
 
 
 def clean_text(text: str, *, limit: int, error: str) -> str:
@@ -312,13 +303,7 @@ async def default_points(session: AsyncSession, *, community_id: int, now: datet
 
 async def get_task(session: AsyncSession, task_id: int, *, lock: bool = False) -> Task:
     """The task; with lock=True its row is locked to the end of the transaction."""
-    query = select(Task).where(Task.id == task_id)
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    task = (await session.exec(query)).first()
-    if task is None:
-        raise NotFound("task_not_found")
-    return task
+    return await must_get(session, Task, task_id, "task_not_found", lock=lock)
 
 
 async def signup_of(session: AsyncSession, task_id: int, person_id: int) -> TaskSignup | None:
@@ -523,10 +508,9 @@ async def remind(
             due = task.starts_at - timedelta(hours=hours)
             if due <= now:
                 continue
-            added += await outbox.enqueue(
+            added += await outbox.enqueue_private(
                 session,
                 key=f"{reminder_prefix(task.id, person_id)}v{task.version}:{hours}",
-                chat_id=person_id,
                 person_id=person_id,
                 community_id=task.community_id,
                 fallback_link_id=fallback,
@@ -556,15 +540,13 @@ async def _tell(
     if key is None:
         task.notes += 1
         key = f"task:{task.id}:n{task.notes}:{person_id}"
-    await outbox.enqueue(
+    await outbox.enqueue_private(
         session,
         key=key,
-        chat_id=person_id,
         person_id=person_id,
         community_id=task.community_id,
         template=template,
         context={**(await about(session, task)), **context},
-        due_at=now,
         now=now,
         priority=outbox.Priority.normal,
     )
@@ -584,6 +566,23 @@ async def _new_code(session: AsyncSession, *, now: datetime) -> str:
             return code
 
 
+async def _posted_by(
+    session: AsyncSession, auth: Authority, unit_id: int, fields: Fields, *, now: datetime
+) -> tuple[Unit, dict[str, Any]]:
+    """The unit a task (or series) is posted on, which `auth` must lead, and the task's checked
+    values with where and by whom it is posted."""
+    unit = await get_unit(session, unit_id)
+    require(auth, unit)
+    default = await default_points(session, community_id=unit.community_id, now=now)
+    values = _checked(fields, now=now, default_points=default)
+    return unit, {
+        **values,
+        "community_id": unit.community_id,
+        "unit_id": unit_id,
+        "lead_id": auth.person_id,
+    }
+
+
 async def create_task(
     session: AsyncSession,
     *,
@@ -597,14 +596,8 @@ async def create_task(
 ) -> Task:
     """Post a task on a unit the lead leads; its card goes to the unit's chats (and to `here`,
     the (chat, topic) the lead posted from, when that is a group)."""
-    unit = await get_unit(session, unit_id)
-    require(auth, unit)
-    default = await default_points(session, community_id=unit.community_id, now=now)
-    values = _checked(fields, now=now, default_points=default)
+    unit, values = await _posted_by(session, auth, unit_id, fields, now=now)
     task = Task(
-        community_id=unit.community_id,
-        unit_id=unit_id,
-        lead_id=auth.person_id,
         series_id=series_id,
         occurs_on=occurs_on,
         starts_at=fields.starts_at,
@@ -882,10 +875,7 @@ async def sign_up(
     another: 10 in, 20 waitlisted in tap order. A second tap changes nothing and says so.
     """
     task = await get_task(session, task_id, lock=True)
-    if task.status == TaskStatus.cancelled:
-        raise Conflict("task_cancelled", title=task.title)
-    if now >= task.starts_at:
-        raise Conflict("task_signup_closed", title=task.title)
+    _signup_open(task, now)
     by = person_id
     if auth is not None and auth.person_id != person_id:
         await _require_lead(session, auth, task)
@@ -950,11 +940,16 @@ async def proxy_task(
     residents): theirs, not cancelled, not begun."""
     task = await get_task(session, task_id)
     await _require_lead(session, auth, task)
+    _signup_open(task, now)
+    return task
+
+
+def _signup_open(task: Task, now: datetime) -> None:
+    """Refuses a sign-up to a cancelled task or one that has begun."""
     if task.status == TaskStatus.cancelled:
         raise Conflict("task_cancelled", title=task.title)
     if now >= task.starts_at:
         raise Conflict("task_signup_closed", title=task.title)
-    return task
 
 
 @dataclass(frozen=True)
@@ -1021,15 +1016,7 @@ async def upcoming_for(
 ) -> list[Task]:
     """Open tasks ahead in the units of the person's verified households, soonest first,
     leaving out those the person is already on (signed up or waiting: see `mine`)."""
-    homes = (
-        await session.exec(
-            select(Unit)
-            .join(Household, col(Household.unit_id) == col(Unit.id))
-            .join(Resident, col(Resident.household_id) == col(Household.id))
-            .where(Resident.person_id == person_id, Resident.status == ResidentStatus.verified)
-        )
-    ).all()
-    lineage = {uid for home in homes for uid in home.lineage}
+    lineage = await homes_and_above(session, person_id)
     if not lineage:
         return []
     query = (
@@ -1374,10 +1361,9 @@ async def claim(
         raise Conflict("task_claim_rejected", title=task.title)
     signup.claim, signup.claimed_at, signup.updated_at = ClaimStatus.pending, now, now
     person = await session.get(Person, person_id)
-    await outbox.enqueue(
+    await outbox.enqueue_private(
         session,
         key=f"task:{task_id}:claim:{person_id}",
-        chat_id=task.lead_id,
         person_id=task.lead_id,
         community_id=task.community_id,
         template="tasks/claim_to_lead",
@@ -1386,7 +1372,6 @@ async def claim(
             "person_id": person_id,
             "person_name": person.name if person else str(person_id),
         },
-        due_at=now,
         now=now,
     )
     await session.flush()
@@ -1522,17 +1507,11 @@ async def create_series(
     """A recurring task, from the local date of `fields.starts_at` on, at its clock times; its
     occurrences for the next four weeks (at least the next one) are created at once, later ones
     by the rhythm. The first occurrence's card also goes to `here` (see create_task)."""
-    unit = await get_unit(session, unit_id)
-    require(auth, unit)
+    unit, values = await _posted_by(session, auth, unit_id, fields, now=now)
     chosen = check_days(repeat, days)
     community = await get_community(session, unit.community_id)
     zone = ZoneInfo(community.timezone)
-    default = await default_points(session, community_id=unit.community_id, now=now)
-    values = _checked(fields, now=now, default_points=default)
     series = TaskSeries(
-        community_id=unit.community_id,
-        unit_id=unit_id,
-        lead_id=auth.person_id,
         repeat=repeat,
         days=chosen,
         start_time=fields.starts_at.astimezone(zone).time().replace(tzinfo=None),
