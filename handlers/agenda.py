@@ -8,27 +8,27 @@ who proposed or who supports.
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
 from bot import cards
 from bot.context import LinliApp, LinliContext
 from handlers import prompts
 from handlers.common import (
     View,
+    add_buttons,
     answer,
     as_int,
     button,
     callback_args,
-    deep_link,
     is_private,
     keyboard,
     label,
     load_auth,
+    offer_private,
     reply,
     rows_of,
     show,
     thread_of,
-    url_button,
     user_id,
 )
 from models import agenda, loop, people
@@ -57,9 +57,7 @@ async def _units_to_propose_in(ctx: LinliContext, person_id: int) -> list[people
 
 async def cmd_propose(update: Update, ctx: LinliContext) -> None:
     if not is_private(update):
-        link = keyboard([[url_button(label(ctx, "agenda", "open_private"),
-                                     deep_link(ctx, "propose"))]])  # fmt: skip
-        await reply(update, ctx, "agenda/propose_privately", markup=link)
+        await offer_private(update, ctx, "propose", feature="agenda", offer="propose_privately")
         return
     units = await _units_to_propose_in(ctx, user_id(update))
     if not units:
@@ -231,5 +229,4 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("propose", cmd_propose))
     app.add_handler(CommandHandler("agenda", cmd_agenda))
     app.add_handler(CommandHandler("talkday", cmd_talkday))
-    for prefix, callback in (("agu", btn_pick_unit), ("ags", btn_support), ("agt", btn_talkday)):
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(app, (("agu", btn_pick_unit), ("ags", btn_support), ("agt", btn_talkday)))

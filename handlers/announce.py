@@ -13,7 +13,7 @@ from datetime import time
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Update
-from telegram.ext import CallbackQueryHandler, CommandHandler
+from telegram.ext import CommandHandler
 
 from bot import delivery
 from bot.context import LinliApp, LinliContext
@@ -21,6 +21,7 @@ from handlers import flowui, pickers
 from handlers.common import (
     PAGE,
     View,
+    add_buttons,
     answer,
     as_int,
     as_state,
@@ -34,6 +35,7 @@ from handlers.common import (
     page_buttons,
     page_count,
     reply,
+    screen,
     show,
     state,
     thread_of,
@@ -342,12 +344,10 @@ async def cmd_announcements(update: Update, ctx: LinliContext) -> None:
     await show(update, ctx, view)
 
 
-async def btn_list(update: Update, ctx: LinliContext) -> None:
-    (page,) = callback_args(update, "al", 1)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await _lead(session, ctx, update)
-        view = await _list_view(session, ctx, auth, max(0, as_int(page)))
-    await show(update, ctx, view)
+@screen("al", 1)
+async def btn_list(session: AsyncSession, ctx: LinliContext, update: Update, page: str) -> View:
+    auth = await _lead(session, ctx, update)
+    return await _list_view(session, ctx, auth, max(0, as_int(page)))
 
 
 async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
@@ -420,15 +420,17 @@ def register(app: LinliApp) -> None:
     delivery.add_rhythm(app, ann.materialise_due)
     app.add_handler(CommandHandler("announce", cmd_announce))
     app.add_handler(CommandHandler("announcements", cmd_announcements))
-    for prefix, handler in (
-        ("anp", btn_other_unit),
-        ("ans", btn_scope),
-        ("anb", btn_change_time),
-        ("ano", btn_option),
-        ("any", btn_schedule),
-        ("al", btn_list),
-        ("alc", btn_cancel_ask),
-        ("aly", btn_cancel),
-        ("alr", btn_report),
-    ):
-        app.add_handler(CallbackQueryHandler(handler, pattern=rf"^{prefix}:"))
+    add_buttons(
+        app,
+        (
+            ("anp", btn_other_unit),
+            ("ans", btn_scope),
+            ("anb", btn_change_time),
+            ("ano", btn_option),
+            ("any", btn_schedule),
+            ("al", btn_list),
+            ("alc", btn_cancel_ask),
+            ("aly", btn_cancel),
+            ("alr", btn_report),
+        ),
+    )

@@ -6,29 +6,28 @@ from __future__ import annotations
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update, User
-from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
 from handlers import flowui, pickers
 from handlers.common import (
     View,
+    add_buttons,
     answer,
     answer_privately,
     as_int,
     button,
     callback_args,
-    deep_link,
     is_private,
     keyboard,
     label,
     load_auth,
+    offer_private,
     private_only,
     replace,
     replied_to,
-    reply,
     rows_of,
     show,
-    url_button,
 )
 from models import points, standings
 from models.errors import NotAllowed, NotFound
@@ -68,10 +67,9 @@ async def _begin(update: Update, ctx: LinliContext, kind: Kind) -> None:
         await _begin_for(update, ctx, auth, kind, target)
         return
     if not is_private(update):
-        link = keyboard(
-            [[url_button(label(ctx, "points", "open_private"), deep_link(ctx, PAYLOADS[kind]))]]
+        await offer_private(
+            update, ctx, PAYLOADS[kind], feature="points", offer="award_how", kind=kind
         )
-        await reply(update, ctx, "points/award_how", markup=link, kind=kind)
         return
     can = Can.admin if kind == Kind.correct else Can.lead
     async with ctx.svc.db.transaction() as session:
@@ -230,46 +228,45 @@ def _draft_id(update: Update, prefix: str, count: int = 1) -> tuple[int, list[st
     return as_int(args[0]), args[1:]
 
 
-async def btn_amount(update: Update, ctx: LinliContext) -> None:
-    """pa:<draft>:<amount>"""
-    draft_id, (amount,) = _draft_id(update, "pa", 2)
+async def _set_amount(update: Update, ctx: LinliContext, draft_id: int, amount: str) -> None:
+    """The amount, tapped or typed; then the reason (or the confirmation, if a rule gave it)."""
     async with ctx.svc.db.transaction() as session:
         auth = await load_auth(session, ctx, update)
         draft = await points.set_amount(
             session, auth=auth, draft_id=draft_id, amount=amount, now=ctx.now()
         )
-        screen = await _after_amount(session, ctx, draft)
+        if draft.reason and draft.kind == Kind.award:
+            screen = await _confirm_screen(session, ctx, draft)
+        else:
+            screen = await _reason_screen(session, ctx, draft)
     await show(update, ctx, screen)
 
 
-async def _after_amount(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
-    if draft.reason and draft.kind == Kind.award:
-        return await _confirm_screen(session, ctx, draft)
-    return await _reason_screen(session, ctx, draft)
+async def btn_amount(update: Update, ctx: LinliContext) -> None:
+    """pa:<draft>:<amount>"""
+    draft_id, (amount,) = _draft_id(update, "pa", 2)
+    await _set_amount(update, ctx, draft_id, amount)
+
+
+async def _choose_rule(update: Update, ctx: LinliContext, prefix: str, *, amount: bool) -> None:
+    draft_id, (code,) = _draft_id(update, prefix, 2)
+    async with ctx.svc.db.transaction() as session:
+        auth = await load_auth(session, ctx, update)
+        draft = await points.choose_rule(
+            session, auth=auth, draft_id=draft_id, code=code, now=ctx.now(), with_amount=amount
+        )
+        screen = await _confirm_screen(session, ctx, draft)
+    await show(update, ctx, screen)
 
 
 async def btn_rule_amount(update: Update, ctx: LinliContext) -> None:
     """pr:<draft>:<rule>: the rule's points for the rule's work."""
-    draft_id, (code,) = _draft_id(update, "pr", 2)
-    async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        draft = await points.choose_rule(
-            session, auth=auth, draft_id=draft_id, code=code, now=ctx.now(), with_amount=True
-        )
-        screen = await _confirm_screen(session, ctx, draft)
-    await show(update, ctx, screen)
+    await _choose_rule(update, ctx, "pr", amount=True)
 
 
 async def btn_rule_reason(update: Update, ctx: LinliContext) -> None:
     """ps:<draft>:<rule>: the amount already chosen, for the rule's work."""
-    draft_id, (code,) = _draft_id(update, "ps", 2)
-    async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        draft = await points.choose_rule(
-            session, auth=auth, draft_id=draft_id, code=code, now=ctx.now(), with_amount=False
-        )
-        screen = await _confirm_screen(session, ctx, draft)
-    await show(update, ctx, screen)
+    await _choose_rule(update, ctx, "ps", amount=False)
 
 
 async def btn_back(update: Update, ctx: LinliContext) -> None:
@@ -305,13 +302,7 @@ async def btn_type_reason(update: Update, ctx: LinliContext) -> None:
 
 @flowui.answers(points.AWARD, "amount")
 async def on_amount(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        draft = await points.set_amount(
-            session, auth=auth, draft_id=flowui.flow_id(flow), amount=text, now=ctx.now()
-        )
-        screen = await _after_amount(session, ctx, draft)
-    await show(update, ctx, screen)
+    await _set_amount(update, ctx, flowui.flow_id(flow), text)
 
 
 @flowui.answers(points.AWARD, "reason")
@@ -365,13 +356,15 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("award", cmd_award))
     app.add_handler(CommandHandler("deduct", cmd_deduct))
     app.add_handler(CommandHandler("correct", cmd_correct))
-    for prefix, callback in (
-        ("pa", btn_amount),
-        ("pr", btn_rule_amount),
-        ("ps", btn_rule_reason),
-        ("pb", btn_back),
-        ("pk", btn_type_amount),
-        ("pw", btn_type_reason),
-        ("pc", btn_confirm),
-    ):
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(
+        app,
+        (
+            ("pa", btn_amount),
+            ("pr", btn_rule_amount),
+            ("ps", btn_rule_reason),
+            ("pb", btn_back),
+            ("pk", btn_type_amount),
+            ("pw", btn_type_reason),
+            ("pc", btn_confirm),
+        ),
+    )

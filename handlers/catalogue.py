@@ -9,13 +9,14 @@ from collections.abc import Callable, Sequence
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import ChatMember, InlineKeyboardButton, Update
 from telegram.error import TelegramError
-from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
 from handlers import flowui
 from handlers.common import (
     PAGE,
     View,
+    add_buttons,
     answer,
     answer_privately,
     as_int,
@@ -31,6 +32,7 @@ from handlers.common import (
     private_only,
     replied_to,
     rows_of,
+    screen,
     show,
     typed,
     user_id,
@@ -154,14 +156,12 @@ async def _open_manage(update: Update, ctx: LinliContext, merchant: int) -> None
     await answer_privately(update, ctx, view, payload, feature="rewards")
 
 
-async def btn_manage(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    cid, merchant, page = callback_args(update, "rmh", 3)
-    async with ctx.svc.db.transaction(write=False) as session:
-        view = await _manage_view(
-            session, ctx, update, as_int(cid), as_int(merchant, telegram_id=True), as_int(page)
-        )
-    await show(update, ctx, view)
+@screen("rmh", 3, private=True)
+async def btn_manage(
+    session: AsyncSession, ctx: LinliContext, update: Update, cid: str, merchant: str, page: str
+) -> View:
+    merchant_id = as_int(merchant, telegram_id=True)
+    return await _manage_view(session, ctx, update, as_int(cid), merchant_id, as_int(page))
 
 
 async def btn_day(update: Update, ctx: LinliContext) -> None:
@@ -428,13 +428,12 @@ async def _managed_reward(
     return await _manager(session, ctx, update, reward.community_id), reward
 
 
-async def btn_edit(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    (reward_id,) = callback_args(update, "rme", 1)
-    async with ctx.svc.db.transaction(write=False) as session:
-        _, reward = await _managed_reward(session, ctx, update, reward_id)
-        view = await _edit_view(session, ctx, reward)
-    await show(update, ctx, view)
+@screen("rme", 1, private=True)
+async def btn_edit(
+    session: AsyncSession, ctx: LinliContext, update: Update, reward_id: str
+) -> View:
+    _, reward = await _managed_reward(session, ctx, update, reward_id)
+    return await _edit_view(session, ctx, reward)
 
 
 def _field(code: str) -> str:
@@ -566,13 +565,12 @@ async def _merchant_view(
     return View("rewards/pick_merchant", params, keyboard(rows))
 
 
-async def btn_merchants(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    reward_id, page = callback_args(update, "rmm", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        _, reward = await _managed_reward(session, ctx, update, reward_id)
-        view = await _merchant_view(session, ctx, reward, as_int(page))
-    await show(update, ctx, view)
+@screen("rmm", 2, private=True)
+async def btn_merchants(
+    session: AsyncSession, ctx: LinliContext, update: Update, reward_id: str, page: str
+) -> View:
+    _, reward = await _managed_reward(session, ctx, update, reward_id)
+    return await _merchant_view(session, ctx, reward, as_int(page))
 
 
 async def _in_community_chat(ctx: LinliContext, community_id: int, person_id: int) -> bool:
@@ -638,21 +636,23 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_reward, filters=filters.Regex(r"^/start reward\b"))
     )
     app.add_handler(CommandHandler("reward", cmd_reward))
-    for prefix, callback in (
-        ("rmh", btn_manage),
-        ("rmn", btn_new),
-        ("rmk", btn_new_cost),
-        ("rmq", btn_new_stock),
-        ("rmtc", btn_type_new_cost),
-        ("rmts", btn_type_new_stock),
-        ("rme", btn_edit),
-        ("rmo", btn_option),
-        ("rms", btn_set),
-        ("rmt", btn_type),
-        ("rmm", btn_merchants),
-        ("rmp", btn_set_merchant),
-        ("rmv", btn_status),
-        ("rmd", btn_day),
-        ("rmds", btn_day_set),
-    ):
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(
+        app,
+        (
+            ("rmh", btn_manage),
+            ("rmn", btn_new),
+            ("rmk", btn_new_cost),
+            ("rmq", btn_new_stock),
+            ("rmtc", btn_type_new_cost),
+            ("rmts", btn_type_new_stock),
+            ("rme", btn_edit),
+            ("rmo", btn_option),
+            ("rms", btn_set),
+            ("rmt", btn_type),
+            ("rmm", btn_merchants),
+            ("rmp", btn_set_merchant),
+            ("rmv", btn_status),
+            ("rmd", btn_day),
+            ("rmds", btn_day_set),
+        ),
+    )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,8 +22,9 @@ from telegram import (
 )
 from telegram.constants import ChatType
 from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import CallbackQueryHandler
 
-from bot.context import LinliContext
+from bot.context import LinliApp, LinliContext
 from models import people
 from models.errors import DomainError, InvalidInput, NotAllowed
 from models.people import Authority, Community
@@ -32,6 +34,8 @@ T = TypeVar("T")
 
 Markup = InlineKeyboardMarkup
 PromptAnswer = Callable[[Update, LinliContext, people.Prompt], Awaitable[None]]
+Tap = Callable[[Update, LinliContext], Coroutine[Any, Any, None]]  # a button's handler
+Screen = Callable[..., Awaitable["View"]]  # (session, ctx, update, *the button's fields) -> View
 CALLBACK_LIMIT = 64  # bytes, Telegram's limit on callback_data
 PAGE = 8  # buttons per page in pickers: big enough to scan, small enough for old eyes
 DRAFT_GONE = frozenset({"flow_expired"})  # a tapped draft's message turns into this refusal
@@ -246,6 +250,37 @@ async def show(update: Update, ctx: LinliContext, view: View) -> None:
         await reply(update, ctx, view.name, markup=view.markup, **view.params)
 
 
+def screen(prefix: str, count: int, *, private: bool = False) -> Callable[[Screen], Tap]:
+    """A button that only shows a screen:
+
+        @screen("jf", 2, private=True)
+        async def btn_flats(session, ctx, update, building_id: str, page: str) -> View: ...
+
+    the private chat checked first when asked (a button forged in a group learns nothing), the
+    `count` fields after `prefix:` handed over as strings, the view built in a read-only
+    transaction, then the tapped message turned into it."""
+
+    def wrap(build: Screen) -> Tap:
+        @functools.wraps(build)
+        async def tap(update: Update, ctx: LinliContext) -> None:
+            if private:
+                private_only(update)
+            fields = callback_args(update, prefix, count)
+            async with ctx.svc.db.transaction(write=False) as session:
+                view = await build(session, ctx, update, *fields)
+            await show(update, ctx, view)
+
+        return tap
+
+    return wrap
+
+
+def add_buttons(app: LinliApp, routes: Sequence[tuple[str, Tap]]) -> None:
+    """Register a feature's buttons: each one's callback data is its prefix, a colon, fields."""
+    for prefix, tap in routes:
+        app.add_handler(CallbackQueryHandler(tap, pattern=rf"^{prefix}:"))
+
+
 @contextmanager
 def speaking_for(ctx: LinliContext, update: Update, community: Community) -> Iterator[None]:
     """In a group, a message everyone reads (a board, a card) is rendered in the community's
@@ -349,8 +384,30 @@ async def answer_privately(
     if await send_private(ctx, uid, ctx.lang, view.name, markup=view.markup, **view.params):
         await reply(update, ctx, f"{feature}/{sent}")
         return
-    link = keyboard([[url_button(label(ctx, feature, "open_private"), deep_link(ctx, payload))]])
-    await reply(update, ctx, f"{feature}/{offer}", markup=link)
+    await offer_private(update, ctx, payload, feature=feature, offer=offer)
+
+
+def private_link(
+    ctx: LinliContext, payload: str, *, feature: str, key: str = "open_private"
+) -> Markup:
+    """One button that opens the person's private chat with the bot on `/start <payload>`."""
+    return keyboard([[url_button(label(ctx, feature, key), deep_link(ctx, payload))]])
+
+
+async def offer_private(
+    update: Update,
+    ctx: LinliContext,
+    payload: str,
+    *,
+    feature: str,
+    offer: str = "open_private",
+    key: str = "open_private",
+    **params: object,
+) -> None:
+    """Point from a group to the private chat, where this is done: the note `feature/offer`
+    with the one-tap link (`private_link`), and nothing personal."""
+    link = private_link(ctx, payload, feature=feature, key=key)
+    await reply(update, ctx, f"{feature}/{offer}", markup=link, **params)
 
 
 async def _reader_language(update: Update, ctx: LinliContext) -> None:

@@ -12,13 +12,14 @@ from typing import Any, TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
 from bot import cards
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     PAGE,
     View,
+    add_buttons,
     answer,
     answer_privately,
     as_int,
@@ -30,6 +31,7 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    offer_private,
     page_buttons,
     paged,
     private_only,
@@ -37,9 +39,9 @@ from handlers.common import (
     replace,
     reply,
     rows_of,
+    screen,
     show,
     thread_of,
-    url_button,
     user_id,
 )
 from handlers.prompts import answers, ask
@@ -235,10 +237,9 @@ async def _offer_private(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
     payload = f"join-u{link.unit_id}" if link is not None else "join"
-    markup = keyboard(
-        [[url_button(label(ctx, "join", "continue_private"), deep_link(ctx, payload))]]
+    await offer_private(
+        update, ctx, payload, feature="join", offer="in_group", key="continue_private"
     )
-    await reply(update, ctx, "join/in_group", markup=markup)
 
 
 async def btn_join(update: Update, ctx: LinliContext) -> None:
@@ -258,47 +259,42 @@ async def btn_join(update: Update, ctx: LinliContext) -> None:
         raise InvalidInput("stale_button")
 
 
-async def btn_communities(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    (page,) = callback_args(update, "jk", 1)
-    async with ctx.svc.db.transaction(write=False) as session:
-        found = await people.communities(session)
-    await show(update, ctx, _communities_screen(ctx, found, as_int(page)))
+@screen("jk", 1, private=True)
+async def btn_communities(
+    session: AsyncSession, ctx: LinliContext, update: Update, page: str
+) -> View:
+    return _communities_screen(ctx, await people.communities(session), as_int(page))
 
 
-async def btn_buildings(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    community_id, page = callback_args(update, "jb", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        screen = await _buildings_screen(session, ctx, as_int(community_id), as_int(page))
-    await show(update, ctx, screen)
+@screen("jb", 2, private=True)
+async def btn_buildings(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, page: str
+) -> View:
+    return await _buildings_screen(session, ctx, as_int(community_id), as_int(page))
 
 
-async def btn_buildings_under(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    unit_id, page = callback_args(update, "ju", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        unit = await people.get_unit(session, as_int(unit_id))
-        screen = await _buildings_screen(session, ctx, unit.community_id, as_int(page), under=unit)
-    await show(update, ctx, screen)
+@screen("ju", 2, private=True)
+async def btn_buildings_under(
+    session: AsyncSession, ctx: LinliContext, update: Update, unit_id: str, page: str
+) -> View:
+    unit = await people.get_unit(session, as_int(unit_id))
+    return await _buildings_screen(session, ctx, unit.community_id, as_int(page), under=unit)
 
 
-async def btn_flats(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    building_id, page = callback_args(update, "jf", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        building = await people.get_unit(session, as_int(building_id))
-        screen = await _flats_screen(session, ctx, building, as_int(page))
-    await show(update, ctx, screen)
+@screen("jf", 2, private=True)
+async def btn_flats(
+    session: AsyncSession, ctx: LinliContext, update: Update, building_id: str, page: str
+) -> View:
+    building = await people.get_unit(session, as_int(building_id))
+    return await _flats_screen(session, ctx, building, as_int(page))
 
 
-async def btn_flat(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    household_id, page = callback_args(update, "jh", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        household = await people.get_household(session, as_int(household_id))
-        screen = await _confirm_screen(session, ctx, household, as_int(page))
-    await show(update, ctx, screen)
+@screen("jh", 2, private=True)
+async def btn_flat(
+    session: AsyncSession, ctx: LinliContext, update: Update, household_id: str, page: str
+) -> View:
+    household = await people.get_household(session, as_int(household_id))
+    return await _confirm_screen(session, ctx, household, as_int(page))
 
 
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
@@ -528,15 +524,14 @@ async def cmd_pending(update: Update, ctx: LinliContext) -> None:
     )
 
 
-async def btn_pending_page(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    (page,) = callback_args(update, "jp", 1)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        if not auth.is_lead:
-            raise NotAllowed("leads_only")
-        screen = await _pending_screen(session, ctx, auth, as_int(page))
-    await show(update, ctx, screen)
+@screen("jp", 1, private=True)
+async def btn_pending_page(
+    session: AsyncSession, ctx: LinliContext, update: Update, page: str
+) -> View:
+    auth = await load_auth(session, ctx, update)
+    if not auth.is_lead:
+        raise NotAllowed("leads_only")
+    return await _pending_screen(session, ctx, auth, as_int(page))
 
 
 async def btn_pending_decide(update: Update, ctx: LinliContext) -> None:
@@ -654,19 +649,21 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("join", cmd_join))
     app.add_handler(CommandHandler("pending", cmd_pending))
     app.add_handler(CommandHandler("codes", cmd_codes))
-    for prefix, callback in (
-        ("join", btn_join),
-        ("jk", btn_communities),
-        ("jb", btn_buildings),
-        ("ju", btn_buildings_under),
-        ("jf", btn_flats),
-        ("jh", btn_flat),
-        ("jy", btn_confirm),
-        ("jr", btn_decide),
-        ("jp", btn_pending_page),
-        ("jl", btn_pending_decide),
-        ("lv", btn_leave),
-        ("lvy", btn_leave_yes),
-        ("lvn", btn_leave_no),
-    ):
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(
+        app,
+        (
+            ("join", btn_join),
+            ("jk", btn_communities),
+            ("jb", btn_buildings),
+            ("ju", btn_buildings_under),
+            ("jf", btn_flats),
+            ("jh", btn_flat),
+            ("jy", btn_confirm),
+            ("jr", btn_decide),
+            ("jp", btn_pending_page),
+            ("jl", btn_pending_decide),
+            ("lv", btn_leave),
+            ("lvy", btn_leave_yes),
+            ("lvn", btn_leave_no),
+        ),
+    )

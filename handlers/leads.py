@@ -8,12 +8,13 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
 from handlers import flowui, pickers
 from handlers.common import (
     View,
+    add_buttons,
     answer,
     answer_privately,
     as_int,
@@ -420,9 +421,19 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_appoint, filters=filters.Regex(r"^/start appoint$"))
     )
     app.add_handler(CommandHandler("appoint", cmd_appoint))
-    app.add_handler(CallbackQueryHandler(btn_up, pattern=r"^apu:"))
-    app.add_handler(CallbackQueryHandler(btn_appoint, pattern=r"^ap:"))
+    add_buttons(
+        app,
+        (
+            ("apu", btn_up),
+            ("ap", btn_appoint),
+        ),
+    )
     app.add_handler(CommandHandler("leads", cmd_leads))
-    app.add_handler(CallbackQueryHandler(btn_step_down, pattern=r"^sd:"))
-    app.add_handler(CallbackQueryHandler(btn_step_down_yes, pattern=r"^sdy:"))
-    app.add_handler(CallbackQueryHandler(btn_step_down_no, pattern=r"^sdn:"))
+    add_buttons(
+        app,
+        (
+            ("sd", btn_step_down),
+            ("sdy", btn_step_down_yes),
+            ("sdn", btn_step_down_no),
+        ),
+    )

@@ -11,9 +11,11 @@ tap shows the same poll). Every button carries the flow id; the flow is loaded o
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from typing import Any
 
+from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
@@ -25,15 +27,13 @@ from handlers.common import (
     as_int,
     button,
     callback_args,
-    deep_link,
     is_private,
     keyboard,
     label,
     load_auth,
-    reply,
+    offer_private,
     rows_of,
     show,
-    url_button,
     user_id,
 )
 from models import agenda, flows, polls
@@ -63,10 +63,7 @@ def _data(flow: Flow, key: str, default: Any = None) -> Any:
 async def cmd_newpoll(update: Update, ctx: LinliContext) -> None:
     """/newpoll (or /start newpoll): leads only; the draft lives in the private chat."""
     if not is_private(update):
-        link = keyboard(
-            [[url_button(label(ctx, "polls", "open_private"), deep_link(ctx, "newpoll"))]]
-        )
-        await reply(update, ctx, "polls/new_privately", markup=link)
+        await offer_private(update, ctx, "newpoll", feature="polls", offer="new_privately")
         return
     now = ctx.now()
     async with ctx.svc.db.transaction() as session:
@@ -266,10 +263,20 @@ async def draft_view(update: Update, ctx: LinliContext, fid: int) -> View:
     return View("polls/new_draft", {"draft": draft}, keyboard(rows))
 
 
-async def _set(update: Update, ctx: LinliContext, fid: str, **fields: Any) -> Flow:
+async def _set(
+    update: Update,
+    ctx: LinliContext,
+    fid: str,
+    change: Callable[[AsyncSession, Flow], Awaitable[object]] | None = None,
+    **fields: Any,
+) -> Flow:
+    """The lead's draft (locked), given these `fields` or changed by `change`; its snapshot."""
     async with ctx.svc.db.transaction() as session:
         flow = await flowui.load(session, ctx, update, fid, kind=KIND)
-        await flows.update(session, flow, now=ctx.now(), **fields)
+        if change is not None:
+            await change(session, flow)
+        else:
+            await flows.update(session, flow, now=ctx.now(), **fields)
     return flow
 
 
@@ -361,17 +368,15 @@ async def btn_draft(update: Update, ctx: LinliContext) -> None:
         await answer(update, ctx)
         await _ask_options(update, ctx, flow)
     elif what == "rm":
-        async with ctx.svc.db.transaction() as session:
-            flow = await flowui.load(session, ctx, update, fid, kind=KIND)
-            await polls.remove_draft_option(session, flow, as_int(value), now=ctx.now())
+        flow = await _set(update, ctx, fid, lambda s, f: polls.remove_draft_option(
+            s, f, as_int(value), now=ctx.now()))  # fmt: skip
         await show(update, ctx, await options_view(update, ctx, flow))
     elif what == "ag":
         flow = await _set(update, ctx, fid)
         await show(update, ctx, await agenda_view(update, ctx, flow))
     elif what == "ap":
-        async with ctx.svc.db.transaction() as session:
-            flow = await flowui.load(session, ctx, update, fid, kind=KIND)
-            await agenda.add_to_draft(session, flow, as_int(value), now=ctx.now())
+        flow = await _set(update, ctx, fid, lambda s, f: agenda.add_to_draft(
+            s, f, as_int(value), now=ctx.now()))  # fmt: skip
         await show(update, ctx, await agenda_view(update, ctx, flow))
     elif what == "ob":
         flow = await _set(update, ctx, fid)

@@ -27,21 +27,22 @@ from typing import Any
 from markupsafe import Markup
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
 from handlers import flowui, pickers
 from handlers.common import (
     View,
+    add_buttons,
     answer,
     as_int,
     button,
     callback_args,
-    deep_link,
     is_private,
     keyboard,
     label,
     load_auth,
+    offer_private,
     private_only,
     replace,
     reply,
@@ -49,7 +50,6 @@ from handlers.common import (
     send_private,
     show,
     thread_of,
-    url_button,
     user_id,
 )
 from models import flows, people, tasks
@@ -118,10 +118,8 @@ async def cmd_newtask(update: Update, ctx: LinliContext) -> None:
     if await send_private(ctx, uid, ctx.lang, "tasks/new_begin", markup=begin):
         await reply(update, ctx, "tasks/sent_privately")
         return
-    opener = keyboard(
-        [[url_button(_l(ctx, "open_private"), deep_link(ctx, f"newtask-{_fid(flow)}"))]]
-    )
-    await reply(update, ctx, "tasks/new_open_private", markup=opener)
+    payload = f"newtask-{_fid(flow)}"
+    await offer_private(update, ctx, payload, feature="tasks", offer="new_open_private")
 
 
 async def cmd_start(update: Update, ctx: LinliContext) -> None:
@@ -650,6 +648,4 @@ def register(app: LinliApp) -> None:
     app.add_handler(
         CommandHandler("start", cmd_start, filters=filters.Regex(r"^/start newtask-[0-9]{1,10}$"))
     )
-    app.add_handler(CallbackQueryHandler(btn_new, pattern=rf"^{NEW}:"))
-    app.add_handler(CallbackQueryHandler(btn_menu, pattern=rf"^{MENU}:"))
-    app.add_handler(CallbackQueryHandler(btn_edit, pattern=r"^tl:e:"))
+    add_buttons(app, ((NEW, btn_new), (MENU, btn_menu), ("tl:e", btn_edit)))

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     View,
+    add_buttons,
     answer,
     answer_privately,
     as_int,
@@ -23,6 +24,7 @@ from handlers.common import (
     private_only,
     replace,
     reply,
+    screen,
     show,
     speaking_for,
     thread_of,
@@ -83,13 +85,12 @@ async def cmd_points(update: Update, ctx: LinliContext) -> None:
     await answer_privately(update, ctx, screen, "points", feature="points")
 
 
-async def btn_view(update: Update, ctx: LinliContext) -> None:
+@screen("pv", 1, private=True)
+async def btn_view(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str
+) -> View:
     """pv:<community>: the summary for one of the person's communities."""
-    private_only(update)
-    (community_id,) = callback_args(update, "pv", 1)
-    async with ctx.svc.db.transaction(write=False) as session:
-        screen = await _summary_screen(session, ctx, user_id(update), as_int(community_id))
-    await show(update, ctx, screen)
+    return await _summary_screen(session, ctx, user_id(update), as_int(community_id))
 
 
 async def btn_more(update: Update, ctx: LinliContext) -> None:
@@ -236,10 +237,12 @@ def register(app: LinliApp) -> None:
     )
     app.add_handler(CommandHandler("points", cmd_points))
     app.add_handler(CommandHandler("top", cmd_top))
-    for prefix, callback in (
-        ("pv", btn_view),
-        ("pm", btn_more),
-        ("ptb", btn_board),
-        ("pth", btn_hide),
-    ):
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(
+        app,
+        (
+            ("pv", btn_view),
+            ("pm", btn_more),
+            ("ptb", btn_board),
+            ("pth", btn_hide),
+        ),
+    )

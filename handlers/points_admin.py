@@ -10,12 +10,13 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
 from bot import delivery
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     View,
+    add_buttons,
     answer,
     answer_privately,
     as_int,
@@ -29,6 +30,7 @@ from handlers.common import (
     private_only,
     render,
     reply,
+    screen,
     show,
     state,
     typed,
@@ -94,13 +96,12 @@ async def _admin_of(
     return community
 
 
-async def btn_export_community(update: Update, ctx: LinliContext) -> None:
+@screen("pe", 1, private=True)
+async def btn_export_community(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str
+) -> View:
     """pe:<community>"""
-    private_only(update)
-    (community_id,) = callback_args(update, "pe", 1)
-    async with ctx.svc.db.transaction(write=False) as session:
-        community = await _admin_of(session, ctx, update, as_int(community_id))
-    await show(update, ctx, _periods_screen(ctx, community))
+    return _periods_screen(ctx, await _admin_of(session, ctx, update, as_int(community_id)))
 
 
 async def btn_export_period(update: Update, ctx: LinliContext) -> None:
@@ -264,24 +265,22 @@ async def cmd_rules(update: Update, ctx: LinliContext) -> None:
     await answer_privately(update, ctx, screen, "rules", feature="points")
 
 
-async def btn_rules(update: Update, ctx: LinliContext) -> None:
+@screen("pl", 1, private=True)
+async def btn_rules(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str
+) -> View:
     """pl:<community>"""
-    private_only(update)
-    (community_id,) = callback_args(update, "pl", 1)
-    async with ctx.svc.db.transaction(write=False) as session:
-        community = await _admin_of(session, ctx, update, as_int(community_id))
-        screen = await _rules_screen(session, ctx, community)
-    await show(update, ctx, screen)
+    community = await _admin_of(session, ctx, update, as_int(community_id))
+    return await _rules_screen(session, ctx, community)
 
 
-async def btn_rule(update: Update, ctx: LinliContext) -> None:
+@screen("pi", 2, private=True)
+async def btn_rule(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, code: str
+) -> View:
     """pi:<community>:<rule>"""
-    private_only(update)
-    community_id, code = callback_args(update, "pi", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        community = await _admin_of(session, ctx, update, as_int(community_id))
-        screen = await _rule_screen(session, ctx, community, code)
-    await show(update, ctx, screen)
+    community = await _admin_of(session, ctx, update, as_int(community_id))
+    return await _rule_screen(session, ctx, community, code)
 
 
 async def btn_rule_active(update: Update, ctx: LinliContext) -> None:
@@ -372,15 +371,17 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("start", cmd_rules, filters=filters.Regex(r"^/start (rules)$")))
     app.add_handler(CommandHandler("export", cmd_export))
     app.add_handler(CommandHandler("rules", cmd_rules))
-    for prefix, callback in (
-        ("pe", btn_export_community),
-        ("pd", btn_export_period),
-        ("pg", btn_export_range),
-        ("pl", btn_rules),
-        ("pi", btn_rule),
-        ("po", btn_rule_active),
-        ("pz", btn_rule_points),
-        ("pj", btn_new_rule),
-        ("py", btn_max),
-    ):
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(
+        app,
+        (
+            ("pe", btn_export_community),
+            ("pd", btn_export_period),
+            ("pg", btn_export_range),
+            ("pl", btn_rules),
+            ("pi", btn_rule),
+            ("po", btn_rule_active),
+            ("pz", btn_rule_points),
+            ("pj", btn_new_rule),
+            ("py", btn_max),
+        ),
+    )

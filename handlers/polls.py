@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
+from telegram.ext import CommandHandler, MessageHandler, filters
 
 from bot import cards, chart, delivery
 from bot.context import LinliApp, LinliContext
@@ -25,17 +25,18 @@ from bot.db import Database
 from handlers import newtask, pickers, prompts
 from handlers.common import (
     View,
+    add_buttons,
     answer,
     answer_privately,
     as_int,
     button,
     callback_args,
-    deep_link,
     is_private,
     keyboard,
     label,
     load_auth,
     note_replied,
+    offer_private,
     private_only,
     replied_to,
     reply,
@@ -188,10 +189,10 @@ async def ballot_view(
 
 async def open_ballot(update: Update, ctx: LinliContext, poll_id: int) -> None:
     if not is_private(update):
-        link = keyboard(
-            [[url_button(label(ctx, "polls", "vote"), deep_link(ctx, f"poll-{poll_id}"))]]
+        payload = f"poll-{poll_id}"
+        await offer_private(
+            update, ctx, payload, feature="polls", offer="vote_privately", key="vote"
         )
-        await reply(update, ctx, "polls/vote_privately", markup=link)
         return
     view = await ballot_view(ctx, poll_id=poll_id, voter=user_id(update), household=0, picks=())
     await show(update, ctx, view)
@@ -305,10 +306,7 @@ async def btn_proxy_confirm(update: Update, ctx: LinliContext) -> None:
 
 async def cmd_polls(update: Update, ctx: LinliContext) -> None:
     if not is_private(update):
-        link = keyboard(
-            [[url_button(label(ctx, "polls", "open_private"), deep_link(ctx, "polls"))]]
-        )
-        await reply(update, ctx, "polls/vote_privately", markup=link)
+        await offer_private(update, ctx, "polls", feature="polls", offer="vote_privately")
         return
     now = ctx.now()
     async with ctx.svc.db.transaction(write=False) as session:
@@ -610,16 +608,8 @@ async def cmd_ballots(update: Update, ctx: LinliContext) -> None:
         raise InvalidInput("poll_not_found")
     poll_id = int(found.group(1))
     if not is_private(update):
-        link = keyboard(
-            [
-                [
-                    url_button(
-                        label(ctx, "polls", "open_private"), deep_link(ctx, f"ballots-{poll_id}")
-                    )
-                ]
-            ]
-        )
-        await reply(update, ctx, "polls/vote_privately", markup=link)
+        payload = f"ballots-{poll_id}"
+        await offer_private(update, ctx, payload, feature="polls", offer="vote_privately")
         return
     await send_ballots(update, ctx, poll_id)
 
@@ -720,18 +710,20 @@ def register(app: LinliApp) -> None:
     app.add_handler(MessageHandler(filters.Regex(r"^/ballots_\d+"), cmd_ballots))
     app.add_handler(CommandHandler("proxy", cmd_proxy))
     app.add_handler(CommandHandler("owner", cmd_owner))
-    for prefix, callback in (
-        ("vo", btn_owner),
-        ("vm", btn_manage),
-        ("vmc", btn_close_early),
-        ("vme", btn_extend),
-        ("vmr", btn_roll_call),
-        ("vfr", btn_to_report),
-        ("vft", btn_to_task),
-        ("vfn", btn_new_task),
-        ("vb", btn_build),
-        ("vc", btn_confirm),
-        ("vxb", btn_proxy_build),
-        ("vxc", btn_proxy_confirm),
-    ):
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(
+        app,
+        (
+            ("vo", btn_owner),
+            ("vm", btn_manage),
+            ("vmc", btn_close_early),
+            ("vme", btn_extend),
+            ("vmr", btn_roll_call),
+            ("vfr", btn_to_report),
+            ("vft", btn_to_task),
+            ("vfn", btn_new_task),
+            ("vb", btn_build),
+            ("vc", btn_confirm),
+            ("vxb", btn_proxy_build),
+            ("vxc", btn_proxy_confirm),
+        ),
+    )

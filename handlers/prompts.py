@@ -33,15 +33,7 @@ async def ask(
     bot even with privacy mode on."""
     chat = update.effective_chat
     assert chat is not None
-    async with ctx.svc.db.transaction() as session:
-        await people.set_prompt(
-            session,
-            person_id=user_id(update),
-            chat_id=chat.id,
-            kind=kind,
-            payload=payload,
-            now=ctx.now(),
-        )
+    await _wait(ctx, person_id=user_id(update), chat_id=chat.id, kind=kind, payload=payload)
     # A selective forced reply only reaches the person whose message it answers.
     markup = None if is_private(update) else ForceReply(selective=True)
     message = update.effective_message
@@ -49,6 +41,24 @@ async def ask(
     await message.reply_text(
         render(ctx, name, **params), reply_markup=markup, do_quote=not is_private(update)
     )
+
+
+async def again(ctx: LinliContext, prompt: people.Prompt) -> None:
+    """Wait for the same answer again (one that was refused may simply be typed again)."""
+    await _wait(
+        ctx, person_id=prompt.person_id, chat_id=prompt.chat_id, kind=prompt.kind,
+        payload=prompt.payload,
+    )  # fmt: skip
+
+
+async def _wait(
+    ctx: LinliContext, *, person_id: int, chat_id: int, kind: str, payload: str
+) -> None:
+    async with ctx.svc.db.transaction() as session:
+        await people.set_prompt(
+            session, person_id=person_id, chat_id=chat_id, kind=kind, payload=payload,
+            now=ctx.now(),
+        )  # fmt: skip
 
 
 async def on_text(update: Update, ctx: LinliContext) -> None:

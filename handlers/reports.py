@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Message, Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
+from telegram.ext import CommandHandler, MessageHandler, filters
 
 from bot import cards, charts, delivery
 from bot.context import LinliApp, LinliContext
@@ -26,16 +26,17 @@ from handlers import report_flow
 from handlers.common import (
     PAGE,
     View,
+    add_buttons,
     answer,
     as_int,
     as_state,
     button,
     callback_args,
-    deep_link,
     is_private,
     keyboard,
     label,
     load_auth,
+    offer_private,
     page_buttons,
     page_count,
     render,
@@ -44,7 +45,6 @@ from handlers.common import (
     show,
     state,
     thread_of,
-    url_button,
     user_id,
 )
 from handlers.prompts import answers, ask
@@ -403,8 +403,7 @@ async def cmd_reports(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         await _lead_scope(session, auth)
     if not is_private(update):
-        markup = keyboard([[url_button(_l(ctx, "open_private"), deep_link(ctx, "reports"))]])
-        await reply(update, ctx, "reports/open_private", markup=markup)
+        await offer_private(update, ctx, "reports", feature="reports")
         return
     await _show_list(update, ctx, 0, "", "")
 
@@ -955,8 +954,7 @@ async def btn_rate(update: Update, ctx: LinliContext) -> None:
 
 async def cmd_myreports(update: Update, ctx: LinliContext) -> None:
     if not is_private(update):
-        markup = keyboard([[url_button(_l(ctx, "open_private"), deep_link(ctx, "myreports"))]])
-        await reply(update, ctx, "reports/open_private", markup=markup)
+        await offer_private(update, ctx, "myreports", feature="reports")
         return
     async with ctx.svc.db.transaction(write=False) as session:
         found = await reports.mine(session, person_id=user_id(update))
@@ -1030,8 +1028,7 @@ async def cmd_stats(update: Update, ctx: LinliContext) -> None:
         auth = await load_auth(session, ctx, update)
         units = await _stats_units(session, auth)
     if not is_private(update):
-        markup = keyboard([[url_button(_l(ctx, "open_private"), deep_link(ctx, "stats"))]])
-        await reply(update, ctx, "reports/open_private", markup=markup)
+        await offer_private(update, ctx, "stats", feature="reports")
         return
     await _send_stats(update, ctx, units[0].id or 0, "m")
 
@@ -1177,26 +1174,28 @@ def register(app: LinliApp) -> None:
     app.add_handler(
         MessageHandler(filters.PHOTO & filters.ChatType.PRIVATE, on_photo_answer), group=PHOTO_GROUP
     )
-    for prefix, callback in (
-        ("rh", btn_how),
-        ("rk", btn_show_name),
-        ("rn", btn_category),
-        ("rp", btn_support),
-        ("rl", btn_list),
-        ("rs", btn_sheet),
-        ("ro", btn_sheet),
-        ("ra", btn_action),
-        ("rw", btn_write),
-        ("rt", btn_template),
-        ("rg", btn_assign),
-        ("rx", btn_redact),
-        ("rf", btn_photos),
-        ("rj", btn_agenda),
-        ("rv", btn_verdict),
-        ("rr", btn_rate),
-        ("rq", btn_stats),
-        ("rc", btn_times),
-        ("rm", btn_templates),
-        ("re", btn_export),
-    ):
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(
+        app,
+        (
+            ("rh", btn_how),
+            ("rk", btn_show_name),
+            ("rn", btn_category),
+            ("rp", btn_support),
+            ("rl", btn_list),
+            ("rs", btn_sheet),
+            ("ro", btn_sheet),
+            ("ra", btn_action),
+            ("rw", btn_write),
+            ("rt", btn_template),
+            ("rg", btn_assign),
+            ("rx", btn_redact),
+            ("rf", btn_photos),
+            ("rj", btn_agenda),
+            ("rv", btn_verdict),
+            ("rr", btn_rate),
+            ("rq", btn_stats),
+            ("rc", btn_times),
+            ("rm", btn_templates),
+            ("re", btn_export),
+        ),
+    )

@@ -11,13 +11,14 @@ import secrets
 import segno
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
 from bot import delivery
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     PAGE,
     View,
+    add_buttons,
     answer,
     answer_privately,
     as_int,
@@ -33,6 +34,7 @@ from handlers.common import (
     private_only,
     render,
     replace,
+    screen,
     show,
     user_id,
 )
@@ -120,12 +122,11 @@ async def cmd_rewards(update: Update, ctx: LinliContext) -> None:
     await answer_privately(update, ctx, view, "rewards", feature="rewards")
 
 
-async def btn_list(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    community_id, page = callback_args(update, "rwl", 2)
-    async with ctx.svc.db.transaction(write=False) as session:
-        view = await _list_view(session, ctx, user_id(update), as_int(community_id), as_int(page))
-    await show(update, ctx, view)
+@screen("rwl", 2, private=True)
+async def btn_list(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, page: str
+) -> View:
+    return await _list_view(session, ctx, user_id(update), as_int(community_id), as_int(page))
 
 
 async def btn_pick(update: Update, ctx: LinliContext) -> None:
@@ -321,14 +322,16 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_rewards, filters=filters.Regex(r"^/start rewards\b"))
     )
     app.add_handler(CommandHandler("rewards", cmd_rewards))
-    for prefix, callback in (
-        ("rwl", btn_list),
-        ("rwr", btn_pick),
-        ("rwy", btn_redeem),
-        ("rwc", btn_code),
-        ("rwq", btn_qr),
-        ("rwm", btn_my_codes),
-        ("rwx", btn_cancel_ask),
-        ("rwxy", btn_cancel),
-    ):
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(
+        app,
+        (
+            ("rwl", btn_list),
+            ("rwr", btn_pick),
+            ("rwy", btn_redeem),
+            ("rwc", btn_code),
+            ("rwq", btn_qr),
+            ("rwm", btn_my_codes),
+            ("rwx", btn_cancel_ask),
+            ("rwxy", btn_cancel),
+        ),
+    )

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import ChatMember, ChatMemberAdministrator, InlineKeyboardButton, Update
 from telegram.constants import ChatType
-from telegram.error import BadRequest, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import (
-    CallbackQueryHandler,
     ChatMemberHandler,
     CommandHandler,
     MessageHandler,
@@ -22,7 +21,8 @@ from telegram.ext import (
 from bot.context import LinliApp, LinliContext
 from handlers import prompts
 from handlers.common import (
-    Markup,
+    View,
+    add_buttons,
     answer,
     as_int,
     button,
@@ -34,8 +34,11 @@ from handlers.common import (
     page_buttons,
     paged,
     render,
+    replace,
     reply,
     rows_of,
+    screen,
+    show,
     thread_of,
     user_id,
 )
@@ -149,20 +152,9 @@ async def remember_chat(
 # --- views: what a picker message shows ------------------------------------------------------
 
 
-@dataclass
-class View:
-    name: str
-    params: dict[str, object]
-    rows: list[list[InlineKeyboardButton]] = field(default_factory=list)
-
-    @property
-    def markup(self) -> Markup | None:
-        rows = [row for row in self.rows if row]
-        return keyboard(rows) if rows else None
-
-
 def view(name: str, place: Place, rows: list[list[InlineKeyboardButton]], **params: object) -> View:
-    return View(name, {"topic": place.topic, **params}, rows)
+    """A step of the picker: whether it is about a forum topic, and its buttons (if any)."""
+    return View(name, {"topic": place.topic, **params}, keyboard(rows) if any(rows) else None)
 
 
 def kind_label(ctx: LinliContext, kind: str) -> str:
@@ -362,22 +354,6 @@ async def where_to_add(
     return community, parent
 
 
-async def show(
-    update: Update, ctx: LinliContext, shown: View, *, note: str | None = None, unit: str = ""
-) -> None:
-    """Replace the tapped picker with the next step; a repeated tap changes nothing but may
-    say so in a short `note` about `unit`."""
-    query = update.callback_query
-    assert query is not None
-    text = render(ctx, shown.name, **shown.params)
-    try:
-        await query.edit_message_text(text, reply_markup=shown.markup)
-    except BadRequest as exc:
-        if "not modified" not in str(exc).lower():
-            raise
-    await answer(update, ctx, note, unit=unit)
-
-
 # --- /setup and its buttons ------------------------------------------------------------------
 
 
@@ -405,38 +381,33 @@ async def cmd_setup(update: Update, ctx: LinliContext) -> None:
             shown = await home_view(session, ctx, auth, place, 0, rights=rights)
         else:
             shown = await status_view(session, ctx, place, link, rights)
-    await reply(update, ctx, shown.name, markup=shown.markup, **shown.params)
-
-
-async def btn_home(update: Update, ctx: LinliContext) -> None:
-    (page,) = callback_args(update, "suh", 1)
-    place = place_of(update)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        shown = await home_view(session, ctx, auth, place, as_int(page))
     await show(update, ctx, shown)
 
 
-async def btn_community(update: Update, ctx: LinliContext) -> None:
-    community_id, page = callback_args(update, "suc", 2)
-    place = place_of(update)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        community = await session.get(Community, as_int(community_id))
-        if community is None:
-            raise NotFound("community_not_found")
-        shown = await community_view(session, ctx, auth, place, community, as_int(page))
-    await show(update, ctx, shown)
+@screen("suh", 1)
+async def btn_home(session: AsyncSession, ctx: LinliContext, update: Update, page: str) -> View:
+    auth = await load_auth(session, ctx, update)
+    return await home_view(session, ctx, auth, place_of(update), as_int(page))
 
 
-async def btn_unit(update: Update, ctx: LinliContext) -> None:
-    unit_id, page = callback_args(update, "suv", 2)
-    place = place_of(update)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        unit = await people.get_unit(session, as_int(unit_id))
-        shown = await unit_view(session, ctx, auth, place, unit, as_int(page))
-    await show(update, ctx, shown)
+@screen("suc", 2)
+async def btn_community(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, page: str
+) -> View:
+    auth = await load_auth(session, ctx, update)
+    community = await session.get(Community, as_int(community_id))
+    if community is None:
+        raise NotFound("community_not_found")
+    return await community_view(session, ctx, auth, place_of(update), community, as_int(page))
+
+
+@screen("suv", 2)
+async def btn_unit(
+    session: AsyncSession, ctx: LinliContext, update: Update, unit_id: str, page: str
+) -> View:
+    auth = await load_auth(session, ctx, update)
+    unit = await people.get_unit(session, as_int(unit_id))
+    return await unit_view(session, ctx, auth, place_of(update), unit, as_int(page))
 
 
 async def btn_link(update: Update, ctx: LinliContext) -> None:
@@ -469,26 +440,25 @@ async def btn_link(update: Update, ctx: LinliContext) -> None:
         rights=rights,
     )
     note = None if result.changed else "setup/already_linked"
-    await show(update, ctx, shown, note=note, unit=result.unit.name)
+    await replace(update, ctx, shown)  # a repeated tap changes nothing, and says so
+    await answer(update, ctx, note, unit=result.unit.name)
 
 
-async def btn_add(update: Update, ctx: LinliContext) -> None:
-    (unit_id,) = callback_args(update, "sun", 1)
-    place = place_of(update)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        unit = await people.get_unit(session, as_int(unit_id))
-        community, parent = await where_to_add(session, auth, unit.community_id, unit.id)
-    await show(update, ctx, kind_view(ctx, auth, place, community, parent))
+@screen("sun", 1)
+async def btn_add(session: AsyncSession, ctx: LinliContext, update: Update, unit_id: str) -> View:
+    auth = await load_auth(session, ctx, update)
+    unit = await people.get_unit(session, as_int(unit_id))
+    community, parent = await where_to_add(session, auth, unit.community_id, unit.id)
+    return kind_view(ctx, auth, place_of(update), community, parent)
 
 
-async def btn_add_root(update: Update, ctx: LinliContext) -> None:
-    (community_id,) = callback_args(update, "sur", 1)
-    place = place_of(update)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        community, parent = await where_to_add(session, auth, as_int(community_id), None)
-    await show(update, ctx, kind_view(ctx, auth, place, community, parent))
+@screen("sur", 1)
+async def btn_add_root(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str
+) -> View:
+    auth = await load_auth(session, ctx, update)
+    community, parent = await where_to_add(session, auth, as_int(community_id), None)
+    return kind_view(ctx, auth, place_of(update), community, parent)
 
 
 async def btn_kind(update: Update, ctx: LinliContext) -> None:
@@ -506,19 +476,6 @@ async def btn_kind(update: Update, ctx: LinliContext) -> None:
         update, ctx, ASK_UNIT, payload, "setup/ask_unit_name", what=kind_name, parent=where
     )
     await answer(update, ctx)
-
-
-async def ask_again(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
-    """A name that was refused (empty, too long, taken) may simply be typed again."""
-    async with ctx.svc.db.transaction() as session:
-        await people.set_prompt(
-            session,
-            person_id=prompt.person_id,
-            chat_id=prompt.chat_id,
-            kind=prompt.kind,
-            payload=prompt.payload,
-            now=ctx.now(),
-        )
 
 
 @prompts.answers(ASK_COMMUNITY)
@@ -542,9 +499,9 @@ async def on_community_name(update: Update, ctx: LinliContext, prompt: people.Pr
                 session, ctx, auth, place, community, 0, created=community.name
             )
     except (InvalidInput, Conflict):
-        await ask_again(update, ctx, prompt)
+        await prompts.again(ctx, prompt)  # a refused name may simply be typed again
         raise
-    await reply(update, ctx, shown.name, markup=shown.markup, **shown.params)
+    await show(update, ctx, shown)
 
 
 @prompts.answers(ASK_UNIT)
@@ -574,9 +531,9 @@ async def on_unit_name(update: Update, ctx: LinliContext, prompt: people.Prompt)
                 shown = await home_view(session, ctx, auth, place, 0, added=unit.name)
     except (InvalidInput, Conflict) as exc:
         if exc.key != "stale_button":
-            await ask_again(update, ctx, prompt)
+            await prompts.again(ctx, prompt)
         raise
-    await reply(update, ctx, shown.name, markup=shown.markup, **shown.params)
+    await show(update, ctx, shown)
 
 
 # --- /unlink -----------------------------------------------------------------------------------
@@ -603,8 +560,7 @@ async def cmd_unlink(update: Update, ctx: LinliContext) -> None:
             button(label(ctx, "setup", "unlink_no"), f"suq:{unit.id}"),
         ]
     ]
-    shown = view("setup/unlink_confirm", place, rows, unit=unit.name, names=names)
-    await reply(update, ctx, shown.name, markup=shown.markup, **shown.params)
+    await show(update, ctx, view("setup/unlink_confirm", place, rows, unit=unit.name, names=names))
 
 
 async def btn_unlink(update: Update, ctx: LinliContext) -> None:
@@ -617,17 +573,16 @@ async def btn_unlink(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, chat_id=place.chat_id, thread_id=place.thread, unit_id=unit.id or 0
         )
     note = None if removed is not None else "setup/already_unlinked"
-    await show(update, ctx, view("setup/unlinked", place, [], unit=unit.name), note=note)
+    await replace(update, ctx, view("setup/unlinked", place, [], unit=unit.name))
+    await answer(update, ctx, note, unit=unit.name)
 
 
-async def btn_keep(update: Update, ctx: LinliContext) -> None:
-    (unit_id,) = callback_args(update, "suq", 1)
-    place = place_of(update)
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        unit = await people.get_unit(session, as_int(unit_id))
-        people.require(auth, unit)
-    await show(update, ctx, view("setup/unlink_kept", place, [], unit=unit.name))
+@screen("suq", 1)
+async def btn_keep(session: AsyncSession, ctx: LinliContext, update: Update, unit_id: str) -> View:
+    auth = await load_auth(session, ctx, update)
+    unit = await people.get_unit(session, as_int(unit_id))
+    people.require(auth, unit)
+    return view("setup/unlink_kept", place_of(update), [], unit=unit.name)
 
 
 # --- the bot's own membership, and groups becoming supergroups ---------------------------------
@@ -686,18 +641,19 @@ async def on_migrate(update: Update, ctx: LinliContext) -> None:
 def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("setup", cmd_setup))
     app.add_handler(CommandHandler("unlink", cmd_unlink))
-    buttons = {
-        "suh": btn_home,
-        "suc": btn_community,
-        "suv": btn_unit,
-        "sul": btn_link,
-        "sun": btn_add,
-        "sur": btn_add_root,
-        "suk": btn_kind,
-        "suy": btn_unlink,
-        "suq": btn_keep,
-    }
-    for prefix, callback in buttons.items():
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(
+        app,
+        (
+            ("suh", btn_home),
+            ("suc", btn_community),
+            ("suv", btn_unit),
+            ("sul", btn_link),
+            ("sun", btn_add),
+            ("sur", btn_add_root),
+            ("suk", btn_kind),
+            ("suy", btn_unlink),
+            ("suq", btn_keep),
+        ),
+    )
     app.add_handler(ChatMemberHandler(on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER))
     app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, on_migrate))

@@ -33,11 +33,11 @@ from handlers.common import (
     keyboard,
     label,
     load_auth,
+    offer_private,
     reply,
     send_private,
     show,
     state,
-    url_button,
     user_id,
 )
 from handlers.rewards import qr_png
@@ -249,8 +249,7 @@ async def _in_private(update: Update, ctx: LinliContext, payload: str, view: Vie
     if await send_private(ctx, uid, ctx.lang, view.name, markup=view.markup, **view.params):
         await reply(update, ctx, "tasks/sent_privately")
     else:
-        link = keyboard([[url_button(_l(ctx, "open_private"), deep_link(ctx, payload))]])
-        await reply(update, ctx, "tasks/open_private", markup=link)
+        await offer_private(update, ctx, payload, feature="tasks")
 
 
 async def _tasks_view(session: AsyncSession, ctx: LinliContext, update: Update) -> View:

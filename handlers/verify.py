@@ -5,24 +5,24 @@ from __future__ import annotations
 import re
 
 from telegram import Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
 from handlers.common import (
     View,
+    add_buttons,
     answer,
     as_int,
     button,
     callback_args,
-    deep_link,
     is_private,
     keyboard,
     label,
     load_auth,
+    offer_private,
     replace,
     reply,
     show,
-    url_button,
 )
 from handlers.prompts import answers, ask
 from models import people, rewards
@@ -49,10 +49,7 @@ async def cmd_verify(update: Update, ctx: LinliContext) -> None:
     if not is_private(update):
         # A code and the name it belongs to are checked privately: the group gets only a link
         # to the private chat (which asks for the code there), never the code back.
-        link = keyboard(
-            [[url_button(label(ctx, "rewards", "open_private"), deep_link(ctx, "verify"))]]
-        )
-        await reply(update, ctx, "rewards/open_private", markup=link)
+        await offer_private(update, ctx, "verify", feature="rewards")
         return
     if ctx.args:
         await _verify(update, ctx, "".join(ctx.args))
@@ -111,5 +108,4 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_verify, filters=filters.Regex(r"^/start (v-|verify$)"))
     )
     app.add_handler(CommandHandler("verify", cmd_verify))
-    for prefix, callback in (("rvy", btn_hand_over),):
-        app.add_handler(CallbackQueryHandler(callback, pattern=rf"^{prefix}:"))
+    add_buttons(app, (("rvy", btn_hand_over),))

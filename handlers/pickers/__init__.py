@@ -16,9 +16,8 @@ chosen stores plain JSON in flow.data[field] and calls the flow kind's continuat
 
 from __future__ import annotations
 
-from telegram.ext import CallbackQueryHandler
-
 from bot.context import LinliApp
+from handlers.common import add_buttons
 from handlers.pickers import dates, recurrence, tree
 from handlers.pickers import residents as resident_picker
 from handlers.pickers.base import STATE, chosen
@@ -33,8 +32,7 @@ HANDLERS = (*tree.HANDLERS, *dates.HANDLERS, *recurrence.HANDLERS, *resident_pic
 
 
 def register(app: LinliApp) -> None:
-    for prefix, handler in HANDLERS:
-        app.add_handler(CallbackQueryHandler(handler, pattern=rf"^{prefix}:"))
+    add_buttons(app, HANDLERS)
 
 
 __all__ = [

@@ -8,7 +8,7 @@ Buttons: `fu:<flow>:<unit>:<page>` shows a level (unit 0: the person's highest u
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
@@ -145,7 +145,13 @@ async def unit_view(
     start: int = 0,
 ) -> View:
     """Open the unit picker on the flow in this transaction and return its first view, for a
-    feature that sends it its own way (privately, say: `common.answer_privately`)."""
+    feature that sends it its own way (privately, say: `common.answer_privately`); `pick_unit`
+    sends it. The flow's owner chooses a unit they may `can` on (Can.lead or Can.admin; None: any
+    unit of the flow's community, for a resident saying where something is rather than acting
+    on it, e.g. the building a report is about); the unit's id goes to flow.data[field].
+    `heading`: the feature's question (a template) above the tree;
+    `back`: (label folder, label key, callback data) of a button back to the feature's step;
+    `start`: a unit to open at (it must be one they may act on)."""
     if can not in (Can.lead, Can.admin, None):
         raise ValueError(f"the unit picker asks about a unit: {can}")
     if can is None and flow.community_id is None:
@@ -165,26 +171,22 @@ async def unit_view(
     return await level_view(session, ctx, auth, live, st, start, 0)
 
 
+class UnitPick(TypedDict, total=False):
+    """The unit picker's options, as `unit_view` takes them (with its defaults)."""
+
+    field: str
+    can: Can | None
+    heading: str | None
+    back: tuple[str, str, str] | None
+    start: int
+
+
 async def pick_unit(
-    update: Update,
-    ctx: LinliContext,
-    flow: Flow,
-    *,
-    field: str = "unit_id",
-    can: Can | None = Can.lead,
-    heading: str | None = None,
-    back: tuple[str, str, str] | None = None,
-    start: int = 0,
+    update: Update, ctx: LinliContext, flow: Flow, **options: Unpack[UnitPick]
 ) -> None:
-    """Let the flow's owner choose a unit they may `can` on (Can.lead or Can.admin; None: any
-    unit of the flow's community, for a resident saying where something is rather than acting
-    on it, e.g. the building a report is about); the unit's id goes to flow.data[field].
-    `heading`: the feature's question (a template) above the tree;
-    `back`: (label folder, label key, callback data) of a button back to the feature's step;
-    `start`: a unit to open at (it must be one they may act on)."""
+    """`unit_view` in its own transaction, sent (the tapped message edited, or a new one)."""
     async with ctx.svc.db.transaction() as session:
-        view = await unit_view(session, ctx, update, flow, field=field, can=can, heading=heading,
-                               back=back, start=start)  # fmt: skip
+        view = await unit_view(session, ctx, update, flow, **options)
     await show(update, ctx, view)
 
 
