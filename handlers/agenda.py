@@ -12,25 +12,7 @@ from telegram.ext import CommandHandler, filters
 
 from bot import cards
 from bot.context import LinliApp, LinliContext
-from handlers import prompts
-from handlers.common import (
-    View,
-    add_buttons,
-    answer,
-    as_int,
-    button,
-    callback_args,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    offer_private,
-    reply,
-    rows_of,
-    show,
-    thread_of,
-    user_id,
-)
+from handlers import common, prompts
 from models import agenda, loop, people
 from models.agenda import Proposal
 from models.errors import InvalidInput, NotAllowed
@@ -56,26 +38,32 @@ async def _units_to_propose_in(ctx: LinliContext, person_id: int) -> list[people
 
 
 async def cmd_propose(update: Update, ctx: LinliContext) -> None:
-    if not is_private(update):
-        await offer_private(update, ctx, "propose", feature="agenda", offer="propose_privately")
+    if not common.is_private(update):
+        await common.offer_private(
+            update, ctx, "propose", feature="agenda", offer="propose_privately"
+        )
         return
-    units = await _units_to_propose_in(ctx, user_id(update))
+    units = await _units_to_propose_in(ctx, common.user_id(update))
     if not units:
         raise NotAllowed("proposal_not_your_unit")
     if len(units) == 1:
         await _ask_text(update, ctx, units[0])
         return
-    buttons = [button(u.name, f"agu:{u.id}") for u in units]
-    await show(update, ctx, View("agenda/pick_unit", {}, keyboard(rows_of(buttons, 2))))
+    buttons = [common.button(u.name, f"agu:{u.id}") for u in units]
+    await common.show(
+        update,
+        ctx,
+        common.View("agenda/pick_unit", {}, common.keyboard(common.rows_of(buttons, 2))),
+    )
 
 
 async def btn_pick_unit(update: Update, ctx: LinliContext) -> None:
-    (unit_id,) = callback_args(update, "agu", 1)
-    wanted = as_int(unit_id)
-    units = {u.id: u for u in await _units_to_propose_in(ctx, user_id(update))}
+    (unit_id,) = common.callback_args(update, "agu", 1)
+    wanted = common.as_int(unit_id)
+    units = {u.id: u for u in await _units_to_propose_in(ctx, common.user_id(update))}
     if wanted not in units:
         raise InvalidInput("stale_button")
-    await answer(update, ctx)
+    await common.answer(update, ctx)
     await _ask_text(update, ctx, units[wanted])
 
 
@@ -91,11 +79,11 @@ async def on_text(update: Update, ctx: LinliContext, prompt: people.Prompt) -> N
     now = ctx.now()
     try:
         async with ctx.svc.db.transaction() as session:
-            auth = await load_auth(session, ctx, update)
+            auth = await common.load_auth(session, ctx, update)
             proposal = await agenda.propose(
                 session,
                 auth=auth,
-                unit_id=as_int(prompt.payload),
+                unit_id=common.as_int(prompt.payload),
                 title=title,
                 body=body,
                 now=now,
@@ -107,7 +95,7 @@ async def on_text(update: Update, ctx: LinliContext, prompt: people.Prompt) -> N
             update, ctx, ASK, prompt.payload, f"errors/{refused.key}", **refused.params
         )
         return
-    await reply(update, ctx, "agenda/proposed", proposal=proposal, unit=unit.name)
+    await common.reply(update, ctx, "agenda/proposed", proposal=proposal, unit=unit.name)
 
 
 # --- the card and support ----------------------------------------------------------------
@@ -120,21 +108,21 @@ async def proposal_card(req: cards.CardRequest) -> cards.Card | None:
     markup = None
     if proposal.status == agenda.ProposalStatus.open:
         support = req.label("agenda", "support", count=proposal.support)
-        markup = keyboard([[button(support, f"ags:{proposal.id}")]])
+        markup = common.keyboard([[common.button(support, f"ags:{proposal.id}")]])
     went = await loop.outcome_of(req.session, proposal)
     shown = None if went is None else {"kind": went.kind, "label": went.label}
     return cards.Card("agenda/card", {"proposal": proposal, "went": shown}, markup)
 
 
 async def btn_support(update: Update, ctx: LinliContext) -> None:
-    (proposal_id,) = callback_args(update, "ags", 1)
+    (proposal_id,) = common.callback_args(update, "ags", 1)
     now = ctx.now()
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         _, added = await agenda.support(
-            session, auth=auth, proposal_id=as_int(proposal_id), now=now
+            session, auth=auth, proposal_id=common.as_int(proposal_id), now=now
         )
-    await answer(update, ctx, "agenda/supported" if added else "agenda/supported_before")
+    await common.answer(update, ctx, "agenda/supported" if added else "agenda/supported_before")
 
 
 # --- /agenda -----------------------------------------------------------------------------
@@ -145,22 +133,28 @@ async def cmd_agenda(update: Update, ctx: LinliContext) -> None:
     chat, message = update.effective_chat, update.effective_message
     async with ctx.svc.db.transaction(write=False) as session:
         unit = None
-        if chat is not None and not is_private(update):
-            link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
+        if chat is not None and not common.is_private(update):
+            link = await people.link_for(
+                session, chat_id=chat.id, thread_id=common.thread_of(message)
+            )
             unit = await people.get_unit(session, link.unit_id) if link else None
     if unit is None:
-        mine = await _units_to_propose_in(ctx, user_id(update))
+        mine = await _units_to_propose_in(ctx, common.user_id(update))
         unit = mine[-1] if mine else None  # the widest: everything below it is listed
     if unit is None:
         raise NotAllowed("proposal_not_your_unit")
     async with ctx.svc.db.transaction(write=False) as session:
         found = await agenda.agenda(session, unit=unit, limit=LIMIT)
     buttons = [
-        [button(label(ctx, "agenda", "support_one", n=i, count=p.support), f"ags:{p.id}")]
+        [
+            common.button(
+                common.label(ctx, "agenda", "support_one", n=i, count=p.support), f"ags:{p.id}"
+            )
+        ]
         for i, p in enumerate(found, 1)
     ]
-    await reply(update, ctx, "agenda/list", proposals=found, unit=unit.name,
-                markup=keyboard(buttons))  # fmt: skip
+    await common.reply(update, ctx, "agenda/list", proposals=found, unit=unit.name,
+                markup=common.keyboard(buttons))  # fmt: skip
 
 
 # --- the monthly talk day (leads) --------------------------------------------------------
@@ -172,51 +166,62 @@ async def cmd_talkday(update: Update, ctx: LinliContext) -> None:
     """/talkday: pick the unit (this group's, or one of mine), then the day of the month."""
     chat, message = update.effective_chat, update.effective_message
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("talk_leads_only")
         units = auth.top_units()
-        if chat is not None and not is_private(update):
-            link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
+        if chat is not None and not common.is_private(update):
+            link = await people.link_for(
+                session, chat_id=chat.id, thread_id=common.thread_of(message)
+            )
             if link is not None:
                 unit = await people.get_unit(session, link.unit_id)
                 units = [unit] if auth.covers(unit) else units
     if len(units) == 1:
-        await show(update, ctx, await _talk_view(ctx, units[0]))
+        await common.show(update, ctx, await _talk_view(ctx, units[0]))
         return
-    buttons = [button(u.name, f"agt:{u.id}:0") for u in units]
-    await show(update, ctx, View("agenda/talk_pick_unit", {}, keyboard(rows_of(buttons, 2))))
+    buttons = [common.button(u.name, f"agt:{u.id}:0") for u in units]
+    await common.show(
+        update,
+        ctx,
+        common.View("agenda/talk_pick_unit", {}, common.keyboard(common.rows_of(buttons, 2))),
+    )
 
 
-async def _talk_view(ctx: LinliContext, unit: people.Unit) -> View:
+async def _talk_view(ctx: LinliContext, unit: people.Unit) -> common.View:
     async with ctx.svc.db.transaction(write=False) as session:
         talk = await session.get(agenda.TalkDay, unit.id)
     day = talk.day if talk else 0
     buttons = [
-        button(label(ctx, "agenda", "talk_day", day=d, on=d == day), f"agt:{unit.id}:{d}")
+        common.button(
+            common.label(ctx, "agenda", "talk_day", day=d, on=d == day), f"agt:{unit.id}:{d}"
+        )
         for d in TALK_DAYS
     ]
-    rows = [*rows_of(buttons, 4), [button(label(ctx, "agenda", "talk_off", on=not day),
-                                          f"agt:{unit.id}:-1")]]  # fmt: skip
-    return View("agenda/talk", {"unit": unit.name, "talk": talk}, keyboard(rows))
+    off = common.button(common.label(ctx, "agenda", "talk_off", on=not day), f"agt:{unit.id}:-1")
+    rows = [*common.rows_of(buttons, 4), [off]]
+    return common.View("agenda/talk", {"unit": unit.name, "talk": talk}, common.keyboard(rows))
 
 
 async def btn_talkday(update: Update, ctx: LinliContext) -> None:
     """agt:<unit>:<day>: 0 shows, -1 stops the talk, 1–31 sets its day (a state, not a toggle)."""
-    unit_id, day = callback_args(update, "agt", 2)
+    unit_id, day = common.callback_args(update, "agt", 2)
     wanted = int(day) if day.lstrip("-").isdigit() else -2
     if wanted not in (0, -1, *TALK_DAYS):
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        unit = await people.get_unit(session, as_int(unit_id))
+        auth = await common.load_auth(session, ctx, update)
+        unit = await people.get_unit(session, common.as_int(unit_id))
         people.require(auth, unit)
         if wanted:
             await agenda.set_talk_day(
-                session, auth=auth, unit_id=as_int(unit_id), day=None if wanted < 0 else wanted,
+                session,
+                auth=auth,
+                unit_id=common.as_int(unit_id),
+                day=None if wanted < 0 else wanted,
                 now=ctx.now(),
-            )  # fmt: skip
-    await show(update, ctx, await _talk_view(ctx, unit))
+            )
+    await common.show(update, ctx, await _talk_view(ctx, unit))
 
 
 async def cmd_start(update: Update, ctx: LinliContext) -> None:
@@ -229,4 +234,4 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("propose", cmd_propose))
     app.add_handler(CommandHandler("agenda", cmd_agenda))
     app.add_handler(CommandHandler("talkday", cmd_talkday))
-    add_buttons(app, (("agu", btn_pick_unit), ("ags", btn_support), ("agt", btn_talkday)))
+    common.add_buttons(app, (("agu", btn_pick_unit), ("ags", btn_support), ("agt", btn_talkday)))

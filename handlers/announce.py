@@ -17,30 +17,7 @@ from telegram.ext import CommandHandler
 
 from bot import delivery
 from bot.context import LinliApp, LinliContext
-from handlers import flowui, pickers
-from handlers.common import (
-    PAGE,
-    View,
-    add_buttons,
-    answer,
-    as_int,
-    as_state,
-    button,
-    callback_args,
-    edit,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    page_buttons,
-    page_count,
-    reply,
-    screen,
-    show,
-    state,
-    thread_of,
-    user_id,
-)
+from handlers import common, flowui, pickers
 from models import announcements as ann
 from models import flows, people
 from models.announcements import ScheduleKind
@@ -56,11 +33,11 @@ flowui.on_cancel(KIND, "announce/dropped")
 
 
 def _l(ctx: LinliContext, key: str, **params: object) -> str:
-    return label(ctx, "announce", key, **params)
+    return common.label(ctx, "announce", key, **params)
 
 
 async def _lead(session: AsyncSession, ctx: LinliContext, update: Update) -> Authority:
-    auth = await load_auth(session, ctx, update)
+    auth = await common.load_auth(session, ctx, update)
     if not auth.is_lead:
         raise NotAllowed("leads_only")
     return auth
@@ -90,21 +67,23 @@ def _draft(flow: Flow) -> ann.Draft:
 # --- step 1: the audience ---------------------------------------------------------------------
 
 
-async def _scope_view(session: AsyncSession, ctx: LinliContext, flow: Flow, unit: Unit) -> View:
+async def _scope_view(
+    session: AsyncSession, ctx: LinliContext, flow: Flow, unit: Unit
+) -> common.View:
     f = flowui.flow_id(flow)
     own = len(await ann.audience_links(session, unit, subtree_too=False))
     below = await people.units_with_children(session, [unit.id or 0])
-    rows = [[button(_l(ctx, "only_here", unit=unit.name, n=own), f"ans:{f}:{unit.id}:0")]]
+    rows = [[common.button(_l(ctx, "only_here", unit=unit.name, n=own), f"ans:{f}:{unit.id}:0")]]
     every = None
     if below:
         every = len(await ann.audience_links(session, unit, subtree_too=True))
         rows.append(
-            [button(_l(ctx, "whole_tree", unit=unit.name, n=every), f"ans:{f}:{unit.id}:1")]
+            [common.button(_l(ctx, "whole_tree", unit=unit.name, n=every), f"ans:{f}:{unit.id}:1")]
         )
-    rows.append([button(_l(ctx, "other_unit"), f"anp:{f}")])
+    rows.append([common.button(_l(ctx, "other_unit"), f"anp:{f}")])
     rows.append(flowui.cancel_row(ctx, flow))
     params = {"names": await people.lineage_names(session, unit), "own": own, "every": every}
-    return View("announce/scope", params, keyboard(rows))
+    return common.View("announce/scope", params, common.keyboard(rows))
 
 
 async def cmd_announce(update: Update, ctx: LinliContext) -> None:
@@ -113,37 +92,39 @@ async def cmd_announce(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction() as session:
         auth = await _lead(session, ctx, update)
         start: Unit | None = None
-        if not is_private(update):
-            link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
+        if not common.is_private(update):
+            link = await people.link_for(
+                session, chat_id=chat.id, thread_id=common.thread_of(message)
+            )
             if link is not None:
                 linked = await people.get_unit(session, link.unit_id)
                 start = linked if auth.may(Can.lead, unit=linked) else None
         flow = await flows.start(session, kind=KIND, owner_id=auth.person_id, now=ctx.now())
         view = await _scope_view(session, ctx, flow, start) if start is not None else None
     if view is not None:
-        await reply(update, ctx, view.name, markup=view.markup, **view.params)
+        await common.reply(update, ctx, view.name, markup=view.markup, **view.params)
     else:
         await pickers.units(update, ctx, flow, field="unit", heading="announce/pick_unit")
 
 
 async def btn_other_unit(update: Update, ctx: LinliContext) -> None:
-    (fid,) = callback_args(update, "anp", 1)
+    (fid,) = common.callback_args(update, "anp", 1)
     async with ctx.svc.db.transaction() as session:
         flow = await flowui.load(session, ctx, update, fid, kind=KIND)
     await pickers.units(update, ctx, flow, field="unit", heading="announce/pick_unit")
 
 
 async def btn_scope(update: Update, ctx: LinliContext) -> None:
-    fid, unit_id, whole = callback_args(update, "ans", 3)
+    fid, unit_id, whole = common.callback_args(update, "ans", 3)
     async with ctx.svc.db.transaction() as session:
         flow = await flowui.load(session, ctx, update, fid, kind=KIND)
         auth = await _lead(session, ctx, update)
-        unit = await ann.aim(session, auth=auth, unit_id=as_int(unit_id))
-        subtree = as_state(whole)
+        unit = await ann.aim(session, auth=auth, unit_id=common.as_int(unit_id))
+        subtree = common.as_state(whole)
         await flows.update(session, flow, now=ctx.now(), unit=unit.id, subtree=subtree)
         chats = len(await ann.audience_links(session, unit, subtree_too=subtree))
         names = await people.lineage_names(session, unit)
-    await edit(update, ctx, "announce/audience", names=names, subtree=subtree, chats=chats)
+    await common.edit(update, ctx, "announce/audience", names=names, subtree=subtree, chats=chats)
     await flowui.ask(update, ctx, flow, step="text", template="announce/ask_text", problem=None)
 
 
@@ -172,7 +153,7 @@ async def _ask_when(update: Update, ctx: LinliContext, flow: Flow) -> None:
 
 
 async def btn_change_time(update: Update, ctx: LinliContext) -> None:
-    (fid,) = callback_args(update, "anb", 1)
+    (fid,) = common.callback_args(update, "anb", 1)
     async with ctx.svc.db.transaction() as session:
         flow = await flowui.load(session, ctx, update, fid, kind=KIND)
         _draft(flow)  # the audience is chosen
@@ -188,7 +169,7 @@ async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) 
         async with ctx.svc.db.transaction(write=False) as session:
             unit = await people.get_unit(session, int(flow.data["unit"]))
             view = await _scope_view(session, ctx, flow, unit)
-        await show(update, ctx, view)
+        await common.show(update, ctx, view)
         return
     draft = _draft(flow)
     if field == "at" and draft.start is not None:
@@ -204,16 +185,18 @@ async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) 
 
 async def _confirm_view(
     session: AsyncSession, ctx: LinliContext, auth: Authority, flow: Flow
-) -> View:
+) -> common.View:
     f, draft = flowui.flow_id(flow), _draft(flow)
     plan = await ann.plan(session, auth=auth, draft=draft, now=ctx.now())
     rows = [
         [
-            button(_l(ctx, "pin", on=draft.pin), f"ano:{f}:p:{state(not draft.pin)}"),
-            button(_l(ctx, "silent", on=draft.silent), f"ano:{f}:s:{state(not draft.silent)}"),
+            common.button(_l(ctx, "pin", on=draft.pin), f"ano:{f}:p:{common.state(not draft.pin)}"),
+            common.button(
+                _l(ctx, "silent", on=draft.silent), f"ano:{f}:s:{common.state(not draft.silent)}"
+            ),
         ],
-        [button(_l(ctx, "send_now" if draft.start is None else "schedule"), f"any:{f}")],
-        [button(_l(ctx, "change_time"), f"anb:{f}")],
+        [common.button(_l(ctx, "send_now" if draft.start is None else "schedule"), f"any:{f}")],
+        [common.button(_l(ctx, "change_time"), f"anb:{f}")],
         flowui.cancel_row(ctx, flow),
     ]
     params = {
@@ -233,18 +216,18 @@ async def _confirm_view(
         "pin": draft.pin,
         "silent": draft.silent,
     }
-    return View("announce/confirm", params, keyboard(rows))
+    return common.View("announce/confirm", params, common.keyboard(rows))
 
 
 async def _confirm(update: Update, ctx: LinliContext, flow: Flow) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await _lead(session, ctx, update)
         view = await _confirm_view(session, ctx, auth, flow)
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_option(update: Update, ctx: LinliContext) -> None:
-    fid, code, wanted = callback_args(update, "ano", 3)
+    fid, code, wanted = common.callback_args(update, "ano", 3)
     if code not in OPTIONS:
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction() as session:
@@ -252,13 +235,13 @@ async def btn_option(update: Update, ctx: LinliContext) -> None:
         auth = await _lead(session, ctx, update)
         if "at" not in flow.data:  # options come with the confirmation
             raise InvalidInput("stale_button")
-        await flows.update(session, flow, now=ctx.now(), **{OPTIONS[code]: as_state(wanted)})
+        await flows.update(session, flow, now=ctx.now(), **{OPTIONS[code]: common.as_state(wanted)})
         view = await _confirm_view(session, ctx, auth, flow)
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_schedule(update: Update, ctx: LinliContext) -> None:
-    (fid,) = callback_args(update, "any", 1)
+    (fid,) = common.callback_args(update, "any", 1)
     async with ctx.svc.db.transaction() as session:
         auth = await _lead(session, ctx, update)
         added = 0
@@ -274,8 +257,8 @@ async def btn_schedule(update: Update, ctx: LinliContext) -> None:
             return announcement.id
 
         flow, created = await flows.confirm(
-            session, flow_id=as_int(fid), owner_id=user_id(update), now=ctx.now(), kind=KIND,
-            in_private=is_private(update), make=make,
+            session, flow_id=common.as_int(fid), owner_id=common.user_id(update), now=ctx.now(),
+            kind=KIND, in_private=common.is_private(update), make=make,
         )  # fmt: skip
         if created:
             announcement, unit, community = await ann.get_announcement(
@@ -283,17 +266,17 @@ async def btn_schedule(update: Update, ctx: LinliContext) -> None:
             )
             names = await people.lineage_names(session, unit)
     if not created:  # a double tap: the first one made it, and its message says so
-        await answer(update, ctx, "announce/draft_closed")
+        await common.answer(update, ctx, "announce/draft_closed")
         return
     aid = announcement.id
-    rows = [[button(_l(ctx, "report"), f"alr:{aid}")]]
+    rows = [[common.button(_l(ctx, "report"), f"alr:{aid}")]]
     if announcement.next_occurrence is not None:
-        rows.append([button(_l(ctx, "cancel_this"), f"alc:{aid}")])
-    await edit(
+        rows.append([common.button(_l(ctx, "cancel_this"), f"alc:{aid}")])
+    await common.edit(
         update,
         ctx,
         "announce/scheduled",
-        markup=keyboard(rows),
+        markup=common.keyboard(rows),
         a=announcement,
         names=names,
         chats=added,
@@ -304,14 +287,16 @@ async def btn_schedule(update: Update, ctx: LinliContext) -> None:
 # --- /announcements: what is scheduled, cancelling, delivery reports ------------------------
 
 
-async def _list_view(session: AsyncSession, ctx: LinliContext, auth: Authority, page: int) -> View:
+async def _list_view(
+    session: AsyncSession, ctx: LinliContext, auth: Authority, page: int
+) -> common.View:
     found, total = await ann.announcements_for(
-        session, auth=auth, now=ctx.now(), offset=page * PAGE, limit=PAGE
+        session, auth=auth, now=ctx.now(), offset=page * common.PAGE, limit=common.PAGE
     )
     if not found and page:
-        page = page_count(total) - 1
+        page = common.page_count(total) - 1
         found, total = await ann.announcements_for(
-            session, auth=auth, now=ctx.now(), offset=page * PAGE, limit=PAGE
+            session, auth=auth, now=ctx.now(), offset=page * common.PAGE, limit=common.PAGE
         )
     rows = []
     entries = []
@@ -328,42 +313,49 @@ async def _list_view(session: AsyncSession, ctx: LinliContext, auth: Authority, 
                 "next": upcoming,
             }
         )
-        row = [button(_l(ctx, "report_one", id=a.id), f"alr:{a.id}")]
+        row = [common.button(_l(ctx, "report_one", id=a.id), f"alr:{a.id}")]
         if upcoming is not None:
-            row.insert(0, button(_l(ctx, "cancel_one", id=a.id), f"alc:{a.id}"))
+            row.insert(0, common.button(_l(ctx, "cancel_one", id=a.id), f"alc:{a.id}"))
         rows.append(row)
-    rows.append(page_buttons(ctx, page, page_count(total), lambda p: f"al:{p}"))
-    params = {"entries": entries, "page": page, "pages": page_count(total)}
-    return View("announce/list", params, keyboard(rows) if found else None)
+    rows.append(common.page_buttons(ctx, page, common.page_count(total), lambda p: f"al:{p}"))
+    params = {"entries": entries, "page": page, "pages": common.page_count(total)}
+    return common.View("announce/list", params, common.keyboard(rows) if found else None)
 
 
 async def cmd_announcements(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await _lead(session, ctx, update)
         view = await _list_view(session, ctx, auth, 0)
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
-@screen("al", 1)
-async def btn_list(session: AsyncSession, ctx: LinliContext, update: Update, page: str) -> View:
+@common.screen("al", 1)
+async def btn_list(
+    session: AsyncSession, ctx: LinliContext, update: Update, page: str
+) -> common.View:
     auth = await _lead(session, ctx, update)
-    return await _list_view(session, ctx, auth, max(0, as_int(page)))
+    return await _list_view(session, ctx, auth, max(0, common.as_int(page)))
 
 
 async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
-    (aid,) = callback_args(update, "alc", 1)
+    (aid,) = common.callback_args(update, "alc", 1)
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await _lead(session, ctx, update)
         a, unit, community = await ann.get_announcement(
-            session, auth=auth, announcement_id=as_int(aid)
+            session, auth=auth, announcement_id=common.as_int(aid)
         )
     if a.status == ann.AnnouncementStatus.cancelled:
-        await answer(update, ctx, "errors/announce_already_cancelled", alert=True)
+        await common.answer(update, ctx, "errors/announce_already_cancelled", alert=True)
         return
-    markup = keyboard(
-        [[button(_l(ctx, "cancel_yes"), f"aly:{a.id}"), button(_l(ctx, "cancel_no"), "al:0")]]
+    markup = common.keyboard(
+        [
+            [
+                common.button(_l(ctx, "cancel_yes"), f"aly:{a.id}"),
+                common.button(_l(ctx, "cancel_no"), "al:0"),
+            ]
+        ]
     )
-    await edit(
+    await common.edit(
         update,
         ctx,
         "announce/cancel_confirm",
@@ -376,14 +368,14 @@ async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_cancel(update: Update, ctx: LinliContext) -> None:
-    (aid,) = callback_args(update, "aly", 1)
+    (aid,) = common.callback_args(update, "aly", 1)
     async with ctx.svc.db.transaction() as session:
         auth = await _lead(session, ctx, update)
         a, withdrawn = await ann.cancel(
-            session, auth=auth, announcement_id=as_int(aid), now=ctx.now()
+            session, auth=auth, announcement_id=common.as_int(aid), now=ctx.now()
         )
-    markup = keyboard([[button(_l(ctx, "all"), "al:0")]])
-    await edit(
+    markup = common.keyboard([[common.button(_l(ctx, "all"), "al:0")]])
+    await common.edit(
         update,
         ctx,
         "announce/cancelled",
@@ -395,14 +387,16 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_report(update: Update, ctx: LinliContext) -> None:
-    (aid,) = callback_args(update, "alr", 1)
+    (aid,) = common.callback_args(update, "alr", 1)
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await _lead(session, ctx, update)
         a, unit, community, report = await ann.delivery_report(
-            session, auth=auth, announcement_id=as_int(aid)
+            session, auth=auth, announcement_id=common.as_int(aid)
         )
-    markup = keyboard([[button(_l(ctx, "refresh"), f"alr:{a.id}"), button(_l(ctx, "all"), "al:0")]])
-    await edit(
+    markup = common.keyboard(
+        [[common.button(_l(ctx, "refresh"), f"alr:{a.id}"), common.button(_l(ctx, "all"), "al:0")]]
+    )
+    await common.edit(
         update,
         ctx,
         "announce/report",
@@ -420,7 +414,7 @@ def register(app: LinliApp) -> None:
     delivery.add_rhythm(app, ann.materialise_due)
     app.add_handler(CommandHandler("announce", cmd_announce))
     app.add_handler(CommandHandler("announcements", cmd_announcements))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("anp", btn_other_unit),

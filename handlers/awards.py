@@ -9,26 +9,7 @@ from telegram import InlineKeyboardButton, Update, User
 from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
-from handlers import flowui, pickers
-from handlers.common import (
-    View,
-    add_buttons,
-    answer,
-    answer_privately,
-    as_int,
-    button,
-    callback_args,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    offer_private,
-    private_only,
-    replace,
-    replied_to,
-    rows_of,
-    show,
-)
+from handlers import common, flowui, pickers
 from models import points, standings
 from models.errors import NotAllowed, NotFound
 from models.flows import Flow
@@ -57,17 +38,17 @@ async def cmd_correct(update: Update, ctx: LinliContext) -> None:
 
 async def _begin(update: Update, ctx: LinliContext, kind: Kind) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
     if not auth.is_lead:
         raise NotAllowed("leads_only")
     if kind == Kind.correct and not auth.is_admin:
         raise NotAllowed("points_corrections_admins_only")
-    target = replied_to(update.effective_message) if not is_private(update) else None
+    target = common.replied_to(update.effective_message) if not common.is_private(update) else None
     if target is not None:
         await _begin_for(update, ctx, auth, kind, target)
         return
-    if not is_private(update):
-        await offer_private(
+    if not common.is_private(update):
+        await common.offer_private(
             update, ctx, PAYLOADS[kind], feature="points", offer="award_how", kind=kind
         )
         return
@@ -115,7 +96,7 @@ async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) 
     """The unit chosen: its residents; the residents chosen: the amount."""
     fid = flowui.flow_id(flow)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if field == "unit_id":
             draft = await points.set_unit(
                 session, auth=auth, draft_id=fid, unit_id=int(flow.data["unit_id"]), now=ctx.now()
@@ -129,7 +110,7 @@ async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) 
     if field == "unit_id":
         await _pick_people(update, ctx, live, draft)
         return
-    await show(update, ctx, screen)
+    await common.show(update, ctx, screen)
 
 
 async def _begin_for(
@@ -152,62 +133,70 @@ async def _begin_for(
             person_ids=[target.id],
         )
         screen = await _amount_screen(session, ctx, draft)
-    await answer_privately(
+    await common.answer_privately(
         update, ctx, screen, PAYLOADS[kind], feature="points", offer="award_open_private"
     )
 
 
-async def _amount_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
+async def _amount_screen(
+    session: AsyncSession, ctx: LinliContext, draft: AwardDraft
+) -> common.View:
     limit = await points.max_award(session, community_id=draft.community_id)
-    amounts = [button(f"{n}", f"pa:{draft.id}:{n}") for n in AMOUNTS if n <= limit]
-    rows = rows_of(amounts, len(AMOUNTS))
+    amounts = [common.button(f"{n}", f"pa:{draft.id}:{n}") for n in AMOUNTS if n <= limit]
+    rows = common.rows_of(amounts, len(AMOUNTS))
     if draft.kind == Kind.award:
         found = await points.rules(session, community_id=draft.community_id, now=ctx.now())
         shortcuts = [
-            button(
-                label(ctx, "points", "rule_amount", name=r.name(ctx.lang), points=r.points),
+            common.button(
+                common.label(ctx, "points", "rule_amount", name=r.name(ctx.lang), points=r.points),
                 f"pr:{draft.id}:{r.code}",
             )
             for r in found
             if r.active and r.code != points.WELCOME and r.points <= limit
         ]
-        rows += rows_of(shortcuts, 2)
-    rows.append([button(label(ctx, "points", "type_amount"), f"pk:{draft.id}")])
+        rows += common.rows_of(shortcuts, 2)
+    rows.append([common.button(common.label(ctx, "points", "type_amount"), f"pk:{draft.id}")])
     rows.append(_cancel(ctx, draft))
     who = await points.draft_people(session, draft)
-    return View("points/pick_amount", {"draft": draft, "who": who, "max": limit}, keyboard(rows))
+    return common.View(
+        "points/pick_amount", {"draft": draft, "who": who, "max": limit}, common.keyboard(rows)
+    )
 
 
 def _cancel(ctx: LinliContext, draft: AwardDraft) -> list[InlineKeyboardButton]:
     """The one cancel button of every flow (fx:<draft>)."""
-    return [button(label(ctx, "flows", "cancel"), f"{flowui.CANCEL}:{draft.id}")]
+    return [common.button(common.label(ctx, "flows", "cancel"), f"{flowui.CANCEL}:{draft.id}")]
 
 
-async def _reason_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
+async def _reason_screen(
+    session: AsyncSession, ctx: LinliContext, draft: AwardDraft
+) -> common.View:
     rows: list[list[InlineKeyboardButton]] = []
     if draft.kind == Kind.award:
         found = await points.rules(session, community_id=draft.community_id, now=ctx.now())
         reasons = [
-            button(r.name(ctx.lang), f"ps:{draft.id}:{r.code}")
+            common.button(r.name(ctx.lang), f"ps:{draft.id}:{r.code}")
             for r in found
             if r.active and r.code != points.WELCOME
         ]
-        rows += rows_of(reasons, 2)
-    rows.append([button(label(ctx, "points", "type_reason"), f"pw:{draft.id}")])
-    rows.append([button(label(ctx, "points", "back"), f"pb:{draft.id}")])
+        rows += common.rows_of(reasons, 2)
+    rows.append([common.button(common.label(ctx, "points", "type_reason"), f"pw:{draft.id}")])
+    rows.append([common.button(common.label(ctx, "points", "back"), f"pb:{draft.id}")])
     rows.append(_cancel(ctx, draft))
     who = await points.draft_people(session, draft)
-    return View("points/pick_reason", {"draft": draft, "who": who}, keyboard(rows))
+    return common.View("points/pick_reason", {"draft": draft, "who": who}, common.keyboard(rows))
 
 
-async def _confirm_screen(session: AsyncSession, ctx: LinliContext, draft: AwardDraft) -> View:
+async def _confirm_screen(
+    session: AsyncSession, ctx: LinliContext, draft: AwardDraft
+) -> common.View:
     rows = [
-        [button(label(ctx, "points", "confirm"), f"pc:{draft.id}")],
-        [button(label(ctx, "points", "back"), f"pb:{draft.id}")],
+        [common.button(common.label(ctx, "points", "confirm"), f"pc:{draft.id}")],
+        [common.button(common.label(ctx, "points", "back"), f"pb:{draft.id}")],
         _cancel(ctx, draft),
     ]
     params = await _draft_params(session, ctx, draft)
-    return View("points/confirm", params, keyboard(rows))
+    return common.View("points/confirm", params, common.keyboard(rows))
 
 
 async def _draft_params(
@@ -223,15 +212,15 @@ async def _draft_params(
 
 
 def _draft_id(update: Update, prefix: str, count: int = 1) -> tuple[int, list[str]]:
-    private_only(update)  # every step of a draft is in the lead's private chat
-    args = callback_args(update, prefix, count)
-    return as_int(args[0]), args[1:]
+    common.private_only(update)  # every step of a draft is in the lead's private chat
+    args = common.callback_args(update, prefix, count)
+    return common.as_int(args[0]), args[1:]
 
 
 async def _set_amount(update: Update, ctx: LinliContext, draft_id: int, amount: str) -> None:
     """The amount, tapped or typed; then the reason (or the confirmation, if a rule gave it)."""
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         draft = await points.set_amount(
             session, auth=auth, draft_id=draft_id, amount=amount, now=ctx.now()
         )
@@ -239,7 +228,7 @@ async def _set_amount(update: Update, ctx: LinliContext, draft_id: int, amount: 
             screen = await _confirm_screen(session, ctx, draft)
         else:
             screen = await _reason_screen(session, ctx, draft)
-    await show(update, ctx, screen)
+    await common.show(update, ctx, screen)
 
 
 async def btn_amount(update: Update, ctx: LinliContext) -> None:
@@ -251,12 +240,12 @@ async def btn_amount(update: Update, ctx: LinliContext) -> None:
 async def _choose_rule(update: Update, ctx: LinliContext, prefix: str, *, amount: bool) -> None:
     draft_id, (code,) = _draft_id(update, prefix, 2)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         draft = await points.choose_rule(
             session, auth=auth, draft_id=draft_id, code=code, now=ctx.now(), with_amount=amount
         )
         screen = await _confirm_screen(session, ctx, draft)
-    await show(update, ctx, screen)
+    await common.show(update, ctx, screen)
 
 
 async def btn_rule_amount(update: Update, ctx: LinliContext) -> None:
@@ -273,21 +262,21 @@ async def btn_back(update: Update, ctx: LinliContext) -> None:
     """pb:<draft>: back to the amount."""
     draft_id, _ = _draft_id(update, "pb")
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         draft, _unit = await points.get_draft(session, auth=auth, draft_id=draft_id, now=ctx.now())
         screen = await _amount_screen(session, ctx, draft)
-    await show(update, ctx, screen)
+    await common.show(update, ctx, screen)
 
 
 async def _ask_about_draft(update: Update, ctx: LinliContext, prefix: str, step: str) -> None:
     draft_id, _ = _draft_id(update, prefix)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         draft, _unit = await points.get_draft(session, auth=auth, draft_id=draft_id, now=ctx.now())
         limit = await points.max_award(session, community_id=draft.community_id)
         flow = await _flow_of(session, draft)
     await flowui.ask(update, ctx, flow, step=step, template=f"points/ask_{step}", max=limit)
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 async def btn_type_amount(update: Update, ctx: LinliContext) -> None:
@@ -308,7 +297,7 @@ async def on_amount(update: Update, ctx: LinliContext, flow: Flow, text: str) ->
 @flowui.answers(points.AWARD, "reason")
 async def on_reason(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         draft = await points.set_reason(
             session, auth=auth, draft_id=flowui.flow_id(flow), text=text, now=ctx.now()
         )
@@ -316,24 +305,24 @@ async def on_reason(update: Update, ctx: LinliContext, flow: Flow, text: str) ->
             screen = await _amount_screen(session, ctx, draft)
         else:
             screen = await _confirm_screen(session, ctx, draft)
-    await show(update, ctx, screen)
+    await common.show(update, ctx, screen)
 
 
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
     """pc:<draft>: save it. A second tap finds it saved and changes nothing."""
     draft_id, _ = _draft_id(update, "pc")
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         draft, _posted, changed = await points.confirm_draft(
             session, auth=auth, draft_id=draft_id, now=ctx.now()
         )
         params = await _draft_params(session, ctx, draft)
-    screen = View("points/done", params)
+    screen = common.View("points/done", params)
     if changed:
-        await show(update, ctx, screen)
+        await common.show(update, ctx, screen)
         return
-    await replace(update, ctx, screen)
-    await answer(update, ctx, "points/already_saved", alert=True)
+    await common.replace(update, ctx, screen)
+    await common.answer(update, ctx, "points/already_saved", alert=True)
 
 
 async def cmd_start_award(update: Update, ctx: LinliContext) -> None:
@@ -356,7 +345,7 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("award", cmd_award))
     app.add_handler(CommandHandler("deduct", cmd_deduct))
     app.add_handler(CommandHandler("correct", cmd_correct))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("pa", btn_amount),

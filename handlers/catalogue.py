@@ -12,31 +12,7 @@ from telegram.error import TelegramError
 from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
-from handlers import flowui
-from handlers.common import (
-    PAGE,
-    View,
-    add_buttons,
-    answer,
-    answer_privately,
-    as_int,
-    button,
-    callback_args,
-    clamp_page,
-    keyboard,
-    label,
-    load_auth,
-    note_replied,
-    page_buttons,
-    page_count,
-    private_only,
-    replied_to,
-    rows_of,
-    screen,
-    show,
-    typed,
-    user_id,
-)
+from handlers import common, flowui
 from handlers.prompts import answers, ask
 from models import flows, people, rewards
 from models.errors import InvalidInput, NotAllowed
@@ -58,23 +34,23 @@ ASK_VALUE = "rw_value"
 
 
 async def _manager(session: AsyncSession, ctx: LinliContext, update: Update, cid: int) -> Authority:
-    auth = await load_auth(session, ctx, update)
+    auth = await common.load_auth(session, ctx, update)
     rewards.require_manager(auth, cid)
     return auth
 
 
 async def _start_view(
     session: AsyncSession, ctx: LinliContext, update: Update, merchant: int
-) -> View:
-    auth = await load_auth(session, ctx, update)
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
     found = await rewards.managed_communities(session, auth=auth)
     if not found:
         raise NotAllowed("rewards_staff_only")
     if len(found) == 1:
         assert found[0].id is not None
         return await _manage_view(session, ctx, update, found[0].id, merchant, 0)
-    rows = [[button(c.name, f"rmh:{c.id}:{merchant}:0")] for c in found[:PAGE]]
-    return View("rewards/manage_pick", markup=keyboard(rows))
+    rows = [[common.button(c.name, f"rmh:{c.id}:{merchant}:0")] for c in found[: common.PAGE]]
+    return common.View("rewards/manage_pick", markup=common.keyboard(rows))
 
 
 async def _manage_view(
@@ -86,19 +62,27 @@ async def _manage_view(
     page: int,
     *,
     note: str = "",
-) -> View:
+) -> common.View:
     await _manager(session, ctx, update, cid)
     community = await people.get_community(session, cid)
     found = list(await rewards.rewards_of(session, community_id=cid))
-    page = clamp_page(page, len(found))
-    shown = found[page * PAGE : (page + 1) * PAGE]
+    page = common.clamp_page(page, len(found))
+    shown = found[page * common.PAGE : (page + 1) * common.PAGE]
     preset = await people.get_person(session, merchant) if merchant else None
-    rows = [[button(label(ctx, "rewards", "add"), f"rmn:{cid}:{merchant if preset else 0}")]]
-    rows += [[button(_reward_label(ctx, r), f"rme:{r.id}")] for r in shown]
+    rows = [
+        [
+            common.button(
+                common.label(ctx, "rewards", "add"), f"rmn:{cid}:{merchant if preset else 0}"
+            )
+        ]
+    ]
+    rows += [[common.button(_reward_label(ctx, r), f"rme:{r.id}")] for r in shown]
     rows.append(
-        page_buttons(ctx, page, page_count(len(found)), lambda p: f"rmh:{cid}:{merchant}:{p}")
+        common.page_buttons(
+            ctx, page, common.page_count(len(found)), lambda p: f"rmh:{cid}:{merchant}:{p}"
+        )
     )
-    rows.append([button(label(ctx, "rewards", "redemption_day"), f"rmd:{cid}")])
+    rows.append([common.button(common.label(ctx, "rewards", "redemption_day"), f"rmd:{cid}")])
     params = {
         "community": community,
         "day": await rewards.redemption_day(session, community_id=cid),
@@ -107,22 +91,22 @@ async def _manage_view(
         "merchants": await _merchants(session, shown),
         "preset": preset,
         "page": page,
-        "pages": page_count(len(found)),
+        "pages": common.page_count(len(found)),
         "empty": not found,
     }
-    return View("rewards/manage", params, keyboard(rows))
+    return common.View("rewards/manage", params, common.keyboard(rows))
 
 
 def _reward_label(ctx: LinliContext, reward: Reward) -> str:
     if reward.status == RewardStatus.retired:
-        return label(
+        return common.label(
             ctx,
             "rewards",
             "reward_retired",
             name=rewards.name_in(reward, ctx.lang),
             cost=reward.cost,
         )
-    return label(
+    return common.label(
         ctx, "rewards", "reward_item", name=rewards.name_in(reward, ctx.lang), cost=reward.cost
     )
 
@@ -138,12 +122,12 @@ async def _merchants(session: AsyncSession, found: Sequence[Reward]) -> dict[int
 
 
 async def cmd_reward(update: Update, ctx: LinliContext) -> None:
-    who = replied_to(update.effective_message)
+    who = common.replied_to(update.effective_message)
     if who is not None and who.is_bot:
         who = None  # a bot cannot hand over rewards
     merchant = 0
     if who is not None:
-        await note_replied(ctx, who)
+        await common.note_replied(ctx, who)
         merchant = who.id
     await _open_manage(update, ctx, merchant)
 
@@ -153,41 +137,53 @@ async def _open_manage(update: Update, ctx: LinliContext, merchant: int) -> None
         view = await _start_view(session, ctx, update, merchant)
     # Typing names and numbers is done in private, away from the group's chatter.
     payload = f"reward-m{merchant}" if merchant else "reward"
-    await answer_privately(update, ctx, view, payload, feature="rewards")
+    await common.answer_privately(update, ctx, view, payload, feature="rewards")
 
 
-@screen("rmh", 3, private=True)
+@common.screen("rmh", 3, private=True)
 async def btn_manage(
     session: AsyncSession, ctx: LinliContext, update: Update, cid: str, merchant: str, page: str
-) -> View:
-    merchant_id = as_int(merchant, telegram_id=True)
-    return await _manage_view(session, ctx, update, as_int(cid), merchant_id, as_int(page))
+) -> common.View:
+    merchant_id = common.as_int(merchant, telegram_id=True)
+    return await _manage_view(
+        session, ctx, update, common.as_int(cid), merchant_id, common.as_int(page)
+    )
 
 
 async def btn_day(update: Update, ctx: LinliContext) -> None:
     """rmd:<community>: pick the day of the month the groups are reminded of the rewards."""
-    private_only(update)
-    (cid,) = callback_args(update, "rmd", 1)
+    common.private_only(update)
+    (cid,) = common.callback_args(update, "rmd", 1)
     async with ctx.svc.db.transaction(write=False) as session:
-        await _manager(session, ctx, update, as_int(cid))
-        day = await rewards.redemption_day(session, community_id=as_int(cid))
-    days = [button(str(d), f"rmds:{as_int(cid)}:{d}") for d in range(1, 29)]
-    rows = rows_of(days, 7)
-    rows.append([button(label(ctx, "rewards", "day_off"), f"rmds:{as_int(cid)}:0")])
-    rows.append([button(label(ctx, "rewards", "back"), f"rmh:{as_int(cid)}:0:0")])
-    await show(update, ctx, View("rewards/pick_day", {"day": day}, keyboard(rows)))
+        await _manager(session, ctx, update, common.as_int(cid))
+        day = await rewards.redemption_day(session, community_id=common.as_int(cid))
+    days = [common.button(str(d), f"rmds:{common.as_int(cid)}:{d}") for d in range(1, 29)]
+    rows = common.rows_of(days, 7)
+    rows.append(
+        [common.button(common.label(ctx, "rewards", "day_off"), f"rmds:{common.as_int(cid)}:0")]
+    )
+    rows.append(
+        [common.button(common.label(ctx, "rewards", "back"), f"rmh:{common.as_int(cid)}:0:0")]
+    )
+    await common.show(
+        update, ctx, common.View("rewards/pick_day", {"day": day}, common.keyboard(rows))
+    )
 
 
 async def btn_day_set(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    cid, day = callback_args(update, "rmds", 2)
+    common.private_only(update)
+    cid, day = common.callback_args(update, "rmds", 2)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         await rewards.set_redemption_day(
-            session, auth=auth, community_id=as_int(cid), day=as_int(day) or None, now=ctx.now()
+            session,
+            auth=auth,
+            community_id=common.as_int(cid),
+            day=common.as_int(day) or None,
+            now=ctx.now(),
         )
-        view = await _manage_view(session, ctx, update, as_int(cid), 0, 0, note="day")
-    await show(update, ctx, view)
+        view = await _manage_view(session, ctx, update, common.as_int(cid), 0, 0, note="day")
+    await common.show(update, ctx, view)
 
 
 # adding: a guided flow (kind "reward"): cost (buttons or typed), stock (buttons or typed),
@@ -200,29 +196,37 @@ REWARD = "reward"  # the flow kind of a reward being added: cost, stock, names, 
 def _catalogue(ctx: LinliContext, flow: Flow) -> list[InlineKeyboardButton]:
     """Under a cancelled draft: back to the catalogue it was started from."""
     merchant = int(flow.data.get("merchant") or 0)
-    return [button(label(ctx, "rewards", "all_rewards"), f"rmh:{flow.community_id}:{merchant}:0")]
+    return [
+        common.button(
+            common.label(ctx, "rewards", "all_rewards"), f"rmh:{flow.community_id}:{merchant}:0"
+        )
+    ]
 
 
 flowui.on_cancel(REWARD, "rewards/draft_cancelled", then=_catalogue)
 
 
-def _cost_view(ctx: LinliContext, flow: Flow) -> View:
+def _cost_view(ctx: LinliContext, flow: Flow) -> common.View:
     fid = flowui.flow_id(flow)
-    choices = [button(label(ctx, "rewards", "points", n=n), f"rmk:{fid}:{n}") for n in COSTS]
-    rows = rows_of(choices, 3)
-    rows.append([button(label(ctx, "rewards", "type_number"), f"rmtc:{fid}")])
+    choices = [
+        common.button(common.label(ctx, "rewards", "points", n=n), f"rmk:{fid}:{n}") for n in COSTS
+    ]
+    rows = common.rows_of(choices, 3)
+    rows.append([common.button(common.label(ctx, "rewards", "type_number"), f"rmtc:{fid}")])
     rows.append(flowui.cancel_row(ctx, flow))
-    return View("rewards/new_cost", markup=keyboard(rows))
+    return common.View("rewards/new_cost", markup=common.keyboard(rows))
 
 
-def _stock_view(ctx: LinliContext, flow: Flow) -> View:
+def _stock_view(ctx: LinliContext, flow: Flow) -> common.View:
     fid = flowui.flow_id(flow)
-    choices = [button(label(ctx, "rewards", "unlimited"), f"rmq:{fid}:{UNLIMITED}")]
-    choices += [button(label(ctx, "rewards", "pieces", n=n), f"rmq:{fid}:{n}") for n in STOCKS]
-    rows = rows_of(choices, 3)
-    rows.append([button(label(ctx, "rewards", "type_number"), f"rmts:{fid}")])
+    choices = [common.button(common.label(ctx, "rewards", "unlimited"), f"rmq:{fid}:{UNLIMITED}")]
+    choices += [
+        common.button(common.label(ctx, "rewards", "pieces", n=n), f"rmq:{fid}:{n}") for n in STOCKS
+    ]
+    rows = common.rows_of(choices, 3)
+    rows.append([common.button(common.label(ctx, "rewards", "type_number"), f"rmts:{fid}")])
     rows.append(flowui.cancel_row(ctx, flow))
-    return View("rewards/new_stock", {"cost": flow.data["cost"]}, keyboard(rows))
+    return common.View("rewards/new_stock", {"cost": flow.data["cost"]}, common.keyboard(rows))
 
 
 def _whole(text: str, low: int, high: int) -> int:
@@ -231,7 +235,7 @@ def _whole(text: str, low: int, high: int) -> int:
 
 async def _draft(session: AsyncSession, ctx: LinliContext, update: Update, fid: str | int) -> Flow:
     """The lead's open reward draft (locked), with their right to run the catalogue re-checked."""
-    private_only(update)
+    common.private_only(update)
     flow = await flowui.load(session, ctx, update, fid, kind=REWARD)
     await _manager(session, ctx, update, flow.community_id or 0)
     return flow
@@ -239,30 +243,31 @@ async def _draft(session: AsyncSession, ctx: LinliContext, update: Update, fid: 
 
 async def btn_new(update: Update, ctx: LinliContext) -> None:
     """rmn:<community>:<merchant>: a new reward's draft; first its cost."""
-    private_only(update)
-    cid, merchant = callback_args(update, "rmn", 2)
+    common.private_only(update)
+    cid, merchant = common.callback_args(update, "rmn", 2)
     async with ctx.svc.db.transaction() as session:
-        await _manager(session, ctx, update, as_int(cid))
+        await _manager(session, ctx, update, common.as_int(cid))
         flow = await flows.start(
-            session, kind=REWARD, owner_id=user_id(update), community_id=as_int(cid),
-            private=True, now=ctx.now(), data={"merchant": as_int(merchant, telegram_id=True)},
+            session, kind=REWARD, owner_id=common.user_id(update), community_id=common.as_int(cid),
+            private=True, now=ctx.now(),
+            data={"merchant": common.as_int(merchant, telegram_id=True)},
         )  # fmt: skip
-    await show(update, ctx, _cost_view(ctx, flow))
+    await common.show(update, ctx, _cost_view(ctx, flow))
 
 
 async def btn_new_cost(update: Update, ctx: LinliContext) -> None:
     """rmk:<draft>:<cost>"""
-    fid, cost = callback_args(update, "rmk", 2)
+    fid, cost = common.callback_args(update, "rmk", 2)
     value = _whole(cost, 1, rewards.MAX_COST)
     async with ctx.svc.db.transaction() as session:
         flow = await _draft(session, ctx, update, fid)
         await flows.update(session, flow, now=ctx.now(), cost=value)
-    await show(update, ctx, _stock_view(ctx, flow))
+    await common.show(update, ctx, _stock_view(ctx, flow))
 
 
 async def btn_new_stock(update: Update, ctx: LinliContext) -> None:
     """rmq:<draft>:<stock|u>: the numbers are set; now the names."""
-    fid, stock = callback_args(update, "rmq", 2)
+    fid, stock = common.callback_args(update, "rmq", 2)
     amount = None if stock == UNLIMITED else _whole(stock, 0, rewards.MAX_STOCK)
     async with ctx.svc.db.transaction() as session:
         flow = await _draft(session, ctx, update, fid)
@@ -270,15 +275,15 @@ async def btn_new_stock(update: Update, ctx: LinliContext) -> None:
             raise InvalidInput("stale_button")
         await flows.update(session, flow, now=ctx.now(), stock=amount)
     await flowui.ask(update, ctx, flow, step="name_zh", template="rewards/ask_name_zh")
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 async def _ask_number(update: Update, ctx: LinliContext, prefix: str, step: str) -> None:
-    (fid,) = callback_args(update, prefix, 1)
+    (fid,) = common.callback_args(update, prefix, 1)
     async with ctx.svc.db.transaction() as session:
         flow = await _draft(session, ctx, update, fid)
     await flowui.ask(update, ctx, flow, step=step, template=f"rewards/ask_{step}")
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 async def btn_type_new_cost(update: Update, ctx: LinliContext) -> None:
@@ -320,7 +325,7 @@ async def _store(
 async def on_new_cost(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
     live = await _store(update, ctx, flow, "cost", lambda: _whole(text, 1, rewards.MAX_COST))
     if live is not None:
-        await show(update, ctx, _stock_view(ctx, live))
+        await common.show(update, ctx, _stock_view(ctx, live))
 
 
 @flowui.answers(REWARD, "stock")
@@ -351,7 +356,7 @@ async def on_name_en(update: Update, ctx: LinliContext, flow: Flow, text: str) -
     vouched = bool(merchant_id) and await _in_community_chat(ctx, cid, merchant_id)
     async with ctx.svc.db.transaction() as session:
         await _draft(session, ctx, update, flowui.flow_id(flow))
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
 
         async def make(draft: Flow) -> int:
             reward = await rewards.add_reward(
@@ -379,7 +384,7 @@ async def on_name_en(update: Update, ctx: LinliContext, flow: Flow, text: str) -
         done, _created = await flows.confirm(
             session,
             flow_id=flowui.flow_id(flow),
-            owner_id=user_id(update),
+            owner_id=common.user_id(update),
             now=ctx.now(),
             make=make,
             kind=REWARD,
@@ -389,7 +394,7 @@ async def on_name_en(update: Update, ctx: LinliContext, flow: Flow, text: str) -
             view = await _edit_view(session, ctx, reward, note="added")
         else:
             view = await _merchant_view(session, ctx, reward, 0, added=True)
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 # editing one reward
@@ -397,41 +402,49 @@ async def on_name_en(update: Update, ctx: LinliContext, flow: Flow, text: str) -
 
 async def _edit_view(
     session: AsyncSession, ctx: LinliContext, reward: Reward, *, note: str = ""
-) -> View:
+) -> common.View:
     merchant = await people.get_person(session, reward.merchant_id) if reward.merchant_id else None
     rid = reward.id
     retired = reward.status == RewardStatus.retired
     rows = [
         [
-            button(label(ctx, "rewards", "edit_cost"), f"rmo:{rid}:c"),
-            button(label(ctx, "rewards", "edit_stock"), f"rmo:{rid}:s"),
+            common.button(common.label(ctx, "rewards", "edit_cost"), f"rmo:{rid}:c"),
+            common.button(common.label(ctx, "rewards", "edit_stock"), f"rmo:{rid}:s"),
         ],
         [
-            button(label(ctx, "rewards", "edit_limit"), f"rmo:{rid}:l"),
-            button(label(ctx, "rewards", "edit_merchant"), f"rmm:{rid}:0"),
+            common.button(common.label(ctx, "rewards", "edit_limit"), f"rmo:{rid}:l"),
+            common.button(common.label(ctx, "rewards", "edit_merchant"), f"rmm:{rid}:0"),
         ],
         [
-            button(label(ctx, "rewards", "restore"), f"rmv:{rid}:{RewardStatus.active}")
+            common.button(
+                common.label(ctx, "rewards", "restore"), f"rmv:{rid}:{RewardStatus.active}"
+            )
             if retired
-            else button(label(ctx, "rewards", "retire"), f"rmv:{rid}:{RewardStatus.retired}")
+            else common.button(
+                common.label(ctx, "rewards", "retire"), f"rmv:{rid}:{RewardStatus.retired}"
+            )
         ],
-        [button(label(ctx, "rewards", "all_rewards"), f"rmh:{reward.community_id}:0:0")],
+        [
+            common.button(
+                common.label(ctx, "rewards", "all_rewards"), f"rmh:{reward.community_id}:0:0"
+            )
+        ],
     ]
     params = {"reward": reward, "merchant": merchant, "note": note}
-    return View("rewards/edit", params, keyboard(rows))
+    return common.View("rewards/edit", params, common.keyboard(rows))
 
 
 async def _managed_reward(
     session: AsyncSession, ctx: LinliContext, update: Update, reward_id: str
 ) -> tuple[Authority, Reward]:
-    reward = await rewards.get_reward(session, as_int(reward_id))
+    reward = await rewards.get_reward(session, common.as_int(reward_id))
     return await _manager(session, ctx, update, reward.community_id), reward
 
 
-@screen("rme", 1, private=True)
+@common.screen("rme", 1, private=True)
 async def btn_edit(
     session: AsyncSession, ctx: LinliContext, update: Update, reward_id: str
-) -> View:
+) -> common.View:
     _, reward = await _managed_reward(session, ctx, update, reward_id)
     return await _edit_view(session, ctx, reward)
 
@@ -444,35 +457,47 @@ def _field(code: str) -> str:
 
 async def btn_option(update: Update, ctx: LinliContext) -> None:
     """rmo:<reward>:<c|s|l>: the choices for cost, stock or the monthly limit."""
-    private_only(update)
-    reward_id, code = callback_args(update, "rmo", 2)
+    common.private_only(update)
+    reward_id, code = common.callback_args(update, "rmo", 2)
     name = _field(code)
     async with ctx.svc.db.transaction(write=False) as session:
         _, reward = await _managed_reward(session, ctx, update, reward_id)
     data = f"rms:{reward.id}:{code}"
     if name == "cost":
-        choices = [button(label(ctx, "rewards", "points", n=n), f"{data}:{n}") for n in COSTS]
+        choices = [
+            common.button(common.label(ctx, "rewards", "points", n=n), f"{data}:{n}") for n in COSTS
+        ]
     elif name == "stock":
         choices = [
-            button(label(ctx, "rewards", "unlimited"), f"{data}:{UNLIMITED}"),
-            button("0", f"{data}:0"),
+            common.button(common.label(ctx, "rewards", "unlimited"), f"{data}:{UNLIMITED}"),
+            common.button("0", f"{data}:0"),
         ]
-        choices += [button(label(ctx, "rewards", "pieces", n=n), f"{data}:{n}") for n in STOCKS]
+        choices += [
+            common.button(common.label(ctx, "rewards", "pieces", n=n), f"{data}:{n}")
+            for n in STOCKS
+        ]
     else:
-        choices = [button(label(ctx, "rewards", "no_limit"), f"{data}:{NO_LIMIT}")]
-        choices += [button(label(ctx, "rewards", "per_month", n=n), f"{data}:{n}") for n in LIMITS]
-    rows = rows_of(choices, 3)
-    rows.append([button(label(ctx, "rewards", "type_number"), f"rmt:{reward.id}:{code}")])
-    rows.append([button(label(ctx, "rewards", "back"), f"rme:{reward.id}")])
-    await show(
-        update, ctx, View("rewards/pick_value", {"reward": reward, "field": name}, keyboard(rows))
+        choices = [common.button(common.label(ctx, "rewards", "no_limit"), f"{data}:{NO_LIMIT}")]
+        choices += [
+            common.button(common.label(ctx, "rewards", "per_month", n=n), f"{data}:{n}")
+            for n in LIMITS
+        ]
+    rows = common.rows_of(choices, 3)
+    rows.append(
+        [common.button(common.label(ctx, "rewards", "type_number"), f"rmt:{reward.id}:{code}")]
+    )
+    rows.append([common.button(common.label(ctx, "rewards", "back"), f"rme:{reward.id}")])
+    await common.show(
+        update,
+        ctx,
+        common.View("rewards/pick_value", {"reward": reward, "field": name}, common.keyboard(rows)),
     )
 
 
 async def _set_value(
     session: AsyncSession, ctx: LinliContext, update: Update, reward_id: int, name: str, value: str
-) -> View:
-    auth = await load_auth(session, ctx, update)
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
     now = ctx.now()
     if name == "cost":
         reward = await rewards.set_cost(
@@ -496,22 +521,22 @@ async def _set_value(
 
 
 async def btn_set(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    reward_id, code, value = callback_args(update, "rms", 3)
+    common.private_only(update)
+    reward_id, code, value = common.callback_args(update, "rms", 3)
     name = _field(code)
     async with ctx.svc.db.transaction() as session:
-        view = await _set_value(session, ctx, update, as_int(reward_id), name, value)
-    await show(update, ctx, view)
+        view = await _set_value(session, ctx, update, common.as_int(reward_id), name, value)
+    await common.show(update, ctx, view)
 
 
 async def btn_type(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    reward_id, code = callback_args(update, "rmt", 2)
+    common.private_only(update)
+    reward_id, code = common.callback_args(update, "rmt", 2)
     name = _field(code)
     async with ctx.svc.db.transaction(write=False) as session:
         _, reward = await _managed_reward(session, ctx, update, reward_id)
     await ask(update, ctx, ASK_VALUE, f"{reward.id}:{code}", f"rewards/ask_{name}")
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 def _payload(prompt: people.Prompt, count: int) -> list[str]:
@@ -527,7 +552,9 @@ async def on_value(update: Update, ctx: LinliContext, prompt: people.Prompt) -> 
     name = _field(code)
     try:
         async with ctx.svc.db.transaction() as session:
-            view = await _set_value(session, ctx, update, as_int(reward_id), name, typed(update))
+            view = await _set_value(
+                session, ctx, update, common.as_int(reward_id), name, common.typed(update)
+            )
     except InvalidInput as error:
         if error.key != "bad_number":
             raise
@@ -536,41 +563,43 @@ async def on_value(update: Update, ctx: LinliContext, prompt: people.Prompt) -> 
             **error.params,
         )  # fmt: skip
         return
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def _merchant_view(
     session: AsyncSession, ctx: LinliContext, reward: Reward, page: int, *, added: bool = False
-) -> View:
+) -> common.View:
     found, total = await rewards.merchant_candidates(
-        session, community_id=reward.community_id, offset=page * PAGE, limit=PAGE
+        session, community_id=reward.community_id, offset=page * common.PAGE, limit=common.PAGE
     )
-    if not found and page != clamp_page(page, total):
-        page = clamp_page(page, total)  # people left since the page was drawn
+    if not found and page != common.clamp_page(page, total):
+        page = common.clamp_page(page, total)  # people left since the page was drawn
         found, total = await rewards.merchant_candidates(
-            session, community_id=reward.community_id, offset=page * PAGE, limit=PAGE
+            session, community_id=reward.community_id, offset=page * common.PAGE, limit=common.PAGE
         )
-    choices = [button(p.name[:40] or "?", f"rmp:{reward.id}:{p.id}") for p in found]
-    rows = rows_of(choices, 2)
-    rows.append(page_buttons(ctx, page, page_count(total), lambda p: f"rmm:{reward.id}:{p}"))
-    rows.append([button(label(ctx, "rewards", "no_merchant"), f"rmp:{reward.id}:0")])
-    rows.append([button(label(ctx, "rewards", "back"), f"rme:{reward.id}")])
+    choices = [common.button(p.name[:40] or "?", f"rmp:{reward.id}:{p.id}") for p in found]
+    rows = common.rows_of(choices, 2)
+    rows.append(
+        common.page_buttons(ctx, page, common.page_count(total), lambda p: f"rmm:{reward.id}:{p}")
+    )
+    rows.append([common.button(common.label(ctx, "rewards", "no_merchant"), f"rmp:{reward.id}:0")])
+    rows.append([common.button(common.label(ctx, "rewards", "back"), f"rme:{reward.id}")])
     params = {
         "reward": reward,
         "added": added,
         "total": total,
         "page": page,
-        "pages": page_count(total),
+        "pages": common.page_count(total),
     }
-    return View("rewards/pick_merchant", params, keyboard(rows))
+    return common.View("rewards/pick_merchant", params, common.keyboard(rows))
 
 
-@screen("rmm", 2, private=True)
+@common.screen("rmm", 2, private=True)
 async def btn_merchants(
     session: AsyncSession, ctx: LinliContext, update: Update, reward_id: str, page: str
-) -> View:
+) -> common.View:
     _, reward = await _managed_reward(session, ctx, update, reward_id)
-    return await _merchant_view(session, ctx, reward, as_int(page))
+    return await _merchant_view(session, ctx, reward, common.as_int(page))
 
 
 async def _in_community_chat(ctx: LinliContext, community_id: int, person_id: int) -> bool:
@@ -590,37 +619,37 @@ async def _in_community_chat(ctx: LinliContext, community_id: int, person_id: in
 
 
 async def btn_set_merchant(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    reward_id, person_id = callback_args(update, "rmp", 2)
-    merchant_id = as_int(person_id, telegram_id=True) or None
+    common.private_only(update)
+    reward_id, person_id = common.callback_args(update, "rmp", 2)
+    merchant_id = common.as_int(person_id, telegram_id=True) or None
     async with ctx.svc.db.transaction(write=False) as session:
-        community_id = (await rewards.get_reward(session, as_int(reward_id))).community_id
+        community_id = (await rewards.get_reward(session, common.as_int(reward_id))).community_id
     vouched = merchant_id is not None and await _in_community_chat(ctx, community_id, merchant_id)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         reward, _ = await rewards.set_merchant(
             session,
             auth=auth,
-            reward_id=as_int(reward_id),
+            reward_id=common.as_int(reward_id),
             merchant_id=merchant_id,
             now=ctx.now(),
             in_community_chat=vouched,
         )
         view = await _edit_view(session, ctx, reward, note="saved")
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_status(update: Update, ctx: LinliContext) -> None:
     """rmv:<reward>:<active|retired>: retired rewards leave the list; issued codes stay good."""
-    private_only(update)
-    reward_id, status = callback_args(update, "rmv", 2)
+    common.private_only(update)
+    reward_id, status = common.callback_args(update, "rmv", 2)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         reward, _ = await rewards.set_status(
-            session, auth=auth, reward_id=as_int(reward_id), status=status, now=ctx.now()
+            session, auth=auth, reward_id=common.as_int(reward_id), status=status, now=ctx.now()
         )
         view = await _edit_view(session, ctx, reward, note=status)
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def cmd_start_reward(update: Update, ctx: LinliContext) -> None:
@@ -636,7 +665,7 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_reward, filters=filters.Regex(r"^/start reward\b"))
     )
     app.add_handler(CommandHandler("reward", cmd_reward))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("rmh", btn_manage),

@@ -28,18 +28,7 @@ from telegram import ForceReply, InlineKeyboardButton, Update
 from telegram.ext import CallbackQueryHandler, MessageHandler, filters
 
 from bot.context import LinliApp, LinliContext
-from handlers import prompts
-from handlers.common import (
-    as_int,
-    button,
-    callback_args,
-    edit,
-    is_private,
-    keyboard,
-    label,
-    render,
-    user_id,
-)
+from handlers import common, prompts
 from models import flows, people
 from models.errors import Conflict, InvalidInput
 from models.flows import Flow
@@ -111,16 +100,16 @@ async def load(
     kind (a forged button) and a private flow tapped in a group."""
     return await flows.open_flow(
         session,
-        flow_id=as_int(fid) if isinstance(fid, str) else fid,
-        owner_id=user_id(update),
+        flow_id=common.as_int(fid) if isinstance(fid, str) else fid,
+        owner_id=common.user_id(update),
         now=ctx.now(),
         kind=kind,
-        in_private=is_private(update),
+        in_private=common.is_private(update),
     )
 
 
 def cancel_button(ctx: LinliContext, flow: Flow) -> InlineKeyboardButton:
-    return button(label(ctx, "flows", "cancel"), f"{CANCEL}:{flow_id(flow)}")
+    return common.button(common.label(ctx, "flows", "cancel"), f"{CANCEL}:{flow_id(flow)}")
 
 
 def cancel_row(ctx: LinliContext, flow: Flow) -> list[InlineKeyboardButton]:
@@ -142,12 +131,14 @@ async def ask(
     with `rows` of the feature's own buttons — Skip, a few common answers — above the cancel
     button)."""
     await wait_for(update, ctx, flow, step=step)
-    private = is_private(update)
-    markup = keyboard([*rows, cancel_row(ctx, flow)]) if private else ForceReply(selective=True)
+    private = common.is_private(update)
+    markup = (
+        common.keyboard([*rows, cancel_row(ctx, flow)]) if private else ForceReply(selective=True)
+    )
     message = update.effective_message
     assert message is not None
     await message.reply_text(
-        render(ctx, template, **params), reply_markup=markup, do_quote=not private
+        common.render(ctx, template, **params), reply_markup=markup, do_quote=not private
     )
 
 
@@ -161,7 +152,7 @@ async def wait_for(update: Update, ctx: LinliContext, flow: Flow, *, step: str) 
         await flows.expect(session, live, step=step, now=ctx.now())
         await people.set_prompt(
             session,
-            person_id=user_id(update),
+            person_id=common.user_id(update),
             chat_id=chat.id,
             kind=PROMPT,
             payload=f"{flow_id(flow)}:{step}",
@@ -181,7 +172,7 @@ def _payload(prompt: people.Prompt) -> tuple[int, str]:
     fid, _, step = prompt.payload.partition(":")
     if not step:
         raise InvalidInput("stale_answer")
-    return as_int(fid), step
+    return common.as_int(fid), step
 
 
 @prompts.answers(PROMPT)
@@ -192,10 +183,10 @@ async def on_answer(update: Update, ctx: LinliContext, prompt: people.Prompt) ->
         flow = await flows.answer(
             session,
             flow_id=fid,
-            owner_id=user_id(update),
+            owner_id=common.user_id(update),
             step=step,
             now=ctx.now(),
-            in_private=is_private(update),
+            in_private=common.is_private(update),
         )
     found = _step(flow.kind, step)
     if found is None:
@@ -211,7 +202,7 @@ async def on_photo(update: Update, ctx: LinliContext) -> None:
     that takes one."""
     chat = update.effective_chat
     assert chat is not None
-    uid = user_id(update)
+    uid = common.user_id(update)
     async with ctx.svc.db.transaction(write=False) as session:
         waiting = await people.waiting_prompt(session, person_id=uid, chat_id=chat.id)
     if waiting is None or waiting.kind != PROMPT:
@@ -230,14 +221,14 @@ async def on_photo(update: Update, ctx: LinliContext) -> None:
 
 async def btn_cancel(update: Update, ctx: LinliContext) -> None:
     """The one cancel button of every flow: nothing of the draft is kept."""
-    (fid,) = callback_args(update, CANCEL, 1)
+    (fid,) = common.callback_args(update, CANCEL, 1)
     async with ctx.svc.db.transaction() as session:
         flow = await flows.load(
             session,
-            flow_id=as_int(fid),
-            owner_id=user_id(update),
+            flow_id=common.as_int(fid),
+            owner_id=common.user_id(update),
             now=ctx.now(),
-            in_private=is_private(update),
+            in_private=common.is_private(update),
             lock=True,
         )
         cancelled = await flows.cancel(session, flow, now=ctx.now())
@@ -248,8 +239,8 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
     if not cancelled:
         raise Conflict("flow_closed")
     told = CANCELLED.get(flow.kind, Cancelled("flows/cancelled"))
-    markup = keyboard([told.then(ctx, flow)]) if told.then is not None else None
-    await edit(update, ctx, told.template, markup=markup)
+    markup = common.keyboard([told.then(ctx, flow)]) if told.then is not None else None
+    await common.edit(update, ctx, told.template, markup=markup)
 
 
 def register(app: LinliApp) -> None:

@@ -16,34 +16,7 @@ from telegram.ext import CommandHandler, filters
 
 from bot import cards
 from bot.context import LinliApp, LinliContext
-from handlers.common import (
-    PAGE,
-    View,
-    add_buttons,
-    answer,
-    answer_privately,
-    as_int,
-    button,
-    callback_args,
-    deep_link,
-    edit,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    offer_private,
-    page_buttons,
-    paged,
-    private_only,
-    render,
-    replace,
-    reply,
-    rows_of,
-    screen,
-    show,
-    thread_of,
-    user_id,
-)
+from handlers import common
 from handlers.prompts import answers, ask
 from models import joins, outbox, people, points
 from models.errors import InvalidInput, NotAllowed, NotFound
@@ -52,7 +25,7 @@ from models.people import Authority, Community, Household, Membership, Person, U
 log = logging.getLogger("linli")
 
 FLATS_PER_ROW = 3  # flat numbers are short: three to a row keeps PAGE rows on one screen
-FLATS_PER_PAGE = PAGE * FLATS_PER_ROW
+FLATS_PER_PAGE = common.PAGE * FLATS_PER_ROW
 UNIT_PAYLOAD = re.compile(r"^u(\d+)$")  # codes are upper-case, so a lower-case u never clashes
 CODES_FILE = "linli-household-codes.csv"
 
@@ -75,10 +48,12 @@ def _label_in(ctx: LinliContext, lang: str, key: str, **params: object) -> str:
 
 
 def _code_row(ctx: LinliContext) -> list[InlineKeyboardButton]:
-    return [button(label(ctx, "join", "have_code"), "join:code")]
+    return [common.button(common.label(ctx, "join", "have_code"), "join:code")]
 
 
-async def _first_screen(session: AsyncSession, ctx: LinliContext, unit_id: int | None) -> View:
+async def _first_screen(
+    session: AsyncSession, ctx: LinliContext, unit_id: int | None
+) -> common.View:
     """Where the picker starts: a deep link's building, else the community (if only one)."""
     if unit_id is not None:
         try:
@@ -93,18 +68,20 @@ async def _first_screen(session: AsyncSession, ctx: LinliContext, unit_id: int |
             return await _flats_screen(session, ctx, building, 0)
     found = await people.communities(session)
     if not found:
-        return View("join/no_community")
+        return common.View("join/no_community")
     if len(found) == 1:
         assert found[0].id is not None
         return await _buildings_screen(session, ctx, found[0].id, 0)
     return _communities_screen(ctx, found, 0)
 
 
-def _communities_screen(ctx: LinliContext, found: Sequence[Community], page: int) -> View:
-    shown, page, pages = paged(sorted(found, key=lambda c: _natural(c.name)), page, PAGE)
-    rows = [[button(c.name, f"jb:{c.id}:0")] for c in shown]
-    rows += [page_buttons(ctx, page, pages, "jk:{}"), _code_row(ctx)]
-    return View("join/pick_community", {"page": page, "pages": pages}, keyboard(rows))
+def _communities_screen(ctx: LinliContext, found: Sequence[Community], page: int) -> common.View:
+    shown, page, pages = common.paged(
+        sorted(found, key=lambda c: _natural(c.name)), page, common.PAGE
+    )
+    rows = [[common.button(c.name, f"jb:{c.id}:0")] for c in shown]
+    rows += [common.page_buttons(ctx, page, pages, "jk:{}"), _code_row(ctx)]
+    return common.View("join/pick_community", {"page": page, "pages": pages}, common.keyboard(rows))
 
 
 async def _buildings_screen(
@@ -114,7 +91,7 @@ async def _buildings_screen(
     page: int,
     *,
     under: Unit | None = None,
-) -> View:
+) -> common.View:
     community = await session.get(Community, community_id)
     if community is None:
         raise InvalidInput("stale_button")
@@ -122,15 +99,17 @@ async def _buildings_screen(
     if under is not None:
         found = [b for b in found if b.path.startswith(under.path)]
     found.sort(key=lambda b: (_natural(b.name), b.id))
-    shown, page, pages = paged(found, page, PAGE)
+    shown, page, pages = common.paged(found, page, common.PAGE)
     names = await _building_labels(session, found, shown)
-    rows = [[button(names[b.id or 0], f"jf:{b.id}:0")] for b in shown]
+    rows = [[common.button(names[b.id or 0], f"jf:{b.id}:0")] for b in shown]
     data = f"ju:{under.id}:{{}}" if under is not None else f"jb:{community_id}:{{}}"
-    rows.append(page_buttons(ctx, page, pages, data))
+    rows.append(common.page_buttons(ctx, page, pages, data))
     if under is not None:
-        rows.append([button(label(ctx, "join", "all_buildings"), f"jb:{community_id}:0")])
+        rows.append(
+            [common.button(common.label(ctx, "join", "all_buildings"), f"jb:{community_id}:0")]
+        )
     elif len(await people.communities(session)) > 1:
-        rows.append([button(label(ctx, "join", "back"), "jk:0")])
+        rows.append([common.button(common.label(ctx, "join", "back"), "jk:0")])
     rows.append(_code_row(ctx))
     params: dict[str, object] = {
         "community": community,
@@ -139,7 +118,7 @@ async def _buildings_screen(
         "pages": pages,
         "empty": not found,
     }
-    return View("join/pick_building", params, keyboard(rows))
+    return common.View("join/pick_building", params, common.keyboard(rows))
 
 
 async def _building_labels(
@@ -161,7 +140,7 @@ async def _building_labels(
 
 async def _flats_screen(
     session: AsyncSession, ctx: LinliContext, building: Unit, page: int
-) -> View:
+) -> common.View:
     if building.kind != people.UnitKind.building:
         raise InvalidInput("stale_button")
     assert building.id is not None
@@ -169,36 +148,40 @@ async def _flats_screen(
         await people.households_in(session, building_id=building.id),
         key=lambda h: (_natural(h.flat), h.id),
     )
-    shown, page, pages = paged(found, page, FLATS_PER_PAGE)
-    flats = [button(h.flat, f"jh:{h.id}:{page}") for h in shown]
-    rows = rows_of(flats, FLATS_PER_ROW)
+    shown, page, pages = common.paged(found, page, FLATS_PER_PAGE)
+    flats = [common.button(h.flat, f"jh:{h.id}:{page}") for h in shown]
+    rows = common.rows_of(flats, FLATS_PER_ROW)
     rows += [
-        page_buttons(ctx, page, pages, f"jf:{building.id}:{{}}"),
-        [button(label(ctx, "join", "other_building"), f"jb:{building.community_id}:0")],
+        common.page_buttons(ctx, page, pages, f"jf:{building.id}:{{}}"),
+        [
+            common.button(
+                common.label(ctx, "join", "other_building"), f"jb:{building.community_id}:0"
+            )
+        ],
         _code_row(ctx),
     ]
     params = {"building": building, "page": page, "pages": pages, "empty": not found}
-    return View("join/pick_flat", params, keyboard(rows))
+    return common.View("join/pick_flat", params, common.keyboard(rows))
 
 
 async def _confirm_screen(
     session: AsyncSession, ctx: LinliContext, household: Household, page: int
-) -> View:
+) -> common.View:
     building = await people.get_unit(session, household.building_id)
-    markup = keyboard(
+    markup = common.keyboard(
         [
-            [button(label(ctx, "join", "yes_join"), f"jy:{household.id}")],
-            [button(label(ctx, "join", "back"), f"jf:{building.id}:{page}")],
+            [common.button(common.label(ctx, "join", "yes_join"), f"jy:{household.id}")],
+            [common.button(common.label(ctx, "join", "back"), f"jf:{building.id}:{page}")],
         ]
     )
-    return View("join/confirm", {"household": household, "building": building}, markup)
+    return common.View("join/confirm", {"household": household, "building": building}, markup)
 
 
 # --- /join and its deep links ---------------------------------------------------------------
 
 
 async def cmd_join(update: Update, ctx: LinliContext) -> None:
-    if not is_private(update):
+    if not common.is_private(update):
         await _offer_private(update, ctx)
         return
     if ctx.args:
@@ -213,7 +196,7 @@ async def cmd_start_join(update: Update, ctx: LinliContext) -> None:
     if payload == "pending":
         await cmd_pending(update, ctx)
         return
-    if not is_private(update):
+    if not common.is_private(update):
         await _offer_private(update, ctx)
         return
     value = payload.removeprefix("join").removeprefix("-")
@@ -227,7 +210,7 @@ async def cmd_start_join(update: Update, ctx: LinliContext) -> None:
 async def _start_picker(update: Update, ctx: LinliContext, unit_id: int | None) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         screen = await _first_screen(session, ctx, unit_id)
-    await show(update, ctx, screen)
+    await common.show(update, ctx, screen)
 
 
 async def _offer_private(update: Update, ctx: LinliContext) -> None:
@@ -235,77 +218,79 @@ async def _offer_private(update: Update, ctx: LinliContext) -> None:
     chat, message = update.effective_chat, update.effective_message
     assert chat is not None
     async with ctx.svc.db.transaction(write=False) as session:
-        link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
+        link = await people.link_for(session, chat_id=chat.id, thread_id=common.thread_of(message))
     payload = f"join-u{link.unit_id}" if link is not None else "join"
-    await offer_private(
+    await common.offer_private(
         update, ctx, payload, feature="join", offer="in_group", key="continue_private"
     )
 
 
 async def btn_join(update: Update, ctx: LinliContext) -> None:
     """join:go (the button on /start's welcome) and join:code (I have a household code)."""
-    (action,) = callback_args(update, "join", 1)
+    (action,) = common.callback_args(update, "join", 1)
     if action == "go":
-        if not is_private(update):
+        if not common.is_private(update):
             await _offer_private(update, ctx)
-            await answer(update, ctx)
+            await common.answer(update, ctx)
             return
         await _start_picker(update, ctx, None)
     elif action == "code":
-        private_only(update)
+        common.private_only(update)
         await ask(update, ctx, "join_code", "", "join/ask_code")
-        await answer(update, ctx)
+        await common.answer(update, ctx)
     else:
         raise InvalidInput("stale_button")
 
 
-@screen("jk", 1, private=True)
+@common.screen("jk", 1, private=True)
 async def btn_communities(
     session: AsyncSession, ctx: LinliContext, update: Update, page: str
-) -> View:
-    return _communities_screen(ctx, await people.communities(session), as_int(page))
+) -> common.View:
+    return _communities_screen(ctx, await people.communities(session), common.as_int(page))
 
 
-@screen("jb", 2, private=True)
+@common.screen("jb", 2, private=True)
 async def btn_buildings(
     session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, page: str
-) -> View:
-    return await _buildings_screen(session, ctx, as_int(community_id), as_int(page))
+) -> common.View:
+    return await _buildings_screen(session, ctx, common.as_int(community_id), common.as_int(page))
 
 
-@screen("ju", 2, private=True)
+@common.screen("ju", 2, private=True)
 async def btn_buildings_under(
     session: AsyncSession, ctx: LinliContext, update: Update, unit_id: str, page: str
-) -> View:
-    unit = await people.get_unit(session, as_int(unit_id))
-    return await _buildings_screen(session, ctx, unit.community_id, as_int(page), under=unit)
+) -> common.View:
+    unit = await people.get_unit(session, common.as_int(unit_id))
+    return await _buildings_screen(session, ctx, unit.community_id, common.as_int(page), under=unit)
 
 
-@screen("jf", 2, private=True)
+@common.screen("jf", 2, private=True)
 async def btn_flats(
     session: AsyncSession, ctx: LinliContext, update: Update, building_id: str, page: str
-) -> View:
-    building = await people.get_unit(session, as_int(building_id))
-    return await _flats_screen(session, ctx, building, as_int(page))
+) -> common.View:
+    building = await people.get_unit(session, common.as_int(building_id))
+    return await _flats_screen(session, ctx, building, common.as_int(page))
 
 
-@screen("jh", 2, private=True)
+@common.screen("jh", 2, private=True)
 async def btn_flat(
     session: AsyncSession, ctx: LinliContext, update: Update, household_id: str, page: str
-) -> View:
-    household = await people.get_household(session, as_int(household_id))
-    return await _confirm_screen(session, ctx, household, as_int(page))
+) -> common.View:
+    household = await people.get_household(session, common.as_int(household_id))
+    return await _confirm_screen(session, ctx, household, common.as_int(page))
 
 
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
     """Yes, join this flat: one pending request, and every lead covering it gets a request card
     (asking for another flat updates their cards; asking again changes nothing)."""
-    private_only(update)
-    (household_id,) = callback_args(update, "jy", 1)
-    uid = user_id(update)
+    common.private_only(update)
+    (household_id,) = common.callback_args(update, "jy", 1)
+    uid = common.user_id(update)
     now = ctx.now()
     async with ctx.svc.db.transaction() as session:
-        asked = await joins.ask(session, person_id=uid, household_id=as_int(household_id), now=now)
+        asked = await joins.ask(
+            session, person_id=uid, household_id=common.as_int(household_id), now=now
+        )
         assert asked.resident.id is not None
         membership = await people.get_membership(session, asked.resident.id)
     community = membership.community
@@ -326,7 +311,7 @@ async def btn_confirm(update: Update, ctx: LinliContext) -> None:
             now, zone=zone, quiet_from=community.quiet_from, quiet_until=community.quiet_until
         )
         params["morning"] = wake if wake > now else None
-    await show(update, ctx, View(name, params))
+    await common.show(update, ctx, common.View(name, params))
 
 
 async def _request_card(req: cards.CardRequest) -> cards.Card | None:
@@ -341,11 +326,11 @@ async def _request_card(req: cards.CardRequest) -> cards.Card | None:
     who = await people.get_person(req.session, m.resident.person_id)
     if m.resident.status == people.ResidentStatus.pending:
         data = f"{m.resident.id}:{m.household.id}"
-        markup = keyboard(
+        markup = common.keyboard(
             [
                 [
-                    button(req.label("join", "approve"), f"jr:a:{data}"),
-                    button(req.label("join", "reject"), f"jr:r:{data}"),
+                    common.button(req.label("join", "approve"), f"jr:a:{data}"),
+                    common.button(req.label("join", "reject"), f"jr:r:{data}"),
                 ]
             ]
         )
@@ -375,7 +360,7 @@ async def _answer_card(req: cards.CardRequest) -> cards.Card | None:
 
 async def _join_by_code(update: Update, ctx: LinliContext, text: str) -> None:
     """A household code (door notice, typed, or a deep link) joins at once, already verified."""
-    uid = user_id(update)
+    uid = common.user_id(update)
     try:
         async with ctx.svc.db.transaction() as session:
             household = await people.household_by_code(session, text)
@@ -400,15 +385,15 @@ async def _join_by_code(update: Update, ctx: LinliContext, text: str) -> None:
     except NotFound as exc:
         if exc.key != "bad_household_code":
             raise
-        markup = keyboard(
+        markup = common.keyboard(
             [
-                [button(label(ctx, "join", "code_again"), "join:code")],
-                [button(label(ctx, "join", "pick_flat"), "join:go")],
+                [common.button(common.label(ctx, "join", "code_again"), "join:code")],
+                [common.button(common.label(ctx, "join", "pick_flat"), "join:go")],
             ]
         )
-        await reply(update, ctx, "join/code_wrong", markup=markup)
+        await common.reply(update, ctx, "join/code_wrong", markup=markup)
         return
-    await reply(update, ctx, "join/joined" if changed else "join/already_in", m=membership)
+    await common.reply(update, ctx, "join/joined" if changed else "join/already_in", m=membership)
 
 
 @answers("join_code")
@@ -432,12 +417,12 @@ class Decision:
 
 async def _decide(update: Update, ctx: LinliContext, rid: str, hid: str, approve: bool) -> Decision:
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         membership, changed = await people.decide_pending_join(
             session,
             auth=auth,
-            resident_id=as_int(rid),
-            household_id=as_int(hid),
+            resident_id=common.as_int(rid),
+            household_id=common.as_int(hid),
             approve=approve,
             now=ctx.now(),
         )
@@ -464,18 +449,18 @@ async def _decide(update: Update, ctx: LinliContext, rid: str, hid: str, approve
 
 async def btn_decide(update: Update, ctx: LinliContext) -> None:
     """jr:<a|r>:<resident>:<household> on the message a lead received about one request."""
-    private_only(update)
-    action, rid, hid = callback_args(update, "jr", 3)
+    common.private_only(update)
+    action, rid, hid = common.callback_args(update, "jr", 3)
     d = await _decide(update, ctx, rid, hid, _decision(action))
-    outcome = View(
+    outcome = common.View(
         "join/decided", {"m": d.membership, "who": d.requester, "decider": d.decider}, None
     )
     if d.changed:
-        await show(update, ctx, outcome)
+        await common.show(update, ctx, outcome)
     else:
         # Someone decided first: show this lead the outcome too, and say who it was.
-        await replace(update, ctx, outcome)
-        await answer(
+        await common.replace(update, ctx, outcome)
+        await common.answer(
             update, ctx, "join/already_decided", alert=True, m=d.membership, decider=d.decider
         )
 
@@ -489,65 +474,65 @@ async def _pending_screen(
     auth: Authority,
     page: int,
     done: Decision | None = None,
-) -> View:
+) -> common.View:
     waiting = await people.pending_requests(session, auth=auth)
-    shown, page, pages = paged(waiting, page, PAGE)
+    shown, page, pages = common.paged(waiting, page, common.PAGE)
     rows = []
-    for number, (m, _person) in enumerate(shown, start=page * PAGE + 1):
+    for number, (m, _person) in enumerate(shown, start=page * common.PAGE + 1):
         data = f"{m.resident.id}:{m.household.id}:{page}"
         rows.append(
             [
-                button(label(ctx, "join", "approve_no", n=number), f"jl:a:{data}"),
-                button(label(ctx, "join", "reject_no", n=number), f"jl:r:{data}"),
+                common.button(common.label(ctx, "join", "approve_no", n=number), f"jl:a:{data}"),
+                common.button(common.label(ctx, "join", "reject_no", n=number), f"jl:r:{data}"),
             ]
         )
-    rows.append(page_buttons(ctx, page, pages, "jp:{}"))
+    rows.append(common.page_buttons(ctx, page, pages, "jp:{}"))
     params = {
-        "entries": [(n, m, who) for n, (m, who) in enumerate(shown, start=page * PAGE + 1)],
+        "entries": [(n, m, who) for n, (m, who) in enumerate(shown, start=page * common.PAGE + 1)],
         "total": len(waiting),
         "page": page,
         "pages": pages,
         "done": done,
     }
-    return View("join/pending", params, keyboard(rows) if shown else None)
+    return common.View("join/pending", params, common.keyboard(rows) if shown else None)
 
 
 async def cmd_pending(update: Update, ctx: LinliContext) -> None:
     """Join requests waiting in the units this lead covers; privately, since it shows flats."""
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("leads_only")
         screen = await _pending_screen(session, ctx, auth, 0)
-    await answer_privately(
+    await common.answer_privately(
         update, ctx, screen, "pending", feature="join", offer="pending_open_private"
     )
 
 
-@screen("jp", 1, private=True)
+@common.screen("jp", 1, private=True)
 async def btn_pending_page(
     session: AsyncSession, ctx: LinliContext, update: Update, page: str
-) -> View:
-    auth = await load_auth(session, ctx, update)
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
     if not auth.is_lead:
         raise NotAllowed("leads_only")
-    return await _pending_screen(session, ctx, auth, as_int(page))
+    return await _pending_screen(session, ctx, auth, common.as_int(page))
 
 
 async def btn_pending_decide(update: Update, ctx: LinliContext) -> None:
     """jl:<a|r>:<resident>:<household>:<page>: a decision from the /pending list, which is then
     shown again with what was just done on top."""
-    private_only(update)
-    action, rid, hid, page = callback_args(update, "jl", 4)
+    common.private_only(update)
+    action, rid, hid, page = common.callback_args(update, "jl", 4)
     d = await _decide(update, ctx, rid, hid, _decision(action))
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        screen = await _pending_screen(session, ctx, auth, as_int(page), done=d)
+        auth = await common.load_auth(session, ctx, update)
+        screen = await _pending_screen(session, ctx, auth, common.as_int(page), done=d)
     if d.changed:
-        await show(update, ctx, screen)
+        await common.show(update, ctx, screen)
     else:
-        await replace(update, ctx, screen)
-        await answer(
+        await common.replace(update, ctx, screen)
+        await common.answer(
             update, ctx, "join/already_decided", alert=True, m=d.membership, decider=d.decider
         )
 
@@ -560,23 +545,25 @@ async def cmd_codes(update: Update, ctx: LinliContext) -> None:
     chat = update.effective_chat
     assert chat is not None
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("leads_only")
-        private = is_private(update)
+        private = common.is_private(update)
         found = await people.households_covered(session, auth=auth) if private else []
     if not private:
-        await reply(update, ctx, "join/codes_private")
+        await common.reply(update, ctx, "join/codes_private")
         return
     if not found:
-        await reply(update, ctx, "join/codes_none")
+        await common.reply(update, ctx, "join/codes_none")
         return
     found.sort(key=lambda hb: (hb[1].community_id, _natural(hb[1].name), _natural(hb[0].flat)))
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([label(ctx, "join", f"csv_{c}") for c in ("building", "flat", "code", "link")])
+    writer.writerow(
+        [common.label(ctx, "join", f"csv_{c}") for c in ("building", "flat", "code", "link")]
+    )
     for household, building in found:
-        link = deep_link(ctx, f"join-{household.code}")
+        link = common.deep_link(ctx, f"join-{household.code}")
         writer.writerow([building.name, household.flat, household.code, link])
     # The byte-order mark makes spreadsheet programs read the Chinese names as UTF-8.
     data = out.getvalue().encode("utf-8-sig")
@@ -584,7 +571,7 @@ async def cmd_codes(update: Update, ctx: LinliContext) -> None:
         chat.id,
         document=data,
         filename=CODES_FILE,
-        caption=render(ctx, "join/codes_caption", count=len(found)),
+        caption=common.render(ctx, "join/codes_caption", count=len(found)),
     )
 
 
@@ -602,41 +589,41 @@ async def _membership_in(ctx: LinliContext, uid: int, community_id: int) -> Memb
 
 async def btn_leave(update: Update, ctx: LinliContext) -> None:
     """lv:<community>: ask before leaving (the /me button)."""
-    private_only(update)
-    (community_id,) = callback_args(update, "lv", 1)
-    m = await _membership_in(ctx, user_id(update), as_int(community_id))
+    common.private_only(update)
+    (community_id,) = common.callback_args(update, "lv", 1)
+    m = await _membership_in(ctx, common.user_id(update), common.as_int(community_id))
     if m.resident.status == people.ResidentStatus.left:
-        await edit(update, ctx, "join/left", m=m)
+        await common.edit(update, ctx, "join/left", m=m)
         return
     if m.resident.status not in (people.ResidentStatus.verified, people.ResidentStatus.pending):
         raise NotFound("not_a_member")
-    markup = keyboard(
+    markup = common.keyboard(
         [
-            [button(label(ctx, "join", "leave_yes"), f"lvy:{community_id}")],
-            [button(label(ctx, "join", "leave_no"), f"lvn:{community_id}")],
+            [common.button(common.label(ctx, "join", "leave_yes"), f"lvy:{community_id}")],
+            [common.button(common.label(ctx, "join", "leave_no"), f"lvn:{community_id}")],
         ]
     )
-    await edit(update, ctx, "join/leave_confirm", markup=markup, m=m)
+    await common.edit(update, ctx, "join/leave_confirm", markup=markup, m=m)
 
 
 async def btn_leave_yes(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    (community_id,) = callback_args(update, "lvy", 1)
-    uid = user_id(update)
-    m = await _membership_in(ctx, uid, as_int(community_id))
+    common.private_only(update)
+    (community_id,) = common.callback_args(update, "lvy", 1)
+    uid = common.user_id(update)
+    m = await _membership_in(ctx, uid, common.as_int(community_id))
     if m.resident.status != people.ResidentStatus.left:  # a second tap finds it done already
         async with ctx.svc.db.transaction() as session:
             resident = await people.leave(
-                session, person_id=uid, community_id=as_int(community_id), now=ctx.now()
+                session, person_id=uid, community_id=common.as_int(community_id), now=ctx.now()
             )
             await joins.decided(session, resident=resident, now=ctx.now(), answer=False)
-    await edit(update, ctx, "join/left", m=m)
+    await common.edit(update, ctx, "join/left", m=m)
 
 
 async def btn_leave_no(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    callback_args(update, "lvn", 1)
-    await edit(update, ctx, "join/leave_kept")
+    common.private_only(update)
+    common.callback_args(update, "lvn", 1)
+    await common.edit(update, ctx, "join/leave_kept")
 
 
 def register(app: LinliApp) -> None:
@@ -649,7 +636,7 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("join", cmd_join))
     app.add_handler(CommandHandler("pending", cmd_pending))
     app.add_handler(CommandHandler("codes", cmd_codes))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("join", btn_join),

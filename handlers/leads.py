@@ -11,28 +11,7 @@ from telegram import Update
 from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
-from handlers import flowui, pickers
-from handlers.common import (
-    View,
-    add_buttons,
-    answer,
-    answer_privately,
-    as_int,
-    button,
-    callback_args,
-    edit,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    note_replied,
-    render,
-    replied_to,
-    reply,
-    show,
-    thread_of,
-    user_id,
-)
+from handlers import common, flowui, pickers
 from models import flows, outbox, people
 from models.errors import InvalidInput, NotAllowed, NotFound
 from models.flows import Flow
@@ -80,22 +59,24 @@ async def cmd_appoint(update: Update, ctx: LinliContext) -> None:
     message = update.effective_message
     chat = update.effective_chat
     assert message is not None and chat is not None
-    uid = user_id(update)
+    uid = common.user_id(update)
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("appoint_not_lead")
-    who = replied_to(message)
+    who = common.replied_to(message)
     if who is not None and who.is_bot:
         raise InvalidInput("cant_appoint_bot")
     target = 0
     if who is not None:
-        await note_replied(ctx, who)
+        await common.note_replied(ctx, who)
         target = who.id
     async with ctx.svc.db.transaction() as session:
         start = 0
-        if not is_private(update):
-            link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
+        if not common.is_private(update):
+            link = await people.link_for(
+                session, chat_id=chat.id, thread_id=common.thread_of(message)
+            )
             if link is not None and auth.covers(await people.get_unit(session, link.unit_id)):
                 start = link.unit_id
         person = await people.get_person(session, target) if target else None
@@ -110,10 +91,10 @@ async def cmd_appoint(update: Update, ctx: LinliContext) -> None:
             await session.flush()
     if target:
         # By reply the person is known: picking the unit and role may happen right here.
-        await reply(update, ctx, view.name, markup=view.markup, **view.params)
+        await common.reply(update, ctx, view.name, markup=view.markup, **view.params)
         return
     # Picking from a list of residents happens privately: the group sees no list of names.
-    await answer_privately(update, ctx, view, "appoint", feature="leads")
+    await common.answer_privately(update, ctx, view, "appoint", feature="leads")
 
 
 async def cmd_start_appoint(update: Update, ctx: LinliContext) -> None:
@@ -129,17 +110,19 @@ async def _chosen_unit(session: AsyncSession, auth: Authority, flow: Flow) -> Un
     return unit
 
 
-async def _role_view(session: AsyncSession, ctx: LinliContext, auth: Authority, flow: Flow) -> View:
+async def _role_view(
+    session: AsyncSession, ctx: LinliContext, auth: Authority, flow: Flow
+) -> common.View:
     f, unit = flowui.flow_id(flow), await _chosen_unit(session, auth, flow)
     person = await people.get_person(session, int(flow.data.get("target") or 0))
     if person is None:
         raise InvalidInput("stale_button")
-    choices = [button(label(ctx, "leads", "role_lead"), f"ap:{f}:l")]
+    choices = [common.button(common.label(ctx, "leads", "role_lead"), f"ap:{f}:l")]
     if auth.covers(unit, kind=RoleKind.admin):
-        choices.append(button(label(ctx, "leads", "role_admin"), f"ap:{f}:a"))
+        choices.append(common.button(common.label(ctx, "leads", "role_admin"), f"ap:{f}:a"))
     rows = [choices, flowui.cancel_row(ctx, flow)]
     params = {"target": person, "names": await people.lineage_names(session, unit)}
-    return View("leads/pick_role", params, keyboard(rows))
+    return common.View("leads/pick_role", params, common.keyboard(rows))
 
 
 @pickers.chosen(KIND)
@@ -154,7 +137,7 @@ async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) 
         )  # fmt: skip
         return
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if field == "person":  # the picker checked: a verified resident under the unit
             flow = await flowui.load(session, ctx, update, flowui.flow_id(flow), kind=KIND)
             person = await people.get_person(session, int(flow.data[field][0]))
@@ -164,12 +147,12 @@ async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) 
                 session, flow, now=ctx.now(), target=person.id, target_name=person.name
             )
         view = await _role_view(session, ctx, auth, flow)
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_up(update: Update, ctx: LinliContext) -> None:
     """From the resident picker back to the unit picker, at the unit chosen."""
-    (fid,) = callback_args(update, "apu", 1)
+    (fid,) = common.callback_args(update, "apu", 1)
     async with ctx.svc.db.transaction() as session:
         flow = await flowui.load(session, ctx, update, fid, kind=KIND)
     await pickers.units(update, ctx, flow, field="unit", can=Can.lead, heading="leads/pick_unit",
@@ -177,12 +160,12 @@ async def btn_up(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_appoint(update: Update, ctx: LinliContext) -> None:
-    fid, code = callback_args(update, "ap", 2)
+    fid, code = common.callback_args(update, "ap", 2)
     if code not in KINDS:
         raise InvalidInput("stale_button")
     kind = KINDS[code]
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         granted = False
 
         async def make(flow: Flow) -> int:
@@ -200,17 +183,17 @@ async def btn_appoint(update: Update, ctx: LinliContext) -> None:
             return role.id or 0
 
         flow, made = await flows.confirm(
-            session, flow_id=as_int(fid), owner_id=user_id(update), now=ctx.now(), kind=KIND,
-            in_private=is_private(update), make=make,
+            session, flow_id=common.as_int(fid), owner_id=common.user_id(update), now=ctx.now(),
+            kind=KIND, in_private=common.is_private(update), make=make,
         )  # fmt: skip
         if made:
             unit = await people.get_unit(session, int(flow.data["unit"]))
             person = await people.get_person(session, int(flow.data["target"]))
     if not made:  # a double tap: the first one appointed
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         return
     name = "leads/appointed" if granted else "leads/already"
-    await edit(update, ctx, name, target=person, unit=unit, kind=kind)
+    await common.edit(update, ctx, name, target=person, unit=unit, kind=kind)
 
 
 async def _tell_appointed(
@@ -227,9 +210,9 @@ async def _tell_appointed(
     chat = update.effective_chat
     here = (
         await people.link_for(
-            session, chat_id=chat.id, thread_id=thread_of(update.effective_message)
+            session, chat_id=chat.id, thread_id=common.thread_of(update.effective_message)
         )
-        if chat is not None and not is_private(update)
+        if chat is not None and not common.is_private(update)
         else None
     )
     community = await people.get_community(session, unit.community_id)
@@ -272,7 +255,7 @@ async def _send(update: Update, text: str) -> None:
     """Like common.reply, for a text already rendered (and cut to fit)."""
     message = update.effective_message
     assert message is not None
-    await message.reply_text(text, do_quote=not is_private(update))
+    await message.reply_text(text, do_quote=not common.is_private(update))
 
 
 async def _lineage(session: AsyncSession, unit: Unit) -> list[Unit]:
@@ -284,7 +267,7 @@ async def _group_leads(update: Update, ctx: LinliContext) -> None:
     chat, message = update.effective_chat, update.effective_message
     assert chat is not None
     async with ctx.svc.db.transaction(write=False) as session:
-        link = await people.link_for(session, chat_id=chat.id, thread_id=thread_of(message))
+        link = await people.link_for(session, chat_id=chat.id, thread_id=common.thread_of(message))
         if link is None:
             raise NotFound("chat_not_linked")
         unit = await people.get_unit(session, link.unit_id)
@@ -294,12 +277,14 @@ async def _group_leads(update: Update, ctx: LinliContext) -> None:
         roles_below = await people.roles_in(session, [u.id for u in below if u.id is not None])
         below_levels = _levels(below, roles_below, keep_empty=True)
 
-    text = render(ctx, "leads/leads_group", above=levels[:-1], here=levels[-1], below=below_levels)
+    text = common.render(
+        ctx, "leads/leads_group", above=levels[:-1], here=levels[-1], below=below_levels
+    )
     await _send(update, text)
 
 
 async def _private_leads(update: Update, ctx: LinliContext) -> None:
-    uid = user_id(update)
+    uid = common.user_id(update)
     homes: list[Home] = []
     sections: list[Section] = []
     hidden = 0
@@ -316,7 +301,7 @@ async def _private_leads(update: Update, ctx: LinliContext) -> None:
             homes.append(
                 Home(m.community, m.building, pending, _levels(lineage, roles, keep_empty=False))
             )
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         for top in await pickers.tops(session, auth, can=Can.lead, community_id=None):
             led, total = await people.led_units_under(session, top, limit=LED_UNITS_LIMIT)
             hidden += total - len(led)
@@ -328,12 +313,12 @@ async def _private_leads(update: Update, ctx: LinliContext) -> None:
             for level in levels:
                 level.names = [known[i].name for i in level.unit.lineage[above:] if i in known]
             sections.append(Section(top_names, levels))
-    text = render(ctx, "leads/leads_private", homes=homes, sections=sections, more=hidden)
+    text = common.render(ctx, "leads/leads_private", homes=homes, sections=sections, more=hidden)
     await _send(update, text)
 
 
 async def cmd_leads(update: Update, ctx: LinliContext) -> None:
-    if is_private(update):
+    if common.is_private(update):
         await _private_leads(update, ctx)
     else:
         await _group_leads(update, ctx)
@@ -343,10 +328,10 @@ async def cmd_leads(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_step_down(update: Update, ctx: LinliContext) -> None:
-    (role_id,) = callback_args(update, "sd", 1)
-    rid = as_int(role_id)
+    (role_id,) = common.callback_args(update, "sd", 1)
+    rid = common.as_int(role_id)
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         found = await people.role_with_unit(session, rid)
         if found is not None:
             role, unit, holder = found
@@ -356,17 +341,17 @@ async def btn_step_down(update: Update, ctx: LinliContext) -> None:
                 raise NotAllowed("not_your_unit", unit=unit.name)
             names = await people.lineage_names(session, unit)
     if found is None:
-        await answer(update, ctx, "leads/already_done")
+        await common.answer(update, ctx, "leads/already_done")
         return
-    markup = keyboard(
+    markup = common.keyboard(
         [
             [
-                button(label(ctx, "leads", "step_down_yes"), f"sdy:{rid}"),
-                button(label(ctx, "leads", "step_down_no"), f"sdn:{rid}"),
+                common.button(common.label(ctx, "leads", "step_down_yes"), f"sdy:{rid}"),
+                common.button(common.label(ctx, "leads", "step_down_no"), f"sdn:{rid}"),
             ]
         ]
     )
-    await edit(
+    await common.edit(
         update,
         ctx,
         "leads/step_down_confirm",
@@ -379,10 +364,10 @@ async def btn_step_down(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_step_down_yes(update: Update, ctx: LinliContext) -> None:
-    (role_id,) = callback_args(update, "sdy", 1)
-    rid = as_int(role_id)
+    (role_id,) = common.callback_args(update, "sdy", 1)
+    rid = common.as_int(role_id)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         found = await people.role_with_unit(session, rid)
         if found is not None:
             role, unit, holder = found
@@ -403,16 +388,16 @@ async def btn_step_down_yes(update: Update, ctx: LinliContext) -> None:
                     now=ctx.now(),
                 )
     if found is None:
-        await answer(update, ctx, "leads/already_done")
+        await common.answer(update, ctx, "leads/already_done")
         return
     own = holder.id == auth.person_id
     params: dict[str, Any] = {"names": names, "kind": role.kind, "holder": holder}
-    await edit(update, ctx, "leads/stepped_down", own=own, **params)
+    await common.edit(update, ctx, "leads/stepped_down", own=own, **params)
 
 
 async def btn_step_down_no(update: Update, ctx: LinliContext) -> None:
-    callback_args(update, "sdn", 1)
-    await edit(update, ctx, "leads/step_down_kept")
+    common.callback_args(update, "sdn", 1)
+    await common.edit(update, ctx, "leads/step_down_kept")
 
 
 def register(app: LinliApp) -> None:
@@ -421,7 +406,7 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_appoint, filters=filters.Regex(r"^/start appoint$"))
     )
     app.add_handler(CommandHandler("appoint", cmd_appoint))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("apu", btn_up),
@@ -429,7 +414,7 @@ def register(app: LinliApp) -> None:
         ),
     )
     app.add_handler(CommandHandler("leads", cmd_leads))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("sd", btn_step_down),

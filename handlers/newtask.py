@@ -30,28 +30,7 @@ from telegram import InlineKeyboardButton, Update
 from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
-from handlers import flowui, pickers
-from handlers.common import (
-    View,
-    add_buttons,
-    answer,
-    as_int,
-    button,
-    callback_args,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    offer_private,
-    private_only,
-    replace,
-    reply,
-    rows_of,
-    send_private,
-    show,
-    thread_of,
-    user_id,
-)
+from handlers import common, flowui, pickers
 from models import flows, people, tasks
 from models.errors import InvalidInput, NotAllowed
 from models.flows import Flow
@@ -63,7 +42,7 @@ POINT_CHOICES = (0, 5, 10, 20, 50)
 
 
 def _l(ctx: LinliContext, key: str, **params: object) -> str:
-    return label(ctx, "tasks", key, **params)
+    return common.label(ctx, "tasks", key, **params)
 
 
 def _fid(flow: Flow) -> int:
@@ -72,7 +51,7 @@ def _fid(flow: Flow) -> int:
 
 def _button_args(update: Update, prefix: str, count: int) -> list[str]:
     """`<prefix>:<flow>:<action>[:<value>]`: the flow id first, then what the button asks."""
-    return callback_args(update, prefix, count)
+    return common.callback_args(update, prefix, count)
 
 
 async def _open(
@@ -86,17 +65,17 @@ async def _open(
 
 async def cmd_newtask(update: Update, ctx: LinliContext) -> None:
     """/newtask anywhere: a lead's draft, whose steps run in their private chat."""
-    uid = user_id(update)
+    uid = common.user_id(update)
     chat = update.effective_chat
     assert chat is not None
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("task_leads_only")
         data: dict[str, Any] = {}
         community_id = None
-        if not is_private(update):
-            thread = thread_of(update.effective_message)
+        if not common.is_private(update):
+            thread = common.thread_of(update.effective_message)
             data["here"] = [chat.id, thread]
             link = await people.link_for(session, chat_id=chat.id, thread_id=thread)
             if link is not None:
@@ -111,20 +90,20 @@ async def cmd_newtask(update: Update, ctx: LinliContext) -> None:
             data=data,
             now=ctx.now(),
         )
-    if is_private(update):
+    if common.is_private(update):
         await _ask_title(update, ctx, flow)
         return
-    begin = keyboard([[button(_l(ctx, "begin"), f"{NEW}:{_fid(flow)}:go")]])
-    if await send_private(ctx, uid, ctx.lang, "tasks/new_begin", markup=begin):
-        await reply(update, ctx, "tasks/sent_privately")
+    begin = common.keyboard([[common.button(_l(ctx, "begin"), f"{NEW}:{_fid(flow)}:go")]])
+    if await common.send_private(ctx, uid, ctx.lang, "tasks/new_begin", markup=begin):
+        await common.reply(update, ctx, "tasks/sent_privately")
         return
     payload = f"newtask-{_fid(flow)}"
-    await offer_private(update, ctx, payload, feature="tasks", offer="new_open_private")
+    await common.offer_private(update, ctx, payload, feature="tasks", offer="new_open_private")
 
 
 async def cmd_start(update: Update, ctx: LinliContext) -> None:
     """/start newtask-<flow>: the lead opened their private chat from the group's link."""
-    private_only(update)
+    common.private_only(update)
     message = update.effective_message
     assert message is not None and message.text is not None
     fid = message.text.split(maxsplit=1)[1].removeprefix("newtask-")
@@ -154,7 +133,7 @@ async def on_title(update: Update, ctx: LinliContext, flow: Flow, text: str) -> 
     async with ctx.svc.db.transaction() as session:
         live = await _open(session, ctx, update, str(_fid(flow)), KIND)
         await flows.update(session, live, now=ctx.now(), title=title)
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         near = live.data.get("near")
         start = 0
         if isinstance(near, int) and auth.may(Can.lead, unit=await people.get_unit(session, near)):
@@ -167,7 +146,7 @@ async def on_title(update: Update, ctx: LinliContext, flow: Flow, text: str) -> 
 async def _ask_description(
     update: Update, ctx: LinliContext, flow: Flow, problem: str | None = None, **params: Any
 ) -> None:
-    skip = [[button(_l(ctx, "skip"), f"{NEW}:{_fid(flow)}:d")]]
+    skip = [[common.button(_l(ctx, "skip"), f"{NEW}:{_fid(flow)}:d")]]
     await flowui.ask(
         update, ctx, flow, step="description", template="tasks/ask_description",
         rows=skip, problem=problem, **params,
@@ -235,16 +214,16 @@ async def on_place(update: Update, ctx: LinliContext, flow: Flow, text: str) -> 
 
 def slot_rows(ctx: LinliContext, prefix: str, fid: int) -> list[list[InlineKeyboardButton]]:
     """3 / 5 / 10 / 20 / unlimited (a number can be typed too)."""
-    choices = [button(str(n), f"{prefix}:{fid}:s:{n}") for n in tasks.SLOT_CHOICES]
-    choices.append(button(_l(ctx, "unlimited"), f"{prefix}:{fid}:s:u"))
-    return rows_of(choices, 5)
+    choices = [common.button(str(n), f"{prefix}:{fid}:s:{n}") for n in tasks.SLOT_CHOICES]
+    choices.append(common.button(_l(ctx, "unlimited"), f"{prefix}:{fid}:s:u"))
+    return common.rows_of(choices, 5)
 
 
 def slots_from(value: str) -> int | str:
     """A slots button's value: one of the offered numbers, or u (unlimited)."""
     if value == "u":
         return tasks.UNLIMITED
-    number = as_int(value)
+    number = common.as_int(value)
     if number not in tasks.SLOT_CHOICES:
         raise InvalidInput("stale_button")
     return number
@@ -278,7 +257,7 @@ async def _set_slots(update: Update, ctx: LinliContext, fid: str, slots: int | s
 
 
 async def _default_points(session: AsyncSession, flow: Flow, ctx: LinliContext) -> int:
-    unit = await people.get_unit(session, as_int(str(flow.data.get("unit_id", ""))))
+    unit = await people.get_unit(session, common.as_int(str(flow.data.get("unit_id", ""))))
     return await tasks.default_points(session, community_id=unit.community_id, now=ctx.now())
 
 
@@ -292,9 +271,11 @@ async def _ask_points(
 ) -> None:
     fid = _fid(flow)
     offered = [default, *(n for n in POINT_CHOICES if n != default)]
-    rows = rows_of(
+    rows = common.rows_of(
         [
-            button(_l(ctx, "points_default", n=n) if n == default else str(n), f"{NEW}:{fid}:p:{n}")
+            common.button(
+                _l(ctx, "points_default", n=n) if n == default else str(n), f"{NEW}:{fid}:p:{n}"
+            )
             for n in offered
         ],
         3,
@@ -324,17 +305,18 @@ async def _set_points(update: Update, ctx: LinliContext, fid: str, value: int) -
     async with ctx.svc.db.transaction() as session:
         live = await _open(session, ctx, update, fid, KIND)
         await flows.update(session, live, now=ctx.now(), points=value)
-    await show(update, ctx, _skill_view(ctx, live))
+    await common.show(update, ctx, _skill_view(ctx, live))
 
 
-def _skill_view(ctx: LinliContext, flow: Flow) -> View:
+def _skill_view(ctx: LinliContext, flow: Flow) -> common.View:
     fid = _fid(flow)
-    rows = rows_of(
-        [button(_l(ctx, f"skill_{code}"), f"{NEW}:{fid}:k:{code}") for code in tasks.SKILLS], 2
+    rows = common.rows_of(
+        [common.button(_l(ctx, f"skill_{code}"), f"{NEW}:{fid}:k:{code}") for code in tasks.SKILLS],
+        2,
     )
-    rows.append([button(_l(ctx, "no_skill"), f"{NEW}:{fid}:k:-")])
+    rows.append([common.button(_l(ctx, "no_skill"), f"{NEW}:{fid}:k:-")])
     rows.append(flowui.cancel_row(ctx, flow))
-    return View("tasks/ask_skill", {}, keyboard(rows))
+    return common.View("tasks/ask_skill", {}, common.keyboard(rows))
 
 
 async def _set_skill(update: Update, ctx: LinliContext, fid: str, code: str) -> None:
@@ -353,7 +335,7 @@ async def _set_skill(update: Update, ctx: LinliContext, fid: str, code: str) -> 
 
 
 async def _zone_of(session: AsyncSession, flow: Flow) -> str:
-    unit = await people.get_unit(session, as_int(str(flow.data.get("unit_id", ""))))
+    unit = await people.get_unit(session, common.as_int(str(flow.data.get("unit_id", ""))))
     return (await people.get_community(session, unit.community_id)).timezone
 
 
@@ -365,7 +347,7 @@ async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) 
     if field == "unit_id":
         async with ctx.svc.db.transaction() as session:
             live = await _open(session, ctx, update, str(_fid(flow)), KIND)
-            unit = await people.get_unit(session, as_int(str(live.data.get("unit_id", ""))))
+            unit = await people.get_unit(session, common.as_int(str(live.data.get("unit_id", ""))))
             live.community_id = unit.community_id  # the zone the date picker reads times in
             flows.touch(live, ctx.now())
             await session.flush()
@@ -373,16 +355,16 @@ async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) 
     elif field == "when":
         await _ask_place(update, ctx, flow)
     elif field == "repeat":
-        await show(update, ctx, await _preview(update, ctx, flow))
+        await common.show(update, ctx, await _preview(update, ctx, flow))
     else:
         raise InvalidInput("stale_button")
 
 
-async def _preview(update: Update, ctx: LinliContext, flow: Flow) -> View:
+async def _preview(update: Update, ctx: LinliContext, flow: Flow) -> common.View:
     """The card as residents will see it (in the community's language, as a group shows it),
     what the lead should know around it, and Post."""
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         seen = await tasks.preview(session, auth=auth, data=flow.data, now=ctx.now())
         community = await people.get_community(session, seen.task.community_id)
         chats = await people.links_of_units(session, [seen.unit.id or 0])
@@ -400,7 +382,7 @@ async def _preview(update: Update, ctx: LinliContext, flow: Flow) -> View:
         attended=None,
     )
     rows = [
-        [button(_l(ctx, "post"), f"{NEW}:{_fid(flow)}:post")],
+        [common.button(_l(ctx, "post"), f"{NEW}:{_fid(flow)}:post")],
         flowui.cancel_row(ctx, flow),
     ]
     params = {
@@ -412,13 +394,13 @@ async def _preview(update: Update, ctx: LinliContext, flow: Flow) -> View:
         "dates": seen.dates,
         "short": seen.short,
     }
-    return View("tasks/preview", params, keyboard(rows))
+    return common.View("tasks/preview", params, common.keyboard(rows))
 
 
 async def _post(update: Update, ctx: LinliContext, fid: str) -> None:
-    private_only(update)
+    common.private_only(update)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         here = None
 
         async def make(flow: Flow) -> int:
@@ -433,22 +415,24 @@ async def _post(update: Update, ctx: LinliContext, fid: str) -> None:
             return task.id
 
         flow, created = await flows.confirm(
-            session, flow_id=as_int(fid), owner_id=user_id(update), now=ctx.now(),
+            session, flow_id=common.as_int(fid), owner_id=common.user_id(update), now=ctx.now(),
             make=make, kind=KIND, in_private=True,
         )  # fmt: skip
         task = await tasks.get_task(session, flow.result_id or 0)
         zone = (await people.get_community(session, task.community_id)).timezone
-    markup = keyboard([[button(_l(ctx, "manage", title=task.title[:30]), f"tl:v:{task.id}")]])
-    view = View(
+    markup = common.keyboard(
+        [[common.button(_l(ctx, "manage", title=task.title[:30]), f"tl:v:{task.id}")]]
+    )
+    view = common.View(
         "tasks/posted",
         {"task": task, "when": tasks.when(task, zone), "series": task.series_id is not None},
         markup,
     )
     if created:
-        await show(update, ctx, view)
+        await common.show(update, ctx, view)
         return
-    await replace(update, ctx, view)  # a double tap: the same task, said once
-    await answer(update, ctx, "tasks/already_posted", alert=True)
+    await common.replace(update, ctx, view)  # a double tap: the same task, said once
+    await common.answer(update, ctx, "tasks/already_posted", alert=True)
 
 
 async def btn_new(update: Update, ctx: LinliContext) -> None:
@@ -463,17 +447,17 @@ async def btn_new(update: Update, ctx: LinliContext) -> None:
     if action == "go":
         async with ctx.svc.db.transaction(write=False) as session:
             flow = await _open(session, ctx, update, fid, KIND)
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         await _ask_title(update, ctx, flow)
     elif action == "d":
         async with ctx.svc.db.transaction(write=False) as session:
             flow = await _open(session, ctx, update, fid, KIND)
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         await _after_description(update, ctx, flow, "")
     elif action == "s":
         await _set_slots(update, ctx, fid, slots_from(value))
     elif action == "p":
-        await _set_points(update, ctx, fid, tasks.check_points(as_int(value)))
+        await _set_points(update, ctx, fid, tasks.check_points(common.as_int(value)))
     elif action == "k":
         await _set_skill(update, ctx, fid, value)
     elif action == "post":
@@ -485,49 +469,51 @@ async def btn_new(update: Update, ctx: LinliContext) -> None:
 # --- editing an upcoming task --------------------------------------------------------------------
 
 
-async def edit_menu(session: AsyncSession, ctx: LinliContext, flow: Flow) -> View:
-    task = await tasks.get_task(session, as_int(str(flow.data.get("task", ""))))
+async def edit_menu(session: AsyncSession, ctx: LinliContext, flow: Flow) -> common.View:
+    task = await tasks.get_task(session, common.as_int(str(flow.data.get("task", ""))))
     zone = (await people.get_community(session, task.community_id)).timezone
     fid = _fid(flow)
     rows = [
         [
-            button(_l(ctx, "edit_time"), f"{MENU}:{fid}:t"),
-            button(_l(ctx, "edit_place"), f"{MENU}:{fid}:p"),
+            common.button(_l(ctx, "edit_time"), f"{MENU}:{fid}:t"),
+            common.button(_l(ctx, "edit_place"), f"{MENU}:{fid}:p"),
         ],
         [
-            button(_l(ctx, "edit_slots"), f"{MENU}:{fid}:s"),
-            button(_l(ctx, "edit_description"), f"{MENU}:{fid}:d"),
+            common.button(_l(ctx, "edit_slots"), f"{MENU}:{fid}:s"),
+            common.button(_l(ctx, "edit_description"), f"{MENU}:{fid}:d"),
         ],
-        [button(_l(ctx, "back"), f"tl:v:{task.id}")],
+        [common.button(_l(ctx, "back"), f"tl:v:{task.id}")],
     ]
     filled = await tasks.count_in(session, task.id or 0)
     params = {"task": task, "when": tasks.when(task, zone), "filled": filled}
-    return View("tasks/edit_menu", params, keyboard(rows))
+    return common.View("tasks/edit_menu", params, common.keyboard(rows))
 
 
 async def btn_edit(update: Update, ctx: LinliContext) -> None:
     """tl:e:<task>: what to change (a lead of the task's unit only; before the start)."""
-    private_only(update)
-    (task_id,) = callback_args(update, "tl", 2)[1:]
+    common.private_only(update)
+    (task_id,) = common.callback_args(update, "tl", 2)[1:]
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        task = await tasks.editable(session, auth=auth, task_id=as_int(task_id), now=ctx.now())
+        auth = await common.load_auth(session, ctx, update)
+        task = await tasks.editable(
+            session, auth=auth, task_id=common.as_int(task_id), now=ctx.now()
+        )
         flow = await flows.start(
-            session, kind=EDIT, owner_id=user_id(update), community_id=task.community_id,
+            session, kind=EDIT, owner_id=common.user_id(update), community_id=task.community_id,
             private=True, data={"task": task.id}, now=ctx.now(),
         )  # fmt: skip
         view = await edit_menu(session, ctx, flow)
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def _apply(update: Update, ctx: LinliContext, fid: str | int, **change: Any) -> None:
     """Save one change now and say what it did; then the menu again for the next one."""
     async with ctx.svc.db.transaction() as session:
         flow = await flowui.load(session, ctx, update, fid, kind=EDIT)
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         done = await tasks.edit_task(
-            session, auth=auth, task_id=as_int(str(flow.data.get("task", ""))), now=ctx.now(),
-            **change,
+            session, auth=auth, task_id=common.as_int(str(flow.data.get("task", ""))),
+            now=ctx.now(), **change,
         )  # fmt: skip
         flows.touch(flow, ctx.now())
         moved = [
@@ -542,7 +528,7 @@ async def _apply(update: Update, ctx: LinliContext, fid: str | int, **change: An
         "promoted": len(done.promoted),
         "told": done.told,
     }
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_menu(update: Update, ctx: LinliContext) -> None:
@@ -559,22 +545,22 @@ async def btn_menu(update: Update, ctx: LinliContext) -> None:
         await pickers.when(update, ctx, flow, field="when", end=True, heading="tasks/edit_when",
                            back=("tasks", "back", f"{MENU}:{fid}:m"))  # fmt: skip
     elif action == "p" and value is None:
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         await _ask_edit(update, ctx, flow, "place")
     elif action == "d" and value is None:
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         await _ask_edit(update, ctx, flow, "description")
     elif action == "d" and value == "-":
         await _apply(update, ctx, fid, description="")
     elif action == "s" and value is None:
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         await _ask_edit(update, ctx, flow, "slots")
     elif action == "s" and value is not None:
         await _apply(update, ctx, fid, slots=slots_from(value))
     elif action == "m" and value is None:
         async with ctx.svc.db.transaction(write=False) as session:
             view = await edit_menu(session, ctx, flow)
-        await show(update, ctx, view)
+        await common.show(update, ctx, view)
     else:
         raise InvalidInput("stale_button")
 
@@ -588,8 +574,8 @@ async def _ask_edit(
     if step == "slots":
         rows = slot_rows(ctx, MENU, fid)
     elif step == "description":
-        rows = [[button(_l(ctx, "clear_description"), f"{MENU}:{fid}:d:-")]]
-    rows.append([button(_l(ctx, "back"), f"{MENU}:{fid}:m")])
+        rows = [[common.button(_l(ctx, "clear_description"), f"{MENU}:{fid}:d:-")]]
+    rows.append([common.button(_l(ctx, "back"), f"{MENU}:{fid}:m")])
     await flowui.ask(
         update, ctx, flow, step=step, template=f"tasks/edit_{step}", rows=rows,
         problem=problem, **params,
@@ -599,7 +585,7 @@ async def _ask_edit(
 @flowui.answers(EDIT, "place", places=True)
 async def on_edit_place(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
-        task = await tasks.get_task(session, as_int(str(flow.data.get("task", ""))))
+        task = await tasks.get_task(session, common.as_int(str(flow.data.get("task", ""))))
     try:
         found = place_of(update, text, named=task.place)
     except InvalidInput as exc:
@@ -638,7 +624,7 @@ async def after_edit_pick(update: Update, ctx: LinliContext, flow: Flow, field: 
     if found is None:
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction(write=False) as session:
-        task = await tasks.get_task(session, as_int(str(flow.data.get("task", ""))))
+        task = await tasks.get_task(session, common.as_int(str(flow.data.get("task", ""))))
     end = found.end or found.start + (task.ends_at - task.starts_at)
     await _apply(update, ctx, _fid(flow), starts_at=found.start, ends_at=end)
 
@@ -648,4 +634,4 @@ def register(app: LinliApp) -> None:
     app.add_handler(
         CommandHandler("start", cmd_start, filters=filters.Regex(r"^/start newtask-[0-9]{1,10}$"))
     )
-    add_buttons(app, ((NEW, btn_new), (MENU, btn_menu), ("tl:e", btn_edit)))
+    common.add_buttons(app, ((NEW, btn_new), (MENU, btn_menu), ("tl:e", btn_edit)))

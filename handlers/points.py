@@ -9,27 +9,7 @@ from telegram import InlineKeyboardButton, Update
 from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
-from handlers.common import (
-    View,
-    add_buttons,
-    answer,
-    answer_privately,
-    as_int,
-    button,
-    callback_args,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    private_only,
-    replace,
-    reply,
-    screen,
-    show,
-    speaking_for,
-    thread_of,
-    user_id,
-)
+from handlers import common
 from models import ledger, people, points, standings
 from models.errors import InvalidInput
 from models.people import Can, Unit
@@ -42,11 +22,13 @@ HISTORY = 10  # entries per screen: enough to recognise, short enough to read on
 
 async def _summary_screen(
     session: AsyncSession, ctx: LinliContext, uid: int, community_id: int | None
-) -> View:
+) -> common.View:
     found = await standings.verified_memberships(session, person_id=uid)
     if not found:
-        join = keyboard([[button(label(ctx, "points", "join_now"), "join:go")]])
-        return View("points/not_member", {}, join)
+        join = common.keyboard(
+            [[common.button(common.label(ctx, "points", "join_now"), "join:go")]]
+        )
+        return common.View("points/not_member", {}, join)
     chosen = [m for m in found if community_id in (None, m.community.id)]
     if not chosen:
         raise InvalidInput("stale_button")
@@ -56,12 +38,19 @@ async def _summary_screen(
     cid = membership.community.id
     rows: list[list[InlineKeyboardButton]] = []
     if summary.more and summary.entries:
-        rows.append([button(label(ctx, "points", "more"), f"pm:{cid}:{summary.entries[-1].id}")])
+        rows.append(
+            [
+                common.button(
+                    common.label(ctx, "points", "more"), f"pm:{cid}:{summary.entries[-1].id}"
+                )
+            ]
+        )
     if len(found) > 1:
         rows.append(
             [
-                button(
-                    label(ctx, "points", "community", name=m.community.name), f"pv:{m.community.id}"
+                common.button(
+                    common.label(ctx, "points", "community", name=m.community.name),
+                    f"pv:{m.community.id}",
                 )
                 for m in found
                 if m.community.id != cid
@@ -70,51 +59,53 @@ async def _summary_screen(
     if auth.may(Can.admin_community, community_id=cid or 0):
         rows.append(
             [
-                button(label(ctx, "points", "rules"), f"pl:{cid}"),
-                button(label(ctx, "points", "export"), f"pe:{cid}"),
+                common.button(common.label(ctx, "points", "rules"), f"pl:{cid}"),
+                common.button(common.label(ctx, "points", "export"), f"pe:{cid}"),
             ]
         )
-    return View("points/summary", {"s": summary}, keyboard(rows) if rows else None)
+    return common.View("points/summary", {"s": summary}, common.keyboard(rows) if rows else None)
 
 
 async def cmd_points(update: Update, ctx: LinliContext) -> None:
-    uid = user_id(update)
+    uid = common.user_id(update)
     async with ctx.svc.db.transaction(write=False) as session:
         screen = await _summary_screen(session, ctx, uid, None)
     # A balance and its history are nobody else's business: they go privately.
-    await answer_privately(update, ctx, screen, "points", feature="points")
+    await common.answer_privately(update, ctx, screen, "points", feature="points")
 
 
-@screen("pv", 1, private=True)
+@common.screen("pv", 1, private=True)
 async def btn_view(
     session: AsyncSession, ctx: LinliContext, update: Update, community_id: str
-) -> View:
+) -> common.View:
     """pv:<community>: the summary for one of the person's communities."""
-    return await _summary_screen(session, ctx, user_id(update), as_int(community_id))
+    return await _summary_screen(session, ctx, common.user_id(update), common.as_int(community_id))
 
 
 async def btn_more(update: Update, ctx: LinliContext) -> None:
     """pm:<community>:<entry>: the entries before one already shown."""
-    private_only(update)
-    community_id, before = callback_args(update, "pm", 2)
-    cid = as_int(community_id)
+    common.private_only(update)
+    community_id, before = common.callback_args(update, "pm", 2)
+    cid = common.as_int(community_id)
     async with ctx.svc.db.transaction(write=False) as session:
         community = await people.get_community(session, cid)
         entries = await ledger.history(
             session,
             community_id=cid,
-            person_id=user_id(update),
-            before_id=as_int(before),
+            person_id=common.user_id(update),
+            before_id=common.as_int(before),
             limit=HISTORY + 1,
         )
         names = {r.code: r for r in await points.rules(session, community_id=cid, now=ctx.now())}
     shown = entries[:HISTORY]
     rows = []
     if len(entries) > HISTORY:
-        rows.append([button(label(ctx, "points", "more"), f"pm:{cid}:{shown[-1].id}")])
-    rows.append([button(label(ctx, "points", "back_summary"), f"pv:{cid}")])
+        rows.append(
+            [common.button(common.label(ctx, "points", "more"), f"pm:{cid}:{shown[-1].id}")]
+        )
+    rows.append([common.button(common.label(ctx, "points", "back_summary"), f"pv:{cid}")])
     params = {"community": community, "entries": shown, "names": names}
-    await show(update, ctx, View("points/history", params, keyboard(rows)))
+    await common.show(update, ctx, common.View("points/history", params, common.keyboard(rows)))
 
 
 # --- /top: the honour board ----------------------------------------------------------------
@@ -122,7 +113,7 @@ async def btn_more(update: Update, ctx: LinliContext) -> None:
 
 async def _board_screen(
     session: AsyncSession, ctx: LinliContext, unit: Unit, monthly: bool, uid: int, private: bool
-) -> View:
+) -> common.View:
     lines = await standings.board(session, unit=unit, now=ctx.now(), monthly=monthly)
     hidden = await standings.is_hidden(session, community_id=unit.community_id, person_id=uid)
     m = "m" if monthly else "a"
@@ -131,28 +122,32 @@ async def _board_screen(
     states = ("h", "s") if not private else (("s",) if hidden else ("h",))
     rows = [
         [
-            button(label(ctx, "points", "this_month", on=monthly), f"ptb:{unit.id}:m"),
-            button(label(ctx, "points", "all_time", on=not monthly), f"ptb:{unit.id}:a"),
+            common.button(
+                common.label(ctx, "points", "this_month", on=monthly), f"ptb:{unit.id}:m"
+            ),
+            common.button(
+                common.label(ctx, "points", "all_time", on=not monthly), f"ptb:{unit.id}:a"
+            ),
         ],
         [
-            button(
-                label(ctx, "points", "hide_me" if state == "h" else "show_me"),
+            common.button(
+                common.label(ctx, "points", "hide_me" if state == "h" else "show_me"),
                 f"pth:{unit.id}:{m}:{state}",
             )
             for state in states
         ],
     ]
     params = {"unit": unit, "lines": lines, "monthly": monthly, "hidden": hidden and private}
-    return View("points/top", params, keyboard(rows))
+    return common.View("points/top", params, common.keyboard(rows))
 
 
 async def _board_unit(session: AsyncSession, update: Update, uid: int) -> Unit | None:
     """In a group the unit it serves; privately the person's own building."""
     chat = update.effective_chat
     assert chat is not None
-    if not is_private(update):
+    if not common.is_private(update):
         link = await people.link_for(
-            session, chat_id=chat.id, thread_id=thread_of(update.effective_message)
+            session, chat_id=chat.id, thread_id=common.thread_of(update.effective_message)
         )
         return await people.get_unit(session, link.unit_id) if link is not None else None
     found = await standings.verified_memberships(session, person_id=uid)
@@ -160,61 +155,63 @@ async def _board_unit(session: AsyncSession, update: Update, uid: int) -> Unit |
 
 
 async def cmd_top(update: Update, ctx: LinliContext) -> None:
-    uid = user_id(update)
+    uid = common.user_id(update)
     async with ctx.svc.db.transaction(write=False) as session:
         unit = await _board_unit(session, update, uid)
         if unit is None:
             screen = None
         else:
             community = await people.get_community(session, unit.community_id)
-            with speaking_for(ctx, update, community):
-                screen = await _board_screen(session, ctx, unit, True, uid, is_private(update))
+            with common.speaking_for(ctx, update, community):
+                screen = await _board_screen(
+                    session, ctx, unit, True, uid, common.is_private(update)
+                )
     if screen is None:
-        await reply(update, ctx, "points/top_no_unit", private=is_private(update))
+        await common.reply(update, ctx, "points/top_no_unit", private=common.is_private(update))
         return
-    with speaking_for(ctx, update, community):  # a board in a group is everyone's
-        await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    with common.speaking_for(ctx, update, community):  # a board in a group is everyone's
+        await common.reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
 
 
 async def _readable_board(
     session: AsyncSession, update: Update, ctx: LinliContext, unit_id: str
 ) -> Unit:
     """The unit of a tapped board, if the tapper may see it (see standings.require_board_reader)."""
-    unit = await people.get_unit(session, as_int(unit_id))
+    unit = await people.get_unit(session, common.as_int(unit_id))
     chat_unit = None
     chat = update.effective_chat
-    if chat is not None and not is_private(update):
+    if chat is not None and not common.is_private(update):
         link = await people.link_for(
-            session, chat_id=chat.id, thread_id=thread_of(update.effective_message)
+            session, chat_id=chat.id, thread_id=common.thread_of(update.effective_message)
         )
         chat_unit = link.unit_id if link is not None else None
-    auth = await load_auth(session, ctx, update)
+    auth = await common.load_auth(session, ctx, update)
     await standings.require_board_reader(session, auth=auth, unit=unit, chat_unit_id=chat_unit)
     return unit
 
 
 async def btn_board(update: Update, ctx: LinliContext) -> None:
     """ptb:<unit>:<m|a>: this month's board or the all-time one."""
-    unit_id, which = callback_args(update, "ptb", 2)
+    unit_id, which = common.callback_args(update, "ptb", 2)
     if which not in ("m", "a"):
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction(write=False) as session:
         unit = await _readable_board(session, update, ctx, unit_id)
         community = await people.get_community(session, unit.community_id)
-        with speaking_for(ctx, update, community):
+        with common.speaking_for(ctx, update, community):
             screen = await _board_screen(
-                session, ctx, unit, which == "m", user_id(update), is_private(update)
+                session, ctx, unit, which == "m", common.user_id(update), common.is_private(update)
             )
-    with speaking_for(ctx, update, community):  # not in the tapper's language
-        await show(update, ctx, screen)
+    with common.speaking_for(ctx, update, community):  # not in the tapper's language
+        await common.show(update, ctx, screen)
 
 
 async def btn_hide(update: Update, ctx: LinliContext) -> None:
     """pth:<unit>:<m|a>:<h|s>: the tapper leaves the board (h), or comes back to it (s)."""
-    unit_id, which, state = callback_args(update, "pth", 3)
+    unit_id, which, state = common.callback_args(update, "pth", 3)
     if which not in ("m", "a") or state not in ("h", "s"):
         raise InvalidInput("stale_button")
-    uid = user_id(update)
+    uid = common.user_id(update)
     hidden = state == "h"
     async with ctx.svc.db.transaction() as session:
         unit = await _readable_board(session, update, ctx, unit_id)
@@ -222,12 +219,16 @@ async def btn_hide(update: Update, ctx: LinliContext) -> None:
             session, community_id=unit.community_id, person_id=uid, hidden=hidden, now=ctx.now()
         )
         community = await people.get_community(session, unit.community_id)
-        with speaking_for(ctx, update, community):
-            screen = await _board_screen(session, ctx, unit, which == "m", uid, is_private(update))
-    with speaking_for(ctx, update, community):
-        await replace(update, ctx, screen)
+        with common.speaking_for(ctx, update, community):
+            screen = await _board_screen(
+                session, ctx, unit, which == "m", uid, common.is_private(update)
+            )
+    with common.speaking_for(ctx, update, community):
+        await common.replace(update, ctx, screen)
     # The note is the tapper's own, in their language.
-    await answer(update, ctx, "points/hidden_now" if hidden else "points/shown_now", alert=True)
+    await common.answer(
+        update, ctx, "points/hidden_now" if hidden else "points/shown_now", alert=True
+    )
 
 
 def register(app: LinliApp) -> None:
@@ -237,7 +238,7 @@ def register(app: LinliApp) -> None:
     )
     app.add_handler(CommandHandler("points", cmd_points))
     app.add_handler(CommandHandler("top", cmd_top))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("pv", btn_view),

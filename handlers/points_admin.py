@@ -14,27 +14,7 @@ from telegram.ext import CommandHandler, filters
 
 from bot import delivery
 from bot.context import LinliApp, LinliContext
-from handlers.common import (
-    View,
-    add_buttons,
-    answer,
-    answer_privately,
-    as_int,
-    as_state,
-    button,
-    callback_args,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    private_only,
-    render,
-    reply,
-    screen,
-    show,
-    state,
-    typed,
-)
+from handlers import common
 from handlers.prompts import answers, ask
 from handlers.reports import export_reports
 from models import people, points, standings
@@ -57,75 +37,75 @@ async def _admin_communities(session: AsyncSession, auth: Authority) -> list[Com
 
 async def cmd_export(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         mine = await _admin_communities(session, auth)
     if not mine:
         raise NotAllowed("points_admins_only")
-    if not is_private(update):
-        await reply(update, ctx, "points/export_private")
+    if not common.is_private(update):
+        await common.reply(update, ctx, "points/export_private")
         return
     if len(mine) == 1:
-        await show(update, ctx, _periods_screen(ctx, mine[0]))
+        await common.show(update, ctx, _periods_screen(ctx, mine[0]))
         return
-    rows = [[button(c.name, f"pe:{c.id}")] for c in mine]
-    await reply(update, ctx, "points/export_pick_community", markup=keyboard(rows))
+    rows = [[common.button(c.name, f"pe:{c.id}")] for c in mine]
+    await common.reply(update, ctx, "points/export_pick_community", markup=common.keyboard(rows))
 
 
-def _periods_screen(ctx: LinliContext, community: Community) -> View:
+def _periods_screen(ctx: LinliContext, community: Community) -> common.View:
     cid = community.id
     rows = [
         [
-            button(label(ctx, "points", "this_month", on=False), f"pd:{cid}:m"),
-            button(label(ctx, "points", "last_month"), f"pd:{cid}:l"),
+            common.button(common.label(ctx, "points", "this_month", on=False), f"pd:{cid}:m"),
+            common.button(common.label(ctx, "points", "last_month"), f"pd:{cid}:l"),
         ],
         [
-            button(label(ctx, "points", "this_year"), f"pd:{cid}:y"),
-            button(label(ctx, "points", "everything"), f"pd:{cid}:a"),
+            common.button(common.label(ctx, "points", "this_year"), f"pd:{cid}:y"),
+            common.button(common.label(ctx, "points", "everything"), f"pd:{cid}:a"),
         ],
-        [button(label(ctx, "points", "type_range"), f"pg:{cid}")],
+        [common.button(common.label(ctx, "points", "type_range"), f"pg:{cid}")],
     ]
-    return View("points/export_pick_period", {"community": community}, keyboard(rows))
+    return common.View("points/export_pick_period", {"community": community}, common.keyboard(rows))
 
 
 async def _admin_of(
     session: AsyncSession, ctx: LinliContext, update: Update, cid: int
 ) -> Community:
-    auth = await load_auth(session, ctx, update)
+    auth = await common.load_auth(session, ctx, update)
     community = await people.get_community(session, cid)
     points.require_admin(auth, community)
     return community
 
 
-@screen("pe", 1, private=True)
+@common.screen("pe", 1, private=True)
 async def btn_export_community(
     session: AsyncSession, ctx: LinliContext, update: Update, community_id: str
-) -> View:
+) -> common.View:
     """pe:<community>"""
-    return _periods_screen(ctx, await _admin_of(session, ctx, update, as_int(community_id)))
+    return _periods_screen(ctx, await _admin_of(session, ctx, update, common.as_int(community_id)))
 
 
 async def btn_export_period(update: Update, ctx: LinliContext) -> None:
     """pd:<community>:<m|l|y|a>"""
-    private_only(update)
-    community_id, code = callback_args(update, "pd", 2)
+    common.private_only(update)
+    community_id, code = common.callback_args(update, "pd", 2)
     async with ctx.svc.db.transaction(write=False) as session:
-        community = await _admin_of(session, ctx, update, as_int(community_id))
+        community = await _admin_of(session, ctx, update, common.as_int(community_id))
     start, end = standings.period(code, ctx.now(), community.timezone)
     await _send_export(update, ctx, community, start, end)
     await export_reports(update, ctx, community, start, end)  # one period, both books
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 async def _admin_types(
     update: Update, ctx: LinliContext, prefix: str, kind: str, name: str
 ) -> None:
     """An admin's button that asks them to type something about their community."""
-    private_only(update)
-    (community_id,) = callback_args(update, prefix, 1)
+    common.private_only(update)
+    (community_id,) = common.callback_args(update, prefix, 1)
     async with ctx.svc.db.transaction(write=False) as session:
-        community = await _admin_of(session, ctx, update, as_int(community_id))
+        community = await _admin_of(session, ctx, update, common.as_int(community_id))
     await ask(update, ctx, kind, str(community.id), name)
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 async def btn_export_range(update: Update, ctx: LinliContext) -> None:
@@ -136,8 +116,8 @@ async def btn_export_range(update: Update, ctx: LinliContext) -> None:
 @answers("points_range")
 async def on_range(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
-        community = await _admin_of(session, ctx, update, as_int(prompt.payload))
-    start, end = standings.parse_range(typed(update), community.timezone)
+        community = await _admin_of(session, ctx, update, common.as_int(prompt.payload))
+    start, end = standings.parse_range(common.typed(update), community.timezone)
     await _send_export(update, ctx, community, start, end)
     await export_reports(update, ctx, community, start, end)  # one period, both books
 
@@ -161,11 +141,11 @@ async def _send_export(
     first = start.astimezone(zone).date().isoformat() if start else None
     last = (end - timedelta(microseconds=1)).astimezone(zone).date().isoformat() if end else None
     if not rows:
-        await reply(update, ctx, "points/export_empty", first=first, last=last)
+        await common.reply(update, ctx, "points/export_empty", first=first, last=last)
         return
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([label(ctx, "points", f"csv_{h}") for h in CSV_COLUMNS])
+    writer.writerow([common.label(ctx, "points", f"csv_{h}") for h in CSV_COLUMNS])
     for row in rows:
         e = row.entry
         rule = names[e.rule_code].name(ctx.lang) if e.rule_code in names else (e.rule_code or "")
@@ -186,7 +166,7 @@ async def _send_export(
         )
     # The byte-order mark makes spreadsheet programs read the Chinese names as UTF-8.
     data = out.getvalue().encode("utf-8-sig")
-    caption = render(
+    caption = common.render(
         ctx,
         "points/export_caption",
         community=community,
@@ -204,15 +184,15 @@ async def _send_export(
 
 async def _rules_screen(
     session: AsyncSession, ctx: LinliContext, community: Community, saved: bool = False
-) -> View:
+) -> common.View:
     assert community.id is not None
     found = await points.rules(session, community_id=community.id, now=ctx.now())
     limit = await points.max_award(session, community_id=community.id)
     cid = community.id
     rows = [
         [
-            button(
-                label(
+            common.button(
+                common.label(
                     ctx,
                     "points",
                     "rule_item",
@@ -225,34 +205,36 @@ async def _rules_screen(
         ]
         for r in found
     ]
-    rows.append([button(label(ctx, "points", "new_rule"), f"pj:{cid}")])
-    rows.append([button(label(ctx, "points", "set_max", max=limit), f"py:{cid}")])
+    rows.append([common.button(common.label(ctx, "points", "new_rule"), f"pj:{cid}")])
+    rows.append([common.button(common.label(ctx, "points", "set_max", max=limit), f"py:{cid}")])
     params = {"community": community, "rules": found, "max": limit, "saved": saved}
-    return View("points/rules", params, keyboard(rows))
+    return common.View("points/rules", params, common.keyboard(rows))
 
 
 async def _rule_screen(
     session: AsyncSession, ctx: LinliContext, community: Community, code: str
-) -> View:
+) -> common.View:
     assert community.id is not None
     found = await points.rule(session, community_id=community.id, code=code, now=ctx.now())
     cid = community.id
     rows = [
-        [button(label(ctx, "points", "rule_points"), f"pz:{cid}:{code}")],
+        [common.button(common.label(ctx, "points", "rule_points"), f"pz:{cid}:{code}")],
         [
-            button(
-                label(ctx, "points", "turn_off" if found.active else "turn_on"),
-                f"po:{cid}:{code}:{state(not found.active)}",
+            common.button(
+                common.label(ctx, "points", "turn_off" if found.active else "turn_on"),
+                f"po:{cid}:{code}:{common.state(not found.active)}",
             )
         ],
-        [button(label(ctx, "points", "back"), f"pl:{cid}")],
+        [common.button(common.label(ctx, "points", "back"), f"pl:{cid}")],
     ]
-    return View("points/rule", {"community": community, "rule": found}, keyboard(rows))
+    return common.View(
+        "points/rule", {"community": community, "rule": found}, common.keyboard(rows)
+    )
 
 
 async def cmd_rules(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         mine = await _admin_communities(session, auth)
         if not mine:
             raise NotAllowed("points_admins_only")
@@ -260,58 +242,58 @@ async def cmd_rules(update: Update, ctx: LinliContext) -> None:
         others = mine[1:]
     screen = screens[0]
     if others and screen.markup is not None:
-        extra = [[button(c.name, f"pl:{c.id}")] for c in others]
-        screen.markup = keyboard([*screen.markup.inline_keyboard, *extra])
-    await answer_privately(update, ctx, screen, "rules", feature="points")
+        extra = [[common.button(c.name, f"pl:{c.id}")] for c in others]
+        screen.markup = common.keyboard([*screen.markup.inline_keyboard, *extra])
+    await common.answer_privately(update, ctx, screen, "rules", feature="points")
 
 
-@screen("pl", 1, private=True)
+@common.screen("pl", 1, private=True)
 async def btn_rules(
     session: AsyncSession, ctx: LinliContext, update: Update, community_id: str
-) -> View:
+) -> common.View:
     """pl:<community>"""
-    community = await _admin_of(session, ctx, update, as_int(community_id))
+    community = await _admin_of(session, ctx, update, common.as_int(community_id))
     return await _rules_screen(session, ctx, community)
 
 
-@screen("pi", 2, private=True)
+@common.screen("pi", 2, private=True)
 async def btn_rule(
     session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, code: str
-) -> View:
+) -> common.View:
     """pi:<community>:<rule>"""
-    community = await _admin_of(session, ctx, update, as_int(community_id))
+    community = await _admin_of(session, ctx, update, common.as_int(community_id))
     return await _rule_screen(session, ctx, community, code)
 
 
 async def btn_rule_active(update: Update, ctx: LinliContext) -> None:
     """po:<community>:<rule>:<1|0>: turn the rule on (1) or off (0)."""
-    private_only(update)
-    community_id, code, wanted = callback_args(update, "po", 3)
-    active = as_state(wanted)
-    cid = as_int(community_id)
+    common.private_only(update)
+    community_id, code, wanted = common.callback_args(update, "po", 3)
+    active = common.as_state(wanted)
+    cid = common.as_int(community_id)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         await points.edit_rule(
             session, auth=auth, community_id=cid, code=code, now=ctx.now(), active=active
         )
         community = await people.get_community(session, cid)
         screen = await _rule_screen(session, ctx, community, code)
-    await show(update, ctx, screen)
+    await common.show(update, ctx, screen)
 
 
 async def btn_rule_points(update: Update, ctx: LinliContext) -> None:
     """pz:<community>:<rule>: the admin types the rule's points."""
-    private_only(update)
-    community_id, code = callback_args(update, "pz", 2)
+    common.private_only(update)
+    community_id, code = common.callback_args(update, "pz", 2)
     async with ctx.svc.db.transaction(write=False) as session:
-        community = await _admin_of(session, ctx, update, as_int(community_id))
+        community = await _admin_of(session, ctx, update, common.as_int(community_id))
         found = await points.rule(
-            session, community_id=as_int(community_id), code=code, now=ctx.now()
+            session, community_id=common.as_int(community_id), code=code, now=ctx.now()
         )
     await ask(
         update, ctx, "points_rule", f"{community.id}:{code}", "points/ask_rule_points", rule=found
     )
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 async def btn_new_rule(update: Update, ctx: LinliContext) -> None:
@@ -327,41 +309,46 @@ async def btn_max(update: Update, ctx: LinliContext) -> None:
 @answers("points_rule")
 async def on_rule_points(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
     community_id, _, code = prompt.payload.partition(":")
-    cid = as_int(community_id)
+    cid = common.as_int(community_id)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         await points.edit_rule(
-            session, auth=auth, community_id=cid, code=code, now=ctx.now(), points=typed(update)
+            session,
+            auth=auth,
+            community_id=cid,
+            code=code,
+            now=ctx.now(),
+            points=common.typed(update),
         )
         community = await people.get_community(session, cid)
         screen = await _rules_screen(session, ctx, community, saved=True)
-    await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    await common.reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
 
 
 @answers("points_new_rule")
 async def on_new_rule(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
-    cid = as_int(prompt.payload)
+    cid = common.as_int(prompt.payload)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         found = await points.add_rule(
-            session, auth=auth, community_id=cid, name=typed(update), now=ctx.now()
+            session, auth=auth, community_id=cid, name=common.typed(update), now=ctx.now()
         )
         community = await people.get_community(session, cid)
         screen = await _rule_screen(session, ctx, community, found.code)
-    await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    await common.reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
 
 
 @answers("points_max")
 async def on_max(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
-    cid = as_int(prompt.payload)
+    cid = common.as_int(prompt.payload)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         await points.set_max_award(
-            session, auth=auth, community_id=cid, value=typed(update), now=ctx.now()
+            session, auth=auth, community_id=cid, value=common.typed(update), now=ctx.now()
         )
         community = await people.get_community(session, cid)
         screen = await _rules_screen(session, ctx, community, saved=True)
-    await reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    await common.reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
 
 
 def register(app: LinliApp) -> None:
@@ -371,7 +358,7 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("start", cmd_rules, filters=filters.Regex(r"^/start (rules)$")))
     app.add_handler(CommandHandler("export", cmd_export))
     app.add_handler(CommandHandler("rules", cmd_rules))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("pe", btn_export_community),

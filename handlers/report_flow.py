@@ -21,21 +21,7 @@ from telegram import InlineKeyboardButton, Update
 from telegram.ext import CallbackQueryHandler, MessageHandler, filters
 
 from bot.context import LinliApp, LinliContext
-from handlers import flowui, pickers
-from handlers.common import (
-    View,
-    answer_privately,
-    as_int,
-    button,
-    is_private,
-    keyboard,
-    label,
-    reply,
-    rows_of,
-    show,
-    thread_of,
-    user_id,
-)
+from handlers import common, flowui, pickers
 from models import flows, people, reports
 from models.errors import InvalidInput
 from models.flows import Flow
@@ -53,7 +39,7 @@ _FLOOR = re.compile(
 
 
 def _l(ctx: LinliContext, key: str, **params: object) -> str:
-    return label(ctx, "reports", key, **params)
+    return common.label(ctx, "reports", key, **params)
 
 
 def _fid(flow: Flow) -> int:
@@ -76,14 +62,14 @@ async def start(update: Update, ctx: LinliContext) -> None:
     the draft keeps the group (for the card) and its unit; privately, the person's home."""
     chat = update.effective_chat
     assert chat is not None
-    uid = user_id(update)
+    uid = common.user_id(update)
     async with ctx.svc.db.transaction() as session:
         data: dict[str, Any] = {"chat_id": None, "thread_id": 0}
-        if is_private(update):
+        if common.is_private(update):
             unit = await home_unit(session, uid)
         else:
             link = await people.link_for(
-                session, chat_id=chat.id, thread_id=thread_of(update.effective_message)
+                session, chat_id=chat.id, thread_id=common.thread_of(update.effective_message)
             )
             if link is None:
                 raise InvalidInput("chat_not_linked")
@@ -95,7 +81,7 @@ async def start(update: Update, ctx: LinliContext) -> None:
             data=data, now=ctx.now(),
         )  # fmt: skip
         view = await _screen(session, ctx, flow)
-    await answer_privately(update, ctx, view, f"{START}{_fid(flow)}", feature="reports",
+    await common.answer_privately(update, ctx, view, f"{START}{_fid(flow)}", feature="reports",
                            offer="flow_open_private")  # fmt: skip
 
 
@@ -126,7 +112,7 @@ async def _group_for(session: AsyncSession, data: dict[str, Any]) -> int | None:
     return nearest[0].chat_id if nearest else None
 
 
-async def _screen(session: AsyncSession, ctx: LinliContext, flow: Flow) -> View:
+async def _screen(session: AsyncSession, ctx: LinliContext, flow: Flow) -> common.View:
     """The next step the draft needs, from what it holds."""
     data = flow.data
     unit = await people.get_unit(session, int(data["unit_id"]))
@@ -139,41 +125,49 @@ async def _screen(session: AsyncSession, ctx: LinliContext, flow: Flow) -> View:
     base: dict[str, Any] = {"unit": unit.name}
     code = data.get("category")
     if code not in cats:
-        buttons = [button(c.name(ctx.lang), f"{PREFIX}:{fid}:c:{c.code}") for c in cats.values()]
-        return View("reports/flow_category", base, keyboard([*rows_of(buttons, 3), cancel]))
+        buttons = [
+            common.button(c.name(ctx.lang), f"{PREFIX}:{fid}:c:{c.code}") for c in cats.values()
+        ]
+        return common.View(
+            "reports/flow_category", base, common.keyboard([*common.rows_of(buttons, 3), cancel])
+        )
     base["category"] = cats[code].name(ctx.lang)
     if not _placed(data):
         places = [
-            button(_l(ctx, "place", place=p.value), f"{PREFIX}:{fid}:p:{p.value}")
+            common.button(_l(ctx, "place", place=p.value), f"{PREFIX}:{fid}:p:{p.value}")
             for p in reports.Place
             if p != reports.Place.outdoors
         ]
-        rows = rows_of(places, 3)
-        rows.append([button(_l(ctx, "flow_outdoors"), f"{PREFIX}:{fid}:loc")])
-        rows.append([button(_l(ctx, "flow_type_where"), f"{PREFIX}:{fid}:v")])
-        rows.append([button(_l(ctx, "flow_other_unit"), f"{PREFIX}:{fid}:u")])
-        return View("reports/flow_where", base, keyboard([*rows, cancel]))
+        rows = common.rows_of(places, 3)
+        rows.append([common.button(_l(ctx, "flow_outdoors"), f"{PREFIX}:{fid}:loc")])
+        rows.append([common.button(_l(ctx, "flow_type_where"), f"{PREFIX}:{fid}:v")])
+        rows.append([common.button(_l(ctx, "flow_other_unit"), f"{PREFIX}:{fid}:u")])
+        return common.View("reports/flow_where", base, common.keyboard([*rows, cancel]))
     if data.get("place") in reports.FLOORED and "floor" not in data:
-        floors = [button(_l(ctx, "floor", n=n), f"{PREFIX}:{fid}:f:{n}") for n in FLOORS]
-        rows = rows_of(floors, 8)
+        floors = [common.button(_l(ctx, "floor", n=n), f"{PREFIX}:{fid}:f:{n}") for n in FLOORS]
+        rows = common.rows_of(floors, 8)
         rows.append(
             [
-                button(_l(ctx, "flow_type_floor"), f"{PREFIX}:{fid}:tf"),
-                button(_l(ctx, "flow_skip"), f"{PREFIX}:{fid}:f:-"),
+                common.button(_l(ctx, "flow_type_floor"), f"{PREFIX}:{fid}:tf"),
+                common.button(_l(ctx, "flow_skip"), f"{PREFIX}:{fid}:f:-"),
             ]
         )
-        return View("reports/flow_floor", base, keyboard([*rows, cancel]))
+        return common.View("reports/flow_floor", base, common.keyboard([*rows, cancel]))
     if not data.get("text") and not data.get("photos"):
-        return View(ASK_WHAT, base | {"limit": reports.TEXT_LIMIT, "photos": reports.PHOTO_LIMIT})
+        return common.View(
+            ASK_WHAT, base | {"limit": reports.TEXT_LIMIT, "photos": reports.PHOTO_LIMIT}
+        )
     if not data.get("described"):
-        return View(SO_FAR, base | _what(data), keyboard([_what_row(ctx, flow), cancel]))
+        return common.View(
+            SO_FAR, base | _what(data), common.keyboard([_what_row(ctx, flow), cancel])
+        )
     group = await _group_for(session, data)
     if "public" not in data and group is not None:
         rows = [
-            [button(_l(ctx, "flow_only_leads"), f"{PREFIX}:{fid}:s:0")],
-            [button(_l(ctx, "flow_also_group"), f"{PREFIX}:{fid}:s:1")],
+            [common.button(_l(ctx, "flow_only_leads"), f"{PREFIX}:{fid}:s:0")],
+            [common.button(_l(ctx, "flow_also_group"), f"{PREFIX}:{fid}:s:1")],
         ]
-        return View("reports/flow_visibility", base, keyboard([*rows, cancel]))
+        return common.View("reports/flow_visibility", base, common.keyboard([*rows, cancel]))
     return await _preview(session, ctx, flow, unit, base, public=bool(data.get("public")))
 
 
@@ -182,10 +176,10 @@ def _what(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _what_row(ctx: LinliContext, flow: Flow) -> list[InlineKeyboardButton]:
-    return [button(_l(ctx, "flow_next"), f"{PREFIX}:{_fid(flow)}:n")]
+    return [common.button(_l(ctx, "flow_next"), f"{PREFIX}:{_fid(flow)}:n")]
 
 
-async def _present(update: Update, ctx: LinliContext, flow: Flow, view: View) -> None:
+async def _present(update: Update, ctx: LinliContext, flow: Flow, view: common.View) -> None:
     """Show the next step: a screen of buttons (the tapped message becomes it), or, for what is
     wrong, the question whose typed answer or photo is the step."""
     if view.name == ASK_WHAT:
@@ -193,7 +187,7 @@ async def _present(update: Update, ctx: LinliContext, flow: Flow, view: View) ->
         if update.callback_query is not None:
             await update.callback_query.answer()
     else:
-        await show(update, ctx, view)
+        await common.show(update, ctx, view)
 
 
 async def _preview(
@@ -204,7 +198,7 @@ async def _preview(
     base: dict[str, Any],
     *,
     public: bool,
-) -> View:
+) -> common.View:
     """Everything the report will say, the open reports of the same kind and place ("Same
     problem? +1"; Send then says "No, it's new"), and Send."""
     data, fid = flow.data, _fid(flow)
@@ -212,10 +206,12 @@ async def _preview(
         session, unit_id=unit.id or 0, category=data["category"], place=data.get("place")
     )
     same = [r for r in found if r.visibility == reports.Visibility.group]  # others: leads' only
-    rows = [[button(_l(ctx, "same_plus_one", number=r.label), f"{PREFIX}:{fid}:+:{r.id}")]
+    rows = [[common.button(_l(ctx, "same_plus_one", number=r.label), f"{PREFIX}:{fid}:+:{r.id}")]
             for r in same]  # fmt: skip
-    rows.append([button(_l(ctx, "flow_send_new" if same else "flow_send"), f"{PREFIX}:{fid}:ok")])
-    rows.append([button(_l(ctx, "flow_start_over"), f"{PREFIX}:{fid}:r")])
+    rows.append(
+        [common.button(_l(ctx, "flow_send_new" if same else "flow_send"), f"{PREFIX}:{fid}:ok")]
+    )
+    rows.append([common.button(_l(ctx, "flow_start_over"), f"{PREFIX}:{fid}:r")])
     params = (
         base
         | _what(data)
@@ -228,7 +224,9 @@ async def _preview(
             "same": [{"number": r.label, "supporters": r.supporters} for r in same],
         }
     )
-    return View("reports/flow_preview", params, keyboard([*rows, flowui.cancel_row(ctx, flow)]))
+    return common.View(
+        "reports/flow_preview", params, common.keyboard([*rows, flowui.cancel_row(ctx, flow)])
+    )
 
 
 async def _show_next(update: Update, ctx: LinliContext, fid: int) -> None:
@@ -250,12 +248,12 @@ async def btn_step(update: Update, ctx: LinliContext) -> None:
     parts = (query.data or "").split(":")
     if len(parts) not in (3, 4) or parts[0] != PREFIX:
         raise InvalidInput("stale_button")
-    fid, what, value = as_int(parts[1]), parts[2], parts[3] if len(parts) == 4 else None
+    fid, what, value = common.as_int(parts[1]), parts[2], parts[3] if len(parts) == 4 else None
     if what == "ok" and value is None:
         await _send(update, ctx, fid)
         return
     if what == "+" and value is not None:
-        await _support(update, ctx, fid, as_int(value))
+        await _support(update, ctx, fid, common.as_int(value))
         return
     asks = {"loc": "location", "v": "venue", "tf": "floor"}
     async with ctx.svc.db.transaction() as session:
@@ -318,16 +316,16 @@ async def _support(update: Update, ctx: LinliContext, fid: int, report_id: int) 
             raise InvalidInput("stale_button")
 
         async def plus_one(_: Flow) -> int:
-            await reports.support(session, report_id=report_id, person_id=user_id(update),
+            await reports.support(session, report_id=report_id, person_id=common.user_id(update),
                                   now=ctx.now())  # fmt: skip
             return report_id
 
         done, _ = await flows.confirm(
-            session, flow_id=fid, owner_id=user_id(update), now=ctx.now(), make=plus_one,
+            session, flow_id=fid, owner_id=common.user_id(update), now=ctx.now(), make=plus_one,
             kind=KIND,
         )  # fmt: skip
         report = await reports.get(session, done.result_id or 0)
-    await show(update, ctx, View("reports/flow_supported", {"number": report.label}))
+    await common.show(update, ctx, common.View("reports/flow_supported", {"number": report.label}))
 
 
 async def _send(update: Update, ctx: LinliContext, fid: int) -> None:
@@ -358,18 +356,23 @@ async def _send(update: Update, ctx: LinliContext, fid: int) -> None:
             return report.id or 0
 
         flow, created = await flows.confirm(
-            session, flow_id=fid, owner_id=user_id(update), now=ctx.now(), make=make, kind=KIND
+            session,
+            flow_id=fid,
+            owner_id=common.user_id(update),
+            now=ctx.now(),
+            make=make,
+            kind=KIND,
         )
         report = await reports.get(session, flow.result_id or 0)
     public = report.visibility == reports.Visibility.group
     markup = None
     if public:
-        markup = keyboard([[button(_l(ctx, "show_my_name"), f"rk:{report.id}:1")]])
-    view = View(
+        markup = common.keyboard([[common.button(_l(ctx, "show_my_name"), f"rk:{report.id}:1")]])
+    view = common.View(
         "reports/filed", {"number": report.label, "private": not public, "again": not created},
         markup,
     )  # fmt: skip
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 # --- typed answers, photos and locations ----------------------------------------------------
@@ -386,7 +389,7 @@ async def _ask_again(
     update: Update, ctx: LinliContext, flow: Flow, step: str, problem: InvalidInput
 ) -> None:
     """A typed answer refused: say why, and ask the same question again (the draft is kept)."""
-    await reply(update, ctx, f"errors/{problem.key}", **problem.params)
+    await common.reply(update, ctx, f"errors/{problem.key}", **problem.params)
     if step == "what":
         await _ask_what(update, ctx, flow)
     else:
@@ -486,7 +489,7 @@ async def on_floor(update: Update, ctx: LinliContext, flow: Flow, text: str) -> 
 
 def _floor(value: str) -> int:
     """A floor button's value (a negative one is below ground), checked."""
-    number = as_int(value.removeprefix("-"))
+    number = common.as_int(value.removeprefix("-"))
     floor = reports.check_floor(-number if value.startswith("-") else number)
     assert floor is not None
     return floor
@@ -500,7 +503,9 @@ async def on_not_a_photo(update: Update, ctx: LinliContext) -> None:
     chat = update.effective_chat
     assert chat is not None
     async with ctx.svc.db.transaction(write=False) as session:
-        waiting = await people.waiting_prompt(session, person_id=user_id(update), chat_id=chat.id)
+        waiting = await people.waiting_prompt(
+            session, person_id=common.user_id(update), chat_id=chat.id
+        )
     if waiting is not None and waiting.kind == flowui.PROMPT and waiting.payload.endswith(":what"):
         raise InvalidInput("report_photo_only")
 

@@ -22,31 +22,7 @@ from telegram.ext import CommandHandler, MessageHandler, filters
 
 from bot import cards, charts, delivery
 from bot.context import LinliApp, LinliContext
-from handlers import report_flow
-from handlers.common import (
-    PAGE,
-    View,
-    add_buttons,
-    answer,
-    as_int,
-    as_state,
-    button,
-    callback_args,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    offer_private,
-    page_buttons,
-    page_count,
-    render,
-    replace,
-    reply,
-    show,
-    state,
-    thread_of,
-    user_id,
-)
+from handlers import common, report_flow
 from handlers.prompts import answers, ask
 from models import digest, people, reports, standings, tasks
 from models.errors import Conflict, InvalidInput, NotAllowed
@@ -69,7 +45,7 @@ _COMMAND = re.compile(r"^/report(?:@\w+)?\s*", re.IGNORECASE)
 
 def _parts(update: Update, prefix: str, *counts: int, private: bool = True) -> list[str]:
     """The fields of a button whose data has several shapes (`prefix:a`, `prefix:a:b`, …)."""
-    if private and not is_private(update):
+    if private and not common.is_private(update):
         raise InvalidInput("private_only")
     query = update.callback_query
     parts = (query.data or "").split(":") if query else []
@@ -79,7 +55,7 @@ def _parts(update: Update, prefix: str, *counts: int, private: bool = True) -> l
 
 
 def _l(ctx: LinliContext, key: str, **params: object) -> str:
-    return label(ctx, "reports", key, **params)
+    return common.label(ctx, "reports", key, **params)
 
 
 async def _category_names(
@@ -122,8 +98,14 @@ async def report_card(req: cards.CardRequest) -> cards.Card | None:
     }
     markup = None
     if report.status in reports.OPEN or report.status == Status.resolved:
-        markup = keyboard(
-            [[button(req.label("reports", "plus_one", n=report.supporters), f"rp:{report.id}")]]
+        markup = common.keyboard(
+            [
+                [
+                    common.button(
+                        req.label("reports", "plus_one", n=report.supporters), f"rp:{report.id}"
+                    )
+                ]
+            ]
         )
     return cards.Card("reports/card", params, markup)
 
@@ -143,7 +125,9 @@ async def lead_card(req: cards.CardRequest) -> cards.Card | None:
         "supporters": report.supporters,
         "hours": _age_hours(report, req.now),
     }
-    markup = keyboard([[button(req.label("reports", "open_sheet"), f"rs:{report.id}")]])
+    markup = common.keyboard(
+        [[common.button(req.label("reports", "open_sheet"), f"rs:{report.id}")]]
+    )
     return cards.Card("reports/lead_card", params, markup)
 
 
@@ -165,13 +149,15 @@ async def ask_card(req: cards.CardRequest) -> cards.Card | None:
     if report.status == Status.resolved and (mine is None or mine.round == report.round):
         rows.append(
             [
-                button(req.label("reports", "fixed"), f"rv:{report.id}:{report.round}:1"),
-                button(req.label("reports", "not_fixed"), f"rv:{report.id}:{report.round}:0"),
+                common.button(req.label("reports", "fixed"), f"rv:{report.id}:{report.round}:1"),
+                common.button(
+                    req.label("reports", "not_fixed"), f"rv:{report.id}:{report.round}:0"
+                ),
             ]
         )
     if mine is not None:
-        rows.append([button(f"{n}⭐", f"rr:{report.id}:{n}") for n in range(1, 6)])
-    return cards.Card("reports/ask_card", params, keyboard(rows) if rows else None)
+        rows.append([common.button(f"{n}⭐", f"rr:{report.id}:{n}") for n in range(1, 6)])
+    return cards.Card("reports/ask_card", params, common.keyboard(rows) if rows else None)
 
 
 # --- filing: /report <text> or a photo captioned /report ----------------------------------
@@ -190,26 +176,26 @@ async def _unit_for(session: AsyncSession, update: Update) -> Unit:
     """The chat's unit in a group; the person's home privately."""
     chat = update.effective_chat
     assert chat is not None
-    if not is_private(update):
+    if not common.is_private(update):
         link = await people.link_for(
-            session, chat_id=chat.id, thread_id=thread_of(update.effective_message)
+            session, chat_id=chat.id, thread_id=common.thread_of(update.effective_message)
         )
         if link is None:
             raise InvalidInput("chat_not_linked")
         return await people.get_unit(session, link.unit_id)
-    return await report_flow.home_unit(session, user_id(update))
+    return await report_flow.home_unit(session, common.user_id(update))
 
 
 async def _categories_view(
     session: AsyncSession, ctx: LinliContext, unit: Unit, text: str, photos: int
-) -> View:
+) -> common.View:
     found = await reports.categories(session, community_id=unit.community_id, now=ctx.now())
-    buttons = [button(c.name(ctx.lang), f"rn:{c.code}") for c in found]
+    buttons = [common.button(c.name(ctx.lang), f"rn:{c.code}") for c in found]
     rows = [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
-    return View(
+    return common.View(
         "reports/pick_category",
         {"unit": unit.name, "text": text[:200], "photos": photos},
-        keyboard(rows),
+        common.keyboard(rows),
     )
 
 
@@ -245,7 +231,7 @@ async def cmd_report(update: Update, ctx: LinliContext) -> None:
         return
     # Quoted even privately: the buttons' answer reads the report from the quoted message.
     await message.reply_text(
-        render(ctx, view.name, **view.params), reply_markup=view.markup, do_quote=True
+        common.render(ctx, view.name, **view.params), reply_markup=view.markup, do_quote=True
     )
 
 
@@ -266,7 +252,7 @@ async def btn_category(update: Update, ctx: LinliContext) -> None:
     if len(parts) not in (2, 3) or parts[0] != "rn" or (len(parts) == 3 and parts[2] != "new"):
         raise InvalidInput("stale_button")
     origin = _origin(query.message)
-    if origin.from_user is None or origin.from_user.id != user_id(update):
+    if origin.from_user is None or origin.from_user.id != common.user_id(update):
         raise NotAllowed("not_your_picker")
     await _file_or_suggest(update, ctx, origin, parts[1], new=len(parts) == 3)
 
@@ -288,55 +274,60 @@ async def _file_or_suggest(
         )
         same = [r for r in same if r.visibility == reports.Visibility.group or private]
         if same:
-            rows = [[button(_l(ctx, "same_plus_one", number=r.label), f"rp:{r.id}")] for r in same]
-            rows.append([button(_l(ctx, "its_new"), f"rn:{code}:new")])
-            view = View(
+            rows = [
+                [common.button(_l(ctx, "same_plus_one", number=r.label), f"rp:{r.id}")]
+                for r in same
+            ]
+            rows.append([common.button(_l(ctx, "its_new"), f"rn:{code}:new")])
+            view = common.View(
                 "reports/same_problem",
                 {"reports": [{"number": r.label, "supporters": r.supporters} for r in same]},
-                keyboard(rows),
+                common.keyboard(rows),
             )
         else:
             report, created = await reports.file(
                 session,
-                reporter_id=user_id(update),
+                reporter_id=common.user_id(update),
                 unit_id=unit.id or 0,
                 category=code,
                 text=text,
                 photos=photos,
                 now=ctx.now(),
                 chat_id=None if private else origin.chat.id,
-                thread_id=thread_of(origin),
+                thread_id=common.thread_of(origin),
                 origin_key=f"msg:{origin.chat.id}:{origin.message_id}",
             )
             markup = None
             if not private:
-                markup = keyboard([[button(_l(ctx, "show_my_name"), f"rk:{report.id}:1")]])
-            view = View(
+                markup = common.keyboard(
+                    [[common.button(_l(ctx, "show_my_name"), f"rk:{report.id}:1")]]
+                )
+            view = common.View(
                 "reports/filed",
                 {"number": report.label, "private": private, "again": not created},
                 markup,
             )
     if update.callback_query is not None:
-        await show(update, ctx, view)
+        await common.show(update, ctx, view)
     else:
-        await reply(update, ctx, view.name, markup=view.markup, **view.params)
+        await common.reply(update, ctx, view.name, markup=view.markup, **view.params)
 
 
 async def btn_support(update: Update, ctx: LinliContext) -> None:
     """rp:<report>: +1 (sets "I support this"; a second tap adds nothing)."""
-    (report_id,) = callback_args(update, "rp", 1)
+    (report_id,) = common.callback_args(update, "rp", 1)
     async with ctx.svc.db.transaction() as session:
-        report = await reports.get(session, as_int(report_id))
-        auth = await load_auth(session, ctx, update)
+        report = await reports.get(session, common.as_int(report_id))
+        auth = await common.load_auth(session, ctx, update)
         unit = await people.get_unit(session, report.unit_id)
         if report.visibility != reports.Visibility.group and not reports.may_see(
-            auth, report, unit, person_id=user_id(update)
+            auth, report, unit, person_id=common.user_id(update)
         ):
             raise InvalidInput("stale_button")
         report, added = await reports.support(
-            session, report_id=report.id or 0, person_id=user_id(update), now=ctx.now()
+            session, report_id=report.id or 0, person_id=common.user_id(update), now=ctx.now()
         )
-    await answer(
+    await common.answer(
         update,
         ctx,
         "reports/supported" if added else "reports/already_supported",
@@ -346,28 +337,28 @@ async def btn_support(update: Update, ctx: LinliContext) -> None:
 
 async def btn_how(update: Update, ctx: LinliContext) -> None:
     """rh:go: the Report a problem button of /start and /help."""
-    (go,) = callback_args(update, "rh", 1)
+    (go,) = common.callback_args(update, "rh", 1)
     if go != "go":
         raise InvalidInput("stale_button")
     await report_flow.start(update, ctx)
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 async def btn_show_name(update: Update, ctx: LinliContext) -> None:
     """rk:<report>:<1 show|0 hide>: the reporter's name on the group card (sets the state)."""
-    report_id, shown = callback_args(update, "rk", 2)
-    on = as_state(shown)
+    report_id, shown = common.callback_args(update, "rk", 2)
+    on = common.as_state(shown)
     async with ctx.svc.db.transaction() as session:
         report = await reports.show_name(
-            session, report_id=as_int(report_id), person_id=user_id(update), shown=on,
+            session, report_id=common.as_int(report_id), person_id=common.user_id(update), shown=on,
             now=ctx.now(),
         )  # fmt: skip
-    markup = keyboard(
+    markup = common.keyboard(
         [
             [
-                button(
+                common.button(
                     _l(ctx, "hide_my_name" if on else "show_my_name"),
-                    f"rk:{report.id}:{state(not on)}",
+                    f"rk:{report.id}:{common.state(not on)}",
                 )
             ]
         ]
@@ -375,7 +366,7 @@ async def btn_show_name(update: Update, ctx: LinliContext) -> None:
     query = update.callback_query
     assert query is not None
     await query.edit_message_reply_markup(markup)
-    await answer(update, ctx, "reports/name_shown" if on else "reports/name_hidden")
+    await common.answer(update, ctx, "reports/name_shown" if on else "reports/name_hidden")
 
 
 # --- leads: /reports, the sheet and its buttons ----------------------------------------------
@@ -400,24 +391,24 @@ async def _lead_scope(session: AsyncSession, auth: Authority) -> tuple[int, list
 
 async def cmd_reports(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         await _lead_scope(session, auth)
-    if not is_private(update):
-        await offer_private(update, ctx, "reports", feature="reports")
+    if not common.is_private(update):
+        await common.offer_private(update, ctx, "reports", feature="reports")
         return
     await _show_list(update, ctx, 0, "", "")
 
 
 async def _show_list(update: Update, ctx: LinliContext, page: int, status: str, code: str) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         community_id, units = await _lead_scope(session, auth)
         found = await reports.open_list(
             session,
             community_id=community_id,
             unit_ids=units,
-            offset=page * PAGE,
-            limit=PAGE,
+            offset=page * common.PAGE,
+            limit=common.PAGE,
             status=status or None,
             category=code or None,
         )
@@ -425,7 +416,7 @@ async def _show_list(update: Update, ctx: LinliContext, page: int, status: str, 
         names = await people.units_by_id(session, [r.unit_id for r in found.reports])
     rows = [
         [
-            button(
+            common.button(
                 _l(
                     ctx,
                     "list_line",
@@ -440,43 +431,47 @@ async def _show_list(update: Update, ctx: LinliContext, page: int, status: str, 
         ]
         for r in found.reports
     ]
-    pages = page_count(found.total)
-    rows.append(page_buttons(ctx, page, pages, lambda n: f"rl:{n}:{status}:{code}"))
+    pages = common.page_count(found.total)
+    rows.append(common.page_buttons(ctx, page, pages, lambda n: f"rl:{n}:{status}:{code}"))
     rows.append(
         [
-            button(_l(ctx, "filter_open", on=not status), f"rl:0::{code}"),
-            button(_l(ctx, "filter_resolved", on=status == "resolved"), f"rl:0:resolved:{code}"),
+            common.button(_l(ctx, "filter_open", on=not status), f"rl:0::{code}"),
+            common.button(
+                _l(ctx, "filter_resolved", on=status == "resolved"), f"rl:0:resolved:{code}"
+            ),
         ]
     )
     cat_buttons = [
-        button(("● " if c == code else "") + cats[c].name(ctx.lang), f"rl:0:{status}:{c}")
+        common.button(("● " if c == code else "") + cats[c].name(ctx.lang), f"rl:0:{status}:{c}")
         for c in list(cats)[:9]
     ]
     rows += [cat_buttons[i : i + 3] for i in range(0, len(cat_buttons), 3)]
     if code:
-        rows.append([button(_l(ctx, "all_categories"), f"rl:0:{status}:")])
-    rows.append([button(_l(ctx, "reply_templates"), f"rm:{community_id}")])
+        rows.append([common.button(_l(ctx, "all_categories"), f"rl:0:{status}:")])
+    rows.append([common.button(_l(ctx, "reply_templates"), f"rm:{community_id}")])
     if auth.may(Can.admin_community, community_id=community_id):
-        rows.append([button(_l(ctx, "escalation_times"), f"rc:{community_id}")])
-    view = View(
+        rows.append([common.button(_l(ctx, "escalation_times"), f"rc:{community_id}")])
+    view = common.View(
         "reports/list",
         {"total": found.total, "page": page + 1, "pages": pages, "status": status},
-        keyboard(rows),
+        common.keyboard(rows),
     )
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_list(update: Update, ctx: LinliContext) -> None:
     """rl:<page>:<status or empty>:<category or empty>"""
-    page, status, code = callback_args(update, "rl", 3)
+    page, status, code = common.callback_args(update, "rl", 3)
     if status and status not in Status.__members__:
         raise InvalidInput("stale_button")
     if code and not re.fullmatch(r"\w{1,20}", code):
         raise InvalidInput("stale_button")
-    await _show_list(update, ctx, as_int(page), status, code)
+    await _show_list(update, ctx, common.as_int(page), status, code)
 
 
-async def _sheet(session: AsyncSession, ctx: LinliContext, auth: Authority, report_id: int) -> View:
+async def _sheet(
+    session: AsyncSession, ctx: LinliContext, auth: Authority, report_id: int
+) -> common.View:
     report = await reports.get(session, report_id)
     unit = await reports.require_lead(session, auth, report)
     cats = await _category_names(session, report.community_id, ctx.now())
@@ -516,41 +511,41 @@ async def _sheet(session: AsyncSession, ctx: LinliContext, auth: Authority, repo
     rid, rev = report.id, report.rev
     rows: list[list[InlineKeyboardButton]] = []
     if report.status in reports.ACTIONS[Action.acknowledge]:
-        rows.append([button(_l(ctx, "acknowledge"), f"ra:{rid}:{rev}:ack")])
+        rows.append([common.button(_l(ctx, "acknowledge"), f"ra:{rid}:{rev}:ack")])
     if report.status in reports.ACTIONS[Action.in_progress]:
-        rows.append([button(_l(ctx, "in_progress"), f"ra:{rid}:{rev}:ip")])
+        rows.append([common.button(_l(ctx, "in_progress"), f"ra:{rid}:{rev}:ip")])
     if report.status in reports.OPEN:
         rows.append(
             [
-                button(_l(ctx, "resolve"), f"ra:{rid}:{rev}:res"),
-                button(_l(ctx, "resolve_note"), f"rw:{rid}:{rev}:res"),
+                common.button(_l(ctx, "resolve"), f"ra:{rid}:{rev}:res"),
+                common.button(_l(ctx, "resolve_note"), f"rw:{rid}:{rev}:res"),
             ]
         )
         rows.append(
             [
-                button(_l(ctx, "decline"), f"rw:{rid}:{rev}:dec"),
-                button(_l(ctx, "duplicate"), f"rw:{rid}:{rev}:dup"),
+                common.button(_l(ctx, "decline"), f"rw:{rid}:{rev}:dec"),
+                common.button(_l(ctx, "duplicate"), f"rw:{rid}:{rev}:dup"),
             ]
         )
-        rows.append([button(_l(ctx, "assign"), f"rg:{rid}:{rev}")])
+        rows.append([common.button(_l(ctx, "assign"), f"rg:{rid}:{rev}")])
         templates = await reports.reply_templates(session, community_id=report.community_id)
-        rows += [[button(_l(ctx, "use_template", title=t.title), f"rt:{rid}:{rev}:{t.id}")]
+        rows += [[common.button(_l(ctx, "use_template", title=t.title), f"rt:{rid}:{rev}:{t.id}")]
                  for t in templates[:5]]  # fmt: skip
     redact = []
     if report.text and report.text != reports.REDACTED:
-        redact.append(button(_l(ctx, "redact_text"), f"rx:{rid}:text"))
+        redact.append(common.button(_l(ctx, "redact_text"), f"rx:{rid}:text"))
     redact += [
-        button(_l(ctx, "redact_photo", n=i + 1), f"rx:{rid}:photo:{i}")
+        common.button(_l(ctx, "redact_photo", n=i + 1), f"rx:{rid}:photo:{i}")
         for i in range(len(report.photos))
     ]
     if redact:
         rows.append(redact)
     if await reports.photos_of(session, report):
-        rows.append([button(_l(ctx, "show_photos"), f"rf:{rid}")])
+        rows.append([common.button(_l(ctx, "show_photos"), f"rf:{rid}")])
     if report.status not in reports.FINISHED and await reports.on_agenda(session, rid or 0) is None:
-        rows.append([button(_l(ctx, "put_on_agenda"), f"rj:{rid}")])
-    rows.append([button(_l(ctx, "back_to_list"), "rl:0::")])
-    return View("reports/sheet", params, keyboard(rows))
+        rows.append([common.button(_l(ctx, "put_on_agenda"), f"rj:{rid}")])
+    rows.append([common.button(_l(ctx, "back_to_list"), "rl:0::")])
+    return common.View("reports/sheet", params, common.keyboard(rows))
 
 
 async def btn_sheet(update: Update, ctx: LinliContext) -> None:
@@ -559,21 +554,21 @@ async def btn_sheet(update: Update, ctx: LinliContext) -> None:
     query = update.callback_query
     assert query is not None
     prefix = (query.data or "")[:2]
-    (report_id,) = callback_args(update, prefix, 1)
-    if not is_private(update):
+    (report_id,) = common.callback_args(update, prefix, 1)
+    if not common.is_private(update):
         raise InvalidInput("private_only")
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        view = await _sheet(session, ctx, auth, as_int(report_id))
+        auth = await common.load_auth(session, ctx, update)
+        view = await _sheet(session, ctx, auth, common.as_int(report_id))
     if prefix == "ro":
-        await show(update, ctx, view)
+        await common.show(update, ctx, view)
         return
     chat = update.effective_chat
     assert chat is not None
     await ctx.bot.send_message(
-        chat.id, render(ctx, view.name, **view.params), reply_markup=view.markup
+        chat.id, common.render(ctx, view.name, **view.params), reply_markup=view.markup
     )
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 async def _act(
@@ -588,7 +583,7 @@ async def _act(
     report as it is now and says so."""
     try:
         async with ctx.svc.db.transaction() as session:
-            auth = await load_auth(session, ctx, update)
+            auth = await common.load_auth(session, ctx, update)
             changed = await reports.act(
                 session, auth=auth, report_id=report_id, action=action, rev=rev, now=ctx.now(),
                 **options,
@@ -599,21 +594,21 @@ async def _act(
     async with ctx.svc.db.transaction(write=False) as session:
         view = await _sheet(session, ctx, auth, report_id)
     if update.callback_query is not None:
-        await replace(update, ctx, view)
-        await answer(update, ctx, "reports/done", number=changed.report.label,
+        await common.replace(update, ctx, view)
+        await common.answer(update, ctx, "reports/done", number=changed.report.label,
                      status=changed.report.status, credited=changed.credited)  # fmt: skip
     else:
-        await reply(update, ctx, view.name, markup=view.markup, **view.params)
+        await common.reply(update, ctx, view.name, markup=view.markup, **view.params)
 
 
 async def btn_action(update: Update, ctx: LinliContext) -> None:
     """ra:<report>:<rev>:<ack|ip|res|dec>"""
-    if not is_private(update):
+    if not common.is_private(update):
         raise InvalidInput("private_only")
-    report_id, rev, code = callback_args(update, "ra", 3)
+    report_id, rev, code = common.callback_args(update, "ra", 3)
     if code not in ACTION_CODES or code == "dec":
         raise InvalidInput("stale_button")
-    await _act(update, ctx, as_int(report_id), as_int(rev), ACTION_CODES[code])
+    await _act(update, ctx, common.as_int(report_id), common.as_int(rev), ACTION_CODES[code])
 
 
 async def _refresh_after_conflict(
@@ -621,13 +616,13 @@ async def _refresh_after_conflict(
 ) -> None:
     """The other lead won: show the sheet as it is now, and say what happened."""
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         view = await _sheet(session, ctx, auth, report_id)
     if update.callback_query is not None:
-        await replace(update, ctx, view)
-    await answer(update, ctx, f"errors/{exc.key}", alert=True, **exc.params)
+        await common.replace(update, ctx, view)
+    await common.answer(update, ctx, f"errors/{exc.key}", alert=True, **exc.params)
     if update.callback_query is None:
-        await reply(update, ctx, f"errors/{exc.key}", **exc.params)
+        await common.reply(update, ctx, f"errors/{exc.key}", **exc.params)
 
 
 WRITES = {"res": "report_resolve", "dec": "report_decline", "dup": "report_duplicate"}
@@ -635,23 +630,23 @@ WRITES = {"res": "report_resolve", "dec": "report_decline", "dup": "report_dupli
 
 async def btn_write(update: Update, ctx: LinliContext) -> None:
     """rw:<report>:<rev>:<res|dec|dup>: the lead types a note, a reason or R-n next."""
-    if not is_private(update):
+    if not common.is_private(update):
         raise InvalidInput("private_only")
-    report_id, rev, code = callback_args(update, "rw", 3)
+    report_id, rev, code = common.callback_args(update, "rw", 3)
     if code not in WRITES:
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        report = await reports.get(session, as_int(report_id))
+        auth = await common.load_auth(session, ctx, update)
+        report = await reports.get(session, common.as_int(report_id))
         await reports.require_lead(session, auth, report)
-    await ask(update, ctx, WRITES[code], f"{report.id}:{as_int(rev)}", f"reports/ask_{code}",
+    await ask(update, ctx, WRITES[code], f"{report.id}:{common.as_int(rev)}", f"reports/ask_{code}",
               number=report.label)  # fmt: skip
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 def _payload(prompt: people.Prompt) -> tuple[int, int]:
     report_id, rev = prompt.payload.split(":")
-    return as_int(report_id), as_int(rev)
+    return common.as_int(report_id), common.as_int(rev)
 
 
 def _typed(update: Update) -> str:
@@ -694,15 +689,17 @@ async def on_photo_answer(update: Update, ctx: LinliContext) -> None:
     (handler group PHOTO_GROUP, beside the photo handlers of group 0: a flow's photo step is
     flowui's, in group 0)."""
     chat = update.effective_chat
-    if chat is None or not is_private(update) or _answer_photo(update) is None:
+    if chat is None or not common.is_private(update) or _answer_photo(update) is None:
         return
     async with ctx.svc.db.transaction(write=False) as session:
-        waiting = await people.waiting_prompt(session, person_id=user_id(update), chat_id=chat.id)
+        waiting = await people.waiting_prompt(
+            session, person_id=common.user_id(update), chat_id=chat.id
+        )
     if waiting is None or waiting.kind not in PHOTO_ANSWERS:
         return
     async with ctx.svc.db.transaction() as session:
         prompt = await people.take_prompt(
-            session, person_id=user_id(update), chat_id=chat.id, now=ctx.now()
+            session, person_id=common.user_id(update), chat_id=chat.id, now=ctx.now()
         )
     if prompt is not None and prompt.kind in PHOTO_ANSWERS:
         await PHOTO_ANSWERS[prompt.kind](update, ctx, prompt)
@@ -710,83 +707,91 @@ async def on_photo_answer(update: Update, ctx: LinliContext) -> None:
 
 async def btn_template(update: Update, ctx: LinliContext) -> None:
     """rt:<report>:<rev>:<template>: resolve with a saved reply."""
-    if not is_private(update):
+    if not common.is_private(update):
         raise InvalidInput("private_only")
-    report_id, rev, template_id = callback_args(update, "rt", 3)
+    report_id, rev, template_id = common.callback_args(update, "rt", 3)
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        found = await reports.reply_template(session, auth=auth, template_id=as_int(template_id))
-    await _act(update, ctx, as_int(report_id), as_int(rev), Action.resolve, note=found.text)
+        auth = await common.load_auth(session, ctx, update)
+        found = await reports.reply_template(
+            session, auth=auth, template_id=common.as_int(template_id)
+        )
+    await _act(
+        update, ctx, common.as_int(report_id), common.as_int(rev), Action.resolve, note=found.text
+    )
 
 
 async def btn_assign(update: Update, ctx: LinliContext) -> None:
     """rg:<report>:<rev>: pick one of the leads covering the unit, or a volunteer who attended a
     task here lately (rg:<report>:<rev>:<person>); the domain checks the person either way."""
     parts = _parts(update, "rg", 2, 3)
-    report_id, rev = as_int(parts[0]), as_int(parts[1])
+    report_id, rev = common.as_int(parts[0]), common.as_int(parts[1])
     if len(parts) == 3:
-        assignee = as_int(parts[2], telegram_id=True)
+        assignee = common.as_int(parts[2], telegram_id=True)
         await _act(update, ctx, report_id, rev, Action.assign, assignee_id=assignee)
         return
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         report = await reports.get(session, report_id)
         unit = await reports.require_lead(session, auth, report)
-        leads = list(await people.leads_covering(session, unit))[:PAGE]
+        leads = list(await people.leads_covering(session, unit))[: common.PAGE]
         helpers = await tasks.volunteers(
-            session, unit=unit, since=ctx.now() - VOLUNTEERS_SINCE, limit=PAGE
+            session, unit=unit, since=ctx.now() - VOLUNTEERS_SINCE, limit=common.PAGE
         )
-    rows = [[button(p.name, f"rg:{report_id}:{rev}:{p.id}")] for p in leads]
-    rows += [[button(_l(ctx, "volunteer", name=p.name), f"rg:{report_id}:{rev}:{p.id}")]
+    rows = [[common.button(p.name, f"rg:{report_id}:{rev}:{p.id}")] for p in leads]
+    rows += [[common.button(_l(ctx, "volunteer", name=p.name), f"rg:{report_id}:{rev}:{p.id}")]
              for p in helpers if p.id not in {lead.id for lead in leads}]  # fmt: skip
-    rows.append([button(_l(ctx, "back"), f"ro:{report_id}")])
-    await show(update, ctx, View("reports/pick_assignee", {"number": report.label}, keyboard(rows)))
+    rows.append([common.button(_l(ctx, "back"), f"ro:{report_id}")])
+    await common.show(
+        update,
+        ctx,
+        common.View("reports/pick_assignee", {"number": report.label}, common.keyboard(rows)),
+    )
 
 
 async def btn_agenda(update: Update, ctx: LinliContext) -> None:
     """rj:<report>: put it on the unit's agenda (once; a second tap is told it is there)."""
-    if not is_private(update):
+    if not common.is_private(update):
         raise InvalidInput("private_only")
-    (report_id,) = callback_args(update, "rj", 1)
+    (report_id,) = common.callback_args(update, "rj", 1)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         proposal = await reports.put_on_agenda(
-            session, auth=auth, report_id=as_int(report_id), now=ctx.now()
+            session, auth=auth, report_id=common.as_int(report_id), now=ctx.now()
         )
-        view = await _sheet(session, ctx, auth, as_int(report_id))
-    await replace(update, ctx, view)
-    await answer(update, ctx, "reports/on_agenda", title=proposal.title)
+        view = await _sheet(session, ctx, auth, common.as_int(report_id))
+    await common.replace(update, ctx, view)
+    await common.answer(update, ctx, "reports/on_agenda", title=proposal.title)
 
 
 async def btn_redact(update: Update, ctx: LinliContext) -> None:
     """rx:<report>:text | rx:<report>:photo:<n>"""
     parts = _parts(update, "rx", 2, 3)
-    what = parts[1] if len(parts) == 2 else f"{parts[1]}:{as_int(parts[2])}"
-    report_id = as_int(parts[0])
+    what = parts[1] if len(parts) == 2 else f"{parts[1]}:{common.as_int(parts[2])}"
+    report_id = common.as_int(parts[0])
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         await reports.redact(session, auth=auth, report_id=report_id, what=what, now=ctx.now())
         view = await _sheet(session, ctx, auth, report_id)
-    await replace(update, ctx, view)
-    await answer(update, ctx, "reports/redacted")
+    await common.replace(update, ctx, view)
+    await common.answer(update, ctx, "reports/redacted")
 
 
 async def btn_photos(update: Update, ctx: LinliContext) -> None:
     """rf:<report>: the photos, by Telegram file id (never downloaded), to the lead privately."""
-    if not is_private(update):
+    if not common.is_private(update):
         raise InvalidInput("private_only")
-    (report_id,) = callback_args(update, "rf", 1)
+    (report_id,) = common.callback_args(update, "rf", 1)
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        report = await reports.get(session, as_int(report_id))
+        auth = await common.load_auth(session, ctx, update)
+        report = await reports.get(session, common.as_int(report_id))
         await reports.require_lead(session, auth, report)
         found = await reports.photos_of(session, report)
     chat = update.effective_chat
     assert chat is not None
     for file_id, kind in found:
-        caption = render(ctx, "reports/photo_caption", number=report.label, kind=kind)
+        caption = common.render(ctx, "reports/photo_caption", number=report.label, kind=kind)
         await ctx.bot.send_photo(chat.id, photo=file_id, caption=caption)
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 # --- a community's settings: escalation times (admins), saved replies (leads) -------------
@@ -794,82 +799,86 @@ async def btn_photos(update: Update, ctx: LinliContext) -> None:
 HOUR_CHOICES = (1, 2, 4, 8, 12, 24, 48, 72)
 
 
-async def _times_view(session: AsyncSession, ctx: LinliContext, community_id: int) -> View:
+async def _times_view(session: AsyncSession, ctx: LinliContext, community_id: int) -> common.View:
     found = await reports.categories(session, community_id=community_id, now=ctx.now())
     rows = [
         [
-            button(
+            common.button(
                 _l(ctx, "category_hours", name=c.name(ctx.lang), hours=c.hours),
                 f"rc:{community_id}:{c.code}",
             )
         ]
         for c in found
     ]
-    rows.append([button(_l(ctx, "back_to_list"), "rl:0::")])
-    return View("reports/times", {}, keyboard(rows))
+    rows.append([common.button(_l(ctx, "back_to_list"), "rl:0::")])
+    return common.View("reports/times", {}, common.keyboard(rows))
 
 
 async def btn_times(update: Update, ctx: LinliContext) -> None:
     """rc:<community> (the list) | rc:<community>:<category> (its choices) |
     rc:<community>:<category>:<hours> (set it)."""
     parts = ["rc", *_parts(update, "rc", 1, 2, 3)]
-    community_id = as_int(parts[1])
+    community_id = common.as_int(parts[1])
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         community = await people.get_community(session, community_id)
         reports.require_admin(auth, community)
         if len(parts) == 4:
             await reports.set_hours(
                 session, auth=auth, community_id=community_id, code=parts[2],
-                hours=as_int(parts[3]), now=ctx.now(),
+                hours=common.as_int(parts[3]), now=ctx.now(),
             )  # fmt: skip
         if len(parts) == 3:
             found = await reports.get_category(
                 session, community_id=community_id, code=parts[2], now=ctx.now()
             )
             choices = [
-                button(("● " if h == found.hours else "") + _l(ctx, "hours", n=h),
+                common.button(("● " if h == found.hours else "") + _l(ctx, "hours", n=h),
                        f"rc:{community_id}:{found.code}:{h}")
                 for h in HOUR_CHOICES
             ]  # fmt: skip
             rows = [choices[i : i + 4] for i in range(0, len(choices), 4)]
-            rows.append([button(_l(ctx, "back"), f"rc:{community_id}")])
-            view = View("reports/pick_hours", {"category": found.name(ctx.lang)}, keyboard(rows))
+            rows.append([common.button(_l(ctx, "back"), f"rc:{community_id}")])
+            view = common.View(
+                "reports/pick_hours", {"category": found.name(ctx.lang)}, common.keyboard(rows)
+            )
         else:
             view = await _times_view(session, ctx, community_id)
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def _templates_view(
     session: AsyncSession, ctx: LinliContext, auth: Authority, community_id: int
-) -> View:
+) -> common.View:
     if not reports.leads_of(auth, community_id):
         raise NotAllowed("leads_only")
     found = await reports.reply_templates(session, community_id=community_id)
-    rows = [[button(_l(ctx, "delete_template", title=t.title), f"rm:{community_id}:{t.id}")]
+    rows = [[common.button(_l(ctx, "delete_template", title=t.title), f"rm:{community_id}:{t.id}")]
             for t in found]  # fmt: skip
-    rows.append([button(_l(ctx, "new_template"), f"rm:{community_id}:new")])
-    rows.append([button(_l(ctx, "back_to_list"), "rl:0::")])
-    return View("reports/templates", {"templates": found}, keyboard(rows))
+    rows.append([common.button(_l(ctx, "new_template"), f"rm:{community_id}:new")])
+    rows.append([common.button(_l(ctx, "back_to_list"), "rl:0::")])
+    return common.View("reports/templates", {"templates": found}, common.keyboard(rows))
 
 
 async def btn_templates(update: Update, ctx: LinliContext) -> None:
     """rm:<community> (the list) | rm:<community>:<id> (delete it) | rm:<community>:new."""
     parts = ["rm", *_parts(update, "rm", 1, 2)]
-    community_id = as_int(parts[1])
+    community_id = common.as_int(parts[1])
     if len(parts) == 3 and parts[2] == "new":
         async with ctx.svc.db.transaction(write=False) as session:
-            auth = await load_auth(session, ctx, update)
+            auth = await common.load_auth(session, ctx, update)
             await _templates_view(session, ctx, auth, community_id)
         await ask(update, ctx, "report_template", str(community_id), "reports/ask_template")
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         return
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if len(parts) == 3:
-            await reports.delete_reply_template(session, auth=auth, template_id=as_int(parts[2]))
+            await reports.delete_reply_template(
+                session, auth=auth, template_id=common.as_int(parts[2])
+            )
         view = await _templates_view(session, ctx, auth, community_id)
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 @answers("report_template")
@@ -878,14 +887,14 @@ async def on_template(update: Update, ctx: LinliContext, prompt: people.Prompt) 
     title, _, text = _typed(update).replace("：", ":").partition(":")
     if not text.strip():
         raise InvalidInput("report_template_format")
-    community_id = as_int(prompt.payload)
+    community_id = common.as_int(prompt.payload)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         await reports.save_reply_template(
             session, auth=auth, community_id=community_id, title=title, text=text, now=ctx.now()
         )
         view = await _templates_view(session, ctx, auth, community_id)
-    await reply(update, ctx, view.name, markup=view.markup, **view.params)
+    await common.reply(update, ctx, view.name, markup=view.markup, **view.params)
 
 
 # --- the neighbours' verdict ----------------------------------------------------------------
@@ -893,21 +902,21 @@ async def on_template(update: Update, ctx: LinliContext, prompt: people.Prompt) 
 
 async def btn_verdict(update: Update, ctx: LinliContext) -> None:
     """rv:<report>:<round>:<1 fixed|0 not fixed> (sets the answer; a repeat changes nothing)."""
-    report_id, round_, fixed = callback_args(update, "rv", 3)
+    report_id, round_, fixed = common.callback_args(update, "rv", 3)
     if fixed not in ("0", "1"):
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction() as session:
-        report = await reports.get(session, as_int(report_id))
-        if report.round != as_int(round_):
+        report = await reports.get(session, common.as_int(report_id))
+        if report.round != common.as_int(round_):
             raise Conflict("report_followup_over", number=report.label, status=report.status)
         result = await reports.verdict(
             session,
             report_id=report.id or 0,
-            person_id=user_id(update),
+            person_id=common.user_id(update),
             fixed=fixed == "1",
             now=ctx.now(),
         )
-    await answer(
+    await common.answer(
         update,
         ctx,
         "reports/verdict_thanks",
@@ -915,8 +924,8 @@ async def btn_verdict(update: Update, ctx: LinliContext) -> None:
         reopened=result.reopened,
         number=result.report.label,
     )
-    if fixed == "0" and is_private(update):
-        await ask(update, ctx, "report_notfixed", f"{report_id}:{as_int(round_)}",
+    if fixed == "0" and common.is_private(update):
+        await ask(update, ctx, "report_notfixed", f"{report_id}:{common.as_int(round_)}",
                   "reports/ask_notfixed", number=result.report.label)  # fmt: skip
 
 
@@ -926,10 +935,10 @@ async def on_notfixed(update: Update, ctx: LinliContext, prompt: people.Prompt) 
     report_id, round_ = _payload(prompt)
     async with ctx.svc.db.transaction() as session:
         report = await reports.verdict_photo(
-            session, report_id=report_id, person_id=user_id(update), round=round_,
+            session, report_id=report_id, person_id=common.user_id(update), round=round_,
             photo=_answer_photo(update), note=_typed(update), now=ctx.now(),
         )  # fmt: skip
-    await reply(update, ctx, "reports/notfixed_kept", number=report.label)
+    await common.reply(update, ctx, "reports/notfixed_kept", number=report.label)
 
 
 PHOTO_ANSWERS["report_notfixed"] = on_notfixed
@@ -937,27 +946,27 @@ PHOTO_ANSWERS["report_notfixed"] = on_notfixed
 
 async def btn_rate(update: Update, ctx: LinliContext) -> None:
     """rr:<report>:<1–5>"""
-    report_id, stars = callback_args(update, "rr", 2)
+    report_id, stars = common.callback_args(update, "rr", 2)
     async with ctx.svc.db.transaction() as session:
         await reports.rate(
             session,
-            report_id=as_int(report_id),
-            person_id=user_id(update),
-            rating=as_int(stars),
+            report_id=common.as_int(report_id),
+            person_id=common.user_id(update),
+            rating=common.as_int(stars),
             now=ctx.now(),
         )
-    await answer(update, ctx, "reports/rated", stars=as_int(stars))
+    await common.answer(update, ctx, "reports/rated", stars=common.as_int(stars))
 
 
 # --- /myreports ---------------------------------------------------------------------------
 
 
 async def cmd_myreports(update: Update, ctx: LinliContext) -> None:
-    if not is_private(update):
-        await offer_private(update, ctx, "myreports", feature="reports")
+    if not common.is_private(update):
+        await common.offer_private(update, ctx, "myreports", feature="reports")
         return
     async with ctx.svc.db.transaction(write=False) as session:
-        found = await reports.mine(session, person_id=user_id(update))
+        found = await reports.mine(session, person_id=common.user_id(update))
         last = await reports.last_events(session, [r.id for r, _ in found if r.id is not None])
         lines = []
         for report, own in found:
@@ -976,7 +985,7 @@ async def cmd_myreports(update: Update, ctx: LinliContext) -> None:
                     "event": event.kind if event else "",
                 }
             )
-    await reply(update, ctx, "reports/mine", lines=lines)
+    await common.reply(update, ctx, "reports/mine", lines=lines)
 
 
 async def cmd_start_reports(update: Update, ctx: LinliContext) -> None:
@@ -991,7 +1000,9 @@ async def cmd_start_reports(update: Update, ctx: LinliContext) -> None:
     elif payload == "stats":
         await cmd_stats(update, ctx)
     elif payload.startswith(report_flow.START):
-        await report_flow.resume(update, ctx, as_int(payload.removeprefix(report_flow.START)))
+        await report_flow.resume(
+            update, ctx, common.as_int(payload.removeprefix(report_flow.START))
+        )
     else:
         await report_flow.start(update, ctx)
 
@@ -1020,31 +1031,31 @@ async def _stats_units(session: AsyncSession, auth: Authority) -> list[Unit]:
         found += list(
             await people.children(session, community_id=top.community_id, parent_id=top.id)
         )
-    return found[:PAGE]
+    return found[: common.PAGE]
 
 
 async def cmd_stats(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         units = await _stats_units(session, auth)
-    if not is_private(update):
-        await offer_private(update, ctx, "stats", feature="reports")
+    if not common.is_private(update):
+        await common.offer_private(update, ctx, "stats", feature="reports")
         return
     await _send_stats(update, ctx, units[0].id or 0, "m")
 
 
 async def btn_stats(update: Update, ctx: LinliContext) -> None:
     """rq:<unit>:<m|l|y>"""
-    if not is_private(update):
+    if not common.is_private(update):
         raise InvalidInput("private_only")
-    unit_id, code = callback_args(update, "rq", 2)
-    await _send_stats(update, ctx, as_int(unit_id), code)
-    await answer(update, ctx)
+    unit_id, code = common.callback_args(update, "rq", 2)
+    await _send_stats(update, ctx, common.as_int(unit_id), code)
+    await common.answer(update, ctx)
 
 
 async def _send_stats(update: Update, ctx: LinliContext, unit_id: int, code: str) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         unit = await people.get_unit(session, unit_id)
         people.require(auth, unit)
         choices = await _stats_units(session, auth)
@@ -1066,13 +1077,14 @@ async def _send_stats(update: Update, ctx: LinliContext, unit_id: int, code: str
     )
     image = await asyncio.to_thread(charts.report_chart, by_category, figures.weeks, text)
     rows = [
-        [button(_l(ctx, "period", code=c, on=c == code), f"rq:{unit_id}:{c}") for c in "mly"],
-        *[[button(("● " if u.id == unit_id else "") + u.name, f"rq:{u.id}:{code}")]
+        [common.button(_l(ctx, "period", code=c, on=c == code), f"rq:{unit_id}:{c}")
+         for c in "mly"],
+        *[[common.button(("● " if u.id == unit_id else "") + u.name, f"rq:{u.id}:{code}")]
           for u in choices if u.id is not None],
     ]  # fmt: skip
     if auth.may(Can.admin_community, community_id=unit.community_id):
-        rows.append([button(_l(ctx, "export_reports"), f"re:{unit.community_id}:{code}")])
-    caption = render(
+        rows.append([common.button(_l(ctx, "export_reports"), f"re:{unit.community_id}:{code}")])
+    caption = common.render(
         ctx,
         "reports/stats",
         unit=unit.name,
@@ -1086,21 +1098,23 @@ async def _send_stats(update: Update, ctx: LinliContext, unit_id: int, code: str
     )
     chat = update.effective_chat
     assert chat is not None
-    await ctx.bot.send_photo(chat.id, photo=image, caption=caption, reply_markup=keyboard(rows))
+    await ctx.bot.send_photo(
+        chat.id, photo=image, caption=caption, reply_markup=common.keyboard(rows)
+    )
 
 
 async def btn_export(update: Update, ctx: LinliContext) -> None:
     """re:<community>:<m|l|y>: the reports as CSV (community admins, privately)."""
-    if not is_private(update):
+    if not common.is_private(update):
         raise InvalidInput("private_only")
-    community_id, code = callback_args(update, "re", 2)
+    community_id, code = common.callback_args(update, "re", 2)
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        community = await people.get_community(session, as_int(community_id))
+        auth = await common.load_auth(session, ctx, update)
+        community = await people.get_community(session, common.as_int(community_id))
         reports.require_admin(auth, community)
     start, end = _period(code, ctx.now(), community.timezone)
     await export_reports(update, ctx, community, start, end, say_if_none=True)
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 async def export_reports(
@@ -1128,7 +1142,7 @@ async def export_reports(
     last = (end - timedelta(seconds=1)).astimezone(zone).date().isoformat() if end else None
     if not rows:
         if say_if_none:
-            await reply(update, ctx, "reports/export_empty", first=first, last=last)
+            await common.reply(update, ctx, "reports/export_empty", first=first, last=last)
         return
     out = io.StringIO()
     writer = csv.writer(out)
@@ -1140,7 +1154,9 @@ async def export_reports(
         chat.id,
         document=out.getvalue().encode("utf-8-sig"),
         filename=EXPORT_FILE.format(start=first or "all", end=last or "all"),
-        caption=render(ctx, "reports/export_caption", count=len(rows), first=first, last=last),
+        caption=common.render(
+            ctx, "reports/export_caption", count=len(rows), first=first, last=last
+        ),
     )
 
 
@@ -1174,7 +1190,7 @@ def register(app: LinliApp) -> None:
     app.add_handler(
         MessageHandler(filters.PHOTO & filters.ChatType.PRIVATE, on_photo_answer), group=PHOTO_GROUP
     )
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("rh", btn_how),

@@ -15,29 +15,7 @@ from telegram.ext import CommandHandler, filters
 
 from bot import delivery
 from bot.context import LinliApp, LinliContext
-from handlers.common import (
-    PAGE,
-    View,
-    add_buttons,
-    answer,
-    answer_privately,
-    as_int,
-    button,
-    callback_args,
-    clamp_page,
-    deep_link,
-    edit,
-    keyboard,
-    label,
-    page_buttons,
-    page_count,
-    private_only,
-    render,
-    replace,
-    screen,
-    show,
-    user_id,
-)
+from handlers import common
 from models import ledger, people, rewards
 from models.errors import InvalidInput, NotAllowed
 from models.people import Community
@@ -68,83 +46,98 @@ async def _require_member(session: AsyncSession, person_id: int, community_id: i
 # --- /rewards: what I can have ----------------------------------------------------------------
 
 
-async def _home_view(session: AsyncSession, ctx: LinliContext, uid: int) -> View:
+async def _home_view(session: AsyncSession, ctx: LinliContext, uid: int) -> common.View:
     found = await _member_communities(session, uid)
     if not found:
-        return View(
+        return common.View(
             "rewards/not_member",
-            markup=keyboard([[button(label(ctx, "rewards", "join_now"), "join:go")]]),
+            markup=common.keyboard(
+                [[common.button(common.label(ctx, "rewards", "join_now"), "join:go")]]
+            ),
         )
     if len(found) == 1:
         assert found[0].id is not None
         return await _list_view(session, ctx, uid, found[0].id, 0)
-    rows = [[button(c.name, f"rwl:{c.id}:0")] for c in found[:PAGE]]
-    return View("rewards/pick_community", markup=keyboard(rows))
+    rows = [[common.button(c.name, f"rwl:{c.id}:0")] for c in found[: common.PAGE]]
+    return common.View("rewards/pick_community", markup=common.keyboard(rows))
 
 
 def _offer_label(ctx: LinliContext, offer: rewards.Offer) -> str:
     name = rewards.name_in(offer.reward, ctx.lang)
     if offer.sold_out:
-        return label(ctx, "rewards", "offer_sold_out", name=name)
+        return common.label(ctx, "rewards", "offer_sold_out", name=name)
     if offer.missing:
-        return label(ctx, "rewards", "offer_short", name=name, missing=offer.missing)
-    return label(ctx, "rewards", "offer", name=name, cost=offer.reward.cost)
+        return common.label(ctx, "rewards", "offer_short", name=name, missing=offer.missing)
+    return common.label(ctx, "rewards", "offer", name=name, cost=offer.reward.cost)
 
 
 async def _list_view(
     session: AsyncSession, ctx: LinliContext, uid: int, community_id: int, page: int
-) -> View:
+) -> common.View:
     community = await _require_member(session, uid, community_id)
     offers, have = await rewards.catalogue(session, community_id=community_id, person_id=uid)
-    page = clamp_page(page, len(offers))
-    shown = offers[page * PAGE : (page + 1) * PAGE]
-    rows = [[button(_offer_label(ctx, o), f"rwr:{o.reward.id}:{page}")] for o in shown]
+    page = common.clamp_page(page, len(offers))
+    shown = offers[page * common.PAGE : (page + 1) * common.PAGE]
+    rows = [[common.button(_offer_label(ctx, o), f"rwr:{o.reward.id}:{page}")] for o in shown]
     rows.append(
-        page_buttons(ctx, page, page_count(len(offers)), lambda p: f"rwl:{community_id}:{p}")
+        common.page_buttons(
+            ctx, page, common.page_count(len(offers)), lambda p: f"rwl:{community_id}:{p}"
+        )
     )
-    rows.append([button(label(ctx, "rewards", "my_codes"), f"rwm:{community_id}:0")])
+    rows.append([common.button(common.label(ctx, "rewards", "my_codes"), f"rwm:{community_id}:0")])
     params = {
         "community": community,
         "offers": shown,
         "have": have,
         "page": page,
-        "pages": page_count(len(offers)),
-        "first": page * PAGE + 1,
+        "pages": common.page_count(len(offers)),
+        "first": page * common.PAGE + 1,
     }
-    return View("rewards/list", params, keyboard(rows))
+    return common.View("rewards/list", params, common.keyboard(rows))
 
 
 async def cmd_rewards(update: Update, ctx: LinliContext) -> None:
-    uid = user_id(update)
+    uid = common.user_id(update)
     async with ctx.svc.db.transaction(write=False) as session:
         view = await _home_view(session, ctx, uid)
     # A balance is personal: the catalogue goes to the private chat.
-    await answer_privately(update, ctx, view, "rewards", feature="rewards")
+    await common.answer_privately(update, ctx, view, "rewards", feature="rewards")
 
 
-@screen("rwl", 2, private=True)
+@common.screen("rwl", 2, private=True)
 async def btn_list(
     session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, page: str
-) -> View:
-    return await _list_view(session, ctx, user_id(update), as_int(community_id), as_int(page))
+) -> common.View:
+    return await _list_view(
+        session, ctx, common.user_id(update), common.as_int(community_id), common.as_int(page)
+    )
 
 
 async def btn_pick(update: Update, ctx: LinliContext) -> None:
     """rwr:<reward>:<page>: ask before spending, with a fresh confirm key in the button."""
-    private_only(update)
-    reward_id, page = callback_args(update, "rwr", 2)
-    uid = user_id(update)
+    common.private_only(update)
+    reward_id, page = common.callback_args(update, "rwr", 2)
+    uid = common.user_id(update)
     async with ctx.svc.db.transaction(write=False) as session:
-        reward = await rewards.get_reward(session, as_int(reward_id))
+        reward = await rewards.get_reward(session, common.as_int(reward_id))
         have = await rewards.check_redeemable(session, reward=reward, person_id=uid, now=ctx.now())
     nonce = secrets.token_urlsafe(6)
-    markup = keyboard(
+    markup = common.keyboard(
         [
-            [button(label(ctx, "rewards", "confirm_redeem"), f"rwy:{reward.id}:{nonce}")],
-            [button(label(ctx, "rewards", "back"), f"rwl:{reward.community_id}:{as_int(page)}")],
+            [
+                common.button(
+                    common.label(ctx, "rewards", "confirm_redeem"), f"rwy:{reward.id}:{nonce}"
+                )
+            ],
+            [
+                common.button(
+                    common.label(ctx, "rewards", "back"),
+                    f"rwl:{reward.community_id}:{common.as_int(page)}",
+                )
+            ],
         ]
     )
-    await edit(
+    await common.edit(
         update,
         ctx,
         "rewards/confirm",
@@ -163,36 +156,46 @@ def _code_view(
     *,
     fresh: bool = False,
     balance: int | None = None,
-) -> View:
+) -> common.View:
     rows = []
     if redemption.status == RedemptionStatus.issued:
-        rows.append([button(label(ctx, "rewards", "show_qr"), f"rwq:{redemption.id}")])
-        rows.append([button(label(ctx, "rewards", "cancel_code"), f"rwx:{redemption.id}")])
-    rows.append([button(label(ctx, "rewards", "my_codes"), f"rwm:{redemption.community_id}:0")])
+        rows.append(
+            [common.button(common.label(ctx, "rewards", "show_qr"), f"rwq:{redemption.id}")]
+        )
+        rows.append(
+            [common.button(common.label(ctx, "rewards", "cancel_code"), f"rwx:{redemption.id}")]
+        )
+    rows.append(
+        [
+            common.button(
+                common.label(ctx, "rewards", "my_codes"), f"rwm:{redemption.community_id}:0"
+            )
+        ]
+    )
     params = {"r": redemption, "reward": reward, "zone": zone, "fresh": fresh, "balance": balance}
-    return View("rewards/code", params, keyboard(rows))
+    return common.View("rewards/code", params, common.keyboard(rows))
 
 
 async def _send_qr(
     ctx: LinliContext, chat_id: int, redemption: Redemption, reward: Reward, zone: str
 ) -> None:
     """The code as a QR image: it opens the merchant's confirmation when they scan it."""
-    png = qr_png(deep_link(ctx, f"v-{redemption.code}"))
-    caption = render(ctx, "rewards/qr_caption", r=redemption, reward=reward, zone=zone)
+    png = qr_png(common.deep_link(ctx, f"v-{redemption.code}"))
+    caption = common.render(ctx, "rewards/qr_caption", r=redemption, reward=reward, zone=zone)
     await ctx.bot.send_photo(chat_id, photo=png, caption=caption)
 
 
 async def btn_redeem(update: Update, ctx: LinliContext) -> None:
     """rwy:<reward>:<nonce>: one redemption per confirm button, however often it is tapped."""
-    private_only(update)
-    reward_id, nonce = callback_args(update, "rwy", 2)
+    common.private_only(update)
+    reward_id, nonce = common.callback_args(update, "rwy", 2)
     if not NONCE.match(nonce):
         raise InvalidInput("stale_button")
-    uid = user_id(update)
-    key = rewards.redemption_key(person_id=uid, reward_id=as_int(reward_id), nonce=nonce)
+    uid = common.user_id(update)
+    key = rewards.redemption_key(person_id=uid, reward_id=common.as_int(reward_id), nonce=nonce)
     async with ctx.svc.db.transaction() as session:
         redemption, created = await rewards.redeem(
-            session, person_id=uid, reward_id=as_int(reward_id), key=key, now=ctx.now()
+            session, person_id=uid, reward_id=common.as_int(reward_id), key=key, now=ctx.now()
         )
         reward = await rewards.get_reward(session, redemption.reward_id)
         zone = (await people.get_community(session, redemption.community_id)).timezone
@@ -201,21 +204,21 @@ async def btn_redeem(update: Update, ctx: LinliContext) -> None:
     fresh = created or redemption.status == RedemptionStatus.issued
     view = _code_view(ctx, redemption, reward, zone, fresh=fresh, balance=balance)
     if not created:
-        await replace(update, ctx, view)
-        await answer(update, ctx, "rewards/already_redeemed")
+        await common.replace(update, ctx, view)
+        await common.answer(update, ctx, "rewards/already_redeemed")
         return
-    await edit(update, ctx, view.name, markup=view.markup, **view.params)
+    await common.edit(update, ctx, view.name, markup=view.markup, **view.params)
     chat = update.effective_chat
     assert chat is not None
     await _send_qr(ctx, chat.id, redemption, reward, zone)
 
 
 async def _own(update: Update, ctx: LinliContext, prefix: str) -> tuple[Redemption, Reward, str]:
-    private_only(update)
-    (redemption_id,) = callback_args(update, prefix, 1)
+    common.private_only(update)
+    (redemption_id,) = common.callback_args(update, prefix, 1)
     async with ctx.svc.db.transaction(write=False) as session:
         redemption, reward = await rewards.redemption_with_reward(
-            session, redemption_id=as_int(redemption_id), person_id=user_id(update)
+            session, redemption_id=common.as_int(redemption_id), person_id=common.user_id(update)
         )
         zone = (await people.get_community(session, redemption.community_id)).timezone
     return redemption, reward, zone
@@ -227,85 +230,97 @@ def _usable(redemption: Redemption, ctx: LinliContext) -> bool:
 
 async def btn_code(update: Update, ctx: LinliContext) -> None:
     redemption, reward, zone = await _own(update, ctx, "rwc")
-    await show(update, ctx, _code_view(ctx, redemption, reward, zone))
+    await common.show(update, ctx, _code_view(ctx, redemption, reward, zone))
 
 
 async def btn_qr(update: Update, ctx: LinliContext) -> None:
     """rwq:<redemption>: the QR image again (a resident who lost it, or a new phone)."""
     redemption, reward, zone = await _own(update, ctx, "rwq")
     if not _usable(redemption, ctx):
-        await answer(update, ctx, "rewards/not_open", alert=True, r=redemption, zone=zone)
+        await common.answer(update, ctx, "rewards/not_open", alert=True, r=redemption, zone=zone)
         return
     chat = update.effective_chat
     assert chat is not None
     await _send_qr(ctx, chat.id, redemption, reward, zone)
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 async def btn_my_codes(update: Update, ctx: LinliContext) -> None:
-    private_only(update)
-    community_id, page = callback_args(update, "rwm", 2)
-    cid = as_int(community_id)
+    common.private_only(update)
+    community_id, page = common.callback_args(update, "rwm", 2)
+    cid = common.as_int(community_id)
     async with ctx.svc.db.transaction(write=False) as session:
         community = await people.get_community(session, cid)
         found = await rewards.open_codes(
-            session, person_id=user_id(update), community_id=cid, now=ctx.now()
+            session, person_id=common.user_id(update), community_id=cid, now=ctx.now()
         )
-    shown_page = clamp_page(as_int(page), len(found))
-    shown = found[shown_page * PAGE : (shown_page + 1) * PAGE]
+    shown_page = common.clamp_page(common.as_int(page), len(found))
+    shown = found[shown_page * common.PAGE : (shown_page + 1) * common.PAGE]
     rows = [
         [
-            button(label(ctx, "rewards", "qr_of", code=r.code), f"rwq:{r.id}"),
-            button(label(ctx, "rewards", "cancel_of", code=r.code), f"rwx:{r.id}"),
+            common.button(common.label(ctx, "rewards", "qr_of", code=r.code), f"rwq:{r.id}"),
+            common.button(common.label(ctx, "rewards", "cancel_of", code=r.code), f"rwx:{r.id}"),
         ]
         for r, _ in shown
     ]
-    rows.append(page_buttons(ctx, shown_page, page_count(len(found)), lambda p: f"rwm:{cid}:{p}"))
-    rows.append([button(label(ctx, "rewards", "to_rewards"), f"rwl:{cid}:0")])
+    rows.append(
+        common.page_buttons(
+            ctx, shown_page, common.page_count(len(found)), lambda p: f"rwm:{cid}:{p}"
+        )
+    )
+    rows.append([common.button(common.label(ctx, "rewards", "to_rewards"), f"rwl:{cid}:0")])
     params = {
         "entries": shown,
         "zone": community.timezone,
         "page": shown_page,
-        "pages": page_count(len(found)),
+        "pages": common.page_count(len(found)),
     }
-    await show(update, ctx, View("rewards/my_codes", params, keyboard(rows)))
+    await common.show(update, ctx, common.View("rewards/my_codes", params, common.keyboard(rows)))
 
 
 async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
     redemption, reward, zone = await _own(update, ctx, "rwx")
     if redemption.status != RedemptionStatus.issued:
-        await show(update, ctx, _code_view(ctx, redemption, reward, zone))
+        await common.show(update, ctx, _code_view(ctx, redemption, reward, zone))
         return
-    markup = keyboard(
+    markup = common.keyboard(
         [
-            [button(label(ctx, "rewards", "cancel_yes"), f"rwxy:{redemption.id}")],
-            [button(label(ctx, "rewards", "cancel_no"), f"rwc:{redemption.id}")],
+            [common.button(common.label(ctx, "rewards", "cancel_yes"), f"rwxy:{redemption.id}")],
+            [common.button(common.label(ctx, "rewards", "cancel_no"), f"rwc:{redemption.id}")],
         ]
     )
-    await edit(update, ctx, "rewards/cancel_confirm", markup=markup, r=redemption, reward=reward)
+    await common.edit(
+        update, ctx, "rewards/cancel_confirm", markup=markup, r=redemption, reward=reward
+    )
 
 
 async def btn_cancel(update: Update, ctx: LinliContext) -> None:
     """rwxy:<redemption>: give the code back; a second tap finds it cancelled already."""
-    private_only(update)
-    (redemption_id,) = callback_args(update, "rwxy", 1)
-    uid = user_id(update)
+    common.private_only(update)
+    (redemption_id,) = common.callback_args(update, "rwxy", 1)
+    uid = common.user_id(update)
     async with ctx.svc.db.transaction() as session:
         redemption, reward, changed = await rewards.cancel(
-            session, person_id=uid, redemption_id=as_int(redemption_id), now=ctx.now()
+            session, person_id=uid, redemption_id=common.as_int(redemption_id), now=ctx.now()
         )
         balance = await ledger.balance(session, community_id=redemption.community_id, person_id=uid)
-    markup = keyboard(
-        [[button(label(ctx, "rewards", "to_rewards"), f"rwl:{redemption.community_id}:0")]]
+    markup = common.keyboard(
+        [
+            [
+                common.button(
+                    common.label(ctx, "rewards", "to_rewards"), f"rwl:{redemption.community_id}:0"
+                )
+            ]
+        ]
     )
-    view = View(
+    view = common.View(
         "rewards/cancelled", {"r": redemption, "reward": reward, "balance": balance}, markup
     )
     if changed:
-        await show(update, ctx, view)
+        await common.show(update, ctx, view)
     else:
-        await replace(update, ctx, view)
-        await answer(update, ctx, "rewards/already_cancelled")
+        await common.replace(update, ctx, view)
+        await common.answer(update, ctx, "rewards/already_cancelled")
 
 
 async def cmd_start_rewards(update: Update, ctx: LinliContext) -> None:
@@ -322,7 +337,7 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_rewards, filters=filters.Regex(r"^/start rewards\b"))
     )
     app.add_handler(CommandHandler("rewards", cmd_rewards))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("rwl", btn_list),

@@ -19,29 +19,7 @@ from telegram.ext import (
 )
 
 from bot.context import LinliApp, LinliContext
-from handlers import prompts
-from handlers.common import (
-    View,
-    add_buttons,
-    answer,
-    as_int,
-    button,
-    callback_args,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    page_buttons,
-    paged,
-    render,
-    replace,
-    reply,
-    rows_of,
-    screen,
-    show,
-    thread_of,
-    user_id,
-)
+from handlers import common, prompts
 from models import outbox, people
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import Authority, BotStatus, Can, ChatLink, Community, Unit, UnitKind
@@ -74,7 +52,9 @@ def place_of(update: Update) -> Place:
     chat, message = update.effective_chat, update.effective_message
     if chat is None or message is None:
         raise InvalidInput("stale_button")
-    return Place(chat.id, thread_of(message), chat.title or "", chat.type, bool(chat.is_forum))
+    return Place(
+        chat.id, common.thread_of(message), chat.title or "", chat.type, bool(chat.is_forum)
+    )
 
 
 # --- the bot's own rights ------------------------------------------------------------------
@@ -152,18 +132,26 @@ async def remember_chat(
 # --- views: what a picker message shows ------------------------------------------------------
 
 
-def view(name: str, place: Place, rows: list[list[InlineKeyboardButton]], **params: object) -> View:
+def view(
+    name: str, place: Place, rows: list[list[InlineKeyboardButton]], **params: object
+) -> common.View:
     """A step of the picker: whether it is about a forum topic, and its buttons (if any)."""
-    return View(name, {"topic": place.topic, **params}, keyboard(rows) if any(rows) else None)
+    return common.View(
+        name, {"topic": place.topic, **params}, common.keyboard(rows) if any(rows) else None
+    )
 
 
 def kind_label(ctx: LinliContext, kind: str) -> str:
-    return label(ctx, "people", f"kind_{kind}") if kind in UnitKind.__members__ else kind
+    return common.label(ctx, "people", f"kind_{kind}") if kind in UnitKind.__members__ else kind
 
 
 def unit_buttons(ctx: LinliContext, units: Sequence[Unit]) -> list[list[InlineKeyboardButton]]:
-    return rows_of(
-        [button(label(ctx, "setup", "open_unit", name=u.name), f"suv:{u.id}:0") for u in units], 2
+    return common.rows_of(
+        [
+            common.button(common.label(ctx, "setup", "open_unit", name=u.name), f"suv:{u.id}:0")
+            for u in units
+        ],
+        2,
     )
 
 
@@ -176,7 +164,7 @@ async def home_view(
     *,
     rights: Rights | None = None,
     added: str = "",
-) -> View:
+) -> common.View:
     """Where the picker starts: a super-admin's communities, or the units a lead covers.
 
     `added` names a top-level unit this person just added but does not cover (an admin of
@@ -186,12 +174,16 @@ async def home_view(
         found = await people.communities(session)
         if len(found) == 1:
             return await community_view(session, ctx, auth, place, found[0], page, rights=rights)
-        shown, page, pages = paged(found, page)
+        shown, page, pages = common.paged(found, page)
         rows = [
-            [button(label(ctx, "setup", "open_community", name=c.name), f"suc:{c.id}:0")]
+            [
+                common.button(
+                    common.label(ctx, "setup", "open_community", name=c.name), f"suc:{c.id}:0"
+                )
+            ]
             for c in shown
         ]
-        rows.append(page_buttons(ctx, page, pages, "suh:{}"))
+        rows.append(common.page_buttons(ctx, page, pages, "suh:{}"))
         return view(
             "setup/pick_community",
             place,
@@ -204,14 +196,14 @@ async def home_view(
     if not auth.is_lead:
         raise NotAllowed("setup_leads_only")
     tops = sorted(auth.top_units(), key=lambda u: (u.community_id, u.name, u.id or 0))
-    shown_units, page, pages = paged(tops, page)
+    shown_units, page, pages = common.paged(tops, page)
     rows = unit_buttons(ctx, shown_units)
-    rows.append(page_buttons(ctx, page, pages, "suh:{}"))
+    rows.append(common.page_buttons(ctx, page, pages, "suh:{}"))
     for community_id in sorted({u.community_id for u, _ in auth.roles}):
         community = await session.get(Community, community_id)
         if community is not None and auth.may(Can.admin_community, community_id=community_id):
-            add = label(ctx, "setup", "add_top", community=community.name)
-            rows.append([button(add, f"sur:{community_id}")])
+            add = common.label(ctx, "setup", "add_top", community=community.name)
+            rows.append([common.button(add, f"sur:{community_id}")])
     return view(
         "setup/pick",
         place,
@@ -236,18 +228,18 @@ async def community_view(
     *,
     rights: Rights | None = None,
     created: str = "",
-) -> View:
+) -> common.View:
     """A community's top-level units: only super-admins browse a whole community."""
     if not auth.superadmin:
         raise NotAllowed("admins_only", unit=community.name)
     assert community.id is not None
     roots = await people.children(session, community_id=community.id, parent_id=None)
-    shown, page, pages = paged(roots, page)
+    shown, page, pages = common.paged(roots, page)
     rows = unit_buttons(ctx, shown)
-    rows.append(page_buttons(ctx, page, pages, f"suc:{community.id}:{{}}"))
-    rows.append([button(label(ctx, "setup", "add_here"), f"sur:{community.id}")])
+    rows.append(common.page_buttons(ctx, page, pages, f"suc:{community.id}:{{}}"))
+    rows.append([common.button(common.label(ctx, "setup", "add_here"), f"sur:{community.id}")])
     if len(await people.communities(session)) > 1:
-        rows.append([button(label(ctx, "setup", "back"), "suh:0")])
+        rows.append([common.button(common.label(ctx, "setup", "back"), "suh:0")])
     return view(
         "setup/pick",
         place,
@@ -280,17 +272,21 @@ async def unit_view(
     page: int,
     *,
     added: bool = False,
-) -> View:
+) -> common.View:
     """One unit, like a folder: its children to open, and linking this chat to it."""
     people.require(auth, unit)
     kids = await people.children(session, community_id=unit.community_id, parent_id=unit.id)
-    shown, page, pages = paged(kids, page)
+    shown, page, pages = common.paged(kids, page)
     own = await people.own_link(session, chat_id=place.chat_id, thread_id=place.thread)
     rows = unit_buttons(ctx, shown)
-    rows.append(page_buttons(ctx, page, pages, f"suv:{unit.id}:{{}}"))
-    rows.append([button(label(ctx, "setup", "link_here", unit=unit.name), f"sul:{unit.id}")])
-    rows.append([button(label(ctx, "setup", "add_here"), f"sun:{unit.id}")])
-    rows.append([button(label(ctx, "setup", "back"), await back_of(session, auth, unit))])
+    rows.append(common.page_buttons(ctx, page, pages, f"suv:{unit.id}:{{}}"))
+    rows.append(
+        [common.button(common.label(ctx, "setup", "link_here", unit=unit.name), f"sul:{unit.id}")]
+    )
+    rows.append([common.button(common.label(ctx, "setup", "add_here"), f"sun:{unit.id}")])
+    rows.append(
+        [common.button(common.label(ctx, "setup", "back"), await back_of(session, auth, unit))]
+    )
     return view(
         "setup/unit",
         place,
@@ -308,9 +304,9 @@ async def unit_view(
 
 async def status_view(
     session: AsyncSession, ctx: LinliContext, place: Place, link: ChatLink, rights: Rights
-) -> View:
+) -> common.View:
     unit = await people.get_unit(session, link.unit_id)
-    rows = [[button(label(ctx, "setup", "change"), "suh:0")]]
+    rows = [[common.button(common.label(ctx, "setup", "change"), "suh:0")]]
     return view(
         "setup/status",
         place,
@@ -324,14 +320,16 @@ async def status_view(
 
 def kind_view(
     ctx: LinliContext, auth: Authority, place: Place, community: Community, parent: Unit | None
-) -> View:
+) -> common.View:
     parent_id = parent.id if parent is not None else 0
-    kinds = [button(kind_label(ctx, k), f"suk:{community.id}:{parent_id}:{k}") for k in KINDS]
+    kinds = [
+        common.button(kind_label(ctx, k), f"suk:{community.id}:{parent_id}:{k}") for k in KINDS
+    ]
     if parent is not None:
         back = f"suv:{parent.id}:0"
     else:
         back = f"suc:{community.id}:0" if auth.superadmin else "suh:0"
-    rows = [*rows_of(kinds, 2), [button(label(ctx, "setup", "back"), back)]]
+    rows = [*common.rows_of(kinds, 2), [common.button(common.label(ctx, "setup", "back"), back)]]
     name = parent.name if parent is not None else community.name
     return view("setup/pick_kind", place, rows, parent=name, top=parent is None)
 
@@ -358,12 +356,12 @@ async def where_to_add(
 
 
 async def cmd_setup(update: Update, ctx: LinliContext) -> None:
-    if is_private(update):
-        await reply(update, ctx, "setup/private")
+    if common.is_private(update):
+        await common.reply(update, ctx, "setup/private")
         return
     place = place_of(update)
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         fresh = not await people.communities(session)
     if fresh and not auth.superadmin:
         raise NotAllowed("setup_needs_superadmin")
@@ -381,48 +379,52 @@ async def cmd_setup(update: Update, ctx: LinliContext) -> None:
             shown = await home_view(session, ctx, auth, place, 0, rights=rights)
         else:
             shown = await status_view(session, ctx, place, link, rights)
-    await show(update, ctx, shown)
+    await common.show(update, ctx, shown)
 
 
-@screen("suh", 1)
-async def btn_home(session: AsyncSession, ctx: LinliContext, update: Update, page: str) -> View:
-    auth = await load_auth(session, ctx, update)
-    return await home_view(session, ctx, auth, place_of(update), as_int(page))
+@common.screen("suh", 1)
+async def btn_home(
+    session: AsyncSession, ctx: LinliContext, update: Update, page: str
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
+    return await home_view(session, ctx, auth, place_of(update), common.as_int(page))
 
 
-@screen("suc", 2)
+@common.screen("suc", 2)
 async def btn_community(
     session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, page: str
-) -> View:
-    auth = await load_auth(session, ctx, update)
-    community = await session.get(Community, as_int(community_id))
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
+    community = await session.get(Community, common.as_int(community_id))
     if community is None:
         raise NotFound("community_not_found")
-    return await community_view(session, ctx, auth, place_of(update), community, as_int(page))
+    return await community_view(
+        session, ctx, auth, place_of(update), community, common.as_int(page)
+    )
 
 
-@screen("suv", 2)
+@common.screen("suv", 2)
 async def btn_unit(
     session: AsyncSession, ctx: LinliContext, update: Update, unit_id: str, page: str
-) -> View:
-    auth = await load_auth(session, ctx, update)
-    unit = await people.get_unit(session, as_int(unit_id))
-    return await unit_view(session, ctx, auth, place_of(update), unit, as_int(page))
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
+    unit = await people.get_unit(session, common.as_int(unit_id))
+    return await unit_view(session, ctx, auth, place_of(update), unit, common.as_int(page))
 
 
 async def btn_link(update: Update, ctx: LinliContext) -> None:
-    (unit_id,) = callback_args(update, "sul", 1)
+    (unit_id,) = common.callback_args(update, "sul", 1)
     place = place_of(update)
     rights = await check_rights(ctx, place)
-    chat_admin = await is_chat_admin(ctx, place, user_id(update))
+    chat_admin = await is_chat_admin(ctx, place, common.user_id(update))
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         result = await people.link_chat_as(
             session,
             auth=auth,
             chat_id=place.chat_id,
             thread_id=place.thread,
-            unit_id=as_int(unit_id),
+            unit_id=common.as_int(unit_id),
             title=place.title,
             now=ctx.now(),
             chat_admin=chat_admin,
@@ -440,47 +442,49 @@ async def btn_link(update: Update, ctx: LinliContext) -> None:
         rights=rights,
     )
     note = None if result.changed else "setup/already_linked"
-    await replace(update, ctx, shown)  # a repeated tap changes nothing, and says so
-    await answer(update, ctx, note, unit=result.unit.name)
+    await common.replace(update, ctx, shown)  # a repeated tap changes nothing, and says so
+    await common.answer(update, ctx, note, unit=result.unit.name)
 
 
-@screen("sun", 1)
-async def btn_add(session: AsyncSession, ctx: LinliContext, update: Update, unit_id: str) -> View:
-    auth = await load_auth(session, ctx, update)
-    unit = await people.get_unit(session, as_int(unit_id))
+@common.screen("sun", 1)
+async def btn_add(
+    session: AsyncSession, ctx: LinliContext, update: Update, unit_id: str
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
+    unit = await people.get_unit(session, common.as_int(unit_id))
     community, parent = await where_to_add(session, auth, unit.community_id, unit.id)
     return kind_view(ctx, auth, place_of(update), community, parent)
 
 
-@screen("sur", 1)
+@common.screen("sur", 1)
 async def btn_add_root(
     session: AsyncSession, ctx: LinliContext, update: Update, community_id: str
-) -> View:
-    auth = await load_auth(session, ctx, update)
-    community, parent = await where_to_add(session, auth, as_int(community_id), None)
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
+    community, parent = await where_to_add(session, auth, common.as_int(community_id), None)
     return kind_view(ctx, auth, place_of(update), community, parent)
 
 
 async def btn_kind(update: Update, ctx: LinliContext) -> None:
-    community_id, parent_id, kind = callback_args(update, "suk", 3)
+    community_id, parent_id, kind = common.callback_args(update, "suk", 3)
     if kind not in UnitKind.__members__:
         raise InvalidInput("stale_button")
-    parent = as_int(parent_id) or None
+    parent = common.as_int(parent_id) or None
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        community, under = await where_to_add(session, auth, as_int(community_id), parent)
+        auth = await common.load_auth(session, ctx, update)
+        community, under = await where_to_add(session, auth, common.as_int(community_id), parent)
     where = under.name if under is not None else community.name
     payload = f"{community.id}:{parent or 0}:{kind}"
     kind_name = kind_label(ctx, kind)
     await prompts.ask(
         update, ctx, ASK_UNIT, payload, "setup/ask_unit_name", what=kind_name, parent=where
     )
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 @prompts.answers(ASK_COMMUNITY)
 async def on_community_name(update: Update, ctx: LinliContext, prompt: people.Prompt) -> None:
-    if not ctx.is_superadmin(user_id(update)):
+    if not ctx.is_superadmin(common.user_id(update)):
         raise NotAllowed("setup_needs_superadmin")
     message = update.effective_message
     assert message is not None
@@ -494,14 +498,14 @@ async def on_community_name(update: Update, ctx: LinliContext, prompt: people.Pr
                 language="zh",
                 now=ctx.now(),
             )
-            auth = await load_auth(session, ctx, update)
+            auth = await common.load_auth(session, ctx, update)
             shown = await community_view(
                 session, ctx, auth, place, community, 0, created=community.name
             )
     except (InvalidInput, Conflict):
         await prompts.again(ctx, prompt)  # a refused name may simply be typed again
         raise
-    await show(update, ctx, shown)
+    await common.show(update, ctx, shown)
 
 
 @prompts.answers(ASK_UNIT)
@@ -509,13 +513,13 @@ async def on_unit_name(update: Update, ctx: LinliContext, prompt: people.Prompt)
     parts = prompt.payload.split(":")
     if len(parts) != 3:
         raise InvalidInput("stale_button")
-    community_id, parent_id, kind = as_int(parts[0]), as_int(parts[1]), parts[2]
+    community_id, parent_id, kind = common.as_int(parts[0]), common.as_int(parts[1]), parts[2]
     message = update.effective_message
     assert message is not None
     place = place_of(update)
     try:
         async with ctx.svc.db.transaction() as session:
-            auth = await load_auth(session, ctx, update)
+            auth = await common.load_auth(session, ctx, update)
             unit = await people.add_unit(
                 session,
                 auth=auth,
@@ -533,19 +537,19 @@ async def on_unit_name(update: Update, ctx: LinliContext, prompt: people.Prompt)
         if exc.key != "stale_button":
             await prompts.again(ctx, prompt)
         raise
-    await show(update, ctx, shown)
+    await common.show(update, ctx, shown)
 
 
 # --- /unlink -----------------------------------------------------------------------------------
 
 
 async def cmd_unlink(update: Update, ctx: LinliContext) -> None:
-    if is_private(update):
-        await reply(update, ctx, "setup/private")
+    if common.is_private(update):
+        await common.reply(update, ctx, "setup/private")
         return
     place = place_of(update)
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("setup_leads_only")
         link = await people.own_link(session, chat_id=place.chat_id, thread_id=place.thread)
@@ -556,31 +560,35 @@ async def cmd_unlink(update: Update, ctx: LinliContext) -> None:
         names = await people.lineage_names(session, unit)
     rows = [
         [
-            button(label(ctx, "setup", "unlink_yes"), f"suy:{unit.id}"),
-            button(label(ctx, "setup", "unlink_no"), f"suq:{unit.id}"),
+            common.button(common.label(ctx, "setup", "unlink_yes"), f"suy:{unit.id}"),
+            common.button(common.label(ctx, "setup", "unlink_no"), f"suq:{unit.id}"),
         ]
     ]
-    await show(update, ctx, view("setup/unlink_confirm", place, rows, unit=unit.name, names=names))
+    await common.show(
+        update, ctx, view("setup/unlink_confirm", place, rows, unit=unit.name, names=names)
+    )
 
 
 async def btn_unlink(update: Update, ctx: LinliContext) -> None:
-    (unit_id,) = callback_args(update, "suy", 1)
+    (unit_id,) = common.callback_args(update, "suy", 1)
     place = place_of(update)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        unit = await people.get_unit(session, as_int(unit_id))
+        auth = await common.load_auth(session, ctx, update)
+        unit = await people.get_unit(session, common.as_int(unit_id))
         removed = await people.unlink_chat_as(
             session, auth=auth, chat_id=place.chat_id, thread_id=place.thread, unit_id=unit.id or 0
         )
     note = None if removed is not None else "setup/already_unlinked"
-    await replace(update, ctx, view("setup/unlinked", place, [], unit=unit.name))
-    await answer(update, ctx, note, unit=unit.name)
+    await common.replace(update, ctx, view("setup/unlinked", place, [], unit=unit.name))
+    await common.answer(update, ctx, note, unit=unit.name)
 
 
-@screen("suq", 1)
-async def btn_keep(session: AsyncSession, ctx: LinliContext, update: Update, unit_id: str) -> View:
-    auth = await load_auth(session, ctx, update)
-    unit = await people.get_unit(session, as_int(unit_id))
+@common.screen("suq", 1)
+async def btn_keep(
+    session: AsyncSession, ctx: LinliContext, update: Update, unit_id: str
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
+    unit = await people.get_unit(session, common.as_int(unit_id))
     people.require(auth, unit)
     return view("setup/unlink_kept", place_of(update), [], unit=unit.name)
 
@@ -616,7 +624,7 @@ async def on_my_chat_member(update: Update, ctx: LinliContext) -> None:
     units = list(dict.fromkeys(unit.name for _, unit in links))
     name = "setup/welcome_back" if units else "setup/greeting"
     try:
-        await ctx.bot.send_message(chat.id, render(ctx, name, units=units, rights=rights))
+        await ctx.bot.send_message(chat.id, common.render(ctx, name, units=units, rights=rights))
     except TelegramError as exc:
         log.warning("could not greet chat %s: %s", chat.id, exc)
 
@@ -641,7 +649,7 @@ async def on_migrate(update: Update, ctx: LinliContext) -> None:
 def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("setup", cmd_setup))
     app.add_handler(CommandHandler("unlink", cmd_unlink))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("suh", btn_home),

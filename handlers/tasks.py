@@ -19,27 +19,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot import cards, delivery
 from bot.context import LinliApp, LinliContext
-from handlers import flowui, pickers
-from handlers.common import (
-    View,
-    answer,
-    as_int,
-    as_state,
-    button,
-    callback_args,
-    deep_link,
-    edit,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    offer_private,
-    reply,
-    send_private,
-    show,
-    state,
-    user_id,
-)
+from handlers import common, flowui, pickers
 from handlers.rewards import qr_png
 from models import flows, people, tasks
 from models.errors import InvalidInput, NotAllowed, NotFound
@@ -51,19 +31,19 @@ LIST_LIMIT = 10
 
 
 def _l(ctx: LinliContext, key: str, **params: object) -> str:
-    return label(ctx, "tasks", key, **params)
+    return common.label(ctx, "tasks", key, **params)
 
 
 def _args(update: Update, prefix: str, action: str, count: int) -> list[str]:
     """The fields after `<prefix>:<action>:`; anything else is stale or forged."""
-    parts = callback_args(update, prefix, count + 1)
+    parts = common.callback_args(update, prefix, count + 1)
     if parts[0] != action:
         raise InvalidInput("stale_button")
     return parts[1:]
 
 
 def _private_only(update: Update) -> None:
-    if not is_private(update):
+    if not common.is_private(update):
         raise NotAllowed("private_only")
 
 
@@ -83,11 +63,11 @@ async def task_card(req: cards.CardRequest) -> cards.Card | None:
     task = found.task
     markup = None
     if task.status == TaskStatus.open and req.now < task.starts_at:
-        markup = keyboard(
+        markup = common.keyboard(
             [
                 [
-                    button(req.label("tasks", "sign_up"), f"tk:s:{task.id}"),
-                    button(req.label("tasks", "withdraw"), f"tk:w:{task.id}"),
+                    common.button(req.label("tasks", "sign_up"), f"tk:s:{task.id}"),
+                    common.button(req.label("tasks", "withdraw"), f"tk:w:{task.id}"),
                 ]
             ]
         )
@@ -135,14 +115,14 @@ Label = Callable[..., str]  # (feature, key, **params) -> text in the reader's l
 
 def _confirmation(
     label_of: Label, task: Task, signup: tasks.TaskSignup, zone: str, **extra: object
-) -> View:
+) -> common.View:
     rows = [
-        [button(label_of("tasks", "withdraw"), f"tk:w:{task.id}")],
-        [button(label_of("tasks", "calendar"), f"tk:i:{task.id}")],
+        [common.button(label_of("tasks", "withdraw"), f"tk:w:{task.id}")],
+        [common.button(label_of("tasks", "calendar"), f"tk:i:{task.id}")],
         [
-            button(
+            common.button(
                 label_of("tasks", "show_name" if signup.hidden else "hide_name"),
-                f"tk:h:{task.id}:{state(not signup.hidden)}",
+                f"tk:h:{task.id}:{common.state(not signup.hidden)}",
             )
         ],
     ]
@@ -155,29 +135,29 @@ def _confirmation(
         "by_lead": signup.by != signup.person_id,
         **extra,
     }
-    return View("tasks/confirmation", params, keyboard(rows))
+    return common.View("tasks/confirmation", params, common.keyboard(rows))
 
 
 async def btn_sign_up(update: Update, ctx: LinliContext) -> None:
     """tk:s:<task>: one tap, from the card or a list. The answer is a pop-up; the details and
     the Withdraw button go privately."""
     (task_id,) = _args(update, "tk", "s", 1)
-    uid = user_id(update)
+    uid = common.user_id(update)
     try:
         async with ctx.svc.db.transaction() as session:
             result = await tasks.sign_up(
-                session, task_id=as_int(task_id), person_id=uid, now=ctx.now()
+                session, task_id=common.as_int(task_id), person_id=uid, now=ctx.now()
             )
             zone = await _zone(session, result.task)
     except NotAllowed as refused:
         if refused.key != "task_not_resident" or update.callback_query is None:
             raise
         # Anyone else gets one tap to the private chat's /join.
-        await update.callback_query.answer(url=deep_link(ctx, "join"))
+        await update.callback_query.answer(url=common.deep_link(ctx, "join"))
         return
     overlaps = [t.title for t in result.overlaps]
     when = tasks.when(result.task, zone)
-    await answer(
+    await common.answer(
         update,
         ctx,
         f"tasks/popup_{result.outcome}",
@@ -195,33 +175,33 @@ async def btn_withdraw(update: Update, ctx: LinliContext) -> None:
     (task_id,) = _args(update, "tk", "w", 1)
     async with ctx.svc.db.transaction() as session:
         done = await tasks.withdraw(
-            session, task_id=as_int(task_id), person_id=user_id(update), now=ctx.now()
+            session, task_id=common.as_int(task_id), person_id=common.user_id(update), now=ctx.now()
         )
         when = tasks.when(done.task, await _zone(session, done.task))
-    if is_private(update):
-        await edit(update, ctx, "tasks/withdrawn", task=done.task, when=when)
+    if common.is_private(update):
+        await common.edit(update, ctx, "tasks/withdrawn", task=done.task, when=when)
     else:
-        await answer(update, ctx, "tasks/withdrawn", alert=True, task=done.task, when=when)
+        await common.answer(update, ctx, "tasks/withdrawn", alert=True, task=done.task, when=when)
 
 
 async def btn_hide(update: Update, ctx: LinliContext) -> None:
     """tk:h:<task>:<0|1>: the volunteer's name on the card, or only a count (a state)."""
     _private_only(update)
     task_id, hidden = _args(update, "tk", "h", 2)
-    uid = user_id(update)
+    uid = common.user_id(update)
     async with ctx.svc.db.transaction() as session:
         signup = await tasks.set_hidden(
             session,
-            task_id=as_int(task_id),
+            task_id=common.as_int(task_id),
             person_id=uid,
-            hidden=as_state(hidden),
+            hidden=common.as_state(hidden),
             now=ctx.now(),
         )
         task = await tasks.get_task(session, signup.task_id)
         view = _confirmation(
-            lambda f, k, **p: label(ctx, f, k, **p), task, signup, await _zone(session, task)
+            lambda f, k, **p: common.label(ctx, f, k, **p), task, signup, await _zone(session, task)
         )
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_calendar(update: Update, ctx: LinliContext) -> None:
@@ -229,41 +209,46 @@ async def btn_calendar(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     (task_id,) = _args(update, "tk", "i", 1)
     async with ctx.svc.db.transaction(write=False) as session:
-        task = await tasks.get_task(session, as_int(task_id))
+        task = await tasks.get_task(session, common.as_int(task_id))
     text = tasks.ics(task, now=ctx.now(), host=ctx.bot.username or "linli")
-    await answer(update, ctx)
+    await common.answer(update, ctx)
     await ctx.bot.send_document(
-        user_id(update), document=InputFile(text.encode(), filename=f"task-{task.id}.ics")
+        common.user_id(update), document=InputFile(text.encode(), filename=f"task-{task.id}.ics")
     )
 
 
 # --- lists ---------------------------------------------------------------------------------------
 
 
-async def _in_private(update: Update, ctx: LinliContext, payload: str, view: View) -> None:
+async def _in_private(update: Update, ctx: LinliContext, payload: str, view: common.View) -> None:
     """A personal answer: here in a private chat; from a group, privately (or a link to)."""
-    if is_private(update):
-        await show(update, ctx, view)
+    if common.is_private(update):
+        await common.show(update, ctx, view)
         return
-    uid = user_id(update)
-    if await send_private(ctx, uid, ctx.lang, view.name, markup=view.markup, **view.params):
-        await reply(update, ctx, "tasks/sent_privately")
+    uid = common.user_id(update)
+    if await common.send_private(ctx, uid, ctx.lang, view.name, markup=view.markup, **view.params):
+        await common.reply(update, ctx, "tasks/sent_privately")
     else:
-        await offer_private(update, ctx, payload, feature="tasks")
+        await common.offer_private(update, ctx, payload, feature="tasks")
 
 
-async def _tasks_view(session: AsyncSession, ctx: LinliContext, update: Update) -> View:
-    uid = user_id(update)
+async def _tasks_view(session: AsyncSession, ctx: LinliContext, update: Update) -> common.View:
+    uid = common.user_id(update)
     now = ctx.now()
-    auth = await load_auth(session, ctx, update)
+    auth = await common.load_auth(session, ctx, update)
     upcoming = await tasks.upcoming_for(session, person_id=uid, now=now, limit=LIST_LIMIT * 3)
     counts = await tasks.fill_counts(session, [t.id for t in upcoming if t.id is not None])
     open_ = [t for t in upcoming if t.slots is None or counts.get(t.id or 0, 0) < t.slots]
     open_ = open_[:LIST_LIMIT]
     led = await tasks.led_by(session, auth=auth, now=now, limit=LIST_LIMIT) if auth.is_lead else []
     zones = {t.community_id: await _zone(session, t) for t in [*open_, *(x.task for x in led)]}
-    rows = [[button(_l(ctx, "sign_up_for", title=t.title[:30]), f"tk:s:{t.id}")] for t in open_]
-    rows += [[button(_l(ctx, "manage", title=x.task.title[:30]), f"tl:v:{x.task.id}")] for x in led]
+    rows = [
+        [common.button(_l(ctx, "sign_up_for", title=t.title[:30]), f"tk:s:{t.id}")] for t in open_
+    ]
+    rows += [
+        [common.button(_l(ctx, "manage", title=x.task.title[:30]), f"tl:v:{x.task.id}")]
+        for x in led
+    ]
     params = {
         "open": [
             {
@@ -284,7 +269,7 @@ async def _tasks_view(session: AsyncSession, ctx: LinliContext, update: Update) 
         ],
         "is_lead": auth.is_lead,
     }
-    return View("tasks/list", params, keyboard(rows))
+    return common.View("tasks/list", params, common.keyboard(rows))
 
 
 async def cmd_tasks(update: Update, ctx: LinliContext) -> None:
@@ -294,7 +279,7 @@ async def cmd_tasks(update: Update, ctx: LinliContext) -> None:
     await _in_private(update, ctx, "tasks", view)
 
 
-async def _mine_view(session: AsyncSession, ctx: LinliContext, uid: int) -> View:
+async def _mine_view(session: AsyncSession, ctx: LinliContext, uid: int) -> common.View:
     now = ctx.now()
     found = await tasks.mine(session, person_id=uid, now=now, limit=LIST_LIMIT)
     claimable = await tasks.claimable(session, person_id=uid, now=now)
@@ -313,16 +298,18 @@ async def _mine_view(session: AsyncSession, ctx: LinliContext, uid: int) -> View
         if signup.status in tasks.ACTIVE and now < task.starts_at:
             key = "withdraw_from" if now < task.cutoff or signup.status != "signed_up" else None
             if key:
-                rows.append([button(_l(ctx, key, title=task.title[:30]), f"tk:w:{task.id}")])
+                rows.append([common.button(_l(ctx, key, title=task.title[:30]), f"tk:w:{task.id}")])
     for task in claimable:
-        rows.append([button(_l(ctx, "claim_for", title=task.title[:30]), f"tk:c:{task.id}")])
-    return View("tasks/mine", {"items": items, "claimable": len(claimable)}, keyboard(rows))
+        rows.append([common.button(_l(ctx, "claim_for", title=task.title[:30]), f"tk:c:{task.id}")])
+    return common.View(
+        "tasks/mine", {"items": items, "claimable": len(claimable)}, common.keyboard(rows)
+    )
 
 
 async def cmd_mytasks(update: Update, ctx: LinliContext) -> None:
     """/mytasks: mine (signed up, waitlisted, attended), with Withdraw and claims."""
     async with ctx.svc.db.transaction(write=False) as session:
-        view = await _mine_view(session, ctx, user_id(update))
+        view = await _mine_view(session, ctx, common.user_id(update))
     await _in_private(update, ctx, "mytasks", view)
 
 
@@ -339,7 +326,7 @@ async def cmd_start(update: Update, ctx: LinliContext) -> None:
         found = re.fullmatch(r"tc-([0-9]{1,10})-([0-9]{6})", payload)
         if found is None:
             raise InvalidInput("task_code_wrong")
-        await _check_in(update, ctx, found.group(2), as_int(found.group(1)))
+        await _check_in(update, ctx, found.group(2), common.as_int(found.group(1)))
 
 
 # --- check-in and claims -------------------------------------------------------------------------
@@ -348,9 +335,9 @@ async def cmd_start(update: Update, ctx: LinliContext) -> None:
 async def _check_in(update: Update, ctx: LinliContext, code: str, task_id: int | None) -> None:
     async with ctx.svc.db.transaction() as session:
         done = await tasks.check_in(
-            session, person_id=user_id(update), code=code, now=ctx.now(), task_id=task_id
+            session, person_id=common.user_id(update), code=code, now=ctx.now(), task_id=task_id
         )
-    await reply(update, ctx, "tasks/checked_in", task=done.task, already=done.already)
+    await common.reply(update, ctx, "tasks/checked_in", task=done.task, already=done.already)
 
 
 async def cmd_checkin(update: Update, ctx: LinliContext) -> None:
@@ -358,7 +345,7 @@ async def cmd_checkin(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     code = " ".join(ctx.args or [])
     if not code:
-        await reply(update, ctx, "tasks/checkin_usage")
+        await common.reply(update, ctx, "tasks/checkin_usage")
         return
     await _check_in(update, ctx, code, None)
 
@@ -369,10 +356,10 @@ async def btn_claim(update: Update, ctx: LinliContext) -> None:
     (task_id,) = _args(update, "tk", "c", 1)
     async with ctx.svc.db.transaction() as session:
         signup = await tasks.claim(
-            session, task_id=as_int(task_id), person_id=user_id(update), now=ctx.now()
+            session, task_id=common.as_int(task_id), person_id=common.user_id(update), now=ctx.now()
         )
         task = await tasks.get_task(session, signup.task_id)
-    await answer(update, ctx, "tasks/claim_sent", alert=True, task=task)
+    await common.answer(update, ctx, "tasks/claim_sent", alert=True, task=task)
 
 
 # --- the lead's panel ----------------------------------------------------------------------------
@@ -380,20 +367,20 @@ async def btn_claim(update: Update, ctx: LinliContext) -> None:
 
 async def _lead_view(
     session: AsyncSession, ctx: LinliContext, update: Update, task_id: int
-) -> View:
-    auth = await load_auth(session, ctx, update)
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
     task, lines = await tasks.sheet(session, auth=auth, task_id=task_id, now=ctx.now())
     now = ctx.now()
     found = await tasks.card(session, task_id, now=now)
     rows = []
     if task.status == TaskStatus.open:
-        rows.append([button(_l(ctx, "code"), f"tl:q:{task.id}")])
+        rows.append([common.button(_l(ctx, "code"), f"tl:q:{task.id}")])
         if now >= task.starts_at:
-            rows.append([button(_l(ctx, "sheet"), f"tl:a:{task.id}")])
+            rows.append([common.button(_l(ctx, "sheet"), f"tl:a:{task.id}")])
         else:
-            rows.append([button(_l(ctx, "edit"), f"tl:e:{task.id}")])
-            rows.append([button(_l(ctx, "proxy"), f"tl:p:{task.id}")])
-            rows.append([button(_l(ctx, "cancel"), f"tl:x:{task.id}")])
+            rows.append([common.button(_l(ctx, "edit"), f"tl:e:{task.id}")])
+            rows.append([common.button(_l(ctx, "proxy"), f"tl:p:{task.id}")])
+            rows.append([common.button(_l(ctx, "cancel"), f"tl:x:{task.id}")])
     params = {
         "task": task,
         "when": tasks.when(task, await _zone(session, task)),
@@ -401,7 +388,7 @@ async def _lead_view(
         "waitlist": found.waitlist,
         "people": [line.person.name for line in lines],
     }
-    return View("tasks/lead_task", params, keyboard(rows))
+    return common.View("tasks/lead_task", params, common.keyboard(rows))
 
 
 async def btn_lead(update: Update, ctx: LinliContext) -> None:
@@ -409,8 +396,8 @@ async def btn_lead(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     (task_id,) = _args(update, "tl", "v", 1)
     async with ctx.svc.db.transaction(write=False) as session:
-        view = await _lead_view(session, ctx, update, as_int(task_id))
-    await show(update, ctx, view)
+        view = await _lead_view(session, ctx, update, common.as_int(task_id))
+    await common.show(update, ctx, view)
 
 
 async def btn_code(update: Update, ctx: LinliContext) -> None:
@@ -418,12 +405,14 @@ async def btn_code(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     (task_id,) = _args(update, "tl", "q", 1)
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        task, _ = await tasks.sheet(session, auth=auth, task_id=as_int(task_id), now=ctx.now())
-    png = qr_png(deep_link(ctx, f"tc-{task.id}-{task.code}"))
-    await answer(update, ctx)
+        auth = await common.load_auth(session, ctx, update)
+        task, _ = await tasks.sheet(
+            session, auth=auth, task_id=common.as_int(task_id), now=ctx.now()
+        )
+    png = qr_png(common.deep_link(ctx, f"tc-{task.id}-{task.code}"))
+    await common.answer(update, ctx)
     caption = ctx.svc.renderer.render(ctx.lang, "tasks/code", task=task)
-    await ctx.bot.send_photo(user_id(update), photo=png, caption=caption)
+    await ctx.bot.send_photo(common.user_id(update), photo=png, caption=caption)
 
 
 def _sheet_view(
@@ -431,32 +420,32 @@ def _sheet_view(
     task: Task,
     lines: list[tasks.SheetLine],
     claims: list[tuple[tasks.TaskSignup, people.Person]],
-) -> View:
+) -> common.View:
     done = task.confirmed_at is not None
     rows = []
     if not done:
         rows = [
             [
-                button(
+                common.button(
                     _l(ctx, "present", name=line.person.name[:24], on=line.present),
-                    f"tl:m:{task.id}:{line.person.id}:{state(not line.present)}",
+                    f"tl:m:{task.id}:{line.person.id}:{common.state(not line.present)}",
                 )
             ]
             for line in lines
         ]
-        rows.append([button(_l(ctx, "confirm"), f"tl:y:{task.id}")])
+        rows.append([common.button(_l(ctx, "confirm"), f"tl:y:{task.id}")])
     for _, person in claims:
         rows.append(
             [
-                button(
+                common.button(
                     _l(ctx, "approve_for", name=person.name[:20]), f"tl:k:{task.id}:{person.id}:1"
                 ),
-                button(
+                common.button(
                     _l(ctx, "reject_for", name=person.name[:20]), f"tl:k:{task.id}:{person.id}:0"
                 ),
             ]
         )
-    rows.append([button(_l(ctx, "back"), f"tl:v:{task.id}")])
+    rows.append([common.button(_l(ctx, "back"), f"tl:v:{task.id}")])
     params = {
         "task": task,
         "done": done,
@@ -464,13 +453,13 @@ def _sheet_view(
         "total": len(lines),
         "claims": [p.name for _, p in claims],
     }
-    return View("tasks/sheet", params, keyboard(rows))
+    return common.View("tasks/sheet", params, common.keyboard(rows))
 
 
 async def _show_sheet(
     update: Update, ctx: LinliContext, session: AsyncSession, task_id: int
-) -> View:
-    auth = await load_auth(session, ctx, update)
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
     task, lines = await tasks.sheet(session, auth=auth, task_id=task_id, now=ctx.now())
     claims = await tasks.pending_claims(session, task_id=task_id)
     return _sheet_view(ctx, task, lines, claims)
@@ -481,8 +470,8 @@ async def btn_sheet(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     (task_id,) = _args(update, "tl", "a", 1)
     async with ctx.svc.db.transaction(write=False) as session:
-        view = await _show_sheet(update, ctx, session, as_int(task_id))
-    await show(update, ctx, view)
+        view = await _show_sheet(update, ctx, session, common.as_int(task_id))
+    await common.show(update, ctx, view)
 
 
 async def _person_on_sheet(update: Update, ctx: LinliContext, action: str) -> None:
@@ -490,17 +479,17 @@ async def _person_on_sheet(update: Update, ctx: LinliContext, action: str) -> No
     reject a claim): the state the button carries, then the sheet as it now is."""
     _private_only(update)
     task_id, person_id, value = _args(update, "tl", action, 3)
-    person, on = as_int(person_id, telegram_id=True), as_state(value)
+    person, on = common.as_int(person_id, telegram_id=True), common.as_state(value)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if action == "m":
-            await tasks.mark(session, auth=auth, task_id=as_int(task_id), person_id=person,
+            await tasks.mark(session, auth=auth, task_id=common.as_int(task_id), person_id=person,
                              present=on, now=ctx.now())  # fmt: skip
         else:
-            await tasks.decide_claim(session, auth=auth, task_id=as_int(task_id),
+            await tasks.decide_claim(session, auth=auth, task_id=common.as_int(task_id),
                                      person_id=person, approve=on, now=ctx.now())  # fmt: skip
-        view = await _show_sheet(update, ctx, session, as_int(task_id))
-    await show(update, ctx, view)
+        view = await _show_sheet(update, ctx, session, common.as_int(task_id))
+    await common.show(update, ctx, view)
 
 
 async def btn_mark(update: Update, ctx: LinliContext) -> None:
@@ -516,13 +505,13 @@ async def btn_confirm(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     (task_id,) = _args(update, "tl", "y", 1)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         done = await tasks.confirm_attendance(
-            session, auth=auth, task_id=as_int(task_id), now=ctx.now()
+            session, auth=auth, task_id=common.as_int(task_id), now=ctx.now()
         )
-        view = await _show_sheet(update, ctx, session, as_int(task_id))
-    await show(update, ctx, view)
-    await reply(update, ctx, "tasks/confirmed", task=done.task, attended=len(done.attended),
+        view = await _show_sheet(update, ctx, session, common.as_int(task_id))
+    await common.show(update, ctx, view)
+    await common.reply(update, ctx, "tasks/confirmed", task=done.task, attended=len(done.attended),
                 no_show=len(done.no_show))  # fmt: skip
 
 
@@ -531,15 +520,17 @@ async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     (task_id,) = _args(update, "tl", "x", 1)
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        task, lines = await tasks.sheet(session, auth=auth, task_id=as_int(task_id), now=ctx.now())
-    markup = keyboard(
+        auth = await common.load_auth(session, ctx, update)
+        task, lines = await tasks.sheet(
+            session, auth=auth, task_id=common.as_int(task_id), now=ctx.now()
+        )
+    markup = common.keyboard(
         [
-            [button(_l(ctx, "cancel_yes"), f"tl:X:{task.id}")],
-            [button(_l(ctx, "back"), f"tl:v:{task.id}")],
+            [common.button(_l(ctx, "cancel_yes"), f"tl:X:{task.id}")],
+            [common.button(_l(ctx, "back"), f"tl:v:{task.id}")],
         ]
     )
-    await edit(update, ctx, "tasks/cancel_ask", markup=markup, task=task, people=len(lines))
+    await common.edit(update, ctx, "tasks/cancel_ask", markup=markup, task=task, people=len(lines))
 
 
 async def btn_cancel(update: Update, ctx: LinliContext) -> None:
@@ -547,9 +538,11 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
     _private_only(update)
     (task_id,) = _args(update, "tl", "X", 1)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        task = await tasks.cancel_task(session, auth=auth, task_id=as_int(task_id), now=ctx.now())
-    await edit(update, ctx, "tasks/cancel_done", task=task)
+        auth = await common.load_auth(session, ctx, update)
+        task = await tasks.cancel_task(
+            session, auth=auth, task_id=common.as_int(task_id), now=ctx.now()
+        )
+    await common.edit(update, ctx, "tasks/cancel_done", task=task)
 
 
 # --- proxy sign-up: a lead signs up a neighbour who cannot tap themselves -----------------------
@@ -563,7 +556,7 @@ async def _pick_neighbour(update: Update, ctx: LinliContext, task_id: int) -> No
     way back is the task's panel)."""
     _private_only(update)  # the picker lists flat numbers
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         task = await tasks.proxy_task(session, auth=auth, task_id=task_id, now=ctx.now())
         flow = await flows.start(
             session,
@@ -590,7 +583,7 @@ async def _pick_neighbour(update: Update, ctx: LinliContext, task_id: int) -> No
 async def btn_proxy(update: Update, ctx: LinliContext) -> None:
     """tl:p:<task>: whom to sign up (the resident picker)."""
     (task_id,) = _args(update, "tl", "p", 1)
-    await _pick_neighbour(update, ctx, as_int(task_id))
+    await _pick_neighbour(update, ctx, common.as_int(task_id))
 
 
 @pickers.chosen(PROXY)
@@ -609,7 +602,7 @@ async def after_proxy(update: Update, ctx: LinliContext, flow: Flow, field: str)
         return result.signup.id or 0
 
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         await flows.confirm(
             session,
             flow_id=flowui.flow_id(flow),
@@ -623,15 +616,17 @@ async def after_proxy(update: Update, ctx: LinliContext, flow: Flow, field: str)
         person = await people.get_person(session, person_id)
     (result,) = done
     rows = [
-        [button(_l(ctx, "proxy_another"), f"tl:p:{task_id}")],
-        [button(_l(ctx, "back"), f"tl:v:{task_id}")],
+        [common.button(_l(ctx, "proxy_another"), f"tl:p:{task_id}")],
+        [common.button(_l(ctx, "back"), f"tl:v:{task_id}")],
     ]
     params = {
         "who": person.name if person else "",
         "task": result.task,
         "position": result.position,
     }
-    await show(update, ctx, View(f"tasks/proxy_{result.outcome}", params, keyboard(rows)))
+    await common.show(
+        update, ctx, common.View(f"tasks/proxy_{result.outcome}", params, common.keyboard(rows))
+    )
 
 
 def register(app: LinliApp) -> None:

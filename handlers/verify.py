@@ -8,22 +8,7 @@ from telegram import Update
 from telegram.ext import CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
-from handlers.common import (
-    View,
-    add_buttons,
-    answer,
-    as_int,
-    button,
-    callback_args,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    offer_private,
-    replace,
-    reply,
-    show,
-)
+from handlers import common
 from handlers.prompts import answers, ask
 from models import people, rewards
 from models.errors import NotFound
@@ -37,19 +22,21 @@ ASK_VERIFY = "rw_verify"
 
 async def _verify(update: Update, ctx: LinliContext, code: str) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         check = await rewards.inspect_code(session, auth=auth, code=code, now=ctx.now())
-    markup = keyboard([[button(label(ctx, "rewards", "hand_over"), f"rvy:{check.redemption.id}")]])
-    await reply(
+    markup = common.keyboard(
+        [[common.button(common.label(ctx, "rewards", "hand_over"), f"rvy:{check.redemption.id}")]]
+    )
+    await common.reply(
         update, ctx, "rewards/verify", markup=markup, c=check, zone=check.community.timezone
     )
 
 
 async def cmd_verify(update: Update, ctx: LinliContext) -> None:
-    if not is_private(update):
+    if not common.is_private(update):
         # A code and the name it belongs to are checked privately: the group gets only a link
         # to the private chat (which asks for the code there), never the code back.
-        await offer_private(update, ctx, "verify", feature="rewards")
+        await common.offer_private(update, ctx, "verify", feature="rewards")
         return
     if ctx.args:
         await _verify(update, ctx, "".join(ctx.args))
@@ -66,20 +53,20 @@ async def on_verify_code(update: Update, ctx: LinliContext, prompt: people.Promp
 
 async def btn_hand_over(update: Update, ctx: LinliContext) -> None:
     """rvy:<redemption>: mark it used, once; a second confirmation says when and by whom."""
-    (redemption_id,) = callback_args(update, "rvy", 1)
+    (redemption_id,) = common.callback_args(update, "rvy", 1)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         check, changed = await rewards.hand_over(
-            session, auth=auth, redemption_id=as_int(redemption_id), now=ctx.now()
+            session, auth=auth, redemption_id=common.as_int(redemption_id), now=ctx.now()
         )
         by = await rewards.closer_of(session, check.redemption)
     params = {"c": check, "by": by, "zone": check.community.timezone}
-    view = View("rewards/handed_over", params)
+    view = common.View("rewards/handed_over", params)
     if changed:
-        await show(update, ctx, view)
+        await common.show(update, ctx, view)
         return
-    await replace(update, ctx, view)
-    await answer(
+    await common.replace(update, ctx, view)
+    await common.answer(
         update,
         ctx,
         "rewards/already_used",
@@ -108,4 +95,4 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_verify, filters=filters.Regex(r"^/start (v-|verify$)"))
     )
     app.add_handler(CommandHandler("verify", cmd_verify))
-    add_buttons(app, (("rvy", btn_hand_over),))
+    common.add_buttons(app, (("rvy", btn_hand_over),))

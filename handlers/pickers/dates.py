@@ -18,18 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Update
 
 from bot.context import LinliContext
-from handlers import flowui
-from handlers.common import (
-    View,
-    answer,
-    as_int,
-    button,
-    callback_args,
-    keyboard,
-    label,
-    rows_of,
-    show,
-)
+from handlers import common, flowui
 from handlers.pickers import base
 from models import people, when
 from models.errors import InvalidInput
@@ -92,35 +81,37 @@ def _example(ctx: LinliContext, st: dict[str, Any]) -> str:
     return f"{tomorrow:%m-%d} 9:00"
 
 
-def days_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> View:
+def days_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> common.View:
     fid = flowui.flow_id(flow)
     days = when.next_days(ctx.now(), st["zone"])
     offer = st.get("now")
-    now_label = label(ctx, offer[0], offer[1]) if offer else ""
-    rows = [[button(now_label, f"{NOW}:{fid}")]] if offer else []
-    rows += rows_of(
+    now_label = common.label(ctx, offer[0], offer[1]) if offer else ""
+    rows = [[common.button(now_label, f"{NOW}:{fid}")]] if offer else []
+    rows += common.rows_of(
         [
-            button(base.lab(ctx, "day", d=d, offset=i), f"{DAY}:{fid}:{d:%Y%m%d}")
+            common.button(base.lab(ctx, "day", d=d, offset=i), f"{DAY}:{fid}:{d:%Y%m%d}")
             for i, d in enumerate(days)
         ],
         2,
     )
-    rows.append([button(base.lab(ctx, "type_time"), f"{TYPE}:{fid}:s")])
+    rows.append([common.button(base.lab(ctx, "type_time"), f"{TYPE}:{fid}:s")])
     rows += base.footer(ctx, flow, st)
     params = {
         "heading": base.heading(ctx, flow, st),
         "end": st["end"],
         "example": _example(ctx, st),
     }
-    return View("pickers/days", params, keyboard(rows))
+    return common.View("pickers/days", params, common.keyboard(rows))
 
 
-def times_view(ctx: LinliContext, flow: Flow, st: dict[str, Any], day: date) -> View:
+def times_view(ctx: LinliContext, flow: Flow, st: dict[str, Any], day: date) -> common.View:
     fid = flowui.flow_id(flow)
     left = when.times_left(day, ctx.now(), st["zone"], _times(st))
-    rows = rows_of([button(f"{t:%H:%M}", f"{TIME}:{fid}:{day:%Y%m%d}:{t:%H%M}") for t in left], 3)
-    rows.append([button(base.lab(ctx, "type_time"), f"{TYPE}:{fid}:s")])
-    rows.append([button(base.lab(ctx, "other_day"), f"{BACK}:{fid}")])
+    rows = common.rows_of(
+        [common.button(f"{t:%H:%M}", f"{TIME}:{fid}:{day:%Y%m%d}:{t:%H%M}") for t in left], 3
+    )
+    rows.append([common.button(base.lab(ctx, "type_time"), f"{TYPE}:{fid}:s")])
+    rows.append([common.button(base.lab(ctx, "other_day"), f"{BACK}:{fid}")])
     rows += base.footer(ctx, flow, st)
     offset = (day - when.local_date(ctx.now(), st["zone"])).days
     params = {
@@ -129,7 +120,7 @@ def times_view(ctx: LinliContext, flow: Flow, st: dict[str, Any], day: date) -> 
         "offset": offset,
         "left": len(left),
     }
-    return View("pickers/times", params, keyboard(rows))
+    return common.View("pickers/times", params, common.keyboard(rows))
 
 
 def _ends(start: datetime, zone: str) -> list[int]:
@@ -138,24 +129,24 @@ def _ends(start: datetime, zone: str) -> list[int]:
     return [m for m in DURATIONS if when.local_date(start + timedelta(minutes=m), zone) == day]
 
 
-def end_view(ctx: LinliContext, flow: Flow, st: dict[str, Any], start: datetime) -> View:
+def end_view(ctx: LinliContext, flow: Flow, st: dict[str, Any], start: datetime) -> common.View:
     fid = flowui.flow_id(flow)
     zone = st["zone"]
     local = start.astimezone(when.zone_of(zone))
     ends = [
-        button(
+        common.button(
             base.lab(ctx, "end_at", at=f"{local + timedelta(minutes=m):%H:%M}", minutes=m),
             f"{END}:{fid}:{m}",
         )
         for m in _ends(start, zone)
     ]
-    rows = rows_of(ends, 2)
-    rows.append([button(base.lab(ctx, "no_end"), f"{END}:{fid}:0")])
-    rows.append([button(base.lab(ctx, "type_end"), f"{TYPE}:{fid}:e")])
-    rows.append([button(base.lab(ctx, "other_day"), f"{BACK}:{fid}")])
+    rows = common.rows_of(ends, 2)
+    rows.append([common.button(base.lab(ctx, "no_end"), f"{END}:{fid}:0")])
+    rows.append([common.button(base.lab(ctx, "type_end"), f"{TYPE}:{fid}:e")])
+    rows.append([common.button(base.lab(ctx, "other_day"), f"{BACK}:{fid}")])
     rows += base.footer(ctx, flow, st)
     params = {"heading": base.heading(ctx, flow, st), "start": start, "zone": zone}
-    return View("pickers/end", params, keyboard(rows))
+    return common.View("pickers/end", params, common.keyboard(rows))
 
 
 async def _zone(session: AsyncSession, flow: Flow, zone: str | None, default: str) -> str:
@@ -192,7 +183,7 @@ async def pick_when(
             end=end, now=offer, zone=place, start=None,
             times=[f"{t:%H:%M}" for t in times],
         )  # fmt: skip
-    await show(update, ctx, days_view(ctx, live, st))
+    await common.show(update, ctx, days_view(ctx, live, st))
 
 
 async def _open(
@@ -210,7 +201,7 @@ async def _settle(
         flow, st = await _open(session, ctx, update, fid)
         if st["end"] and end is None:
             await base.keep(session, ctx, flow, {**st, "start": start.isoformat()})
-            view: View | None = end_view(ctx, flow, st, start)
+            view: common.View | None = end_view(ctx, flow, st, start)
             field = ""
         else:
             view = None
@@ -218,20 +209,20 @@ async def _settle(
                 session, ctx, flow, _stored(start, end if st["end"] else None)
             )
     if view is not None:
-        await show(update, ctx, view)
+        await common.show(update, ctx, view)
     else:
         await base.after(update, ctx, flow, field)
 
 
 async def btn_day(update: Update, ctx: LinliContext) -> None:
-    fid, day = callback_args(update, DAY, 2)
+    fid, day = common.callback_args(update, DAY, 2)
     async with ctx.svc.db.transaction() as session:
         flow, st = await _open(session, ctx, update, fid)
-    await show(update, ctx, times_view(ctx, flow, st, _day(day, st, ctx.now())))
+    await common.show(update, ctx, times_view(ctx, flow, st, _day(day, st, ctx.now())))
 
 
 async def btn_time(update: Update, ctx: LinliContext) -> None:
-    fid, day, at = callback_args(update, TIME, 3)
+    fid, day, at = common.callback_args(update, TIME, 3)
     async with ctx.svc.db.transaction() as session:
         _flow, st = await _open(session, ctx, update, fid)
     start = when.at(_day(day, st, ctx.now()), _time(at), now=ctx.now(), zone=st["zone"])
@@ -239,8 +230,8 @@ async def btn_time(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_end(update: Update, ctx: LinliContext) -> None:
-    fid, minutes = callback_args(update, END, 2)
-    wanted = as_int(minutes)
+    fid, minutes = common.callback_args(update, END, 2)
+    wanted = common.as_int(minutes)
     async with ctx.svc.db.transaction() as session:
         flow, st = await _open(session, ctx, update, fid)
         if not st["end"] or not st.get("start") or (wanted and wanted not in DURATIONS):
@@ -256,7 +247,7 @@ async def btn_end(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_now(update: Update, ctx: LinliContext) -> None:
-    (fid,) = callback_args(update, NOW, 1)
+    (fid,) = common.callback_args(update, NOW, 1)
     async with ctx.svc.db.transaction() as session:
         flow, st = await _open(session, ctx, update, fid)
         if not st.get("now"):
@@ -266,12 +257,12 @@ async def btn_now(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_back(update: Update, ctx: LinliContext) -> None:
-    (fid,) = callback_args(update, BACK, 1)
+    (fid,) = common.callback_args(update, BACK, 1)
     async with ctx.svc.db.transaction() as session:
         flow, st = await _open(session, ctx, update, fid)
         st = {**st, "start": None}
         await base.keep(session, ctx, flow, st)
-    await show(update, ctx, days_view(ctx, flow, st))
+    await common.show(update, ctx, days_view(ctx, flow, st))
 
 
 async def _ask(
@@ -296,13 +287,13 @@ async def _ask(
 
 
 async def btn_type(update: Update, ctx: LinliContext) -> None:
-    fid, what = callback_args(update, TYPE, 2)
+    fid, what = common.callback_args(update, TYPE, 2)
     async with ctx.svc.db.transaction() as session:
         flow, st = await _open(session, ctx, update, fid)
     if what not in ("s", "e") or (what == "e" and not (st["end"] and st.get("start"))):
         raise InvalidInput("stale_button")
     await _ask(update, ctx, flow, st, what, None)
-    await answer(update, ctx)
+    await common.answer(update, ctx)
 
 
 @flowui.answers(flowui.ANY, ASK_START)

@@ -14,18 +14,7 @@ from typing import Any
 from telegram import Update
 
 from bot.context import LinliContext
-from handlers import flowui
-from handlers.common import (
-    View,
-    as_int,
-    as_state,
-    button,
-    callback_args,
-    keyboard,
-    rows_of,
-    show,
-    state,
-)
+from handlers import common, flowui
 from handlers.pickers import base
 from models import when
 from models.errors import InvalidInput
@@ -41,17 +30,19 @@ def days_of(mode: str) -> range:
     return range(7) if mode == "weekly" else range(1, 32)
 
 
-def mode_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> View:
+def mode_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> common.View:
     fid = flowui.flow_id(flow)
     rows = [
-        [button(base.lab(ctx, "once"), f"{MODE}:{fid}:o")],
+        [common.button(base.lab(ctx, "once"), f"{MODE}:{fid}:o")],
         [
-            button(base.lab(ctx, "weekly"), f"{MODE}:{fid}:w"),
-            button(base.lab(ctx, "monthly"), f"{MODE}:{fid}:m"),
+            common.button(base.lab(ctx, "weekly"), f"{MODE}:{fid}:w"),
+            common.button(base.lab(ctx, "monthly"), f"{MODE}:{fid}:m"),
         ],
         *base.footer(ctx, flow, st),
     ]
-    return View("pickers/repeat", {"heading": _heading(ctx, flow, st)}, keyboard(rows))
+    return common.View(
+        "pickers/repeat", {"heading": _heading(ctx, flow, st)}, common.keyboard(rows)
+    )
 
 
 def _heading(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> Any:
@@ -60,18 +51,19 @@ def _heading(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> Any:
     return base.heading(ctx, flow, st, start=start, zone=st["zone"])
 
 
-def days_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> View:
+def days_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> common.View:
     fid, mode, chosen = flowui.flow_id(flow), st["mode"], set(st["days"])
     key = "weekday" if mode == "weekly" else "monthday"
     buttons = [
-        button(
-            base.lab(ctx, key, day=d, on=d in chosen), f"{DAY}:{fid}:{d}:{state(d not in chosen)}"
+        common.button(
+            base.lab(ctx, key, day=d, on=d in chosen),
+            f"{DAY}:{fid}:{d}:{common.state(d not in chosen)}",
         )
         for d in days_of(mode)
     ]
-    rows = rows_of(buttons, 4 if mode == "weekly" else 7)
-    rows.append([button(base.lab(ctx, "done"), f"{DONE}:{fid}")])
-    rows.append([button(base.lab(ctx, "change_repeat"), f"{MODE}:{fid}:c")])
+    rows = common.rows_of(buttons, 4 if mode == "weekly" else 7)
+    rows.append([common.button(base.lab(ctx, "done"), f"{DONE}:{fid}")])
+    rows.append([common.button(base.lab(ctx, "change_repeat"), f"{MODE}:{fid}:c")])
     rows += base.footer(ctx, flow, st)
     params = {
         "heading": _heading(ctx, flow, st),
@@ -80,7 +72,7 @@ def days_view(ctx: LinliContext, flow: Flow, st: dict[str, Any]) -> View:
         "mode": mode,
         "short": sorted(d for d in chosen if d in SHORT_MONTH_DAYS) if mode == "monthly" else [],
     }
-    return View("pickers/repeat_days", params, keyboard(rows))
+    return common.View("pickers/repeat_days", params, common.keyboard(rows))
 
 
 async def pick_repeat(
@@ -104,7 +96,7 @@ async def pick_repeat(
             mode=None, days=[], start=start.isoformat() if start else None,
             zone=zone or ctx.svc.renderer.timezone,
         )  # fmt: skip
-    await show(update, ctx, mode_view(ctx, live, st))
+    await common.show(update, ctx, mode_view(ctx, live, st))
 
 
 def _at(st: dict[str, Any]) -> str:
@@ -123,7 +115,7 @@ def _first_days(mode: str, st: dict[str, Any]) -> list[int]:
 
 
 async def btn_mode(update: Update, ctx: LinliContext) -> None:
-    fid, code = callback_args(update, MODE, 2)
+    fid, code = common.callback_args(update, MODE, 2)
     if code not in MODES and code != "c":
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction() as session:
@@ -131,7 +123,7 @@ async def btn_mode(update: Update, ctx: LinliContext) -> None:
         st = base.state(flow, PICKER)
         field = ""
         if code == "c":
-            view: View | None = mode_view(ctx, flow, st)
+            view: common.View | None = mode_view(ctx, flow, st)
         elif MODES[code] is None:
             view, field = None, await base.finish(session, ctx, flow, None)
         else:
@@ -141,14 +133,14 @@ async def btn_mode(update: Update, ctx: LinliContext) -> None:
                 await base.keep(session, ctx, flow, st)
             view = days_view(ctx, flow, st)
     if view is not None:
-        await show(update, ctx, view)
+        await common.show(update, ctx, view)
     else:
         await base.after(update, ctx, flow, field)
 
 
 async def btn_day(update: Update, ctx: LinliContext) -> None:
-    fid, day, wanted = callback_args(update, DAY, 3)
-    number, on = as_int(day), as_state(wanted)
+    fid, day, wanted = common.callback_args(update, DAY, 3)
+    number, on = common.as_int(day), common.as_state(wanted)
     async with ctx.svc.db.transaction() as session:
         flow = await flowui.load(session, ctx, update, fid, kind=None)
         st = base.state(flow, PICKER)
@@ -157,11 +149,11 @@ async def btn_day(update: Update, ctx: LinliContext) -> None:
         days = set(st["days"]) | {number} if on else set(st["days"]) - {number}
         st = {**st, "days": sorted(days)}
         await base.keep(session, ctx, flow, st)
-    await show(update, ctx, days_view(ctx, flow, st))
+    await common.show(update, ctx, days_view(ctx, flow, st))
 
 
 async def btn_done(update: Update, ctx: LinliContext) -> None:
-    (fid,) = callback_args(update, DONE, 1)
+    (fid,) = common.callback_args(update, DONE, 1)
     async with ctx.svc.db.transaction() as session:
         flow = await flowui.load(session, ctx, update, fid, kind=None)
         st = base.state(flow, PICKER)

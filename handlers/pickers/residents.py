@@ -15,23 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
 
 from bot.context import LinliContext
-from handlers import flowui
-from handlers.common import (
-    PAGE,
-    View,
-    as_int,
-    as_state,
-    button,
-    callback_args,
-    clamp_page,
-    keyboard,
-    load_auth,
-    page_buttons,
-    page_count,
-    private_only,
-    show,
-    state,
-)
+from handlers import common, flowui
 from handlers.pickers import base
 from models import people, points
 from models.errors import InvalidInput, NotAllowed
@@ -70,7 +54,7 @@ async def view(
     flow: Flow,
     st: dict[str, Any],
     page: int,
-) -> View:
+) -> common.View:
     """One page of the unit's residents (matching the typed name, if any), ticks on the picked."""
     fid = flowui.flow_id(flow)
     unit = await _unit(session, auth, flow, st)
@@ -79,9 +63,9 @@ async def view(
     _, total = await people.residents_under(
         session, unit, offset=0, limit=0, name=query, exclude=left_off
     )
-    page = clamp_page(page, total)
+    page = common.clamp_page(page, total)
     shown, total = await people.residents_under(
-        session, unit, offset=page * PAGE, limit=PAGE, name=query, exclude=left_off
+        session, unit, offset=page * common.PAGE, limit=common.PAGE, name=query, exclude=left_off
     )
     picked = [int(p) for p in st.get("picked", [])]
     multi = bool(st.get("multi"))
@@ -92,14 +76,18 @@ async def view(
         text = base.lab(
             ctx, "resident", name=p.name, flat=flats.get(r.household_id, ""), picked=on, multi=multi
         )
-        rows.append([button(text, f"{PICK}:{fid}:{p.id}:{page}:{state(not on or not multi)}")])
-    rows.append(page_buttons(ctx, page, page_count(total), lambda n: f"{PAGE_}:{fid}:{n}"))
-    search = [button(base.lab(ctx, "search"), f"{SEARCH}:{fid}")]
+        rows.append(
+            [common.button(text, f"{PICK}:{fid}:{p.id}:{page}:{common.state(not on or not multi)}")]
+        )
+    rows.append(
+        common.page_buttons(ctx, page, common.page_count(total), lambda n: f"{PAGE_}:{fid}:{n}")
+    )
+    search = [common.button(base.lab(ctx, "search"), f"{SEARCH}:{fid}")]
     if query:
-        search.append(button(base.lab(ctx, "show_all"), f"{ALL}:{fid}"))
+        search.append(common.button(base.lab(ctx, "show_all"), f"{ALL}:{fid}"))
     rows.append(search)
     if multi:
-        rows.append([button(base.lab(ctx, "picked_next", n=len(picked)), f"{DONE}:{fid}")])
+        rows.append([common.button(base.lab(ctx, "picked_next", n=len(picked)), f"{DONE}:{fid}")])
     rows += base.footer(ctx, flow, st)
     params = {
         "heading": base.heading(ctx, flow, st),
@@ -109,9 +97,9 @@ async def view(
         "multi": multi,
         "picked": len(picked),
         "page": page,
-        "pages": page_count(total),
+        "pages": common.page_count(total),
     }
-    return View("pickers/residents", params, keyboard(rows))
+    return common.View("pickers/residents", params, common.keyboard(rows))
 
 
 async def pick_residents(
@@ -134,7 +122,7 @@ async def pick_residents(
     flow.data[field] (a list; with multi=False a list of one). `picked`: ticked to begin with
     (going back to the list). The owner must be able to `can` on the unit; their own name is
     left off unless `self_ok`."""
-    private_only(update)
+    common.private_only(update)
     async with ctx.svc.db.transaction() as session:
         live = await flowui.load(session, ctx, update, flowui.flow_id(flow), kind=flow.kind)
         st = await base.begin(
@@ -142,32 +130,32 @@ async def pick_residents(
             unit_id=unit_id, multi=multi, can=can.value, limit=limit,
             picked=list(dict.fromkeys(picked or [])), self_ok=self_ok, query="",
         )  # fmt: skip
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         screen = await view(session, ctx, auth, live, st, 0)
-    await show(update, ctx, screen)
+    await common.show(update, ctx, screen)
 
 
 async def _open(
     session: AsyncSession, ctx: LinliContext, update: Update, fid: str
 ) -> tuple[Flow, dict[str, Any], Authority]:
-    private_only(update)  # the list shows flat numbers
+    common.private_only(update)  # the list shows flat numbers
     flow = await flowui.load(session, ctx, update, fid, kind=None)
     st = base.state(flow, PICKER)
-    return flow, st, await load_auth(session, ctx, update)
+    return flow, st, await common.load_auth(session, ctx, update)
 
 
 async def btn_page(update: Update, ctx: LinliContext) -> None:
-    fid, page = callback_args(update, PAGE_, 2)
+    fid, page = common.callback_args(update, PAGE_, 2)
     async with ctx.svc.db.transaction() as session:
         flow, st, auth = await _open(session, ctx, update, fid)
-        screen = await view(session, ctx, auth, flow, st, as_int(page))
-    await show(update, ctx, screen)
+        screen = await view(session, ctx, auth, flow, st, common.as_int(page))
+    await common.show(update, ctx, screen)
 
 
 async def btn_pick(update: Update, ctx: LinliContext) -> None:
     """Pick or unpick one resident: a state, so a double tap leaves the choice as it was."""
-    fid, person, page, wanted = callback_args(update, PICK, 4)
-    person_id, on = as_int(person, telegram_id=True), as_state(wanted)
+    fid, person, page, wanted = common.callback_args(update, PICK, 4)
+    person_id, on = common.as_int(person, telegram_id=True), common.as_state(wanted)
     async with ctx.svc.db.transaction() as session:
         flow, st, auth = await _open(session, ctx, update, fid)
         unit = await _unit(session, auth, flow, st)
@@ -189,16 +177,16 @@ async def btn_pick(update: Update, ctx: LinliContext) -> None:
         screen = (
             None
             if field
-            else await view(session, ctx, auth, flow, base.state(flow, PICKER), as_int(page))
+            else await view(session, ctx, auth, flow, base.state(flow, PICKER), common.as_int(page))
         )
     if field:
         await base.after(update, ctx, flow, field)
     elif screen is not None:
-        await show(update, ctx, screen)
+        await common.show(update, ctx, screen)
 
 
 async def btn_done(update: Update, ctx: LinliContext) -> None:
-    (fid,) = callback_args(update, DONE, 1)
+    (fid,) = common.callback_args(update, DONE, 1)
     async with ctx.svc.db.transaction() as session:
         flow, st, auth = await _open(session, ctx, update, fid)
         unit = await _unit(session, auth, flow, st)
@@ -212,7 +200,7 @@ async def btn_done(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_search(update: Update, ctx: LinliContext) -> None:
-    (fid,) = callback_args(update, SEARCH, 1)
+    (fid,) = common.callback_args(update, SEARCH, 1)
     async with ctx.svc.db.transaction(write=False) as session:
         flow, _st, _auth = await _open(session, ctx, update, fid)
     await flowui.ask(update, ctx, flow, step=ASK_NAME, template="pickers/ask_name")
@@ -226,19 +214,19 @@ async def on_name(update: Update, ctx: LinliContext, flow: Flow, text: str) -> N
         live = await flowui.load(session, ctx, update, flowui.flow_id(flow), kind=flow.kind)
         st = {**base.state(live, PICKER), "query": query}
         await base.keep(session, ctx, live, st)
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         screen = await view(session, ctx, auth, live, st, 0)
-    await show(update, ctx, screen)
+    await common.show(update, ctx, screen)
 
 
 async def btn_all(update: Update, ctx: LinliContext) -> None:
-    (fid,) = callback_args(update, ALL, 1)
+    (fid,) = common.callback_args(update, ALL, 1)
     async with ctx.svc.db.transaction() as session:
         flow, st, auth = await _open(session, ctx, update, fid)
         st = {**st, "query": ""}
         await base.keep(session, ctx, flow, st)
         screen = await view(session, ctx, auth, flow, st, 0)
-    await show(update, ctx, screen)
+    await common.show(update, ctx, screen)
 
 
 HANDLERS = (

@@ -14,19 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, Update
 
 from bot.context import LinliContext
-from handlers import flowui
-from handlers.common import (
-    View,
-    as_int,
-    button,
-    callback_args,
-    keyboard,
-    load_auth,
-    page_buttons,
-    paged,
-    rows_of,
-    show,
-)
+from handlers import common, flowui
 from handlers.pickers import base
 from models import people
 from models.errors import NotAllowed
@@ -78,9 +66,9 @@ async def _buttons(
     """A unit with units below opens (›); any other is chosen at once, one tap fewer."""
     parents = await people.units_with_children(session, [u.id for u in units if u.id is not None])
     return [
-        button(f"{u.name} ›", f"{LEVEL}:{fid}:{u.id}:0")
+        common.button(f"{u.name} ›", f"{LEVEL}:{fid}:{u.id}:0")
         if u.id in parents
-        else button(u.name, f"{CHOOSE}:{fid}:{u.id}")
+        else common.button(u.name, f"{CHOOSE}:{fid}:{u.id}")
         for u in units
     ]
 
@@ -93,7 +81,7 @@ async def level_view(
     st: dict[str, Any],
     unit_id: int,
     page: int,
-) -> View:
+) -> common.View:
     """One level: the person's highest units (unit_id 0; straight to the one if there is only
     one), or a unit with "this unit" and the units below it."""
     fid = flowui.flow_id(flow)
@@ -102,34 +90,38 @@ async def level_view(
     params: dict[str, Any] = {"heading": base.heading(ctx, flow, st), "names": []}
     if not unit_id:
         if not highest:
-            return View("pickers/no_units", params, keyboard(base.footer(ctx, flow, st)))
+            return common.View(
+                "pickers/no_units", params, common.keyboard(base.footer(ctx, flow, st))
+            )
         if len(highest) > 1:
-            shown, page, pages = paged(highest, page)
-            rows = rows_of(await _buttons(session, fid, shown), 1)
-            rows.append(page_buttons(ctx, page, pages, f"{LEVEL}:{fid}:0:{{}}"))
+            shown, page, pages = common.paged(highest, page)
+            rows = common.rows_of(await _buttons(session, fid, shown), 1)
+            rows.append(common.page_buttons(ctx, page, pages, f"{LEVEL}:{fid}:0:{{}}"))
             rows += base.footer(ctx, flow, st)
             params |= {"page": page, "pages": pages}
-            return View("pickers/units", params, keyboard(rows))
+            return common.View("pickers/units", params, common.keyboard(rows))
         unit_id = highest[0].id or 0
     unit = await people.get_unit(session, unit_id)
     _check(auth, unit, can, community_id)
     below = list(await people.children(session, community_id=unit.community_id, parent_id=unit.id))
-    shown, page, pages = paged(below, page)
-    rows = [[button(base.lab(ctx, "this_unit", unit=unit.name), f"{CHOOSE}:{fid}:{unit.id}")]]
-    rows += rows_of(await _buttons(session, fid, shown), 2)
-    rows.append(page_buttons(ctx, page, pages, f"{LEVEL}:{fid}:{unit.id}:{{}}"))
+    shown, page, pages = common.paged(below, page)
+    rows = [
+        [common.button(base.lab(ctx, "this_unit", unit=unit.name), f"{CHOOSE}:{fid}:{unit.id}")]
+    ]
+    rows += common.rows_of(await _buttons(session, fid, shown), 2)
+    rows.append(common.page_buttons(ctx, page, pages, f"{LEVEL}:{fid}:{unit.id}:{{}}"))
     parent = await people.get_unit(session, unit.parent_id) if unit.parent_id else None
     if parent is not None and (can is None or auth.may(can, unit=parent)):
-        rows.append([button(base.lab(ctx, "up"), f"{LEVEL}:{fid}:{parent.id}:0")])
+        rows.append([common.button(base.lab(ctx, "up"), f"{LEVEL}:{fid}:{parent.id}:0")])
     elif len(highest) > 1:
-        rows.append([button(base.lab(ctx, "up"), f"{LEVEL}:{fid}:0:0")])
+        rows.append([common.button(base.lab(ctx, "up"), f"{LEVEL}:{fid}:0:0")])
     rows += base.footer(ctx, flow, st)
     params |= {
         "names": await people.lineage_names(session, unit),
         "page": page,
         "pages": pages,
     }
-    return View("pickers/units", params, keyboard(rows))
+    return common.View("pickers/units", params, common.keyboard(rows))
 
 
 async def unit_view(
@@ -143,7 +135,7 @@ async def unit_view(
     heading: str | None = None,
     back: tuple[str, str, str] | None = None,
     start: int = 0,
-) -> View:
+) -> common.View:
     """Open the unit picker on the flow in this transaction and return its first view, for a
     feature that sends it its own way (privately, say: `common.answer_privately`); `pick_unit`
     sends it. The flow's owner chooses a unit they may `can` on (Can.lead or Can.admin; None: any
@@ -167,7 +159,7 @@ async def unit_view(
         back=back,
         can=can.value if can is not None else None,
     )
-    auth = await load_auth(session, ctx, update)
+    auth = await common.load_auth(session, ctx, update)
     return await level_view(session, ctx, auth, live, st, start, 0)
 
 
@@ -187,26 +179,28 @@ async def pick_unit(
     """`unit_view` in its own transaction, sent (the tapped message edited, or a new one)."""
     async with ctx.svc.db.transaction() as session:
         view = await unit_view(session, ctx, update, flow, **options)
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_level(update: Update, ctx: LinliContext) -> None:
-    fid, unit_id, page = callback_args(update, LEVEL, 3)
+    fid, unit_id, page = common.callback_args(update, LEVEL, 3)
     async with ctx.svc.db.transaction() as session:  # the flow is locked while it is read
         flow = await flowui.load(session, ctx, update, fid, kind=None)
         st = base.state(flow, PICKER)
-        auth = await load_auth(session, ctx, update)
-        view = await level_view(session, ctx, auth, flow, st, as_int(unit_id), as_int(page))
-    await show(update, ctx, view)
+        auth = await common.load_auth(session, ctx, update)
+        view = await level_view(
+            session, ctx, auth, flow, st, common.as_int(unit_id), common.as_int(page)
+        )
+    await common.show(update, ctx, view)
 
 
 async def btn_choose(update: Update, ctx: LinliContext) -> None:
-    fid, unit_id = callback_args(update, CHOOSE, 2)
+    fid, unit_id = common.callback_args(update, CHOOSE, 2)
     async with ctx.svc.db.transaction() as session:
         flow = await flowui.load(session, ctx, update, fid, kind=None)
         st = base.state(flow, PICKER)
-        auth = await load_auth(session, ctx, update)
-        unit = await people.get_unit(session, as_int(unit_id))
+        auth = await common.load_auth(session, ctx, update)
+        unit = await people.get_unit(session, common.as_int(unit_id))
         _check(auth, unit, _can(st), flow.community_id)
         field = await base.finish(session, ctx, flow, unit.id)
     await base.after(update, ctx, flow, field)
