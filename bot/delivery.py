@@ -10,10 +10,17 @@ a unit of work that queued rows commits (`Database.on_queued` wakes it).
 Live cards (bot/cards.py) are built here when they go: a post sends the card with its buttons,
 an edit row edits the message its post left, with the latest state.
 
-Delivery is at least once, with a tiny window: a row's status is committed right after
-Telegram answers, so a crash between that answer and the commit sends the row again after a
-restart. A timeout is the same case seen from the other side (Telegram may have delivered the
-message it did not confirm). Everything else ends exactly once in `sent`, `gone` or `failed`.
+What became of each send (sent with its message id, gone, failed, try again at, a long
+text's parts) is committed by a recorder beside the sender, which takes whatever outcomes have
+gathered since its last commit into one transaction (group commit): with time to spare between
+sends (real time: 40 ms at 25/s) that is each send on its own; when sends come back to back,
+several. Delivery is at least once, with a small window: a crash between Telegram's answer and
+that commit sends those rows again after a restart (when their lease runs out). The window is
+bounded twice: a chat's previous outcome is committed before its next message goes, so a crash
+repeats at most the last message of each chat; and at most `Limits.unrecorded` outcomes (one
+second at the default pace) wait, past which the sender waits for the commit. A timeout is the
+same case seen from the other side (Telegram may have delivered the message it did not
+confirm). Everything else ends exactly once in `sent`, `gone` or `failed`.
 
 Periodic work ("rhythms": recurring announcements materialising their next occurrence, codes
 expiring) runs as one repeating job; features add theirs with `add_rhythm(app, fn)` in their
@@ -55,7 +62,7 @@ from bot.render import (
     visible_length,
 )
 from models import outbox, people
-from models.outbox import Delivery, Status
+from models.outbox import Claimed, Delivery, Status, Step
 from models.people import LANGUAGES, Chat, ChatLink, Community, Person, Unit
 
 log = logging.getLogger("linli.delivery")
@@ -75,10 +82,16 @@ class Limits:
     per_second: float = 25.0
     chat_interval: float = 1.0  # seconds between two messages to one chat
     group_per_minute: int = 20
-    batch: int = 200  # rows claimed per transaction
+    batch: int = 100  # rows claimed per transaction
     horizon: float = 5.0  # a row whose chat is free later than this goes back to the database
     idle_cap: float = 30.0  # look at the database at least this often (other processes write)
     backoff: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)  # then `failed`
+    # Outcomes of sends are committed together: each waits at most `gather` seconds of real
+    # time for others to join it, and at most `unrecorded` wait. What waits is what a crash can
+    # make the sender repeat; one chat's previous outcome is always committed before its next
+    # message goes, so nobody gets more than one message twice.
+    gather: float = 0.05
+    unrecorded: int = 25
     error_pause: float = 5.0  # after an unexpected error in the loop itself
 
 
@@ -250,7 +263,7 @@ class Part:
 
 @dataclass
 class _Job:
-    row: Delivery
+    row: Claimed
     lang: str
     rank: int
     parts: list[Part] = field(default_factory=list)
@@ -290,7 +303,7 @@ def _retry_seconds(exc: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def _is_private(row: Delivery) -> bool:
+def _is_private(row: Claimed) -> bool:
     return row.chat_id > 0
 
 
@@ -331,6 +344,11 @@ class Sender:
         self._lock = asyncio.Lock()  # the loop and drain() never send side by side
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._outcomes: list[tuple[int, outbox.Outcome]] = []  # (chat, outcome) to be committed
+        self._unrecorded: dict[int, int] = {}  # chat → its outcomes not committed yet
+        self._recorder: asyncio.Task[None] | None = None
+        self._gathering_since = 0.0  # real time the oldest waiting outcome was queued
+        self._hurry = asyncio.Event()  # someone waits for the outcomes: commit now
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -440,64 +458,82 @@ class Sender:
         return handled
 
     async def _claim(self) -> tuple[list[_Job], int]:
+        """Claim due rows and decide what each becomes. The claim commits at once (its lease
+        keeps the rows ours); what the rows need from other tables is read after it, so neither
+        holds the loop long (SQLite runs on the loop's thread)."""
         now = self.clock()
         async with self.db.transaction() as session:
             rows = await outbox.claim_due(session, now=now, limit=self.limits.batch)
-            if not rows:
-                return [], 0
+        if not rows:
+            return [], 0
+        await asyncio.sleep(0)
+        async with self.db.transaction(write=False) as session:
             communities = await _by_id(session, Community, {r.community_id for r in rows})
             persons = await _by_id(
                 session, Person, {r.person_id or r.chat_id for r in rows if _is_private(r)}
             )
             chats = await _by_id(session, Chat, {r.chat_id for r in rows if not _is_private(r)})
             targets = await outbox.card_targets(session, rows)
-            jobs: list[_Job] = []
-            for row in rows:
-                community = communities.get(row.community_id) if row.community_id else None
-                chat = chats.get(row.chat_id)
-                target = targets.get(row.edits) if row.edits is not None else None
-                if row.edits is not None and not self._editable(row, target, now):
+        await asyncio.sleep(0)
+        jobs: list[_Job] = []
+        ended: list[outbox.Outcome] = []  # the chat is gone, or the card was never posted
+        later: dict[datetime, list[int]] = {}  # not now, and not an attempt
+        moved: dict[int, int] = {}  # chats that became supergroups
+        for row in rows:
+            community = communities.get(row.community_id) if row.community_id else None
+            chat = chats.get(row.chat_id)
+            if row.edits is not None:
+                target = targets.get(row.edits)
+                wait = self._edit_waits(row, target, now)
+                if wait is not None:
+                    later.setdefault(wait, []).append(row.id)
                     continue
-                if chat is not None and chat.migrated_to:
-                    row.chat_id = chat.migrated_to
-                elif chat is not None and not people.chat_is_reachable(chat):
-                    row.status, row.lease_until, row.claim = Status.gone, None, None
-                    row.last_error = f"the bot is {chat.bot_status} in this chat"
+                if target is None or target.status != Status.sent or target.message_id is None:
+                    error = "the card was never posted"
+                    ended.append(outbox.Outcome(row.id, row.claim, Step.end, Status.gone,
+                                                error=error))  # fmt: skip
                     continue
-                # Quiet hours are a community's; a row without one (rare) goes when due.
-                if not row.urgent and community is not None:
-                    morning = outbox.after_quiet_hours(
-                        now,
-                        zone=community.timezone,
-                        quiet_from=community.quiet_from,
-                        quiet_until=community.quiet_until,
-                    )
-                    if morning > now:
-                        row.due_at, row.lease_until, row.claim = morning, None, None
-                        row.attempts = max(0, row.attempts - 1)  # not an attempt
-                        continue
-                language = self._language(row, community, persons)
-                jobs.append(_Job(row, language, len(jobs), target=target))
+            else:
+                target = None
+            if chat is not None and chat.migrated_to:
+                moved[row.chat_id] = row.chat_id = chat.migrated_to
+            elif chat is not None and not people.chat_is_reachable(chat):
+                error = f"the bot is {chat.bot_status} in this chat"
+                ended.append(outbox.Outcome(row.id, row.claim, Step.end, Status.gone,
+                                            error=error))  # fmt: skip
+                continue
+            # Quiet hours are a community's; a row without one (rare) goes when due.
+            if not row.urgent and community is not None:
+                morning = outbox.after_quiet_hours(
+                    now,
+                    zone=community.timezone,
+                    quiet_from=community.quiet_from,
+                    quiet_until=community.quiet_until,
+                )
+                if morning > now:
+                    later.setdefault(morning, []).append(row.id)
+                    continue
+            language = self._language(row, community, persons)
+            jobs.append(_Job(row, language, len(jobs), target=target))
+        if ended or later or moved:
+            async with self.db.transaction() as session:
+                await outbox.record(session, ended, now=now)
+                for at, ids in later.items():
+                    await outbox.defer(session, delivery_ids=ids, claim=rows[0].claim, at=at)
+                for old, new in moved.items():  # the rows follow the chat in the database too
+                    await outbox.retarget(session, old_chat_id=old, new_chat_id=new)
         return jobs, len(rows)
 
     @staticmethod
-    def _editable(row: Delivery, target: Delivery | None, now: datetime) -> bool:
-        """Whether an edit row can go now. Its post not out yet: it waits for it (the post
-        renders the latest state itself, but may be in flight with an older one). Its post
-        never went out, or left no message: there is nothing to edit."""
+    def _edit_waits(row: Claimed, target: Delivery | None, now: datetime) -> datetime | None:
+        """When an edit row whose post is not out yet may go: it waits for the post (which
+        renders the latest state itself, but may be in flight with an older one)."""
         if target is not None and target.status == Status.pending:
-            row.due_at = max(target.due_at, now) + outbox.CARD_GAP
-            row.lease_until, row.claim = None, None
-            row.attempts = max(0, row.attempts - 1)
-            return False
-        if target is None or target.status != Status.sent or target.message_id is None:
-            row.status, row.lease_until, row.claim = Status.gone, None, None
-            row.last_error = "the card was never posted"
-            return False
-        return True
+            return max(target.due_at, now) + outbox.CARD_GAP
+        return None
 
     @staticmethod
-    def _language(row: Delivery, community: Community | None, persons: dict[Any, Person]) -> str:
+    def _language(row: Claimed, community: Community | None, persons: dict[Any, Person]) -> str:
         if row.lang in LANGUAGES:
             return row.lang
         if _is_private(row):
@@ -511,7 +547,7 @@ class Sender:
         ended: list[tuple[_Job, Status, str]] = []
         built = await self._build_cards([job for job in jobs if job.row.card is not None])
         for index, job in enumerate(jobs):
-            if index % 50 == 49:
+            if index % 10 == 9:
                 await asyncio.sleep(0)  # a batch renders in slices: updates get their turn
             try:
                 if job.row.card is not None:
@@ -532,18 +568,8 @@ class Sender:
                 ended.append((job, Status.failed, f"render: {exc!r}"))
                 continue
             ready.append(job)
-        if ended:
-            now = self.clock()
-            async with self.db.transaction() as session:
-                for job, status, error in ended:
-                    await outbox.finish(
-                        session,
-                        delivery_id=job.id,
-                        claim=job.claim,
-                        status=status,
-                        now=now,
-                        error=error,
-                    )
+        for job, status, error in ended:
+            await self._end(job, status, error)
         return ready
 
     async def _build_cards(self, jobs: list[_Job]) -> dict[int, Card | Exception | None]:
@@ -589,6 +615,8 @@ class Sender:
                     heapq.heapreplace(heap, (free, rank, job))
                     continue
                 heapq.heappop(heap)
+                if job.chat_id in self._unrecorded:  # its previous message is on record first
+                    await self._settle(job.chat_id)
                 now = self.monotonic()
                 at = self.pacer.ready(job.chat_id)
                 if at - now > self.limits.horizon:
@@ -606,7 +634,69 @@ class Sender:
         finally:
             # Stopping (or an error): what was not tried goes back due at once, uncounted.
             handed_back += [(job, -math.inf) for _, _, job in heap if job.chat_id not in dead]
-            await self._hand_back(handed_back)
+            try:
+                await self._settle()
+            finally:
+                await self._hand_back(handed_back)
+
+    # --- recording outcomes -----------------------------------------------------------------
+
+    async def _record(self, job: _Job, outcome: outbox.Outcome) -> None:
+        """Queue a send's outcome for the recorder, which commits the outcomes gathered in the
+        last `limits.gather` seconds (real time) in one transaction: at 25 messages/s in real
+        time one or two sends; when sends come back to back (a backlog, or a simulated clock),
+        more. At most `limits.unrecorded` wait: past that, the sender waits for the commit."""
+        if not self._outcomes:
+            self._gathering_since = time.monotonic()
+        self._outcomes.append((job.chat_id, outcome))
+        self._unrecorded[job.chat_id] = self._unrecorded.get(job.chat_id, 0) + 1
+        self._recording()
+        if len(self._outcomes) >= self.limits.unrecorded:
+            await self._settle()
+
+    def _recording(self) -> asyncio.Task[None] | None:
+        """The recorder at work, started when outcomes wait and none runs."""
+        task = self._recorder
+        if (task is None or task.done()) and self._outcomes:
+            task = self._recorder = asyncio.create_task(self._write_outcomes())
+            task.add_done_callback(_log_failure)
+        return task
+
+    async def _write_outcomes(self) -> None:
+        while self._outcomes:
+            wait = self._gathering_since + self.limits.gather - time.monotonic()
+            if wait > 0 and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), wait)
+            self._hurry.clear()
+            batch, self._outcomes = self._outcomes, []
+            self._gathering_since = time.monotonic()  # for outcomes queued while this commits
+            try:
+                async with self.db.transaction() as session:
+                    outcomes = [outcome for _, outcome in batch]
+                    changed = await outbox.record(session, outcomes, now=self.clock())
+            except BaseException:
+                self._outcomes[:0] = batch  # tried again with the next outcome, or by _settle
+                raise
+            for chat_id, _ in batch:
+                left = self._unrecorded.pop(chat_id) - 1
+                if left:
+                    self._unrecorded[chat_id] = left
+            if 0 <= changed < len(batch):
+                # Another sender took rows over after our lease ran out, or they were withdrawn
+                # (or their card changed) while we sent them: their outcome stands.
+                log.info(
+                    "%d outcomes dropped, their claims are no longer ours", len(batch) - changed
+                )
+
+    async def _settle(self, chat_id: int | None = None) -> None:
+        """Wait until the outcomes of this chat (or of every chat) are committed. Raises what
+        the recorder raised (the outcomes stay queued)."""
+        while chat_id in self._unrecorded if chat_id is not None else self._unrecorded:
+            self._hurry.set()
+            task = self._recording()
+            assert task is not None  # an outcome not yet committed is queued or being written
+            await asyncio.shield(task)  # a stop cancelling us does not cancel the commit
 
     async def _hand_back(self, jobs: Sequence[tuple[_Job, float]]) -> None:
         """Rows that cannot go soon return to the database, spread by their chat's pace."""
@@ -695,14 +785,14 @@ class Sender:
             job.first_message_id = row.message_id or sent.message_id
         row.parts_sent += 1
         if row.parts_sent < len(job.parts):
-            async with self.db.transaction() as session:
-                await outbox.progress(
-                    session,
-                    delivery_id=job.id,
-                    claim=job.claim,
-                    parts_sent=row.parts_sent,
-                    message_id=job.first_message_id,
-                )
+            progress = outbox.Outcome(
+                job.id,
+                job.claim,
+                Step.progress,
+                parts_sent=row.parts_sent,
+                message_id=job.first_message_id,
+            )
+            await self._record(job, progress)
             return "again"
         await self._end(job, Status.sent, None, message_id=job.first_message_id)
         self.sent += 1
@@ -713,21 +803,11 @@ class Sender:
     async def _end(
         self, job: _Job, status: Status, error: str | None, *, message_id: int | None = None
     ) -> None:
-        async with self.db.transaction() as session:
-            applied = await outbox.finish(
-                session,
-                delivery_id=job.id,
-                claim=job.claim,
-                status=status,
-                now=self.clock(),
-                message_id=message_id,
-                error=error,
-                parts_sent=job.row.parts_sent,
-            )
-        if not applied:
-            # Another sender took the row over after our lease ran out, or it was withdrawn
-            # (or its card changed) while we sent it: their outcome stands.
-            log.info("delivery %s: outcome %s dropped, the claim is no longer ours", job.id, status)
+        ended = outbox.Outcome(
+            job.id, job.claim, Step.end, status, message_id, job.row.parts_sent, error,
+            at=self.clock(),
+        )  # fmt: skip
+        await self._record(job, ended)
 
     async def _pin(self, job: _Job, message_id: int) -> None:
         """Pinning is a courtesy: without the right to pin, the message still went out."""
@@ -742,8 +822,7 @@ class Sender:
             await self._note(job, f"pin: {exc}")
 
     async def _note(self, job: _Job, error: str) -> None:
-        async with self.db.transaction() as session:
-            await outbox.note_error(session, delivery_id=job.id, claim=job.claim, error=error)
+        await self._record(job, outbox.Outcome(job.id, job.claim, Step.note, error=error))
 
     async def _back_off(self, job: _Job, exc: TelegramError) -> None:
         """Retry after 5 s, 30 s, 2 min, 10 min; then the row fails with the last reason."""
@@ -753,14 +832,14 @@ class Sender:
             await self._end(job, Status.failed, f"gave up after {attempts} attempts: {reason}")
             return
         at = self.clock() + timedelta(seconds=self.limits.backoff[attempts - 1])
-        async with self.db.transaction() as session:
-            await outbox.retry_later(
-                session, delivery_id=job.id, claim=job.claim, at=at, error=reason
-            )
+        await self._record(
+            job, outbox.Outcome(job.id, job.claim, Step.end, error=reason, retry_at=at)
+        )
 
     async def _migrated(self, job: _Job, new_chat_id: int) -> None:
         """The group became a supergroup: its links and pending rows follow, and we resend."""
         old = job.chat_id
+        await self._settle()  # its rows' outcomes first: they move with the chat
         async with self.db.transaction() as session:
             await people.migrate_chat(
                 session, old_chat_id=old, new_chat_id=new_chat_id, now=self.clock()
@@ -772,6 +851,7 @@ class Sender:
     async def _unreachable(self, job: _Job, reason: str, *, kicked: bool) -> None:
         """The row is gone, and so are the chat's other due rows: no retry storm. A person who
         never opened a private chat is mentioned in their group instead, if the row says where."""
+        await self._settle()
         row, now = job.row, self.clock()
         private = _is_private(row)
         async with self.db.transaction() as session:
@@ -807,7 +887,7 @@ class Sender:
             if private and not refused:
                 await self._fallback(session, row, now)
 
-    async def _fallback(self, session: AsyncSession, row: Delivery, now: datetime) -> bool:
+    async def _fallback(self, session: AsyncSession, row: Claimed, now: datetime) -> bool:
         if row.fallback_link_id is None:
             return False
         link = await session.get(ChatLink, row.fallback_link_id)
@@ -837,6 +917,11 @@ class Sender:
             urgent=row.urgent,
             priority=row.priority,
         )
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("recording outcomes failed; they stay queued", exc_info=exc)
 
 
 def _group_type(chat_id: int) -> str:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Column, Index, bindparam, case, func, update
+from sqlalchemy import JSON, Column, Index, Integer, String, Table, bindparam, case, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, col, select
@@ -128,6 +129,8 @@ _DEFAULTS: dict[str, Any] = {
     "urgent": False, "priority": Priority.normal, "card": None,
 }  # fmt: skip
 _KEYS = Message.__required_keys__ | Message.__optional_keys__
+
+_TABLE: Table = Delivery.__table__  # type: ignore[attr-defined]
 
 
 async def enqueue(session: AsyncSession, **message: Unpack[Message]) -> bool:
@@ -249,32 +252,71 @@ def in_flight(now: datetime) -> Any:
     return col(Delivery.lease_until).is_not(None) & (col(Delivery.lease_until) >= now)
 
 
-async def claim_due(session: AsyncSession, *, now: datetime, limit: int) -> list[Delivery]:
+@dataclass(slots=True)
+class Claimed:
+    """A row as the sender holds it after claiming it: plain values, not an ORM object (the
+    sender reads a claimed batch many times a second and writes it only through `record`)."""
+
+    id: int
+    key: str
+    chat_id: int
+    thread_id: int
+    person_id: int | None
+    community_id: int | None
+    link_id: int | None
+    fallback_link_id: int | None
+    template: str
+    context: dict[str, Any]
+    lang: str | None
+    photo: str | None
+    pin: bool
+    silent: bool
+    urgent: bool
+    priority: int
+    due_at: datetime
+    status: str
+    attempts: int
+    lease_until: datetime | None
+    claim: str | None
+    card: str | None
+    edits: int | None
+    message_id: int | None
+    parts_sent: int
+    last_error: str | None
+    sent_at: datetime | None
+    created_at: datetime
+
+
+async def claim_due(session: AsyncSession, *, now: datetime, limit: int) -> list[Claimed]:
     """Take up to `limit` due rows, most urgent first, and lease them to this process.
 
-    On PostgreSQL rows another process holds are skipped (FOR UPDATE SKIP LOCKED), so two
-    senders never send the same row; SQLite has one writer at a time anyway. The rows carry a
-    fresh `claim` token: pass it back with the outcome.
+    One statement: an UPDATE of the due rows' ids that returns them. On PostgreSQL rows
+    another process holds are skipped (FOR UPDATE SKIP LOCKED), so two senders never send the
+    same row; SQLite has one writer at a time anyway. The rows carry a fresh `claim` token:
+    pass it back with the outcome.
     """
-    query = (
-        select(Delivery)
+    c = _TABLE.c
+    due = (
+        select(c.id)
         .where(
-            Delivery.status == Status.pending,
-            col(Delivery.due_at) <= now,
-            (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < now),
+            c.status == Status.pending,
+            c.due_at <= now,
+            c.lease_until.is_(None) | (c.lease_until < now),
         )
-        .order_by(col(Delivery.priority), col(Delivery.due_at), col(Delivery.id))
+        .order_by(c.priority, c.due_at, c.id)
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = list((await session.exec(query)).all())
-    token = secrets.token_hex(16)
-    for row in rows:
-        row.lease_until = now + LEASE
-        row.claim = token
-        row.attempts += 1
-    await session.flush()
+        due = due.with_for_update(skip_locked=True)
+    statement = (
+        update(_TABLE)
+        .where(c.id.in_(due.scalar_subquery()))
+        .values(lease_until=now + LEASE, claim=secrets.token_hex(16), attempts=c.attempts + 1)
+        .returning(*c)
+    )
+    conn = await session.connection()
+    rows = [Claimed(**row._mapping) for row in await conn.execute(statement)]
+    rows.sort(key=lambda row: (row.priority, row.due_at, row.id))
     return rows
 
 
@@ -293,7 +335,7 @@ async def next_due_at(session: AsyncSession, *, now: datetime | None = None) -> 
 
 
 async def _update(session: AsyncSession, where: Any, **values: Any) -> int:
-    """One UPDATE of outbox rows, without loading them (the sender writes after every send)."""
+    """One UPDATE of outbox rows, without loading them."""
     statement = (
         update(Delivery).where(where).values(**values).execution_options(synchronize_session=False)
     )
@@ -301,9 +343,96 @@ async def _update(session: AsyncSession, where: Any, **values: Any) -> int:
     return int(result.rowcount)
 
 
-def _claimed(delivery_id: int, claim: str | None) -> Any:
-    """The row, as long as the claim that took it is still the current one."""
-    return (col(Delivery.id) == delivery_id) & (col(Delivery.claim) == claim)
+class Step(StrEnum):
+    """What an `Outcome` records."""
+
+    end = "end"  # the attempt is over: a final status, or pending again at `retry_at`
+    progress = "progress"  # some parts of a long text are out; the claim stays
+    note = "note"  # a side problem (a pin refused) on a row that has usually ended
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed row, applied only with the claim that took it."""
+
+    delivery_id: int
+    claim: str | None
+    step: Step
+    status: Status = Status.pending
+    message_id: int | None = None
+    parts_sent: int | None = None
+    error: str | None = None
+    retry_at: datetime | None = None  # `end` with status pending: try again then
+    at: datetime | None = None  # when it happened (a sent row's `sent_at`), if not `record`'s now
+
+
+_id, _claim = bindparam("b_id", type_=Integer), bindparam("b_claim", type_=String)
+_ours = (_TABLE.c.id == _id) & (_TABLE.c.claim == _claim)
+
+
+def _kept(name: str, type_: Any) -> Any:
+    """The parameter when given, else what the row has (one statement serves every row)."""
+    return func.coalesce(bindparam(f"b_{name}", type_=type_), _TABLE.c[name])
+
+
+# Cached statements, each run once for all outcomes of its step (executemany).
+_STATEMENTS: dict[Step, Any] = {
+    Step.end: update(_TABLE)
+    .where(_ours)
+    .values(
+        status=bindparam("b_status", type_=String),
+        due_at=_kept("due_at", UTCDateTime()),
+        lease_until=None,
+        claim=None,
+        message_id=_kept("message_id", Integer),
+        parts_sent=_kept("parts_sent", Integer),
+        last_error=_kept("last_error", String),
+        sent_at=_kept("sent_at", UTCDateTime()),
+    ),
+    Step.progress: update(_TABLE)
+    .where(_ours)
+    .values(parts_sent=_kept("parts_sent", Integer), message_id=_kept("message_id", Integer)),
+    Step.note: update(_TABLE)
+    .where((_TABLE.c.id == _id) & ((_TABLE.c.claim == _claim) | _TABLE.c.claim.is_(None)))
+    .values(last_error=bindparam("b_error", type_=String)),
+}
+
+
+def _params(outcome: Outcome, now: datetime | None) -> dict[str, Any]:
+    error = outcome.error[:300] if outcome.error else None
+    params: dict[str, Any] = {"b_id": outcome.delivery_id, "b_claim": outcome.claim}
+    if outcome.step == Step.note:
+        return params | {"b_error": error}
+    params |= {"b_parts_sent": outcome.parts_sent, "b_message_id": outcome.message_id}
+    if outcome.step == Step.end:
+        params |= {
+            "b_status": outcome.status.value,
+            "b_due_at": outcome.retry_at if outcome.status == Status.pending else None,
+            "b_last_error": error,
+            "b_sent_at": (outcome.at or now) if outcome.status == Status.sent else None,
+        }
+        if params["b_sent_at"] is None and outcome.status == Status.sent:
+            raise ValueError("a sent row needs the time it was sent")
+    return params
+
+
+async def record(
+    session: AsyncSession, outcomes: Sequence[Outcome], *, now: datetime | None
+) -> int:
+    """Apply outcomes of many sends in one go: one statement per kind of step, in the order
+    end, progress, note (a pin's note follows its row's end). An outcome whose claim is no
+    longer current (another sender took the row over, or it was withdrawn in flight) changes
+    nothing. Returns the rows changed (-1 when the driver cannot count a batch)."""
+    changed = 0
+    conn = await session.connection()
+    for step in Step:
+        params = [_params(o, now) for o in outcomes if o.step == step]
+        if not params:
+            continue
+        result = await conn.execute(_STATEMENTS[step], params if len(params) > 1 else params[0])
+        count = result.rowcount if len(params) == 1 or result.supports_sane_multi_rowcount() else -1
+        changed = -1 if changed < 0 or count < 0 else changed + count
+    return changed
 
 
 async def finish(
@@ -318,16 +447,8 @@ async def finish(
     parts_sent: int | None = None,
 ) -> bool:
     """Record how a row ended; False (nothing written) when the claim is no longer current."""
-    values: dict[str, Any] = {"status": status, "lease_until": None, "claim": None}
-    if message_id is not None:
-        values["message_id"] = message_id
-    if parts_sent is not None:
-        values["parts_sent"] = parts_sent
-    if error:
-        values["last_error"] = error[:300]
-    if status == Status.sent:
-        values["sent_at"] = now
-    return bool(await _update(session, _claimed(delivery_id, claim), **values))
+    outcome = Outcome(delivery_id, claim, Step.end, status, message_id, parts_sent, error)
+    return await record(session, [outcome], now=now) > 0
 
 
 async def progress(
@@ -339,10 +460,9 @@ async def progress(
     message_id: int | None,
 ) -> bool:
     """Some parts of a long text are out: a resumed row sends only the rest."""
-    values: dict[str, Any] = {"parts_sent": parts_sent}
-    if message_id is not None:
-        values["message_id"] = message_id
-    return bool(await _update(session, _claimed(delivery_id, claim), **values))
+    outcome = Outcome(delivery_id, claim, Step.progress, parts_sent=parts_sent,
+                      message_id=message_id)  # fmt: skip
+    return await record(session, [outcome], now=None) > 0
 
 
 async def note_error(
@@ -353,9 +473,8 @@ async def note_error(
     The row has usually ended already (its claim cleared): the note goes on it if no other
     claim has taken it since.
     """
-    owner = (col(Delivery.claim) == claim) | col(Delivery.claim).is_(None)
-    where = (col(Delivery.id) == delivery_id) & owner
-    return bool(await _update(session, where, last_error=error[:300]))
+    outcome = Outcome(delivery_id, claim, Step.note, error=error)
+    return await record(session, [outcome], now=None) > 0
 
 
 async def retry_later(
@@ -367,10 +486,8 @@ async def retry_later(
     error: str | None = None,
 ) -> bool:
     """Try again at `at`; the attempt that failed stays counted (backoff, then `failed`)."""
-    values: dict[str, Any] = {"due_at": at, "lease_until": None, "claim": None}
-    if error:
-        values["last_error"] = error[:300]
-    return bool(await _update(session, _claimed(delivery_id, claim), **values))
+    outcome = Outcome(delivery_id, claim, Step.end, error=error, retry_at=at)
+    return await record(session, [outcome], now=at) > 0
 
 
 async def defer(
@@ -723,7 +840,7 @@ async def retire_card(session: AsyncSession, *, kind: str, subject_id: int, now:
     return await _update(session, mine & (col(Delivery.status) != Status.pending), card=None)
 
 
-async def card_targets(session: AsyncSession, edit_rows: Sequence[Delivery]) -> dict[int, Delivery]:
+async def card_targets(session: AsyncSession, edit_rows: Sequence[Claimed]) -> dict[int, Delivery]:
     """The posts the given edit rows edit, by id."""
     ids = {row.edits for row in edit_rows if row.edits is not None}
     if not ids:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -271,6 +272,62 @@ async def test_a_scheduled_row_goes_out_exactly_once_across_a_restart(
         await delivery.drain(second)
         await delivery.drain(app)
     assert texts(telegram, GROUP) == ["【通知】现在", "【通知】十分钟后"]
+
+
+class Crash(BaseException):
+    """The process dies: nothing after this runs (not an error the sender could handle)."""
+
+
+class Dying(FakeTelegram):
+    """A stand-in after whose `last`-th message the bot's process dies: Telegram has the
+    message, the process writes nothing more to the database."""
+
+    def __init__(self, clock: Clock, db: Database, *, last: int) -> None:
+        super().__init__(clock=lambda: clock().timestamp())
+        self.db, self.left = db, last
+
+    async def do_request(self, url: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        answer = await super().do_request(url, method, *args, **kwargs)
+        if url.endswith("/sendMessage"):
+            self.left -= 1
+            if self.left == 0:
+                self.db.transaction = _dead  # type: ignore[method-assign]
+                raise Crash
+        return answer
+
+
+def _dead(*_: Any, **__: Any) -> Any:
+    raise Crash
+
+
+async def test_a_crash_repeats_at_most_the_last_message_of_each_chat(
+    db: Database, telegram: FakeTelegram, clock: Clock, world: World
+) -> None:
+    """Outcomes are committed a few sends at a time, but a chat's previous outcome always
+    before its next message: a crash between Telegram's answer and the commit repeats only
+    the message in flight, never an earlier one to the same chat."""
+    for n in (1, 2, 3):
+        await put(db, clock, f"c:{n}", GROUP, body=f"第{n}条")
+    await put(db, clock, "c:other", OTHER_GROUP, body="另一个群")
+    dying = Dying(clock, copy.copy(db), last=4)  # the process has its own view of the database
+    for chat in (world.group, {"id": OTHER_GROUP, "type": "supergroup", "title": "5号楼"}):
+        dying.add_chat(chat)
+    crashed = make_app(dying.db, dying, clock)
+    async with crashed:
+        with pytest.raises(Crash):
+            await delivery.drain(crashed)
+    assert [visible(c.text) for c in dying.sent(GROUP)] == [
+        "【通知】第1条",
+        "【通知】第2条",
+        "【通知】第3条",
+    ]
+    clock.advance(seconds=outbox.LEASE.total_seconds() + 1)  # the dead process's lease runs out
+    restarted = make_app(db, telegram, clock)
+    async with restarted:
+        await delivery.drain(restarted)
+    assert texts(telegram, GROUP) == ["【通知】第3条"]  # only the message in flight, again
+    assert texts(telegram, OTHER_GROUP) == []  # recorded before the crash: not repeated
+    assert {r.status for r in (await rows(db)).values()} == {Status.sent}
 
 
 async def test_the_running_sender_sleeps_until_the_next_row_is_due(
