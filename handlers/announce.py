@@ -107,6 +107,7 @@ async def cmd_announce(update: Update, ctx: LinliContext) -> None:
         await pickers.units(update, ctx, flow, field="unit", heading="announce/pick_unit")
 
 
+@common.on_button("anp")
 async def btn_other_unit(update: Update, ctx: LinliContext) -> None:
     (fid,) = common.callback_args(update, "anp", 1)
     async with ctx.svc.db.transaction() as session:
@@ -114,6 +115,7 @@ async def btn_other_unit(update: Update, ctx: LinliContext) -> None:
     await pickers.units(update, ctx, flow, field="unit", heading="announce/pick_unit")
 
 
+@common.on_button("ans")
 async def btn_scope(update: Update, ctx: LinliContext) -> None:
     fid, unit_id, whole = common.callback_args(update, "ans", 3)
     async with ctx.svc.db.transaction() as session:
@@ -152,6 +154,7 @@ async def _ask_when(update: Update, ctx: LinliContext, flow: Flow) -> None:
                        heading="announce/when")  # fmt: skip
 
 
+@common.on_button("anb")
 async def btn_change_time(update: Update, ctx: LinliContext) -> None:
     (fid,) = common.callback_args(update, "anb", 1)
     async with ctx.svc.db.transaction() as session:
@@ -226,6 +229,7 @@ async def _confirm(update: Update, ctx: LinliContext, flow: Flow) -> None:
     await common.show(update, ctx, view)
 
 
+@common.on_button("ano")
 async def btn_option(update: Update, ctx: LinliContext) -> None:
     fid, code, wanted = common.callback_args(update, "ano", 3)
     if code not in OPTIONS:
@@ -240,6 +244,7 @@ async def btn_option(update: Update, ctx: LinliContext) -> None:
     await common.show(update, ctx, view)
 
 
+@common.on_button("any")
 async def btn_schedule(update: Update, ctx: LinliContext) -> None:
     (fid,) = common.callback_args(update, "any", 1)
     async with ctx.svc.db.transaction() as session:
@@ -337,6 +342,7 @@ async def btn_list(
     return await _list_view(session, ctx, auth, max(0, common.as_int(page)))
 
 
+@common.on_button("alc")
 async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
     (aid,) = common.callback_args(update, "alc", 1)
     async with ctx.svc.db.transaction(write=False) as session:
@@ -367,6 +373,7 @@ async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
     )
 
 
+@common.on_button("aly")
 async def btn_cancel(update: Update, ctx: LinliContext) -> None:
     (aid,) = common.callback_args(update, "aly", 1)
     async with ctx.svc.db.transaction() as session:
@@ -386,6 +393,7 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
     )
 
 
+@common.on_button("alr")
 async def btn_report(update: Update, ctx: LinliContext) -> None:
     (aid,) = common.callback_args(update, "alr", 1)
     async with ctx.svc.db.transaction(write=False) as session:
@@ -414,17 +422,4 @@ def register(app: LinliApp) -> None:
     delivery.add_rhythm(app, ann.materialise_due)
     app.add_handler(CommandHandler("announce", cmd_announce))
     app.add_handler(CommandHandler("announcements", cmd_announcements))
-    common.add_buttons(
-        app,
-        (
-            ("anp", btn_other_unit),
-            ("ans", btn_scope),
-            ("anb", btn_change_time),
-            ("ano", btn_option),
-            ("any", btn_schedule),
-            ("al", btn_list),
-            ("alc", btn_cancel_ask),
-            ("aly", btn_cancel),
-            ("alr", btn_report),
-        ),
-    )
+    common.add_buttons(app, common.buttons_of(__name__))

@@ -231,6 +231,7 @@ async def _set_amount(update: Update, ctx: LinliContext, draft_id: int, amount: 
     await common.show(update, ctx, screen)
 
 
+@common.on_button("pa")
 async def btn_amount(update: Update, ctx: LinliContext) -> None:
     """pa:<draft>:<amount>"""
     draft_id, (amount,) = _draft_id(update, "pa", 2)
@@ -248,16 +249,19 @@ async def _choose_rule(update: Update, ctx: LinliContext, prefix: str, *, amount
     await common.show(update, ctx, screen)
 
 
+@common.on_button("pr")
 async def btn_rule_amount(update: Update, ctx: LinliContext) -> None:
     """pr:<draft>:<rule>: the rule's points for the rule's work."""
     await _choose_rule(update, ctx, "pr", amount=True)
 
 
+@common.on_button("ps")
 async def btn_rule_reason(update: Update, ctx: LinliContext) -> None:
     """ps:<draft>:<rule>: the amount already chosen, for the rule's work."""
     await _choose_rule(update, ctx, "ps", amount=False)
 
 
+@common.on_button("pb")
 async def btn_back(update: Update, ctx: LinliContext) -> None:
     """pb:<draft>: back to the amount."""
     draft_id, _ = _draft_id(update, "pb")
@@ -279,11 +283,13 @@ async def _ask_about_draft(update: Update, ctx: LinliContext, prefix: str, step:
     await common.answer(update, ctx)
 
 
+@common.on_button("pk")
 async def btn_type_amount(update: Update, ctx: LinliContext) -> None:
     """pk:<draft>: the lead types a number."""
     await _ask_about_draft(update, ctx, "pk", "amount")
 
 
+@common.on_button("pw")
 async def btn_type_reason(update: Update, ctx: LinliContext) -> None:
     """pw:<draft>: the lead types the reason."""
     await _ask_about_draft(update, ctx, "pw", "reason")
@@ -308,6 +314,7 @@ async def on_reason(update: Update, ctx: LinliContext, flow: Flow, text: str) ->
     await common.show(update, ctx, screen)
 
 
+@common.on_button("pc")
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
     """pc:<draft>: save it. A second tap finds it saved and changes nothing."""
     draft_id, _ = _draft_id(update, "pc")
@@ -345,15 +352,4 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("award", cmd_award))
     app.add_handler(CommandHandler("deduct", cmd_deduct))
     app.add_handler(CommandHandler("correct", cmd_correct))
-    common.add_buttons(
-        app,
-        (
-            ("pa", btn_amount),
-            ("pr", btn_rule_amount),
-            ("ps", btn_rule_reason),
-            ("pb", btn_back),
-            ("pk", btn_type_amount),
-            ("pw", btn_type_reason),
-            ("pc", btn_confirm),
-        ),
-    )
+    common.add_buttons(app, common.buttons_of(__name__))

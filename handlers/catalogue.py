@@ -150,6 +150,7 @@ async def btn_manage(
     )
 
 
+@common.on_button("rmd")
 async def btn_day(update: Update, ctx: LinliContext) -> None:
     """rmd:<community>: pick the day of the month the groups are reminded of the rewards."""
     common.private_only(update)
@@ -170,6 +171,7 @@ async def btn_day(update: Update, ctx: LinliContext) -> None:
     )
 
 
+@common.on_button("rmds")
 async def btn_day_set(update: Update, ctx: LinliContext) -> None:
     common.private_only(update)
     cid, day = common.callback_args(update, "rmds", 2)
@@ -241,6 +243,7 @@ async def _draft(session: AsyncSession, ctx: LinliContext, update: Update, fid: 
     return flow
 
 
+@common.on_button("rmn")
 async def btn_new(update: Update, ctx: LinliContext) -> None:
     """rmn:<community>:<merchant>: a new reward's draft; first its cost."""
     common.private_only(update)
@@ -255,6 +258,7 @@ async def btn_new(update: Update, ctx: LinliContext) -> None:
     await common.show(update, ctx, _cost_view(ctx, flow))
 
 
+@common.on_button("rmk")
 async def btn_new_cost(update: Update, ctx: LinliContext) -> None:
     """rmk:<draft>:<cost>"""
     fid, cost = common.callback_args(update, "rmk", 2)
@@ -265,6 +269,7 @@ async def btn_new_cost(update: Update, ctx: LinliContext) -> None:
     await common.show(update, ctx, _stock_view(ctx, flow))
 
 
+@common.on_button("rmq")
 async def btn_new_stock(update: Update, ctx: LinliContext) -> None:
     """rmq:<draft>:<stock|u>: the numbers are set; now the names."""
     fid, stock = common.callback_args(update, "rmq", 2)
@@ -286,11 +291,13 @@ async def _ask_number(update: Update, ctx: LinliContext, prefix: str, step: str)
     await common.answer(update, ctx)
 
 
+@common.on_button("rmtc")
 async def btn_type_new_cost(update: Update, ctx: LinliContext) -> None:
     """rmtc:<draft>: the lead types the cost."""
     await _ask_number(update, ctx, "rmtc", "cost")
 
 
+@common.on_button("rmts")
 async def btn_type_new_stock(update: Update, ctx: LinliContext) -> None:
     """rmts:<draft>: the lead types the stock."""
     await _ask_number(update, ctx, "rmts", "stock")
@@ -455,6 +462,7 @@ def _field(code: str) -> str:
     return FIELDS[code]
 
 
+@common.on_button("rmo")
 async def btn_option(update: Update, ctx: LinliContext) -> None:
     """rmo:<reward>:<c|s|l>: the choices for cost, stock or the monthly limit."""
     common.private_only(update)
@@ -520,6 +528,7 @@ async def _set_value(
     return await _edit_view(session, ctx, reward, note="saved")
 
 
+@common.on_button("rms")
 async def btn_set(update: Update, ctx: LinliContext) -> None:
     common.private_only(update)
     reward_id, code, value = common.callback_args(update, "rms", 3)
@@ -529,6 +538,7 @@ async def btn_set(update: Update, ctx: LinliContext) -> None:
     await common.show(update, ctx, view)
 
 
+@common.on_button("rmt")
 async def btn_type(update: Update, ctx: LinliContext) -> None:
     common.private_only(update)
     reward_id, code = common.callback_args(update, "rmt", 2)
@@ -618,6 +628,7 @@ async def _in_community_chat(ctx: LinliContext, community_id: int, person_id: in
     return False
 
 
+@common.on_button("rmp")
 async def btn_set_merchant(update: Update, ctx: LinliContext) -> None:
     common.private_only(update)
     reward_id, person_id = common.callback_args(update, "rmp", 2)
@@ -639,6 +650,7 @@ async def btn_set_merchant(update: Update, ctx: LinliContext) -> None:
     await common.show(update, ctx, view)
 
 
+@common.on_button("rmv")
 async def btn_status(update: Update, ctx: LinliContext) -> None:
     """rmv:<reward>:<active|retired>: retired rewards leave the list; issued codes stay good."""
     common.private_only(update)
@@ -665,23 +677,4 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_reward, filters=filters.Regex(r"^/start reward\b"))
     )
     app.add_handler(CommandHandler("reward", cmd_reward))
-    common.add_buttons(
-        app,
-        (
-            ("rmh", btn_manage),
-            ("rmn", btn_new),
-            ("rmk", btn_new_cost),
-            ("rmq", btn_new_stock),
-            ("rmtc", btn_type_new_cost),
-            ("rmts", btn_type_new_stock),
-            ("rme", btn_edit),
-            ("rmo", btn_option),
-            ("rms", btn_set),
-            ("rmt", btn_type),
-            ("rmm", btn_merchants),
-            ("rmp", btn_set_merchant),
-            ("rmv", btn_status),
-            ("rmd", btn_day),
-            ("rmds", btn_day_set),
-        ),
-    )
+    common.add_buttons(app, common.buttons_of(__name__))

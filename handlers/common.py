@@ -258,7 +258,7 @@ def screen(prefix: str, count: int, *, private: bool = False) -> Callable[[Scree
 
     the private chat checked first when asked (a button forged in a group learns nothing), the
     `count` fields after `prefix:` handed over as strings, the view built in a read-only
-    transaction, then the tapped message turned into it."""
+    transaction, then the tapped message turned into it. Registered like `on_button`."""
 
     def wrap(build: Screen) -> Tap:
         @functools.wraps(build)
@@ -270,13 +270,32 @@ def screen(prefix: str, count: int, *, private: bool = False) -> Callable[[Scree
                 view = await build(session, ctx, update, *fields)
             await show(update, ctx, view)
 
-        return tap
+        return on_button(prefix)(tap)
 
     return wrap
 
 
+BUTTONS: dict[str, list[tuple[str, Tap]]] = {}  # module -> (prefix, handler) of its buttons
+
+
+def on_button(prefix: str) -> Callable[[Tap], Tap]:
+    """Mark a button's handler: callback data `prefix:…` reaches it once its module's register()
+    calls `add_buttons(app, buttons_of(__name__))` (the prefix stands next to its handler)."""
+
+    def mark(tap: Tap) -> Tap:
+        BUTTONS.setdefault(tap.__module__, []).append((prefix, tap))
+        return tap
+
+    return mark
+
+
+def buttons_of(module: str) -> list[tuple[str, Tap]]:
+    """The buttons a module marked with `on_button` (or `screen`)."""
+    return BUTTONS.get(module, [])
+
+
 def add_buttons(app: LinliApp, routes: Sequence[tuple[str, Tap]]) -> None:
-    """Register a feature's buttons: each one's callback data is its prefix, a colon, fields."""
+    """Register buttons: each one's callback data is its prefix, a colon, its fields."""
     for prefix, tap in routes:
         app.add_handler(CallbackQueryHandler(tap, pattern=rf"^{prefix}:"))
 

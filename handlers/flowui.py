@@ -20,8 +20,10 @@ draft's button also turns that message into the note, so its buttons stop inviti
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import ForceReply, InlineKeyboardButton, Update
@@ -38,6 +40,11 @@ ANY = "*"  # answers registered for every kind of flow (the pickers' typed input
 CANCEL = "fx"
 
 FlowAnswer = Callable[[Update, LinliContext, Flow, str], Awaitable[None]]
+T = TypeVar("T")
+
+
+class Refused(Exception):
+    """A typed answer was refused and its question asked again (`check`): nothing more to do."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,21 @@ async def ask(
     )
 
 
+async def check(value: Callable[[], T], again: Callable[..., Awaitable[None]]) -> T:
+    """A typed answer, checked by `value()`. When it refuses (InvalidInput), `again(problem=key,
+    **params)` asks the same question again saying why, and the answer ends there:
+
+        title = await flowui.check(lambda: tasks.clean_title(text),
+                                   partial(flowui.ask, update, ctx, flow, step="title",
+                                           template="tasks/ask_title"))
+    """
+    try:
+        return value()
+    except InvalidInput as refused:
+        await again(problem=refused.key, **refused.params)
+        raise Refused from refused
+
+
 async def wait_for(update: Update, ctx: LinliContext, flow: Flow, *, step: str) -> None:
     """Let the flow wait for a typed answer to `step` without asking in a message of its own:
     the screen just shown says what to send (a poll's options, one message after another)."""
@@ -194,7 +216,8 @@ async def on_answer(update: Update, ctx: LinliContext, prompt: people.Prompt) ->
     message = update.effective_message
     assert message is not None
     text = message.caption if photo_of(update) else message.text
-    await found.fn(update, ctx, flow, text or "")
+    with contextlib.suppress(Refused):  # asked again already
+        await found.fn(update, ctx, flow, text or "")
 
 
 async def on_photo(update: Update, ctx: LinliContext) -> None:

@@ -225,6 +225,7 @@ async def _offer_private(update: Update, ctx: LinliContext) -> None:
     )
 
 
+@common.on_button("join")
 async def btn_join(update: Update, ctx: LinliContext) -> None:
     """join:go (the button on /start's welcome) and join:code (I have a household code)."""
     (action,) = common.callback_args(update, "join", 1)
@@ -280,6 +281,7 @@ async def btn_flat(
     return await _confirm_screen(session, ctx, household, common.as_int(page))
 
 
+@common.on_button("jy")
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
     """Yes, join this flat: one pending request, and every lead covering it gets a request card
     (asking for another flat updates their cards; asking again changes nothing)."""
@@ -447,6 +449,7 @@ async def _decide(update: Update, ctx: LinliContext, rid: str, hid: str, approve
     return Decision(membership, changed, requester, decider, lang)
 
 
+@common.on_button("jr")
 async def btn_decide(update: Update, ctx: LinliContext) -> None:
     """jr:<a|r>:<resident>:<household> on the message a lead received about one request."""
     common.private_only(update)
@@ -519,6 +522,7 @@ async def btn_pending_page(
     return await _pending_screen(session, ctx, auth, common.as_int(page))
 
 
+@common.on_button("jl")
 async def btn_pending_decide(update: Update, ctx: LinliContext) -> None:
     """jl:<a|r>:<resident>:<household>:<page>: a decision from the /pending list, which is then
     shown again with what was just done on top."""
@@ -587,6 +591,7 @@ async def _membership_in(ctx: LinliContext, uid: int, community_id: int) -> Memb
     raise NotFound("not_a_member")
 
 
+@common.on_button("lv")
 async def btn_leave(update: Update, ctx: LinliContext) -> None:
     """lv:<community>: ask before leaving (the /me button)."""
     common.private_only(update)
@@ -606,6 +611,7 @@ async def btn_leave(update: Update, ctx: LinliContext) -> None:
     await common.edit(update, ctx, "join/leave_confirm", markup=markup, m=m)
 
 
+@common.on_button("lvy")
 async def btn_leave_yes(update: Update, ctx: LinliContext) -> None:
     common.private_only(update)
     (community_id,) = common.callback_args(update, "lvy", 1)
@@ -620,6 +626,7 @@ async def btn_leave_yes(update: Update, ctx: LinliContext) -> None:
     await common.edit(update, ctx, "join/left", m=m)
 
 
+@common.on_button("lvn")
 async def btn_leave_no(update: Update, ctx: LinliContext) -> None:
     common.private_only(update)
     common.callback_args(update, "lvn", 1)
@@ -636,21 +643,4 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("join", cmd_join))
     app.add_handler(CommandHandler("pending", cmd_pending))
     app.add_handler(CommandHandler("codes", cmd_codes))
-    common.add_buttons(
-        app,
-        (
-            ("join", btn_join),
-            ("jk", btn_communities),
-            ("jb", btn_buildings),
-            ("ju", btn_buildings_under),
-            ("jf", btn_flats),
-            ("jh", btn_flat),
-            ("jy", btn_confirm),
-            ("jr", btn_decide),
-            ("jp", btn_pending_page),
-            ("jl", btn_pending_decide),
-            ("lv", btn_leave),
-            ("lvy", btn_leave_yes),
-            ("lvn", btn_leave_no),
-        ),
-    )
+    common.add_buttons(app, common.buttons_of(__name__))

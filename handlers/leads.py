@@ -150,6 +150,7 @@ async def after_pick(update: Update, ctx: LinliContext, flow: Flow, field: str) 
     await common.show(update, ctx, view)
 
 
+@common.on_button("apu")
 async def btn_up(update: Update, ctx: LinliContext) -> None:
     """From the resident picker back to the unit picker, at the unit chosen."""
     (fid,) = common.callback_args(update, "apu", 1)
@@ -159,6 +160,7 @@ async def btn_up(update: Update, ctx: LinliContext) -> None:
                         start=int(flow.data.get("unit") or 0))  # fmt: skip
 
 
+@common.on_button("ap")
 async def btn_appoint(update: Update, ctx: LinliContext) -> None:
     fid, code = common.callback_args(update, "ap", 2)
     if code not in KINDS:
@@ -327,6 +329,7 @@ async def cmd_leads(update: Update, ctx: LinliContext) -> None:
 # --- stepping down ---------------------------------------------------------------------------
 
 
+@common.on_button("sd")
 async def btn_step_down(update: Update, ctx: LinliContext) -> None:
     (role_id,) = common.callback_args(update, "sd", 1)
     rid = common.as_int(role_id)
@@ -363,6 +366,7 @@ async def btn_step_down(update: Update, ctx: LinliContext) -> None:
     )
 
 
+@common.on_button("sdy")
 async def btn_step_down_yes(update: Update, ctx: LinliContext) -> None:
     (role_id,) = common.callback_args(update, "sdy", 1)
     rid = common.as_int(role_id)
@@ -395,6 +399,7 @@ async def btn_step_down_yes(update: Update, ctx: LinliContext) -> None:
     await common.edit(update, ctx, "leads/stepped_down", own=own, **params)
 
 
+@common.on_button("sdn")
 async def btn_step_down_no(update: Update, ctx: LinliContext) -> None:
     common.callback_args(update, "sdn", 1)
     await common.edit(update, ctx, "leads/step_down_kept")
@@ -406,19 +411,5 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_appoint, filters=filters.Regex(r"^/start appoint$"))
     )
     app.add_handler(CommandHandler("appoint", cmd_appoint))
-    common.add_buttons(
-        app,
-        (
-            ("apu", btn_up),
-            ("ap", btn_appoint),
-        ),
-    )
+    common.add_buttons(app, common.buttons_of(__name__))
     app.add_handler(CommandHandler("leads", cmd_leads))
-    common.add_buttons(
-        app,
-        (
-            ("sd", btn_step_down),
-            ("sdy", btn_step_down_yes),
-            ("sdn", btn_step_down_no),
-        ),
-    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
+from functools import partial
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -77,12 +78,9 @@ async def cmd_newpoll(update: Update, ctx: LinliContext) -> None:
 
 @flowui.answers(KIND, "question")
 async def on_question(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        question = polls.clean_question(text)
-    except InvalidInput as refused:
-        await flowui.ask(update, ctx, flow, step="question", template="polls/new_ask_question",
-                         problem=refused.key, **refused.params)  # fmt: skip
-        return
+    again = partial(flowui.ask, update, ctx, flow, step="question",
+                    template="polls/new_ask_question")  # fmt: skip
+    question = await flowui.check(lambda: polls.clean_question(text), again)
     async with ctx.svc.db.transaction() as session:
         live = await flowui.load(session, ctx, update, _fid(flow), kind=KIND)
         await flows.update(session, live, now=ctx.now(), question=question)
@@ -97,11 +95,8 @@ async def _ask_description(update: Update, ctx: LinliContext, flow: Flow, **para
 
 @flowui.answers(KIND, "description")
 async def on_description(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        description = polls.clean_description(text)
-    except InvalidInput as refused:
-        await _ask_description(update, ctx, flow, problem=refused.key, **refused.params)
-        return
+    again = partial(_ask_description, update, ctx, flow)
+    description = await flowui.check(lambda: polls.clean_description(text), again)
     async with ctx.svc.db.transaction() as session:
         live = await flowui.load(session, ctx, update, _fid(flow), kind=KIND)
         await flows.update(session, live, now=ctx.now(), description=description)
@@ -282,12 +277,9 @@ async def _set(
 
 @flowui.answers(KIND, "weights")
 async def on_weights(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        weights = polls.parse_weights(text)
-    except InvalidInput as refused:
-        await flowui.ask(update, ctx, flow, step="weights", template="polls/new_ask_weights",
-                         problem=refused.key, **refused.params)  # fmt: skip
-        return
+    again = partial(flowui.ask, update, ctx, flow, step="weights",
+                    template="polls/new_ask_weights")  # fmt: skip
+    weights = await flowui.check(lambda: polls.parse_weights(text), again)
     flow = await _set(update, ctx, str(_fid(flow)), method=Method.ranking,
                       weights="-".join(map(str, weights)))  # fmt: skip
     await _after_method(update, ctx, flow)
@@ -296,12 +288,9 @@ async def on_weights(update: Update, ctx: LinliContext, flow: Flow, text: str) -
 @flowui.answers(KIND, "threshold")
 async def on_threshold(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
     """A custom rule typed as 'quorum approval', e.g. '60% 55%' or '2/3 >1/2'."""
-    try:
-        quorum, threshold, strict = polls.parse_rule(text)
-    except InvalidInput as refused:
-        await flowui.ask(update, ctx, flow, step="threshold", template="polls/new_ask_threshold",
-                         problem=refused.key, **refused.params)  # fmt: skip
-        return
+    again = partial(flowui.ask, update, ctx, flow, step="threshold",
+                    template="polls/new_ask_threshold")  # fmt: skip
+    quorum, threshold, strict = await flowui.check(lambda: polls.parse_rule(text), again)
     await _set(update, ctx, str(_fid(flow)), rule=Rule.custom, quorum=quorum,
                threshold=threshold, strict=strict)  # fmt: skip
     await show(update, ctx, await draft_view(update, ctx, _fid(flow)))

@@ -22,6 +22,7 @@ Prefixes: tn (the new task's buttons), te (the edit menu's).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from markupsafe import Markup
@@ -112,6 +113,10 @@ async def cmd_start(update: Update, ctx: LinliContext) -> None:
     await _ask_title(update, ctx, flow)
 
 
+def _description(text: str) -> str:
+    return tasks.clean_text(text, limit=tasks.DESCRIPTION_LIMIT, error="task_description_long")
+
+
 async def _ask_title(
     update: Update, ctx: LinliContext, flow: Flow, problem: str | None = None, **params: Any
 ) -> None:
@@ -125,11 +130,9 @@ async def _ask_title(
 
 @flowui.answers(KIND, "title")
 async def on_title(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        title = tasks.clean_title(text)
-    except InvalidInput as exc:
-        await _ask_title(update, ctx, flow, exc.key, **exc.params)
-        return
+    title = await flowui.check(
+        lambda: tasks.clean_title(text), partial(_ask_title, update, ctx, flow)
+    )
     async with ctx.svc.db.transaction() as session:
         live = await _open(session, ctx, update, str(_fid(flow)), KIND)
         await flows.update(session, live, now=ctx.now(), title=title)
@@ -155,11 +158,9 @@ async def _ask_description(
 
 @flowui.answers(KIND, "description")
 async def on_description(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        value = tasks.clean_text(text, limit=tasks.DESCRIPTION_LIMIT, error="task_description_long")
-    except InvalidInput as exc:
-        await _ask_description(update, ctx, flow, exc.key, **exc.params)
-        return
+    value = await flowui.check(
+        lambda: _description(text), partial(_ask_description, update, ctx, flow)
+    )
     await _after_description(update, ctx, flow, value)
 
 
@@ -201,11 +202,9 @@ async def _ask_place(
 
 @flowui.answers(KIND, "place", places=True)
 async def on_place(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        found = place_of(update, text)
-    except InvalidInput as exc:
-        await _ask_place(update, ctx, flow, exc.key, **exc.params)
-        return
+    found = await flowui.check(
+        lambda: place_of(update, text), partial(_ask_place, update, ctx, flow)
+    )
     async with ctx.svc.db.transaction() as session:
         live = await _open(session, ctx, update, str(_fid(flow)), KIND)
         await flows.update(session, live, now=ctx.now(), **found)
@@ -240,11 +239,9 @@ async def _ask_slots(
 
 @flowui.answers(KIND, "slots")
 async def on_slots(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        slots = tasks.parse_slots(text)
-    except InvalidInput as exc:
-        await _ask_slots(update, ctx, flow, exc.key, **exc.params)
-        return
+    slots = await flowui.check(
+        lambda: tasks.parse_slots(text), partial(_ask_slots, update, ctx, flow)
+    )
     await _set_slots(update, ctx, str(_fid(flow)), tasks.UNLIMITED if slots is None else slots)
 
 
@@ -586,11 +583,8 @@ async def _ask_edit(
 async def on_edit_place(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         task = await tasks.get_task(session, common.as_int(str(flow.data.get("task", ""))))
-    try:
-        found = place_of(update, text, named=task.place)
-    except InvalidInput as exc:
-        await _ask_edit(update, ctx, flow, "place", exc.key, **exc.params)
-        return
+    again = partial(_ask_edit, update, ctx, flow, "place")
+    found = await flowui.check(lambda: place_of(update, text, named=task.place), again)
     spot = found["latitude"], found["longitude"]
     where = None if spot[0] is None or spot[1] is None else (spot[0], spot[1])
     await _apply(update, ctx, _fid(flow), place=found["place"], where=where)
@@ -598,21 +592,15 @@ async def on_edit_place(update: Update, ctx: LinliContext, flow: Flow, text: str
 
 @flowui.answers(EDIT, "description")
 async def on_edit_description(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        value = tasks.clean_text(text, limit=tasks.DESCRIPTION_LIMIT, error="task_description_long")
-    except InvalidInput as exc:
-        await _ask_edit(update, ctx, flow, "description", exc.key, **exc.params)
-        return
+    again = partial(_ask_edit, update, ctx, flow, "description")
+    value = await flowui.check(lambda: _description(text), again)
     await _apply(update, ctx, _fid(flow), description=value)
 
 
 @flowui.answers(EDIT, "slots")
 async def on_edit_slots(update: Update, ctx: LinliContext, flow: Flow, text: str) -> None:
-    try:
-        slots = tasks.parse_slots(text)
-    except InvalidInput as exc:
-        await _ask_edit(update, ctx, flow, "slots", exc.key, **exc.params)
-        return
+    again = partial(_ask_edit, update, ctx, flow, "slots")
+    slots = await flowui.check(lambda: tasks.parse_slots(text), again)
     await _apply(update, ctx, _fid(flow), slots=tasks.UNLIMITED if slots is None else slots)
 
 

@@ -82,6 +82,7 @@ async def btn_view(
     return await _summary_screen(session, ctx, common.user_id(update), common.as_int(community_id))
 
 
+@common.on_button("pm")
 async def btn_more(update: Update, ctx: LinliContext) -> None:
     """pm:<community>:<entry>: the entries before one already shown."""
     common.private_only(update)
@@ -190,6 +191,7 @@ async def _readable_board(
     return unit
 
 
+@common.on_button("ptb")
 async def btn_board(update: Update, ctx: LinliContext) -> None:
     """ptb:<unit>:<m|a>: this month's board or the all-time one."""
     unit_id, which = common.callback_args(update, "ptb", 2)
@@ -206,6 +208,7 @@ async def btn_board(update: Update, ctx: LinliContext) -> None:
         await common.show(update, ctx, screen)
 
 
+@common.on_button("pth")
 async def btn_hide(update: Update, ctx: LinliContext) -> None:
     """pth:<unit>:<m|a>:<h|s>: the tapper leaves the board (h), or comes back to it (s)."""
     unit_id, which, state = common.callback_args(update, "pth", 3)
@@ -238,12 +241,4 @@ def register(app: LinliApp) -> None:
     )
     app.add_handler(CommandHandler("points", cmd_points))
     app.add_handler(CommandHandler("top", cmd_top))
-    common.add_buttons(
-        app,
-        (
-            ("pv", btn_view),
-            ("pm", btn_more),
-            ("ptb", btn_board),
-            ("pth", btn_hide),
-        ),
-    )
+    common.add_buttons(app, common.buttons_of(__name__))

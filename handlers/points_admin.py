@@ -84,6 +84,7 @@ async def btn_export_community(
     return _periods_screen(ctx, await _admin_of(session, ctx, update, common.as_int(community_id)))
 
 
+@common.on_button("pd")
 async def btn_export_period(update: Update, ctx: LinliContext) -> None:
     """pd:<community>:<m|l|y|a>"""
     common.private_only(update)
@@ -108,6 +109,7 @@ async def _admin_types(
     await common.answer(update, ctx)
 
 
+@common.on_button("pg")
 async def btn_export_range(update: Update, ctx: LinliContext) -> None:
     """pg:<community>: the admin types two dates."""
     await _admin_types(update, ctx, "pg", "points_range", "points/ask_range")
@@ -265,6 +267,7 @@ async def btn_rule(
     return await _rule_screen(session, ctx, community, code)
 
 
+@common.on_button("po")
 async def btn_rule_active(update: Update, ctx: LinliContext) -> None:
     """po:<community>:<rule>:<1|0>: turn the rule on (1) or off (0)."""
     common.private_only(update)
@@ -281,6 +284,7 @@ async def btn_rule_active(update: Update, ctx: LinliContext) -> None:
     await common.show(update, ctx, screen)
 
 
+@common.on_button("pz")
 async def btn_rule_points(update: Update, ctx: LinliContext) -> None:
     """pz:<community>:<rule>: the admin types the rule's points."""
     common.private_only(update)
@@ -296,11 +300,13 @@ async def btn_rule_points(update: Update, ctx: LinliContext) -> None:
     await common.answer(update, ctx)
 
 
+@common.on_button("pj")
 async def btn_new_rule(update: Update, ctx: LinliContext) -> None:
     """pj:<community>: the admin types a new rule's name."""
     await _admin_types(update, ctx, "pj", "points_new_rule", "points/ask_rule_name")
 
 
+@common.on_button("py")
 async def btn_max(update: Update, ctx: LinliContext) -> None:
     """py:<community>: the admin types the largest single award."""
     await _admin_types(update, ctx, "py", "points_max", "points/ask_max")
@@ -358,17 +364,4 @@ def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("start", cmd_rules, filters=filters.Regex(r"^/start (rules)$")))
     app.add_handler(CommandHandler("export", cmd_export))
     app.add_handler(CommandHandler("rules", cmd_rules))
-    common.add_buttons(
-        app,
-        (
-            ("pe", btn_export_community),
-            ("pd", btn_export_period),
-            ("pg", btn_export_range),
-            ("pl", btn_rules),
-            ("pi", btn_rule),
-            ("po", btn_rule_active),
-            ("pz", btn_rule_points),
-            ("pj", btn_new_rule),
-            ("py", btn_max),
-        ),
-    )
+    common.add_buttons(app, common.buttons_of(__name__))

@@ -243,6 +243,7 @@ def _origin(message: Message) -> Message:
     return origin
 
 
+@common.on_button("rn")
 async def btn_category(update: Update, ctx: LinliContext) -> None:
     """rn:<category> (or rn:<category>:new after "No, it's new")."""
     query = update.callback_query
@@ -313,6 +314,7 @@ async def _file_or_suggest(
         await common.reply(update, ctx, view.name, markup=view.markup, **view.params)
 
 
+@common.on_button("rp")
 async def btn_support(update: Update, ctx: LinliContext) -> None:
     """rp:<report>: +1 (sets "I support this"; a second tap adds nothing)."""
     (report_id,) = common.callback_args(update, "rp", 1)
@@ -335,6 +337,7 @@ async def btn_support(update: Update, ctx: LinliContext) -> None:
     )
 
 
+@common.on_button("rh")
 async def btn_how(update: Update, ctx: LinliContext) -> None:
     """rh:go: the Report a problem button of /start and /help."""
     (go,) = common.callback_args(update, "rh", 1)
@@ -344,6 +347,7 @@ async def btn_how(update: Update, ctx: LinliContext) -> None:
     await common.answer(update, ctx)
 
 
+@common.on_button("rk")
 async def btn_show_name(update: Update, ctx: LinliContext) -> None:
     """rk:<report>:<1 show|0 hide>: the reporter's name on the group card (sets the state)."""
     report_id, shown = common.callback_args(update, "rk", 2)
@@ -459,6 +463,7 @@ async def _show_list(update: Update, ctx: LinliContext, page: int, status: str, 
     await common.show(update, ctx, view)
 
 
+@common.on_button("rl")
 async def btn_list(update: Update, ctx: LinliContext) -> None:
     """rl:<page>:<status or empty>:<category or empty>"""
     page, status, code = common.callback_args(update, "rl", 3)
@@ -548,6 +553,8 @@ async def _sheet(
     return common.View("reports/sheet", params, common.keyboard(rows))
 
 
+@common.on_button("ro")
+@common.on_button("rs")
 async def btn_sheet(update: Update, ctx: LinliContext) -> None:
     """rs:<report> (from a notice card: a new message, the card stays live) or ro:<report>
     (from the list or a step of the sheet: in place). Privately only."""
@@ -601,6 +608,7 @@ async def _act(
         await common.reply(update, ctx, view.name, markup=view.markup, **view.params)
 
 
+@common.on_button("ra")
 async def btn_action(update: Update, ctx: LinliContext) -> None:
     """ra:<report>:<rev>:<ack|ip|res|dec>"""
     if not common.is_private(update):
@@ -628,6 +636,7 @@ async def _refresh_after_conflict(
 WRITES = {"res": "report_resolve", "dec": "report_decline", "dup": "report_duplicate"}
 
 
+@common.on_button("rw")
 async def btn_write(update: Update, ctx: LinliContext) -> None:
     """rw:<report>:<rev>:<res|dec|dup>: the lead types a note, a reason or R-n next."""
     if not common.is_private(update):
@@ -705,6 +714,7 @@ async def on_photo_answer(update: Update, ctx: LinliContext) -> None:
         await PHOTO_ANSWERS[prompt.kind](update, ctx, prompt)
 
 
+@common.on_button("rt")
 async def btn_template(update: Update, ctx: LinliContext) -> None:
     """rt:<report>:<rev>:<template>: resolve with a saved reply."""
     if not common.is_private(update):
@@ -720,6 +730,7 @@ async def btn_template(update: Update, ctx: LinliContext) -> None:
     )
 
 
+@common.on_button("rg")
 async def btn_assign(update: Update, ctx: LinliContext) -> None:
     """rg:<report>:<rev>: pick one of the leads covering the unit, or a volunteer who attended a
     task here lately (rg:<report>:<rev>:<person>); the domain checks the person either way."""
@@ -748,6 +759,7 @@ async def btn_assign(update: Update, ctx: LinliContext) -> None:
     )
 
 
+@common.on_button("rj")
 async def btn_agenda(update: Update, ctx: LinliContext) -> None:
     """rj:<report>: put it on the unit's agenda (once; a second tap is told it is there)."""
     if not common.is_private(update):
@@ -763,6 +775,7 @@ async def btn_agenda(update: Update, ctx: LinliContext) -> None:
     await common.answer(update, ctx, "reports/on_agenda", title=proposal.title)
 
 
+@common.on_button("rx")
 async def btn_redact(update: Update, ctx: LinliContext) -> None:
     """rx:<report>:text | rx:<report>:photo:<n>"""
     parts = _parts(update, "rx", 2, 3)
@@ -776,6 +789,7 @@ async def btn_redact(update: Update, ctx: LinliContext) -> None:
     await common.answer(update, ctx, "reports/redacted")
 
 
+@common.on_button("rf")
 async def btn_photos(update: Update, ctx: LinliContext) -> None:
     """rf:<report>: the photos, by Telegram file id (never downloaded), to the lead privately."""
     if not common.is_private(update):
@@ -814,6 +828,7 @@ async def _times_view(session: AsyncSession, ctx: LinliContext, community_id: in
     return common.View("reports/times", {}, common.keyboard(rows))
 
 
+@common.on_button("rc")
 async def btn_times(update: Update, ctx: LinliContext) -> None:
     """rc:<community> (the list) | rc:<community>:<category> (its choices) |
     rc:<community>:<category>:<hours> (set it)."""
@@ -860,6 +875,7 @@ async def _templates_view(
     return common.View("reports/templates", {"templates": found}, common.keyboard(rows))
 
 
+@common.on_button("rm")
 async def btn_templates(update: Update, ctx: LinliContext) -> None:
     """rm:<community> (the list) | rm:<community>:<id> (delete it) | rm:<community>:new."""
     parts = ["rm", *_parts(update, "rm", 1, 2)]
@@ -900,6 +916,7 @@ async def on_template(update: Update, ctx: LinliContext, prompt: people.Prompt) 
 # --- the neighbours' verdict ----------------------------------------------------------------
 
 
+@common.on_button("rv")
 async def btn_verdict(update: Update, ctx: LinliContext) -> None:
     """rv:<report>:<round>:<1 fixed|0 not fixed> (sets the answer; a repeat changes nothing)."""
     report_id, round_, fixed = common.callback_args(update, "rv", 3)
@@ -944,6 +961,7 @@ async def on_notfixed(update: Update, ctx: LinliContext, prompt: people.Prompt) 
 PHOTO_ANSWERS["report_notfixed"] = on_notfixed
 
 
+@common.on_button("rr")
 async def btn_rate(update: Update, ctx: LinliContext) -> None:
     """rr:<report>:<1–5>"""
     report_id, stars = common.callback_args(update, "rr", 2)
@@ -1044,6 +1062,7 @@ async def cmd_stats(update: Update, ctx: LinliContext) -> None:
     await _send_stats(update, ctx, units[0].id or 0, "m")
 
 
+@common.on_button("rq")
 async def btn_stats(update: Update, ctx: LinliContext) -> None:
     """rq:<unit>:<m|l|y>"""
     if not common.is_private(update):
@@ -1103,6 +1122,7 @@ async def _send_stats(update: Update, ctx: LinliContext, unit_id: int, code: str
     )
 
 
+@common.on_button("re")
 async def btn_export(update: Update, ctx: LinliContext) -> None:
     """re:<community>:<m|l|y>: the reports as CSV (community admins, privately)."""
     if not common.is_private(update):
@@ -1190,28 +1210,4 @@ def register(app: LinliApp) -> None:
     app.add_handler(
         MessageHandler(filters.PHOTO & filters.ChatType.PRIVATE, on_photo_answer), group=PHOTO_GROUP
     )
-    common.add_buttons(
-        app,
-        (
-            ("rh", btn_how),
-            ("rk", btn_show_name),
-            ("rn", btn_category),
-            ("rp", btn_support),
-            ("rl", btn_list),
-            ("rs", btn_sheet),
-            ("ro", btn_sheet),
-            ("ra", btn_action),
-            ("rw", btn_write),
-            ("rt", btn_template),
-            ("rg", btn_assign),
-            ("rx", btn_redact),
-            ("rf", btn_photos),
-            ("rj", btn_agenda),
-            ("rv", btn_verdict),
-            ("rr", btn_rate),
-            ("rq", btn_stats),
-            ("rc", btn_times),
-            ("rm", btn_templates),
-            ("re", btn_export),
-        ),
-    )
+    common.add_buttons(app, common.buttons_of(__name__))

@@ -113,6 +113,7 @@ async def btn_list(
     )
 
 
+@common.on_button("rwr")
 async def btn_pick(update: Update, ctx: LinliContext) -> None:
     """rwr:<reward>:<page>: ask before spending, with a fresh confirm key in the button."""
     common.private_only(update)
@@ -185,6 +186,7 @@ async def _send_qr(
     await ctx.bot.send_photo(chat_id, photo=png, caption=caption)
 
 
+@common.on_button("rwy")
 async def btn_redeem(update: Update, ctx: LinliContext) -> None:
     """rwy:<reward>:<nonce>: one redemption per confirm button, however often it is tapped."""
     common.private_only(update)
@@ -228,11 +230,13 @@ def _usable(redemption: Redemption, ctx: LinliContext) -> bool:
     return redemption.status == RedemptionStatus.issued and redemption.expires_at > ctx.now()
 
 
+@common.on_button("rwc")
 async def btn_code(update: Update, ctx: LinliContext) -> None:
     redemption, reward, zone = await _own(update, ctx, "rwc")
     await common.show(update, ctx, _code_view(ctx, redemption, reward, zone))
 
 
+@common.on_button("rwq")
 async def btn_qr(update: Update, ctx: LinliContext) -> None:
     """rwq:<redemption>: the QR image again (a resident who lost it, or a new phone)."""
     redemption, reward, zone = await _own(update, ctx, "rwq")
@@ -245,6 +249,7 @@ async def btn_qr(update: Update, ctx: LinliContext) -> None:
     await common.answer(update, ctx)
 
 
+@common.on_button("rwm")
 async def btn_my_codes(update: Update, ctx: LinliContext) -> None:
     common.private_only(update)
     community_id, page = common.callback_args(update, "rwm", 2)
@@ -278,6 +283,7 @@ async def btn_my_codes(update: Update, ctx: LinliContext) -> None:
     await common.show(update, ctx, common.View("rewards/my_codes", params, common.keyboard(rows)))
 
 
+@common.on_button("rwx")
 async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
     redemption, reward, zone = await _own(update, ctx, "rwx")
     if redemption.status != RedemptionStatus.issued:
@@ -294,6 +300,7 @@ async def btn_cancel_ask(update: Update, ctx: LinliContext) -> None:
     )
 
 
+@common.on_button("rwxy")
 async def btn_cancel(update: Update, ctx: LinliContext) -> None:
     """rwxy:<redemption>: give the code back; a second tap finds it cancelled already."""
     common.private_only(update)
@@ -337,16 +344,4 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_rewards, filters=filters.Regex(r"^/start rewards\b"))
     )
     app.add_handler(CommandHandler("rewards", cmd_rewards))
-    common.add_buttons(
-        app,
-        (
-            ("rwl", btn_list),
-            ("rwr", btn_pick),
-            ("rwy", btn_redeem),
-            ("rwc", btn_code),
-            ("rwq", btn_qr),
-            ("rwm", btn_my_codes),
-            ("rwx", btn_cancel_ask),
-            ("rwxy", btn_cancel),
-        ),
-    )
+    common.add_buttons(app, common.buttons_of(__name__))

@@ -412,6 +412,7 @@ async def btn_unit(
     return await unit_view(session, ctx, auth, place_of(update), unit, common.as_int(page))
 
 
+@common.on_button("sul")
 async def btn_link(update: Update, ctx: LinliContext) -> None:
     (unit_id,) = common.callback_args(update, "sul", 1)
     place = place_of(update)
@@ -465,6 +466,7 @@ async def btn_add_root(
     return kind_view(ctx, auth, place_of(update), community, parent)
 
 
+@common.on_button("suk")
 async def btn_kind(update: Update, ctx: LinliContext) -> None:
     community_id, parent_id, kind = common.callback_args(update, "suk", 3)
     if kind not in UnitKind.__members__:
@@ -569,6 +571,7 @@ async def cmd_unlink(update: Update, ctx: LinliContext) -> None:
     )
 
 
+@common.on_button("suy")
 async def btn_unlink(update: Update, ctx: LinliContext) -> None:
     (unit_id,) = common.callback_args(update, "suy", 1)
     place = place_of(update)
@@ -649,19 +652,6 @@ async def on_migrate(update: Update, ctx: LinliContext) -> None:
 def register(app: LinliApp) -> None:
     app.add_handler(CommandHandler("setup", cmd_setup))
     app.add_handler(CommandHandler("unlink", cmd_unlink))
-    common.add_buttons(
-        app,
-        (
-            ("suh", btn_home),
-            ("suc", btn_community),
-            ("suv", btn_unit),
-            ("sul", btn_link),
-            ("sun", btn_add),
-            ("sur", btn_add_root),
-            ("suk", btn_kind),
-            ("suy", btn_unlink),
-            ("suq", btn_keep),
-        ),
-    )
+    common.add_buttons(app, common.buttons_of(__name__))
     app.add_handler(ChatMemberHandler(on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER))
     app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, on_migrate))

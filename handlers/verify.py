@@ -51,6 +51,7 @@ async def on_verify_code(update: Update, ctx: LinliContext, prompt: people.Promp
     await _verify(update, ctx, message.text)
 
 
+@common.on_button("rvy")
 async def btn_hand_over(update: Update, ctx: LinliContext) -> None:
     """rvy:<redemption>: mark it used, once; a second confirmation says when and by whom."""
     (redemption_id,) = common.callback_args(update, "rvy", 1)
@@ -95,4 +96,4 @@ def register(app: LinliApp) -> None:
         CommandHandler("start", cmd_start_verify, filters=filters.Regex(r"^/start (v-|verify$)"))
     )
     app.add_handler(CommandHandler("verify", cmd_verify))
-    common.add_buttons(app, (("rvy", btn_hand_over),))
+    common.add_buttons(app, common.buttons_of(__name__))
