@@ -325,11 +325,8 @@ async def btn_confirm(update: Update, ctx: LinliContext) -> None:
         )
         params = await _draft_params(session, ctx, draft)
     screen = common.View("points/done", params)
-    if changed:
-        await common.show(update, ctx, screen)
-        return
-    await common.replace(update, ctx, screen)
-    await common.answer(update, ctx, "points/already_saved", alert=True)
+    note = None if changed else "points/already_saved"  # a second tap finds it saved
+    await common.show(update, ctx, screen, note=note, alert=True)
 
 
 async def cmd_start_award(update: Update, ctx: LinliContext) -> None:

@@ -66,8 +66,7 @@ async def _manage_view(
     await _manager(session, ctx, update, cid)
     community = await people.get_community(session, cid)
     found = list(await rewards.rewards_of(session, community_id=cid))
-    page = common.clamp_page(page, len(found))
-    shown = found[page * common.PAGE : (page + 1) * common.PAGE]
+    shown, page, pages = common.paged(found, page)
     preset = await people.get_person(session, merchant) if merchant else None
     rows = [
         [
@@ -77,11 +76,7 @@ async def _manage_view(
         ]
     ]
     rows += [[common.button(_reward_label(ctx, r), f"rme:{r.id}")] for r in shown]
-    rows.append(
-        common.page_buttons(
-            ctx, page, common.page_count(len(found)), lambda p: f"rmh:{cid}:{merchant}:{p}"
-        )
-    )
+    rows.append(common.page_buttons(ctx, page, pages, lambda p: f"rmh:{cid}:{merchant}:{p}"))
     rows.append([common.button(common.label(ctx, "rewards", "redemption_day"), f"rmd:{cid}")])
     params = {
         "community": community,
@@ -91,7 +86,7 @@ async def _manage_view(
         "merchants": await _merchants(session, shown),
         "preset": preset,
         "page": page,
-        "pages": common.page_count(len(found)),
+        "pages": pages,
         "empty": not found,
     }
     return common.View("rewards/manage", params, common.keyboard(rows))

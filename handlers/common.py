@@ -242,10 +242,21 @@ class View:
     markup: Markup | None = None
 
 
-async def show(update: Update, ctx: LinliContext, view: View) -> None:
-    """A tapped button turns its message into the next step; anything else gets a new message."""
+async def show(
+    update: Update,
+    ctx: LinliContext,
+    view: View,
+    *,
+    note: str | None = None,
+    alert: bool = False,
+    **params: object,
+) -> None:
+    """A tapped button turns its message into the next step, and the tap is answered (with the
+    short `note` rendered with `params`, as an alert with `alert`: "already saved, by …"); a
+    message gets the step as a new message."""
     if update.callback_query is not None:
-        await edit(update, ctx, view.name, markup=view.markup, **view.params)
+        await replace(update, ctx, view)
+        await answer(update, ctx, note, alert=alert, **params)
     else:
         await reply(update, ctx, view.name, markup=view.markup, **view.params)
 

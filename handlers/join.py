@@ -458,14 +458,13 @@ async def btn_decide(update: Update, ctx: LinliContext) -> None:
     outcome = common.View(
         "join/decided", {"m": d.membership, "who": d.requester, "decider": d.decider}, None
     )
-    if d.changed:
-        await common.show(update, ctx, outcome)
-    else:
-        # Someone decided first: show this lead the outcome too, and say who it was.
-        await common.replace(update, ctx, outcome)
-        await common.answer(
-            update, ctx, "join/already_decided", alert=True, m=d.membership, decider=d.decider
-        )
+    # Someone decided first: show this lead the outcome too, and say who it was.
+    await _decided(update, ctx, d, outcome)
+
+
+async def _decided(update: Update, ctx: LinliContext, d: Decision, view: common.View) -> None:
+    note = None if d.changed else "join/already_decided"
+    await common.show(update, ctx, view, note=note, alert=True, m=d.membership, decider=d.decider)
 
 
 # --- /pending -----------------------------------------------------------------------------
@@ -532,13 +531,7 @@ async def btn_pending_decide(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await common.load_auth(session, ctx, update)
         screen = await _pending_screen(session, ctx, auth, common.as_int(page), done=d)
-    if d.changed:
-        await common.show(update, ctx, screen)
-    else:
-        await common.replace(update, ctx, screen)
-        await common.answer(
-            update, ctx, "join/already_decided", alert=True, m=d.membership, decider=d.decider
-        )
+    await _decided(update, ctx, d, screen)
 
 
 # --- /codes -------------------------------------------------------------------------------

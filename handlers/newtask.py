@@ -425,11 +425,8 @@ async def _post(update: Update, ctx: LinliContext, fid: str) -> None:
         {"task": task, "when": tasks.when(task, zone), "series": task.series_id is not None},
         markup,
     )
-    if created:
-        await common.show(update, ctx, view)
-        return
-    await common.replace(update, ctx, view)  # a double tap: the same task, said once
-    await common.answer(update, ctx, "tasks/already_posted", alert=True)
+    note = None if created else "tasks/already_posted"  # a double tap: the same task, said once
+    await common.show(update, ctx, view, note=note, alert=True)
 
 
 async def btn_new(update: Update, ctx: LinliContext) -> None:

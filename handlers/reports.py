@@ -600,12 +600,8 @@ async def _act(
         return
     async with ctx.svc.db.transaction(write=False) as session:
         view = await _sheet(session, ctx, auth, report_id)
-    if update.callback_query is not None:
-        await common.replace(update, ctx, view)
-        await common.answer(update, ctx, "reports/done", number=changed.report.label,
-                     status=changed.report.status, credited=changed.credited)  # fmt: skip
-    else:
-        await common.reply(update, ctx, view.name, markup=view.markup, **view.params)
+    await common.show(update, ctx, view, note="reports/done", number=changed.report.label,
+                      status=changed.report.status, credited=changed.credited)  # fmt: skip
 
 
 @common.on_button("ra")
@@ -771,8 +767,7 @@ async def btn_agenda(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, report_id=common.as_int(report_id), now=ctx.now()
         )
         view = await _sheet(session, ctx, auth, common.as_int(report_id))
-    await common.replace(update, ctx, view)
-    await common.answer(update, ctx, "reports/on_agenda", title=proposal.title)
+    await common.show(update, ctx, view, note="reports/on_agenda", title=proposal.title)
 
 
 @common.on_button("rx")
@@ -785,8 +780,7 @@ async def btn_redact(update: Update, ctx: LinliContext) -> None:
         auth = await common.load_auth(session, ctx, update)
         await reports.redact(session, auth=auth, report_id=report_id, what=what, now=ctx.now())
         view = await _sheet(session, ctx, auth, report_id)
-    await common.replace(update, ctx, view)
-    await common.answer(update, ctx, "reports/redacted")
+    await common.show(update, ctx, view, note="reports/redacted")
 
 
 @common.on_button("rf")

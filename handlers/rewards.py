@@ -76,21 +76,16 @@ async def _list_view(
 ) -> common.View:
     community = await _require_member(session, uid, community_id)
     offers, have = await rewards.catalogue(session, community_id=community_id, person_id=uid)
-    page = common.clamp_page(page, len(offers))
-    shown = offers[page * common.PAGE : (page + 1) * common.PAGE]
+    shown, page, pages = common.paged(offers, page)
     rows = [[common.button(_offer_label(ctx, o), f"rwr:{o.reward.id}:{page}")] for o in shown]
-    rows.append(
-        common.page_buttons(
-            ctx, page, common.page_count(len(offers)), lambda p: f"rwl:{community_id}:{p}"
-        )
-    )
+    rows.append(common.page_buttons(ctx, page, pages, lambda p: f"rwl:{community_id}:{p}"))
     rows.append([common.button(common.label(ctx, "rewards", "my_codes"), f"rwm:{community_id}:0")])
     params = {
         "community": community,
         "offers": shown,
         "have": have,
         "page": page,
-        "pages": common.page_count(len(offers)),
+        "pages": pages,
         "first": page * common.PAGE + 1,
     }
     return common.View("rewards/list", params, common.keyboard(rows))
@@ -259,8 +254,7 @@ async def btn_my_codes(update: Update, ctx: LinliContext) -> None:
         found = await rewards.open_codes(
             session, person_id=common.user_id(update), community_id=cid, now=ctx.now()
         )
-    shown_page = common.clamp_page(common.as_int(page), len(found))
-    shown = found[shown_page * common.PAGE : (shown_page + 1) * common.PAGE]
+    shown, shown_page, pages = common.paged(found, common.as_int(page))
     rows = [
         [
             common.button(common.label(ctx, "rewards", "qr_of", code=r.code), f"rwq:{r.id}"),
@@ -268,18 +262,9 @@ async def btn_my_codes(update: Update, ctx: LinliContext) -> None:
         ]
         for r, _ in shown
     ]
-    rows.append(
-        common.page_buttons(
-            ctx, shown_page, common.page_count(len(found)), lambda p: f"rwm:{cid}:{p}"
-        )
-    )
+    rows.append(common.page_buttons(ctx, shown_page, pages, f"rwm:{cid}:{{}}"))
     rows.append([common.button(common.label(ctx, "rewards", "to_rewards"), f"rwl:{cid}:0")])
-    params = {
-        "entries": shown,
-        "zone": community.timezone,
-        "page": shown_page,
-        "pages": common.page_count(len(found)),
-    }
+    params = {"entries": shown, "zone": community.timezone, "page": shown_page, "pages": pages}
     await common.show(update, ctx, common.View("rewards/my_codes", params, common.keyboard(rows)))
 
 
@@ -323,11 +308,7 @@ async def btn_cancel(update: Update, ctx: LinliContext) -> None:
     view = common.View(
         "rewards/cancelled", {"r": redemption, "reward": reward, "balance": balance}, markup
     )
-    if changed:
-        await common.show(update, ctx, view)
-    else:
-        await common.replace(update, ctx, view)
-        await common.answer(update, ctx, "rewards/already_cancelled")
+    await common.show(update, ctx, view, note=None if changed else "rewards/already_cancelled")
 
 
 async def cmd_start_rewards(update: Update, ctx: LinliContext) -> None:

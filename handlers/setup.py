@@ -443,8 +443,7 @@ async def btn_link(update: Update, ctx: LinliContext) -> None:
         rights=rights,
     )
     note = None if result.changed else "setup/already_linked"
-    await common.replace(update, ctx, shown)  # a repeated tap changes nothing, and says so
-    await common.answer(update, ctx, note, unit=result.unit.name)
+    await common.show(update, ctx, shown, note=note, unit=result.unit.name)  # a repeat says so
 
 
 @common.screen("sun", 1)
@@ -582,8 +581,8 @@ async def btn_unlink(update: Update, ctx: LinliContext) -> None:
             session, auth=auth, chat_id=place.chat_id, thread_id=place.thread, unit_id=unit.id or 0
         )
     note = None if removed is not None else "setup/already_unlinked"
-    await common.replace(update, ctx, view("setup/unlinked", place, [], unit=unit.name))
-    await common.answer(update, ctx, note, unit=unit.name)
+    await common.show(update, ctx, view("setup/unlinked", place, [], unit=unit.name), note=note,
+                      unit=unit.name)  # fmt: skip
 
 
 @common.screen("suq", 1)

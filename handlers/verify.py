@@ -63,19 +63,10 @@ async def btn_hand_over(update: Update, ctx: LinliContext) -> None:
         by = await rewards.closer_of(session, check.redemption)
     params = {"c": check, "by": by, "zone": check.community.timezone}
     view = common.View("rewards/handed_over", params)
-    if changed:
-        await common.show(update, ctx, view)
-        return
-    await common.replace(update, ctx, view)
-    await common.answer(
-        update,
-        ctx,
-        "rewards/already_used",
-        alert=True,
-        at=check.redemption.closed_at,
-        by=by.name if by else "",
-        zone=check.community.timezone,
-    )
+    await common.show(
+        update, ctx, view, note=None if changed else "rewards/already_used", alert=True,
+        at=check.redemption.closed_at, by=by.name if by else "", zone=check.community.timezone,
+    )  # fmt: skip
 
 
 async def cmd_start_verify(update: Update, ctx: LinliContext) -> None:
