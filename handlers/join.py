@@ -71,7 +71,7 @@ async def _first_screen(
         return common.View("join/no_community")
     if len(found) == 1:
         assert found[0].id is not None
-        return await _buildings_screen(session, ctx, found[0].id, 0)
+        return await _buildings_screen(session, ctx, found[0].id, 0, every=found)
     return _communities_screen(ctx, found, 0)
 
 
@@ -91,8 +91,12 @@ async def _buildings_screen(
     page: int,
     *,
     under: Unit | None = None,
+    every: Sequence[Community] | None = None,
 ) -> common.View:
-    community = await session.get(Community, community_id)
+    """`every`: the communities, when the caller has just read them (one read, not two)."""
+    if every is None:
+        every = await people.communities(session)
+    community = next((c for c in every if c.id == community_id), None)
     if community is None:
         raise InvalidInput("stale_button")
     found = list(await people.buildings(session, community_id=community_id))
@@ -108,7 +112,7 @@ async def _buildings_screen(
         rows.append(
             [common.button(common.label(ctx, "join", "all_buildings"), f"jb:{community_id}:0")]
         )
-    elif len(await people.communities(session)) > 1:
+    elif len(every) > 1:
         rows.append([common.button(common.label(ctx, "join", "back"), "jk:0")])
     rows.append(_code_row(ctx))
     params: dict[str, object] = {
