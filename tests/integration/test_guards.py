@@ -104,3 +104,33 @@ async def test_help_of_a_known_person_reads_nothing_and_a_new_role_shows_at_once
         assert statements  # read again, once
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_me_of_a_known_person_shows_a_household_verified_since_at_once(
+    scene: Scene, db: Database
+) -> None:
+    from models import people
+    from tests.conftest import NOW
+
+    user = scene.person(22, "Hu", lang="en")
+    chat = scene.private(user)
+    (before,) = messages(await scene.say(user, chat, "/me"))
+    assert "7-101" not in before.text  # their standing (no household) is now in memory
+    async with db.transaction() as s:
+        community = await people.create_community(
+            s, name="Lotus", timezone="Asia/Shanghai", language="en", now=NOW
+        )
+        assert community.id is not None
+        building = await people.create_unit(
+            s, community_id=community.id, parent_id=None, kind="building", name="7", now=NOW
+        )
+        assert building.id is not None
+        home = await people.add_household(
+            s, unit_id=building.id, flat="7-101", area_centi_m2=8_000, now=NOW
+        )
+        assert home.id is not None
+        await people.request_join(
+            s, person_id=22, household_id=home.id, now=NOW, verified_by_code=True
+        )
+    (after,) = messages(await scene.say(user, chat, "/me"))
+    assert "7-101" in after.text and "Lotus" in after.text  # the new membership shows at once
