@@ -7,6 +7,8 @@ who proposed or who supports.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from telegram import Update
 from telegram.ext import CommandHandler, filters
 
@@ -37,6 +39,13 @@ async def _units_to_propose_in(ctx: LinliContext, person_id: int) -> list[people
     return [units[u] for u in lineage if u in units]
 
 
+def _units_view(template: str, units: Sequence[people.Unit], data: str) -> common.View:
+    """Which unit, when the person may act on several: their names, two a row (`data`: the
+    callback data, `{}` the unit's id)."""
+    buttons = [common.button(u.name, data.format(u.id)) for u in units]
+    return common.View(template, {}, common.keyboard(common.rows_of(buttons, 2)))
+
+
 async def cmd_propose(update: Update, ctx: LinliContext) -> None:
     if not common.is_private(update):
         await common.offer_private(
@@ -49,12 +58,7 @@ async def cmd_propose(update: Update, ctx: LinliContext) -> None:
     if len(units) == 1:
         await _ask_text(update, ctx, units[0])
         return
-    buttons = [common.button(u.name, f"agu:{u.id}") for u in units]
-    await common.show(
-        update,
-        ctx,
-        common.View("agenda/pick_unit", {}, common.keyboard(common.rows_of(buttons, 2))),
-    )
+    await common.show(update, ctx, _units_view("agenda/pick_unit", units, "agu:{}"))
 
 
 async def btn_pick_unit(update: Update, ctx: LinliContext) -> None:
@@ -180,12 +184,7 @@ async def cmd_talkday(update: Update, ctx: LinliContext) -> None:
     if len(units) == 1:
         await common.show(update, ctx, await _talk_view(ctx, units[0]))
         return
-    buttons = [common.button(u.name, f"agt:{u.id}:0") for u in units]
-    await common.show(
-        update,
-        ctx,
-        common.View("agenda/talk_pick_unit", {}, common.keyboard(common.rows_of(buttons, 2))),
-    )
+    await common.show(update, ctx, _units_view("agenda/talk_pick_unit", units, "agt:{}:0"))
 
 
 async def _talk_view(ctx: LinliContext, unit: people.Unit) -> common.View:

@@ -457,14 +457,13 @@ def _field(code: str) -> str:
     return FIELDS[code]
 
 
-@common.on_button("rmo")
-async def btn_option(update: Update, ctx: LinliContext) -> None:
+@common.screen("rmo", 2, private=True)
+async def btn_option(
+    session: AsyncSession, ctx: LinliContext, update: Update, reward_id: str, code: str
+) -> common.View:
     """rmo:<reward>:<c|s|l>: the choices for cost, stock or the monthly limit."""
-    common.private_only(update)
-    reward_id, code = common.callback_args(update, "rmo", 2)
     name = _field(code)
-    async with ctx.svc.db.transaction(write=False) as session:
-        _, reward = await _managed_reward(session, ctx, update, reward_id)
+    _, reward = await _managed_reward(session, ctx, update, reward_id)
     data = f"rms:{reward.id}:{code}"
     if name == "cost":
         choices = [
@@ -490,10 +489,8 @@ async def btn_option(update: Update, ctx: LinliContext) -> None:
         [common.button(common.label(ctx, "rewards", "type_number"), f"rmt:{reward.id}:{code}")]
     )
     rows.append([common.button(common.label(ctx, "rewards", "back"), f"rme:{reward.id}")])
-    await common.show(
-        update,
-        ctx,
-        common.View("rewards/pick_value", {"reward": reward, "field": name}, common.keyboard(rows)),
+    return common.View(
+        "rewards/pick_value", {"reward": reward, "field": name}, common.keyboard(rows)
     )
 
 

@@ -82,22 +82,21 @@ async def btn_view(
     return await _summary_screen(session, ctx, common.user_id(update), common.as_int(community_id))
 
 
-@common.on_button("pm")
-async def btn_more(update: Update, ctx: LinliContext) -> None:
+@common.screen("pm", 2, private=True)
+async def btn_more(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, before: str
+) -> common.View:
     """pm:<community>:<entry>: the entries before one already shown."""
-    common.private_only(update)
-    community_id, before = common.callback_args(update, "pm", 2)
     cid = common.as_int(community_id)
-    async with ctx.svc.db.transaction(write=False) as session:
-        community = await people.get_community(session, cid)
-        entries = await ledger.history(
-            session,
-            community_id=cid,
-            person_id=common.user_id(update),
-            before_id=common.as_int(before),
-            limit=HISTORY + 1,
-        )
-        names = {r.code: r for r in await points.rules(session, community_id=cid, now=ctx.now())}
+    community = await people.get_community(session, cid)
+    entries = await ledger.history(
+        session,
+        community_id=cid,
+        person_id=common.user_id(update),
+        before_id=common.as_int(before),
+        limit=HISTORY + 1,
+    )
+    names = {r.code: r for r in await points.rules(session, community_id=cid, now=ctx.now())}
     shown = entries[:HISTORY]
     rows = []
     if len(entries) > HISTORY:
@@ -106,7 +105,7 @@ async def btn_more(update: Update, ctx: LinliContext) -> None:
         )
     rows.append([common.button(common.label(ctx, "points", "back_summary"), f"pv:{cid}")])
     params = {"community": community, "entries": shown, "names": names}
-    await common.show(update, ctx, common.View("points/history", params, common.keyboard(rows)))
+    return common.View("points/history", params, common.keyboard(rows))
 
 
 # --- /top: the honour board ----------------------------------------------------------------

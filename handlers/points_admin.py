@@ -328,7 +328,7 @@ async def on_rule_points(update: Update, ctx: LinliContext, prompt: people.Promp
         )
         community = await people.get_community(session, cid)
         screen = await _rules_screen(session, ctx, community, saved=True)
-    await common.reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    await common.show(update, ctx, screen)
 
 
 @answers("points_new_rule")
@@ -341,7 +341,7 @@ async def on_new_rule(update: Update, ctx: LinliContext, prompt: people.Prompt) 
         )
         community = await people.get_community(session, cid)
         screen = await _rule_screen(session, ctx, community, found.code)
-    await common.reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    await common.show(update, ctx, screen)
 
 
 @answers("points_max")
@@ -354,7 +354,7 @@ async def on_max(update: Update, ctx: LinliContext, prompt: people.Prompt) -> No
         )
         community = await people.get_community(session, cid)
         screen = await _rules_screen(session, ctx, community, saved=True)
-    await common.reply(update, ctx, screen.name, markup=screen.markup, **screen.params)
+    await common.show(update, ctx, screen)
 
 
 def register(app: LinliApp) -> None:

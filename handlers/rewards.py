@@ -244,16 +244,15 @@ async def btn_qr(update: Update, ctx: LinliContext) -> None:
     await common.answer(update, ctx)
 
 
-@common.on_button("rwm")
-async def btn_my_codes(update: Update, ctx: LinliContext) -> None:
-    common.private_only(update)
-    community_id, page = common.callback_args(update, "rwm", 2)
+@common.screen("rwm", 2, private=True)
+async def btn_my_codes(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, page: str
+) -> common.View:
     cid = common.as_int(community_id)
-    async with ctx.svc.db.transaction(write=False) as session:
-        community = await people.get_community(session, cid)
-        found = await rewards.open_codes(
-            session, person_id=common.user_id(update), community_id=cid, now=ctx.now()
-        )
+    community = await people.get_community(session, cid)
+    found = await rewards.open_codes(
+        session, person_id=common.user_id(update), community_id=cid, now=ctx.now()
+    )
     shown, shown_page, pages = common.paged(found, common.as_int(page))
     rows = [
         [
@@ -265,7 +264,7 @@ async def btn_my_codes(update: Update, ctx: LinliContext) -> None:
     rows.append(common.page_buttons(ctx, shown_page, pages, f"rwm:{cid}:{{}}"))
     rows.append([common.button(common.label(ctx, "rewards", "to_rewards"), f"rwl:{cid}:0")])
     params = {"entries": shown, "zone": community.timezone, "page": shown_page, "pages": pages}
-    await common.show(update, ctx, common.View("rewards/my_codes", params, common.keyboard(rows)))
+    return common.View("rewards/my_codes", params, common.keyboard(rows))
 
 
 @common.on_button("rwx")
