@@ -11,16 +11,14 @@ Live cards (bot/cards.py) are built here when they go: a post sends the card wit
 an edit row edits the message its post left, with the latest state.
 
 What became of each send (sent with its message id, gone, failed, try again at, a long
-text's parts) is committed by a recorder beside the sender, which takes whatever outcomes have
-gathered since its last commit into one transaction (group commit): with time to spare between
-sends (real time: 40 ms at 25/s) that is each send on its own; when sends come back to back,
-several. Delivery is at least once, with a small window: a crash between Telegram's answer and
-that commit sends those rows again after a restart (when their lease runs out). The window is
-bounded twice: a chat's previous outcome is committed before its next message goes, so a crash
-repeats at most the last message of each chat; and at most `Limits.unrecorded` outcomes (one
-second at the default pace) wait, past which the sender waits for the commit. A timeout is the
-same case seen from the other side (Telegram may have delivered the message it did not
-confirm). Everything else ends exactly once in `sent`, `gone` or `failed`.
+text's parts) is committed by a recorder beside the sender, several sends in one transaction
+(group commit): an outcome waits at most `Limits.gather` (50 ms of real time) for others, and at
+most `Limits.unrecorded` wait. Delivery is at least once, with a small window: a crash between
+Telegram's answer and that commit sends those rows again after a restart (when their lease runs
+out). A chat's previous outcome is always committed before its next message goes, so a crash
+repeats at most the last message of each chat. A timeout is the same case seen from the other
+side (Telegram may have delivered the message it did not confirm). Everything else ends exactly
+once in `sent`, `gone` or `failed`.
 
 Periodic work ("rhythms": recurring announcements materialising their next occurrence, codes
 expiring) runs as one repeating job; features add theirs with `add_rhythm(app, fn)` in their
