@@ -247,7 +247,7 @@ async def _open_the_agenda(session: AsyncSession, *, building: Unit, now: dateti
         session,
         auth=superadmin,
         spec=polls.PollSpec(
-            unit_id=_id(building), question="11月月月谈：本月先办哪件事？",
+            unit_id=_id(building), question=f"月月谈（{now.month}月）：本月先办哪件事？",
             options=["楼道加装扶手", "自行车棚修顶棚", "清理楼道杂物", "装快递柜"],
             opens_at=now, closes_at=now + timedelta(days=7), method=Method.ranking,
         ),

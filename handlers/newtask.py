@@ -149,10 +149,13 @@ async def on_title(update: Update, ctx: LinliContext, flow: Flow, text: str) -> 
 async def _ask_description(
     update: Update, ctx: LinliContext, flow: Flow, problem: str | None = None, **params: Any
 ) -> None:
-    skip = [[common.button(_l(ctx, "skip"), f"{NEW}:{_fid(flow)}:d")]]
+    rows = [[common.button(_l(ctx, "skip"), f"{NEW}:{_fid(flow)}:d")]]
+    given = str(flow.data.get("description") or "")  # a topic's lines, from the agenda
+    if given:
+        rows.insert(0, [common.button(_l(ctx, "keep_description"), f"{NEW}:{_fid(flow)}:dk")])
     await flowui.ask(
         update, ctx, flow, step="description", template="tasks/ask_description",
-        rows=skip, problem=problem, **params,
+        rows=rows, problem=problem, given=given, **params,
     )  # fmt: skip
 
 
@@ -430,7 +433,8 @@ async def _post(update: Update, ctx: LinliContext, fid: str) -> None:
 
 
 async def btn_new(update: Update, ctx: LinliContext) -> None:
-    """tn:<flow>:go | d | s:<n|u> | p:<n> | k:<skill|-> | post."""
+    """tn:<flow>:go | d (skip the description) | dk (keep the one the draft came with) |
+    s:<n|u> | p:<n> | k:<skill|-> | post."""
     query = update.callback_query
     parts = (query.data or "").split(":") if query else []
     if len(parts) not in (3, 4) or parts[0] != NEW:
@@ -443,11 +447,12 @@ async def btn_new(update: Update, ctx: LinliContext) -> None:
             flow = await _open(session, ctx, update, fid, KIND)
         await common.answer(update, ctx)
         await _ask_title(update, ctx, flow)
-    elif action == "d":
+    elif action in ("d", "dk"):  # skip / keep the description the draft came with
         async with ctx.svc.db.transaction(write=False) as session:
             flow = await _open(session, ctx, update, fid, KIND)
         await common.answer(update, ctx)
-        await _after_description(update, ctx, flow, "")
+        kept = str(flow.data.get("description") or "") if action == "dk" else ""
+        await _after_description(update, ctx, flow, kept)
     elif action == "s":
         await _set_slots(update, ctx, fid, slots_from(value))
     elif action == "p":

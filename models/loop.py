@@ -96,9 +96,11 @@ async def may_follow_up(session: AsyncSession, *, auth: Authority, proposal_id: 
 
 
 def task_draft(proposal: Proposal) -> dict[str, object]:
-    """What a /newtask draft for this proposal starts with (the title; the description is asked)."""
+    """What a /newtask draft for this proposal starts with: its title, and its lines as the
+    description (offered to keep, change or drop at the description step)."""
     return {"title": proposal.title[: tasks.TITLE_LIMIT], "near": proposal.unit_id,
-            "proposal": proposal.id}  # fmt: skip
+            "proposal": proposal.id,
+            "description": proposal.body.strip()[: tasks.DESCRIPTION_LIMIT]}  # fmt: skip
 
 
 async def link_posted_tasks(session: AsyncSession, now: datetime) -> int:

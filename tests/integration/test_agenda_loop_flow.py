@@ -67,6 +67,7 @@ async def test_a_lead_turns_the_winning_topic_into_a_report_and_the_card_says_so
         (report,) = (await s.exec(select(reports.Report))).all()
         found = await s.get(Proposal, rail.id)
     assert found is not None and found.outcome == f"report:{report.id}"
+    assert report.text == "楼道扶手\n老人上楼难"  # the topic's title and lines
     assert f"楼道扶手 → 问题报告 {report.label}" in manage.text
     assert "1 → 问题报告" not in str(manage.buttons)
     # The second topic: no upcoming task in the unit yet, so the lead is told to post one.
@@ -98,3 +99,54 @@ async def test_a_lead_turns_the_winning_topic_into_a_report_and_the_card_says_so
     await delivery.drain(app)
     cards = [c for c in messages(scene.tg.calls, GROUP_B3) if "议题：楼道扶手" in c.text]
     assert f"转为问题报告 {report.label}" in cards[-1].text
+
+
+async def test_a_task_made_from_a_topic_starts_with_its_text_to_keep_change_or_drop(
+    db: Database, scene: Scene, app: LinliApp, clock: Clock
+) -> None:
+    w = await world(db)
+    async with db.transaction() as s:
+        rail = await agenda.propose(s, auth=BOSS, unit_id=w.b3, title="楼道扶手",
+                                    body="老人上楼难\n三楼到五楼最缺", now=NOW)  # fmt: skip
+        bench = await agenda.propose(s, auth=BOSS, unit_id=w.b3, title="门口长椅", body="",
+                                     now=NOW)  # fmt: skip
+        poll = await polls.create_poll(
+            s, auth=BOSS, now=NOW,
+            spec=polls.PollSpec(w.b3, "本月议题", ["楼道扶手", "门口长椅"], NOW,
+                                NOW + timedelta(days=1), method=Method.ranking,
+                                proposal_ids=[rail.id, bench.id]),
+        )  # fmt: skip
+        await agenda.put_on_poll(s, poll, now=NOW)
+    lead = scene.person(LEAD, "张网格长")
+    chat = scene.private(lead)
+    await close_due_polls(db, NOW + timedelta(days=1, minutes=1))
+    clock.advance(days=1, minutes=2)
+    listed = _last(await scene.say(lead, chat, "/polls"))
+    manage = _last(await scene.tap(lead, listed, "本月议题"))
+    pick = _last(await scene.tap(lead, manage, "1 → 志愿任务"))
+    tree = _last(await scene.tap(lead, pick, "为它发布新任务"))
+    ask = _last(await scene.tap(lead, tree, "就选"))
+    # The description step shows the topic's lines and offers to keep them.
+    assert "老人上楼难\n三楼到五楼最缺" in ask.text and "沿用这段说明" in str(ask.buttons)
+    when = _last(await scene.tap(lead, ask, "沿用这段说明"))
+    flow = await _last_flow(db)
+    assert flow.data["title"] == "楼道扶手"
+    assert flow.data["description"] == "老人上楼难\n三楼到五楼最缺"
+    assert "哪天、几点开始" in when.text  # on to the date
+    # Skip instead: the same draft's text is dropped (a new draft for the same topic).
+    manage = _last(await scene.say(lead, chat, "/polls"))
+    manage = _last(await scene.tap(lead, manage, "本月议题"))
+    pick = _last(await scene.tap(lead, manage, "1 → 志愿任务"))
+    tree = _last(await scene.tap(lead, pick, "为它发布新任务"))
+    ask = _last(await scene.tap(lead, tree, "就选"))
+    _last(await scene.tap(lead, ask, "跳过"))
+    flow = await _last_flow(db)
+    assert flow.data["description"] == ""
+    # A topic with no lines: the plain question, no Keep button.
+    manage = _last(await scene.say(lead, chat, "/polls"))
+    manage = _last(await scene.tap(lead, manage, "本月议题"))
+    pick = _last(await scene.tap(lead, manage, "2 → 志愿任务"))
+    tree = _last(await scene.tap(lead, pick, "为它发布新任务"))
+    ask = _last(await scene.tap(lead, tree, "就选"))
+    assert "沿用这段说明" not in str(ask.buttons) and "请输入任务说明" in ask.text
+
