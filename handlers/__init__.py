@@ -12,6 +12,7 @@ from handlers import (
     awards,
     basics,
     catalogue,
+    export,
     flowui,
     guards,
     join,
@@ -50,6 +51,7 @@ def register(app: LinliApp) -> None:
     points.register(app)  # /start points
     awards.register(app)  # /start award|deduct
     points_admin.register(app)  # /start rules
+    export.register(app)  # /start export
     reports.register(app)  # before basics: it claims /start reports|myreports|stats
     tasks.register(app)  # before basics: it claims /start tasks|mytasks|tc-… (a check-in QR)
     newtask.register(app)  # before basics: it claims /start newtask-…

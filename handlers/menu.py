@@ -39,7 +39,7 @@ COMMANDS = (
     Command("award", "lead", "any"),
     Command("deduct", "lead", "any"),
     Command("correct", "admin", "any"),
-    Command("export", "admin", "private"),
+    Command("export", "resident", "private"),
     Command("rules", "admin", "any"),
     Command("report", "resident", "any"),
     Command("myreports", "resident", "any"),

@@ -27,31 +27,15 @@ CSV_COLUMNS = ("time", "entry", "person_id", "person", "amount", "kind", "rule",
                "by", "key")  # fmt: skip
 
 
-# --- /export: the books as CSV (admins, privately) -----------------------------------------
+# --- the ledger as CSV (admins, privately; /export offers it: handlers/export.py) ------------
 
 
-async def _admin_communities(session: AsyncSession, auth: Authority) -> list[Community]:
+async def admin_communities(session: AsyncSession, auth: Authority) -> list[Community]:
     found = await people.communities(session)
     return [c for c in found if auth.may(Can.admin_community, community_id=c.id or 0)]
 
 
-async def cmd_export(update: Update, ctx: LinliContext) -> None:
-    async with ctx.svc.db.transaction(write=False) as session:
-        auth = await common.load_auth(session, ctx, update)
-        mine = await _admin_communities(session, auth)
-    if not mine:
-        raise NotAllowed("points_admins_only")
-    if not common.is_private(update):
-        await common.reply(update, ctx, "points/export_private")
-        return
-    if len(mine) == 1:
-        await common.show(update, ctx, _periods_screen(ctx, mine[0]))
-        return
-    rows = [[common.button(c.name, f"pe:{c.id}")] for c in mine]
-    await common.reply(update, ctx, "points/export_pick_community", markup=common.keyboard(rows))
-
-
-def _periods_screen(ctx: LinliContext, community: Community) -> common.View:
+def periods_screen(ctx: LinliContext, community: Community) -> common.View:
     cid = community.id
     rows = [
         [
@@ -81,7 +65,7 @@ async def btn_export_community(
     session: AsyncSession, ctx: LinliContext, update: Update, community_id: str
 ) -> common.View:
     """pe:<community>"""
-    return _periods_screen(ctx, await _admin_of(session, ctx, update, common.as_int(community_id)))
+    return periods_screen(ctx, await _admin_of(session, ctx, update, common.as_int(community_id)))
 
 
 @common.on_button("pd")
@@ -237,7 +221,7 @@ async def _rule_screen(
 async def cmd_rules(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         auth = await common.load_auth(session, ctx, update)
-        mine = await _admin_communities(session, auth)
+        mine = await admin_communities(session, auth)
         if not mine:
             raise NotAllowed("points_admins_only")
         screens = [await _rules_screen(session, ctx, c) for c in mine[:1]]
@@ -362,6 +346,5 @@ def register(app: LinliApp) -> None:
     delivery.add_rhythm(app, standings.monthly_statements)
     # Before basics: these /start payloads are ours, plain /start is basics'.
     app.add_handler(CommandHandler("start", cmd_rules, filters=filters.Regex(r"^/start (rules)$")))
-    app.add_handler(CommandHandler("export", cmd_export))
     app.add_handler(CommandHandler("rules", cmd_rules))
     common.add_buttons(app, common.buttons_of(__name__))

@@ -614,14 +614,19 @@ async def cmd_ballots(update: Update, ctx: LinliContext) -> None:
     await send_ballots(update, ctx, poll_id)
 
 
+async def btn_ballots(update: Update, ctx: LinliContext) -> None:
+    """vx:<poll>: a closed poll's ballot list from /export's buttons."""
+    (poll_id,) = callback_args(update, "vx", 1)
+    private_only(update)
+    await send_ballots(update, ctx, as_int(poll_id))
+    await answer(update, ctx)
+
+
 async def send_ballots(update: Update, ctx: LinliContext, poll_id: int) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         poll = await polls.get_poll(session, poll_id)
-        auth = await load_auth(session, ctx, update)
-        unit = await get_unit(session, poll.unit_id)
-        if not auth.covers(unit):
-            # Anyone who could vote in it may check the count; others may not see it.
-            await polls.slots_for(session, poll, person_id=user_id(update), unit=unit)
+        # Anyone who could vote in it may check the count; others may not see it.
+        await polls.may_export(session, poll, auth=await load_auth(session, ctx, update))
         rows = await polls.export_rows(session, poll)
         digest = poll.digest
     out = io.StringIO()
@@ -718,6 +723,7 @@ def register(app: LinliApp) -> None:
             ("vmc", btn_close_early),
             ("vme", btn_extend),
             ("vmr", btn_roll_call),
+            ("vx", btn_ballots),
             ("vfr", btn_to_report),
             ("vft", btn_to_task),
             ("vfn", btn_new_task),

@@ -30,10 +30,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import (
     JSON,
     Column,
+    ColumnElement,
     PrimaryKeyConstraint,
     Text,
     UniqueConstraint,
     bindparam,
+    false,
     update,
 )
 from sqlalchemy import select as sql_select
@@ -912,6 +914,43 @@ async def polls_for(
             continue
         found.append(poll)
     return found
+
+
+async def exportable(session: AsyncSession, *, auth: Authority, limit: int = 10) -> list[Poll]:
+    """Closed polls whose ballot list this person may take, most recently closed first: those
+    in units they cover, and those they could vote in (what `/ballots_<id>` allows)."""
+    homes = await homes_and_above(session, auth.person_id)
+    within = auth.covering()
+    if within is None and not homes:
+        return []
+    mine: ColumnElement[bool] = col(Poll.unit_id).in_(homes) if homes else false()
+    if within is not None:
+        mine = mine | within
+    query = (
+        select(Poll, Unit)
+        .join(Unit, col(Unit.id) == col(Poll.unit_id))
+        .where(Poll.status == PollStatus.closed, mine)
+        .order_by(col(Poll.closed_at).desc(), col(Poll.id).desc())
+        .limit(limit * 3)  # some in the units above a home may be for others (owners only)
+    )
+    found: list[Poll] = []
+    for poll, unit in (await session.exec(query)).all():
+        if len(found) == limit:
+            break
+        if not auth.covers(unit):
+            try:
+                await slots_for(session, poll, person_id=auth.person_id, unit=unit)
+            except NotAllowed:
+                continue
+        found.append(poll)
+    return found
+
+
+async def may_export(session: AsyncSession, poll: Poll, *, auth: Authority) -> None:
+    """Refuses (NotAllowed) unless this person leads the poll's unit or could vote in it."""
+    unit = await get_unit(session, poll.unit_id)
+    if not auth.covers(unit):
+        await slots_for(session, poll, person_id=auth.person_id, unit=unit)
 
 
 async def led_polls(

@@ -304,3 +304,58 @@ async def test_group_card_shows_turnout_never_who(
         if call.chat_id == GROUP:
             assert not any(n in call.text for n in ("王阿姨", "李叔", "Sam", "3-101", "3-102"))
             assert "清楼道 " not in call.text  # no totals while the poll runs
+
+
+async def test_export_offers_each_closed_poll_one_may_see_and_the_ledger_to_admins(
+    db: Database, scene: Scene, app: LinliApp, clock: Clock
+) -> None:
+    w = await _world(db)
+    pid = await _poll(db, w, anonymous=True)
+    users = _people(scene)
+    admin = scene.person(ADMIN_ID, "Admin")
+    scene.private(admin)
+    for uid, picks in ((WANG, ("修车棚", "清楼道", "装电梯")), (LI, ("种花", "装电梯", "修车棚"))):
+        user = users[uid]
+        screen = _last(await scene.say(user, scene.private(user), f"/vote_{pid}"))
+        for pick in picks:
+            screen = _last(await scene.tap(user, screen, pick))
+        await scene.tap(user, screen, "✅")
+    # Open: nothing to export yet, for a voter.
+    assert (
+        "没有可导出"
+        in _last(await scene.say(users[WANG], scene.private(users[WANG]), "/export")).text
+    )
+    clock.advance(days=3)
+    assert await close_due_polls(db, clock.now) == 1
+    # A voter: the closed poll's ballot list, by a button; no ledger (not an admin).
+    menu = _last(await scene.say(users[WANG], scene.private(users[WANG]), "/export"))
+    assert "积分账本" not in str(menu.buttons)
+    calls = await scene.tap(users[WANG], menu, "选票清单")
+    (document,) = [c for c in calls if c.method == "sendDocument"]
+    body = document.files["document"].decode()
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows[0] == ["area", "choices"]
+    assert sorted(r[1] for r in rows[1:]) == ["1>3>2", "4>2>1"]
+    # Anonymous: nothing in it names a voter, a slot or a flat.
+    assert not any(s in body for s in (str(WANG), str(LI), "p:", "3-101", "3-102", "王阿姨"))
+    async with db.transaction(write=False) as s:
+        poll = await polls.get_poll(s, pid)
+    assert poll.digest and poll.digest in document.text
+    # Someone of another building: nothing offered, and a forged button sends nothing.
+    other = _last(await scene.say(users[ZHOU], scene.private(users[ZHOU]), "/export"))
+    assert "没有可导出" in other.text and "管理员" in other.text and not other.buttons
+    forged = await scene.press(users[ZHOU], other, f"vx:{pid}")
+    assert alerts(forged) and not [c for c in forged if c.method == "sendDocument"]
+    # The building's lead sees it too; an admin sees the ledger as well.
+    lead = _last(await scene.say(users[LEAD], scene.private(users[LEAD]), "/export"))
+    assert "选票清单" in str(lead.buttons)
+    menu = _last(await scene.say(admin, scene.private(admin), "/export"))
+    assert "积分账本" in str(menu.buttons) and "选票清单" in str(menu.buttons)
+    periods = _last(await scene.tap(admin, menu, "积分账本"))
+    assert "本月" in str(periods.buttons)
+    # In a group: only a link to the private chat, no file in the group.
+    note = _last(await scene.say(users[WANG], scene.group(GROUP, "3号楼"), "/export"))
+    assert "私聊" in note.text and note.buttons[0][0]["url"].endswith("?start=export")
+    assert not [c for c in scene.tg.calls if c.method == "sendDocument" and c.chat_id == GROUP]
+    start = _last(await scene.say(users[WANG], scene.private(users[WANG]), "/start export"))
+    assert "选票清单" in str(start.buttons)
