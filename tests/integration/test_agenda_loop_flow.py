@@ -149,4 +149,3 @@ async def test_a_task_made_from_a_topic_starts_with_its_text_to_keep_change_or_d
     tree = _last(await scene.tap(lead, pick, "为它发布新任务"))
     ask = _last(await scene.tap(lead, tree, "就选"))
     assert "沿用这段说明" not in str(ask.buttons) and "请输入任务说明" in ask.text
-
