@@ -498,25 +498,11 @@ async def _set_value(
     session: AsyncSession, ctx: LinliContext, update: Update, reward_id: int, name: str, value: str
 ) -> common.View:
     auth = await common.load_auth(session, ctx, update)
-    now = ctx.now()
-    if name == "cost":
-        reward = await rewards.set_cost(
-            session,
-            auth=auth,
-            reward_id=reward_id,
-            cost=_whole(value, 1, rewards.MAX_COST),
-            now=now,
-        )
-    elif name == "stock":
-        amount = None if value == UNLIMITED else _whole(value, 0, rewards.MAX_STOCK)
-        reward = await rewards.set_stock(
-            session, auth=auth, reward_id=reward_id, stock=amount, now=now
-        )
-    else:
-        limit = None if value == NO_LIMIT else _whole(value, 1, rewards.MAX_MONTHLY)
-        reward = await rewards.set_monthly_limit(
-            session, auth=auth, reward_id=reward_id, limit=limit, now=now
-        )
+    term = "monthly_limit" if name == "limit" else name
+    amount = None if value in (UNLIMITED, NO_LIMIT) else _whole(value, *rewards.TERMS[term])
+    reward = await rewards.set_term(
+        session, auth=auth, reward_id=reward_id, term=term, value=amount, now=ctx.now()
+    )
     return await _edit_view(session, ctx, reward, note="saved")
 
 

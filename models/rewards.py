@@ -122,22 +122,19 @@ def parse_whole(text: str, *, low: int, high: int) -> int:
     return value
 
 
-def _check_cost(cost: int) -> int:
-    if isinstance(cost, bool) or not 1 <= cost <= MAX_COST:
-        raise InvalidInput("bad_number", low=1, high=MAX_COST)
-    return cost
+# The numbers a manager sets on a reward: (lowest, highest). None means no limit, except for cost.
+TERMS = {"cost": (1, MAX_COST), "stock": (0, MAX_STOCK), "monthly_limit": (1, MAX_MONTHLY)}
 
 
-def _check_stock(stock: int | None) -> int | None:
-    if stock is not None and not 0 <= stock <= MAX_STOCK:
-        raise InvalidInput("bad_number", low=0, high=MAX_STOCK)
-    return stock
+def _checked(term: str, value: int | None) -> int | None:
+    return None if value is None and term != "cost" else _number(term, value)
 
 
-def _check_limit(limit: int | None) -> int | None:
-    if limit is not None and not 1 <= limit <= MAX_MONTHLY:
-        raise InvalidInput("bad_number", low=1, high=MAX_MONTHLY)
-    return limit
+def _number(term: str, value: int | None) -> int:
+    low, high = TERMS[term]
+    if value is None or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidInput("bad_number", low=low, high=high)
+    return value
 
 
 def require_manager(auth: Authority, community_id: int) -> None:
@@ -193,9 +190,9 @@ async def add_reward(
         name_zh=clean_name(name_zh, limit=NAME_LIMIT),
         name_en=clean_name(name_en, limit=NAME_LIMIT),
         merchant_id=merchant_id,
-        cost=_check_cost(cost),
-        stock=_check_stock(stock),
-        monthly_limit=_check_limit(monthly_limit),
+        cost=_number("cost", cost),
+        stock=_checked("stock", stock),
+        monthly_limit=_checked("monthly_limit", monthly_limit),
         created_by=auth.person_id,
         created_at=now,
         updated_at=now,
@@ -212,30 +209,21 @@ async def _managed(session: AsyncSession, auth: Authority, reward_id: int, now: 
     return reward
 
 
-async def set_cost(
-    session: AsyncSession, *, auth: Authority, reward_id: int, cost: int, now: datetime
+async def set_term(
+    session: AsyncSession,
+    *,
+    auth: Authority,
+    reward_id: int,
+    term: str,
+    value: int | None,
+    now: datetime,
 ) -> Reward:
-    """A new price applies to later redemptions; issued codes keep (and refund) what they cost."""
+    """A manager sets one of `TERMS`: the cost (a new price applies to later redemptions; issued
+    codes keep, and refund, what they cost), the stock or the monthly limit (None: no limit)."""
+    if term not in TERMS:
+        raise ValueError(f"not a reward term: {term!r}")
     reward = await _managed(session, auth, reward_id, now)
-    reward.cost = _check_cost(cost)
-    await session.flush()
-    return reward
-
-
-async def set_stock(
-    session: AsyncSession, *, auth: Authority, reward_id: int, stock: int | None, now: datetime
-) -> Reward:
-    reward = await _managed(session, auth, reward_id, now)
-    reward.stock = _check_stock(stock)
-    await session.flush()
-    return reward
-
-
-async def set_monthly_limit(
-    session: AsyncSession, *, auth: Authority, reward_id: int, limit: int | None, now: datetime
-) -> Reward:
-    reward = await _managed(session, auth, reward_id, now)
-    reward.monthly_limit = _check_limit(limit)
+    setattr(reward, term, _checked(term, value))
     await session.flush()
     return reward
 

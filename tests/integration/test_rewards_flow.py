@@ -208,11 +208,11 @@ async def test_sold_out_and_retired_rewards_are_refused(db: Database, scene: Sce
     await scene.tap(auntie, listing, "茶餐厅午餐券")
     confirm_data = scene.button_data(scene.message_of(listing), "确认兑换")
     async with db.transaction() as s:
-        await rewards.set_stock(s, auth=BOSS, reward_id=w.lunch, stock=0, now=NOW)
+        await rewards.set_term(s, auth=BOSS, reward_id=w.lunch, term="stock", value=0, now=NOW)
     (alert,) = alerts(await scene.press(auntie, listing, confirm_data))
     assert "已经兑完了" in alert
     async with db.transaction() as s:
-        await rewards.set_stock(s, auth=BOSS, reward_id=w.lunch, stock=3, now=NOW)
+        await rewards.set_term(s, auth=BOSS, reward_id=w.lunch, term="stock", value=3, now=NOW)
         await rewards.set_status(s, auth=BOSS, reward_id=w.lunch, status="retired", now=NOW)
     (alert,) = alerts(await scene.press(auntie, listing, confirm_data))
     assert "已经下架了" in alert
@@ -453,7 +453,9 @@ async def test_a_building_lead_cannot_manage_the_catalogue(db: Database, scene: 
 async def test_monthly_limit_is_explained(db: Database, scene: Scene) -> None:
     w = await _world(db)
     async with db.transaction() as s:
-        await rewards.set_monthly_limit(s, auth=BOSS, reward_id=w.lunch, limit=1, now=NOW)
+        await rewards.set_term(
+            s, auth=BOSS, reward_id=w.lunch, term="monthly_limit", value=1, now=NOW
+        )
         await ledger.post(
             s, community_id=w.community, person_id=AUNTIE, amount=100, key="more", reason="x",
             kind="award", by=LEAD, now=NOW,
@@ -532,3 +534,22 @@ async def test_cancelling_a_new_rewards_draft_cancels_it_and_says_so(
     await scene.say(lead, chat, "30")
     async with db.transaction(write=False) as s:
         assert not (await s.exec(select(Reward).where(Reward.cost == 20))).all()
+
+
+async def test_a_lead_sets_cost_stock_and_monthly_limit_by_buttons(
+    db: Database, scene: Scene
+) -> None:
+    w = await _world(db)
+    lead = _user(scene, LEAD)
+    (panel,) = messages(await scene.say(lead, scene.private(lead), "/reward"))
+    for data in (f"rms:{w.lunch}:c:40", f"rms:{w.lunch}:s:u", f"rms:{w.lunch}:l:3"):
+        await scene.press(lead, panel, data)
+    async with db.transaction(write=False) as s:
+        lunch = await rewards.get_reward(s, w.lunch)
+        assert (lunch.cost, lunch.stock, lunch.monthly_limit) == (40, None, 3)
+    await scene.press(lead, panel, f"rms:{w.lunch}:l:n")  # no limit
+    (alert,) = alerts(await scene.press(lead, panel, f"rms:{w.lunch}:c:u"))  # forged: a price
+    assert "1" in alert and "100000" in alert
+    async with db.transaction(write=False) as s:
+        lunch = await rewards.get_reward(s, w.lunch)
+        assert (lunch.cost, lunch.stock, lunch.monthly_limit) == (40, None, None)

@@ -142,7 +142,7 @@ async def test_only_leads_covering_the_community_manage_the_catalogue(db: Databa
     async with db.transaction() as s:
         auth = await people.authority(s, person_id=B_LEAD, superadmin=False)
         with pytest.raises(NotAllowed):
-            await rewards.set_cost(s, auth=auth, reward_id=rid, cost=5, now=NOW)
+            await rewards.set_term(s, auth=auth, reward_id=rid, term="cost", value=5, now=NOW)
         assert await rewards.managed_communities(s, auth=auth) == []
 
 
