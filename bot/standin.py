@@ -370,13 +370,7 @@ class FakeTelegram(BaseRequest):
         if status == "kicked":
             member["until_date"] = 0
         if status == "administrator":
-            member.update(
-                can_be_edited=False, is_anonymous=False, can_manage_chat=True,
-                can_delete_messages=True, can_manage_video_chats=False, can_restrict_members=False,
-                can_promote_members=False, can_change_info=False, can_invite_users=True,
-                can_post_stories=False, can_edit_stories=False, can_delete_stories=False,
-                can_pin_messages=can_pin, can_manage_topics=can_pin,
-            )  # fmt: skip
+            member.update(_admin_rights(can_pin=can_pin, full=False))
         self.members[(chat_id, BOT_USER["id"])] = member
         return member
 
@@ -596,13 +590,7 @@ class FakeTelegram(BaseRequest):
         if status == "creator":
             member["is_anonymous"] = False
         if status == "administrator":
-            member.update(
-                can_be_edited=False, is_anonymous=False, can_manage_chat=True,
-                can_delete_messages=True, can_manage_video_chats=True, can_restrict_members=True,
-                can_promote_members=False, can_change_info=True, can_invite_users=True,
-                can_post_stories=False, can_edit_stories=False, can_delete_stories=False,
-                can_pin_messages=True, can_manage_topics=True,
-            )  # fmt: skip
+            member.update(_admin_rights(can_pin=True, full=True))
         self.members[(chat_id, int(user["id"]))] = member
 
     def _api_getChatAdministrators(self, params: JSON) -> list[JSON]:
@@ -833,3 +821,15 @@ class Scene:
             {"message": self.message_json(by, new_chat, "", migrate_from_chat_id=old_id)}
         )
         return new_chat, calls
+
+
+def _admin_rights(*, can_pin: bool, full: bool) -> JSON:
+    """A ChatMemberAdministrator's rights: the bot is given what it needs (and pinning only
+    with `can_pin`); a person's `full` rights add video chats, restricting and the chat's info."""
+    return {
+        "can_be_edited": False, "is_anonymous": False, "can_manage_chat": True,
+        "can_delete_messages": True, "can_manage_video_chats": full, "can_restrict_members": full,
+        "can_promote_members": False, "can_change_info": full, "can_invite_users": True,
+        "can_post_stories": False, "can_edit_stories": False, "can_delete_stories": False,
+        "can_pin_messages": can_pin, "can_manage_topics": can_pin,
+    }  # fmt: skip

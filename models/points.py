@@ -17,7 +17,7 @@ from sqlalchemy import (
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import flows, outbox
+from models import catalog, flows, outbox
 from models.base import UTCDateTime, dialect_insert
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.flows import Flow, FlowStatus
@@ -145,23 +145,10 @@ async def rules(
 ) -> list[EarningRule]:
     """The community's rules in the order they were made; the defaults (unsaved) until an admin
     first changes one, so reading never writes."""
-    query = select(EarningRule).where(EarningRule.community_id == community_id)
-    stored = list((await session.exec(query.order_by(col(EarningRule.id)))).all())
-    found = stored or _default_rows(community_id, now)
-    return [r for r in found if r.active or not active_only]
-
-
-async def ensure_rules(session: AsyncSession, *, community_id: int, now: datetime) -> None:
-    """Save the default rules for a community that has none (repeats and races add nothing)."""
-    rows = [r.model_dump(exclude={"id"}) for r in _default_rows(community_id, now)]
-    statement = (
-        dialect_insert(session)(EarningRule.__table__)  # type: ignore[attr-defined]
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["community_id", "code"])
-    )
-    exists = select(EarningRule.id).where(EarningRule.community_id == community_id)
-    if (await session.exec(exists)).first() is None:
-        await session.exec(statement)
+    return await catalog.entries(
+        session, EarningRule, _default_rows, community_id=community_id, now=now,
+        order=[col(EarningRule.id)], active_only=active_only,
+    )  # fmt: skip
 
 
 async def rule(
@@ -204,16 +191,10 @@ async def edit_rule(
 ) -> EarningRule:
     """An admin changes what a rule earns, or turns it on or off."""
     require_admin(auth, await get_community(session, community_id))
-    await ensure_rules(session, community_id=community_id, now=now)
-    found = (
-        await session.exec(
-            select(EarningRule).where(
-                EarningRule.community_id == community_id, EarningRule.code == code
-            )
-        )
-    ).first()
-    if found is None:
-        raise NotFound("points_rule_not_found")
+    found = await catalog.editable(
+        session, EarningRule, _default_rows, community_id=community_id, code=code, now=now,
+        missing=NotFound("points_rule_not_found"),
+    )  # fmt: skip
     if points is not None:
         found.points = _whole_number(
             points, low=1, high=RULE_POINTS_LIMIT, error="points_bad_rule_points"
@@ -231,26 +212,17 @@ async def add_rule(
     """A custom rule (patrol of the north gate, stairwell clearing…) worth 1 point until set."""
     require_admin(auth, await get_community(session, community_id))
     name = clean_name(name, limit=RULE_NAME_LIMIT)
-    # Two admins adding rules at once take turns on the community row: each sees the other's
-    # rule (no duplicate name) and takes the next free code.
-    await session.get(Community, community_id, with_for_update=True)
-    await ensure_rules(session, community_id=community_id, now=now)
-    existing = await rules(session, community_id=community_id, now=now)
-    if any(name in (r.name_zh, r.name_en) for r in existing):
-        raise Conflict("points_rule_exists", name=name)
-    numbers = [int(r.code[1:]) for r in existing if r.code[:1] == "c" and r.code[1:].isdigit()]
-    found = EarningRule(
-        community_id=community_id,
-        code=f"c{max(numbers, default=0) + 1}",
-        name_zh=name,
-        name_en=name,
-        points=1,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(found)
-    await session.flush()
-    return found
+
+    def make(code: str, _count: int) -> EarningRule:
+        return EarningRule(
+            community_id=community_id, code=code, name_zh=name, name_en=name, points=1,
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+
+    return await catalog.add(
+        session, EarningRule, _default_rows, community_id=community_id, name=name, now=now,
+        taken="points_rule_exists", make=make,
+    )  # fmt: skip
 
 
 async def max_award(session: AsyncSession, *, community_id: int) -> int:

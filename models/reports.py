@@ -31,12 +31,11 @@ from sqlalchemy import JSON, Column, Index, UniqueConstraint, func, or_, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import agenda, digest, outbox, points
+from models import agenda, catalog, digest, outbox, points
 from models.base import TelegramId, UTCDateTime, dialect_insert, must_get, spreadsheet_safe
 from models.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from models.people import (
     Authority,
-    Can,
     Community,
     Person,
     Resident,
@@ -423,12 +422,10 @@ async def categories(
     session: AsyncSession, *, community_id: int, now: datetime, active_only: bool = True
 ) -> list[ReportCategory]:
     """The community's categories in order; the defaults (unsaved) until an admin edits one."""
-    query = select(ReportCategory).where(ReportCategory.community_id == community_id)
-    stored = list(
-        await session.exec(query.order_by(col(ReportCategory.position), col(ReportCategory.id)))
-    )
-    found = stored or _default_rows(community_id, now)
-    return [c for c in found if c.active or not active_only]
+    return await catalog.entries(
+        session, ReportCategory, _default_rows, community_id=community_id, now=now,
+        order=[col(ReportCategory.position), col(ReportCategory.id)], active_only=active_only,
+    )  # fmt: skip
 
 
 async def get_category(
@@ -447,21 +444,7 @@ async def _category_map(
     return {c.code: c for c in rows}
 
 
-async def _ensure_categories(session: AsyncSession, *, community_id: int, now: datetime) -> None:
-    exists = select(ReportCategory.id).where(ReportCategory.community_id == community_id)
-    if (await session.exec(exists)).first() is not None:
-        return
-    rows = [c.model_dump(exclude={"id"}) for c in _default_rows(community_id, now)]
-    await session.exec(
-        dialect_insert(session)(ReportCategory)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["community_id", "code"])
-    )
-
-
-def require_admin(auth: Authority, community: Community) -> None:
-    if not auth.may(Can.admin_community, community_id=community.id or 0):
-        raise NotAllowed("admins_only", unit=community.name)
+require_admin = points.require_admin
 
 
 async def set_hours(
@@ -481,16 +464,10 @@ async def set_hours(
             isinstance(value, bool) or not HOURS_RANGE[0] <= value <= HOURS_RANGE[1]
         ):
             raise InvalidInput("report_bad_hours", low=HOURS_RANGE[0], high=HOURS_RANGE[1])
-    await _ensure_categories(session, community_id=community_id, now=now)
-    found = (
-        await session.exec(
-            select(ReportCategory).where(
-                ReportCategory.community_id == community_id, ReportCategory.code == code
-            )
-        )
-    ).first()
-    if found is None:
-        raise InvalidInput("report_bad_category")
+    found = await catalog.editable(
+        session, ReportCategory, _default_rows, community_id=community_id, code=code, now=now,
+        missing=InvalidInput("report_bad_category"),
+    )  # fmt: skip
     if hours is not None:
         found.hours = hours
     if fix_hours is not None:
@@ -506,21 +483,17 @@ async def add_category(
     """A community's own category (e.g. "pets"), with the default times until changed."""
     require_admin(auth, await get_community(session, community_id))
     name = clean_name(name, limit=40)
-    await _ensure_categories(session, community_id=community_id, now=now)
-    existing = await categories(session, community_id=community_id, now=now, active_only=False)
-    if any(name in (c.name_zh, c.name_en) for c in existing):
-        raise Conflict("report_category_exists", name=name)
-    found = ReportCategory(
-        community_id=community_id,
-        code=f"c{len(existing) + 1}",
-        name_zh=name,
-        name_en=name,
-        position=len(existing),
-        updated_at=now,
-    )
-    session.add(found)
-    await session.flush()
-    return found
+
+    def make(code: str, count: int) -> ReportCategory:
+        return ReportCategory(
+            community_id=community_id, code=code, name_zh=name, name_en=name, position=count,
+            updated_at=now,
+        )  # fmt: skip
+
+    return await catalog.add(
+        session, ReportCategory, _default_rows, community_id=community_id, name=name, now=now,
+        taken="report_category_exists", make=make,
+    )  # fmt: skip
 
 
 # --- reading ------------------------------------------------------------------------------

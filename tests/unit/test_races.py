@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import pytest
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.db import Database
-from models import people, points
+from models import people, points, reports
 from models.errors import Conflict, DomainError
 from tests.conftest import NOW
 
@@ -158,27 +159,34 @@ async def test_two_leads_appointing_one_person_at_once_make_one_role(db: Databas
         assert await count(db, roles) == 1
 
 
-async def test_admins_adding_rules_at_once_get_distinct_codes_and_no_duplicate(
-    db: Database,
+@pytest.mark.parametrize("catalog", ["rules", "categories"])
+async def test_admins_adding_to_a_catalog_at_once_get_distinct_codes_and_no_duplicate(
+    db: Database, catalog: str
 ) -> None:
     community, _ = await community_with_building(db)
     assert community.id is not None
     community_id = community.id
+    adder = points.add_rule if catalog == "rules" else reports.add_category
 
-    async def add(s: AsyncSession, i: int) -> points.EarningRule:
+    async def add(s: AsyncSession, i: int) -> object:
         name = "Gate patrol" if i < 5 else f"Stairwell {i}"
-        return await points.add_rule(s, auth=BOSS, community_id=community_id, name=name, now=NOW)
+        return await adder(s, auth=BOSS, community_id=community_id, name=name, now=NOW)
 
     results = await race(db, 10, add)
 
-    made = [r for r in results if isinstance(r, points.EarningRule)]
+    made = [r for r in results if not isinstance(r, BaseException)]
     assert len(made) == 6  # one gate patrol, five stairwells
     assert all(isinstance(r, Conflict) for r in results if r not in made)
     async with db.transaction(write=False) as s:
-        rules = await points.rules(s, community_id=community_id, now=NOW)
-    codes = [r.code for r in rules]
+        if catalog == "rules":
+            entries: list[Any] = await points.rules(s, community_id=community_id, now=NOW)
+        else:
+            entries = await reports.categories(
+                s, community_id=community_id, now=NOW, active_only=False
+            )
+    codes = [e.code for e in entries]
     assert len(codes) == len(set(codes))
-    assert [r.name_en for r in rules].count("Gate patrol") == 1
+    assert [e.name_en for e in entries].count("Gate patrol") == 1
 
 
 async def test_one_group_linked_twice_at_once_has_one_link(db: Database) -> None:

@@ -794,3 +794,40 @@ async def test_every_message_the_domain_queues_renders_in_both_languages(
         for lang in ("zh", "en"):
             text = renderer.render(lang, row.template, **row.context)
             assert report.label in text and "101" not in text
+
+
+async def test_an_admin_adds_categories_of_the_communitys_own(db: Database, world: World) -> None:
+    admin = await auth(db, ADMIN)
+    async with db.transaction() as s:
+        pets = await reports.add_category(
+            s, auth=admin, community_id=world.community, name="  宠物  ", now=NOW
+        )
+        bikes = await reports.add_category(
+            s, auth=admin, community_id=world.community, name="单车", now=NOW
+        )
+    assert (pets.name_zh, pets.code, bikes.code) == ("宠物", "c1", "c2")
+    with pytest.raises(Conflict) as taken:
+        async with db.transaction() as s:
+            await reports.add_category(
+                s, auth=admin, community_id=world.community, name="宠物", now=NOW
+            )
+    assert taken.value.key == "report_category_exists"
+    with pytest.raises(NotAllowed):
+        async with db.transaction() as s:
+            await reports.add_category(
+                s, auth=await auth(db, B3_LEAD), community_id=world.community, name="x", now=NOW
+            )
+    async with db.transaction(write=False) as s:
+        listed = await reports.categories(
+            s, community_id=world.community, now=NOW, active_only=False
+        )
+    # The defaults were saved with the first one, in their order; custom ones come after.
+    assert [c.code for c in listed][-2:] == ["c1", "c2"]
+    assert len(listed) == len(reports.DEFAULT_CATEGORIES) + 2
+    assert [c.position for c in listed] == list(range(len(listed)))
+    with pytest.raises(InvalidInput) as unknown:
+        async with db.transaction() as s:
+            await reports.set_hours(
+                s, auth=admin, community_id=world.community, code="c9", hours=6, now=NOW
+            )
+    assert unknown.value.key == "report_bad_category"
