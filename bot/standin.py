@@ -519,11 +519,7 @@ class FakeTelegram(BaseRequest):
                            "content and reply markup are exactly the same")  # fmt: skip
         message["text"] = text
         message["edit_date"] = int(self.clock())
-        if markup is None:
-            message.pop("reply_markup", None)
-        else:
-            message["reply_markup"] = markup
-        return message
+        return _with_markup(message, markup)
 
     def _api_editMessageReplyMarkup(self, params: JSON) -> JSON:
         message = self._stored(params)
@@ -531,11 +527,7 @@ class FakeTelegram(BaseRequest):
         markup = params.get("reply_markup")
         if message.get("reply_markup") == markup:
             raise ApiError(400, "Bad Request: message is not modified")
-        if markup is None:
-            message.pop("reply_markup", None)
-        else:
-            message["reply_markup"] = markup
-        return message
+        return _with_markup(message, markup)
 
     def _api_deleteMessage(self, params: JSON) -> bool:
         self._stored(params)
@@ -833,3 +825,12 @@ def _admin_rights(*, can_pin: bool, full: bool) -> JSON:
         "can_post_stories": False, "can_edit_stories": False, "can_delete_stories": False,
         "can_pin_messages": can_pin, "can_manage_topics": can_pin,
     }  # fmt: skip
+
+
+def _with_markup(message: JSON, markup: JSON | None) -> JSON:
+    """The edited message with its new buttons (None: none)."""
+    if markup is None:
+        message.pop("reply_markup", None)
+    else:
+        message["reply_markup"] = markup
+    return message

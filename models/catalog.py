@@ -2,7 +2,7 @@
 categories (models/reports.py).
 
 Until an admin first changes an entry the defaults apply unsaved, so reading never writes; the
-first change saves them all (`editable`), and an admin's own entries are coded c1, c2, … (`add`).
+first change saves them all (`edit`), and an admin's own entries are coded c1, c2, … (`add`).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _dumped(entry: Entry) -> dict[str, Any]:
     return entry.model_dump(exclude={"id"})
 
 
-async def editable(
+async def edit(
     session: AsyncSession,
     model: type[E],
     defaults: Defaults[E],
@@ -82,13 +82,19 @@ async def editable(
     code: str,
     now: datetime,
     missing: DomainError,
+    **changes: Any,
 ) -> E:
-    """The stored entry with this code, to change (the defaults saved first); else `missing`."""
+    """Change the entry with this code (the defaults are saved first): each change that is not
+    None is set, with `updated_at`. An unknown code raises `missing`."""
     await _ensure(session, model, defaults, community_id=community_id, now=now)
     query = select(model).where(col(model.community_id) == community_id, col(model.code) == code)
     found = (await session.exec(query)).first()
     if found is None:
         raise missing
+    for name, value in {**changes, "updated_at": now}.items():
+        if value is not None:
+            setattr(found, name, value)
+    await session.flush()
     return found
 
 

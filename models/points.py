@@ -191,19 +191,14 @@ async def edit_rule(
 ) -> EarningRule:
     """An admin changes what a rule earns, or turns it on or off."""
     require_admin(auth, await get_community(session, community_id))
-    found = await catalog.editable(
-        session, EarningRule, _default_rows, community_id=community_id, code=code, now=now,
-        missing=NotFound("points_rule_not_found"),
-    )  # fmt: skip
     if points is not None:
-        found.points = _whole_number(
+        points = _whole_number(
             points, low=1, high=RULE_POINTS_LIMIT, error="points_bad_rule_points"
         )
-    if active is not None:
-        found.active = active
-    found.updated_at = now
-    await session.flush()
-    return found
+    return await catalog.edit(
+        session, EarningRule, _default_rows, community_id=community_id, code=code, now=now,
+        missing=NotFound("points_rule_not_found"), points=points, active=active,
+    )  # fmt: skip
 
 
 async def add_rule(

@@ -464,17 +464,10 @@ async def set_hours(
             isinstance(value, bool) or not HOURS_RANGE[0] <= value <= HOURS_RANGE[1]
         ):
             raise InvalidInput("report_bad_hours", low=HOURS_RANGE[0], high=HOURS_RANGE[1])
-    found = await catalog.editable(
+    return await catalog.edit(
         session, ReportCategory, _default_rows, community_id=community_id, code=code, now=now,
-        missing=InvalidInput("report_bad_category"),
+        missing=InvalidInput("report_bad_category"), hours=hours, fix_hours=fix_hours,
     )  # fmt: skip
-    if hours is not None:
-        found.hours = hours
-    if fix_hours is not None:
-        found.fix_hours = fix_hours
-    found.updated_at = now
-    await session.flush()
-    return found
 
 
 async def add_category(
