@@ -12,7 +12,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from bot.app import build_application
 from bot.config import load_settings
 from bot.context import LinliApp
 from bot.db import Database
+from bot.ordering import order_keys
 from bot.standin import BOT_USER as BOT
 from bot.standin import SANDBOX_TOKEN, FakeTelegram, Scene
 from models import people
@@ -56,6 +57,7 @@ class _Network(FakeTelegram):
     def __init__(self) -> None:
         super().__init__()
         self.answered: list[tuple[int, int]] = []  # (chat, update id) in delivery order
+        self.per_update: Counter[int] = Counter()  # Bot API calls made handling each update
 
     async def do_request(
         self,
@@ -68,10 +70,26 @@ class _Network(FakeTelegram):
         pool_timeout: ODVInput[float] = DEFAULT_NONE,
     ) -> tuple[int, bytes]:
         result = await super().do_request(url, method, request_data)
+        self.per_update[_handling.get()] += 1
         chat = request_data.parameters.get("chat_id") if request_data else None
         if chat is not None and url.rsplit("/", 1)[-1] in ("sendMessage", "editMessageText"):
             self.answered.append((int(str(chat)), _handling.get()))
         return result
+
+
+def _ordering_bound(updates: list[Update], calls: Counter[int]) -> float:
+    """The fastest these updates can be handled in order (per chat and per person) when each
+    Bot API call takes LATENCY and the CPU costs nothing: their count over the longest chain
+    of updates that must wait for each other. `wan.rate` cannot beat it, whatever the CPU."""
+    ends: dict[int, float] = {}
+    longest = 0.0
+    for update in updates:
+        keys = order_keys(update)
+        end = max((ends.get(k, 0.0) for k in keys), default=0.0)
+        end += calls[update.update_id] * LATENCY
+        ends.update(dict.fromkeys(keys, end))
+        longest = max(longest, end)
+    return len(updates) / longest
 
 
 def _reordered(answered: list[tuple[int, int]]) -> int:
@@ -247,6 +265,7 @@ class _Run:
     rate: float = 0.0  # updates/s
     waits: list[float] = field(default_factory=list)  # arrival to handled, at PEAK per second
     reordered: int = 0  # messages that came out of their chat's order
+    bound: float = 0.0  # updates/s the order and the network allow, CPU aside
 
 
 async def _linli(url: str, *, wan: bool = False) -> _Run:
@@ -267,9 +286,13 @@ async def _linli(url: str, *, wan: bool = False) -> _Run:
         else:
             telegram.latency = lambda: LATENCY
             telegram.answered.clear()
-            wall, durations = await _drive_at_once(app, updates[WARMUP : WARMUP + UPDATES])
+            at_once = updates[WARMUP : WARMUP + UPDATES]
+            wall, durations = await _drive_at_once(app, at_once)
+            parsed = [Update.de_json(u, app.bot) for u in at_once]
+            bound = _ordering_bound(parsed, telegram.per_update)
             waits = await _drive_paced(app, updates[WARMUP + UPDATES :])
-            run = _Run(durations, len(durations) / wall, waits, _reordered(telegram.answered))
+            rate = len(durations) / wall
+            run = _Run(durations, rate, waits, _reordered(telegram.answered), bound)
     await db.dispose()
     return run
 
@@ -297,6 +320,7 @@ async def _figures(name: str, urls: tuple[str, str], echo_rate: float) -> None:
     print(f"{base}.wan.p99: {_p99(wan.waits) * 1000:.0f} ms")
     print(f"{base}.wan.hidden: {wan.rate / rate:.2f}")
     print(f"{base}.wan.reordered: {wan.reordered}")
+    print(f"{base}.wan.ordering_bound: {wan.bound:.0f} updates/s")
 
 
 async def main(postgres_url: str | None) -> None:
