@@ -166,21 +166,19 @@ async def btn_day(update: Update, ctx: LinliContext) -> None:
     )
 
 
-@common.on_button("rmds")
-async def btn_day_set(update: Update, ctx: LinliContext) -> None:
-    common.private_only(update)
-    cid, day = common.callback_args(update, "rmds", 2)
-    async with ctx.svc.db.transaction() as session:
-        auth = await common.load_auth(session, ctx, update)
-        await rewards.set_redemption_day(
-            session,
-            auth=auth,
-            community_id=common.as_int(cid),
-            day=common.as_int(day) or None,
-            now=ctx.now(),
-        )
-        view = await _manage_view(session, ctx, update, common.as_int(cid), 0, 0, note="day")
-    await common.show(update, ctx, view)
+@common.screen("rmds", 2, private=True, write=True)
+async def btn_day_set(
+    session: AsyncSession, ctx: LinliContext, update: Update, cid: str, day: str
+) -> common.View:
+    auth = await common.load_auth(session, ctx, update)
+    await rewards.set_redemption_day(
+        session,
+        auth=auth,
+        community_id=common.as_int(cid),
+        day=common.as_int(day) or None,
+        now=ctx.now(),
+    )
+    return await _manage_view(session, ctx, update, common.as_int(cid), 0, 0, note="day")
 
 
 # adding: a guided flow (kind "reward"): cost (buttons or typed), stock (buttons or typed),
@@ -506,14 +504,11 @@ async def _set_value(
     return await _edit_view(session, ctx, reward, note="saved")
 
 
-@common.on_button("rms")
-async def btn_set(update: Update, ctx: LinliContext) -> None:
-    common.private_only(update)
-    reward_id, code, value = common.callback_args(update, "rms", 3)
-    name = _field(code)
-    async with ctx.svc.db.transaction() as session:
-        view = await _set_value(session, ctx, update, common.as_int(reward_id), name, value)
-    await common.show(update, ctx, view)
+@common.screen("rms", 3, private=True, write=True)
+async def btn_set(
+    session: AsyncSession, ctx: LinliContext, update: Update, reward_id: str, code: str, value: str
+) -> common.View:
+    return await _set_value(session, ctx, update, common.as_int(reward_id), _field(code), value)
 
 
 @common.on_button("rmt")
@@ -628,18 +623,16 @@ async def btn_set_merchant(update: Update, ctx: LinliContext) -> None:
     await common.show(update, ctx, view)
 
 
-@common.on_button("rmv")
-async def btn_status(update: Update, ctx: LinliContext) -> None:
+@common.screen("rmv", 2, private=True, write=True)
+async def btn_status(
+    session: AsyncSession, ctx: LinliContext, update: Update, reward_id: str, status: str
+) -> common.View:
     """rmv:<reward>:<active|retired>: retired rewards leave the list; issued codes stay good."""
-    common.private_only(update)
-    reward_id, status = common.callback_args(update, "rmv", 2)
-    async with ctx.svc.db.transaction() as session:
-        auth = await common.load_auth(session, ctx, update)
-        reward, _ = await rewards.set_status(
-            session, auth=auth, reward_id=common.as_int(reward_id), status=status, now=ctx.now()
-        )
-        view = await _edit_view(session, ctx, reward, note=status)
-    await common.show(update, ctx, view)
+    auth = await common.load_auth(session, ctx, update)
+    reward, _ = await rewards.set_status(
+        session, auth=auth, reward_id=common.as_int(reward_id), status=status, now=ctx.now()
+    )
+    return await _edit_view(session, ctx, reward, note=status)
 
 
 async def cmd_start_reward(update: Update, ctx: LinliContext) -> None:

@@ -261,7 +261,9 @@ async def show(
         await reply(update, ctx, view.name, markup=view.markup, **view.params)
 
 
-def screen(prefix: str, count: int, *, private: bool = False) -> Callable[[Screen], Tap]:
+def screen(
+    prefix: str, count: int, *, private: bool = False, write: bool = False
+) -> Callable[[Screen], Tap]:
     """A button that only shows a screen:
 
         @screen("jf", 2, private=True)
@@ -269,7 +271,8 @@ def screen(prefix: str, count: int, *, private: bool = False) -> Callable[[Scree
 
     the private chat checked first when asked (a button forged in a group learns nothing), the
     `count` fields after `prefix:` handed over as strings, the view built in a read-only
-    transaction, then the tapped message turned into it. Registered like `on_button`."""
+    transaction (`write=True`: the button's change and the view in one write transaction),
+    then the tapped message turned into it. Registered like `on_button`."""
 
     def wrap(build: Screen) -> Tap:
         @functools.wraps(build)
@@ -277,7 +280,7 @@ def screen(prefix: str, count: int, *, private: bool = False) -> Callable[[Scree
             if private:
                 private_only(update)
             fields = callback_args(update, prefix, count)
-            async with ctx.svc.db.transaction(write=False) as session:
+            async with ctx.svc.db.transaction(write=write) as session:
                 view = await build(session, ctx, update, *fields)
             await show(update, ctx, view)
 

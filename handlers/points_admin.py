@@ -251,21 +251,18 @@ async def btn_rule(
     return await _rule_screen(session, ctx, community, code)
 
 
-@common.on_button("po")
-async def btn_rule_active(update: Update, ctx: LinliContext) -> None:
+@common.screen("po", 3, private=True, write=True)
+async def btn_rule_active(
+    session: AsyncSession, ctx: LinliContext, update: Update, community_id: str, code: str,
+    wanted: str,
+) -> common.View:  # fmt: skip
     """po:<community>:<rule>:<1|0>: turn the rule on (1) or off (0)."""
-    common.private_only(update)
-    community_id, code, wanted = common.callback_args(update, "po", 3)
-    active = common.as_state(wanted)
-    cid = common.as_int(community_id)
-    async with ctx.svc.db.transaction() as session:
-        auth = await common.load_auth(session, ctx, update)
-        await points.edit_rule(
-            session, auth=auth, community_id=cid, code=code, now=ctx.now(), active=active
-        )
-        community = await people.get_community(session, cid)
-        screen = await _rule_screen(session, ctx, community, code)
-    await common.show(update, ctx, screen)
+    active, cid = common.as_state(wanted), common.as_int(community_id)
+    auth = await common.load_auth(session, ctx, update)
+    await points.edit_rule(
+        session, auth=auth, community_id=cid, code=code, now=ctx.now(), active=active
+    )
+    return await _rule_screen(session, ctx, await people.get_community(session, cid), code)
 
 
 @common.on_button("pz")
