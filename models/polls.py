@@ -18,9 +18,11 @@ polls counted per household: the owner key, or `#<household>` when none is recor
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -1035,9 +1037,30 @@ class Tallied:
     digest: str
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """CPython's cyclic garbage collector paused while a tally reads and counts its rows. The
+    200,000 row tuples of a 100,000-flat tally, alive at once, made its full collections cost
+    as much as the tally itself (measured on PostgreSQL: 1.05-1.20 s with, 0.40-0.67 s
+    without). Rows form no cycles; collection resumes right after (also on an error)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 async def tally(session: AsyncSession, poll: Poll) -> Tallied:
     assert poll.id is not None
     options = await options_of(session, poll.id)
+    with _collector_paused():
+        return await _tally(session, poll, options)
+
+
+async def _tally(session: AsyncSession, poll: Poll, options: list[PollOption]) -> Tallied:
+    assert poll.id is not None
     the_roll = await roll(session, poll, with_people=False)
     lines, ballots = await ballot_lines(session, poll, the_roll)
     result = count(
