@@ -7,7 +7,7 @@ is in `models.standings`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -126,16 +126,7 @@ RULE_KINDS = {
 
 def _default_rows(community_id: int, now: datetime) -> list[EarningRule]:
     return [
-        EarningRule(
-            community_id=community_id,
-            code=d.code,
-            name_zh=d.name_zh,
-            name_en=d.name_en,
-            points=d.points,
-            per=d.per,
-            created_at=now,
-            updated_at=now,
-        )
+        EarningRule(community_id=community_id, created_at=now, updated_at=now, **asdict(d))
         for d in DEFAULT_RULES
     ]
 

@@ -20,7 +20,7 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -404,16 +404,7 @@ def shown_place(report: Report) -> str | None:
 
 def _default_rows(community_id: int, now: datetime) -> list[ReportCategory]:
     return [
-        ReportCategory(
-            community_id=community_id,
-            code=d.code,
-            name_zh=d.name_zh,
-            name_en=d.name_en,
-            hours=d.hours,
-            fix_hours=d.fix_hours,
-            position=i,
-            updated_at=now,
-        )
+        ReportCategory(community_id=community_id, position=i, updated_at=now, **asdict(d))
         for i, d in enumerate(DEFAULT_CATEGORIES)
     ]
 
