@@ -33,7 +33,6 @@ log = logging.getLogger("linli")
 T = TypeVar("T")
 
 Markup = InlineKeyboardMarkup
-PromptAnswer = Callable[[Update, LinliContext, people.Prompt], Awaitable[None]]
 Tap = Callable[[Update, LinliContext], Coroutine[Any, Any, None]]  # a button's handler
 Screen = Callable[..., Awaitable["View"]]  # (session, ctx, update, *the button's fields) -> View
 CALLBACK_LIMIT = 64  # bytes, Telegram's limit on callback_data
