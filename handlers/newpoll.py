@@ -21,22 +21,7 @@ from telegram import InlineKeyboardButton, Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import LinliApp, LinliContext
-from handlers import flowui, pickers
-from handlers.common import (
-    View,
-    answer,
-    as_int,
-    button,
-    callback_args,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    offer_private,
-    rows_of,
-    show,
-    user_id,
-)
+from handlers import common, flowui, pickers
 from models import agenda, flows, polls
 from models.errors import InvalidInput, NotAllowed
 from models.flows import Flow
@@ -63,15 +48,15 @@ def _data(flow: Flow, key: str, default: Any = None) -> Any:
 
 async def cmd_newpoll(update: Update, ctx: LinliContext) -> None:
     """/newpoll (or /start newpoll): leads only; the draft lives in the private chat."""
-    if not is_private(update):
-        await offer_private(update, ctx, "newpoll", feature="polls", offer="new_privately")
+    if not common.is_private(update):
+        await common.offer_private(update, ctx, "newpoll", feature="polls", offer="new_privately")
         return
     now = ctx.now()
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("newpoll_leads_only")
-        flow = await flows.start(session, kind=KIND, owner_id=user_id(update), now=now,
+        flow = await flows.start(session, kind=KIND, owner_id=common.user_id(update), now=now,
                                  private=True, data=polls.draft_defaults())  # fmt: skip
     await flowui.ask(update, ctx, flow, step="question", template="polls/new_ask_question")
 
@@ -88,7 +73,7 @@ async def on_question(update: Update, ctx: LinliContext, flow: Flow, text: str) 
 
 
 async def _ask_description(update: Update, ctx: LinliContext, flow: Flow, **params: Any) -> None:
-    skip = [button(label(ctx, "polls", "new_skip"), f"{PREFIX}:{_fid(flow)}:nodesc:")]
+    skip = [common.button(common.label(ctx, "polls", "new_skip"), f"{PREFIX}:{_fid(flow)}:nodesc:")]
     await flowui.ask(update, ctx, flow, step="description", template="polls/new_ask_description",
                      rows=[skip], **params)  # fmt: skip
 
@@ -120,46 +105,58 @@ async def after_picker(update: Update, ctx: LinliContext, flow: Flow, field: str
             kept = [o for o in _data(live, "options", []) if not o.get("p")]
             await flows.update(session, live, now=ctx.now(), options=kept)
         if _data(flow, "method") is None:
-            await show(update, ctx, method_view(ctx, flow))
+            await common.show(update, ctx, method_view(ctx, flow))
             return
-    await show(update, ctx, await draft_view(update, ctx, flow.id or 0))
+    await common.show(update, ctx, await draft_view(update, ctx, flow.id or 0))
 
 
 # --- method and options ------------------------------------------------------------------
 
 
-def method_view(ctx: LinliContext, flow: Flow) -> View:
+def method_view(ctx: LinliContext, flow: Flow) -> common.View:
     fid = _fid(flow)
     rows = [
-        [button(label(ctx, "polls", "new_single"), f"{PREFIX}:{fid}:m:single")],
-        [button(label(ctx, "polls", "new_multiple"), f"{PREFIX}:{fid}:m:multiple")],
-        [button(label(ctx, "polls", "new_yesno"), f"{PREFIX}:{fid}:m:yesno")],
-        [button(label(ctx, "polls", "new_ranking", weights=w), f"{PREFIX}:{fid}:w:{w}")
-         for w in WEIGHTS],
-        [button(label(ctx, "polls", "new_weights_typed"), f"{PREFIX}:{fid}:wt:")],
+        [common.button(common.label(ctx, "polls", "new_single"), f"{PREFIX}:{fid}:m:single")],
+        [common.button(common.label(ctx, "polls", "new_multiple"), f"{PREFIX}:{fid}:m:multiple")],
+        [common.button(common.label(ctx, "polls", "new_yesno"), f"{PREFIX}:{fid}:m:yesno")],
+        [
+            common.button(
+                common.label(ctx, "polls", "new_ranking", weights=w), f"{PREFIX}:{fid}:w:{w}"
+            )
+            for w in WEIGHTS
+        ],
+        [common.button(common.label(ctx, "polls", "new_weights_typed"), f"{PREFIX}:{fid}:wt:")],
         flowui.cancel_row(ctx, flow),
-    ]  # fmt: skip
-    return View("polls/new_method", {"question": _data(flow, "question")}, keyboard(rows))
+    ]
+    return common.View(
+        "polls/new_method", {"question": _data(flow, "question")}, common.keyboard(rows)
+    )
 
 
-async def options_view(update: Update, ctx: LinliContext, flow: Flow) -> View:
+async def options_view(update: Update, ctx: LinliContext, flow: Flow) -> common.View:
     fid = _fid(flow)
     options = [o["t"] for o in _data(flow, "options", [])]
     rows: list[list[InlineKeyboardButton]] = []
-    rows += rows_of(
-        [button(label(ctx, "polls", "new_remove", n=n), f"{PREFIX}:{fid}:rm:{n}")
+    rows += common.rows_of(
+        [common.button(common.label(ctx, "polls", "new_remove", n=n), f"{PREFIX}:{fid}:rm:{n}")
          for n in range(1, len(options) + 1)],
         5,
     )  # fmt: skip
-    rows.append([button(label(ctx, "polls", "new_type_options"), f"{PREFIX}:{fid}:ot:")])
-    rows.append([button(label(ctx, "polls", "new_from_agenda"), f"{PREFIX}:{fid}:ag:")])
+    rows.append(
+        [common.button(common.label(ctx, "polls", "new_type_options"), f"{PREFIX}:{fid}:ot:")]
+    )
+    rows.append(
+        [common.button(common.label(ctx, "polls", "new_from_agenda"), f"{PREFIX}:{fid}:ag:")]
+    )
     if len(options) >= 2:
-        rows.append([button(label(ctx, "polls", "new_options_done"), f"{PREFIX}:{fid}:od:")])
+        rows.append(
+            [common.button(common.label(ctx, "polls", "new_options_done"), f"{PREFIX}:{fid}:od:")]
+        )
     rows.append(flowui.cancel_row(ctx, flow))
-    return View(
+    return common.View(
         "polls/new_options",
         {"options": options, "limit": polls.MAX_OPTIONS, "question": _data(flow, "question")},
-        keyboard(rows),
+        common.keyboard(rows),
     )
 
 
@@ -180,24 +177,30 @@ async def on_options(update: Update, ctx: LinliContext, flow: Flow, text: str) -
         return
     # More lines may follow, one message after another, until Done.
     await flowui.wait_for(update, ctx, live, step="options")
-    await show(update, ctx, await options_view(update, ctx, live))
+    await common.show(update, ctx, await options_view(update, ctx, live))
 
 
-async def agenda_view(update: Update, ctx: LinliContext, flow: Flow) -> View:
+async def agenda_view(update: Update, ctx: LinliContext, flow: Flow) -> common.View:
     fid = _fid(flow)
     async with ctx.svc.db.transaction(write=False) as session:
         unit = await polls.draft_unit(session, flow)
         found = await agenda.agenda(session, unit=unit, limit=AGENDA_LIMIT)
     taken = {o.get("p") for o in _data(flow, "options", [])}
     rows = [
-        [button(("✅ " if p.id in taken else "➕ ") + p.title[:40], f"{PREFIX}:{fid}:ap:{p.id}")]
+        [
+            common.button(
+                ("✅ " if p.id in taken else "➕ ") + p.title[:40], f"{PREFIX}:{fid}:ap:{p.id}"
+            )
+        ]
         for p in found
     ]
-    rows.append([button(label(ctx, "polls", "new_back_options"), f"{PREFIX}:{fid}:ob:")])
-    return View(
+    rows.append(
+        [common.button(common.label(ctx, "polls", "new_back_options"), f"{PREFIX}:{fid}:ob:")]
+    )
+    return common.View(
         "polls/new_agenda",
         {"proposals": [(p.title, p.support) for p in found], "unit": unit.name},
-        keyboard(rows),
+        common.keyboard(rows),
     )
 
 
@@ -205,57 +208,91 @@ async def agenda_view(update: Update, ctx: LinliContext, flow: Flow) -> View:
 
 
 def _choice(ctx: LinliContext, key: str, on: bool, **params: object) -> str:
-    return ("✅ " if on else "") + label(ctx, "polls", key, **params)
+    return ("✅ " if on else "") + common.label(ctx, "polls", key, **params)
 
 
-async def draft_view(update: Update, ctx: LinliContext, fid: int) -> View:
+async def draft_view(update: Update, ctx: LinliContext, fid: int) -> common.View:
     """The card as voters will see it, what the settings mean, and the buttons to change them."""
     now = ctx.now()
     async with ctx.svc.db.transaction(write=False) as session:
-        flow = await flows.load(session, flow_id=fid, owner_id=user_id(update), now=now,
-                                kind=KIND, in_private=is_private(update))  # fmt: skip
+        flow = await flows.load(session, flow_id=fid, owner_id=common.user_id(update), now=now,
+                                kind=KIND, in_private=common.is_private(update))  # fmt: skip
         draft = await polls.draft_preview(session, flow, now=now)
     d = flow.data
     f = f"{PREFIX}:{fid}"
     counting = d.get("counting")
     rule = d.get("rule")
     rows = [
-        [button(_choice(ctx, "new_per_person", counting == "person"), f"{f}:c:person"),
-         button(_choice(ctx, "new_per_household", counting == "household"), f"{f}:c:household"),
-         button(_choice(ctx, "new_by_area", counting == "area"), f"{f}:c:area")],
-        [button(_choice(ctx, "new_everyone", not d.get("owners")), f"{f}:o:0"),
-         button(_choice(ctx, "new_owners", bool(d.get("owners"))), f"{f}:o:1")],
-        [button(_choice(ctx, "new_rule_none", rule == Rule.none), f"{f}:r:none"),
-         button(_choice(ctx, "new_rule_custom", rule == Rule.custom), f"{f}:r:custom")],
-        [button(_choice(ctx, "new_rule_ordinary", rule == Rule.art278_ordinary),
-                f"{f}:r:art278_ordinary"),
-         button(_choice(ctx, "new_rule_major", rule == Rule.art278_major), f"{f}:r:art278_major")],
-        [button(_choice(ctx, "new_named", not d.get("anonymous")), f"{f}:a:0"),
-         button(_choice(ctx, "new_anonymous", bool(d.get("anonymous"))), f"{f}:a:1")],
-        [button(_choice(ctx, "new_results_after", not d.get("live")), f"{f}:l:0"),
-         button(_choice(ctx, "new_results_live", bool(d.get("live"))), f"{f}:l:1")],
-        [button(_choice(ctx, "new_remind", d.get("remind") == h, hours=h), f"{f}:rh:{h}")
-         for h in polls.REMIND_HOURS],
-        [button(label(ctx, "polls", "new_opens"), f"{f}:when:opens"),
-         button(label(ctx, "polls", "new_closes"), f"{f}:when:closes")],
-        [button(label(ctx, "polls", "new_edit_options"), f"{f}:ob:"),
-         button(label(ctx, "polls", "new_edit_method"), f"{f}:mv:"),
-         button(label(ctx, "polls", "new_edit_unit"), f"{f}:unit:")],
-    ]  # fmt: skip
+        [
+            common.button(_choice(ctx, "new_per_person", counting == "person"), f"{f}:c:person"),
+            common.button(
+                _choice(ctx, "new_per_household", counting == "household"), f"{f}:c:household"
+            ),
+            common.button(_choice(ctx, "new_by_area", counting == "area"), f"{f}:c:area"),
+        ],
+        [
+            common.button(_choice(ctx, "new_everyone", not d.get("owners")), f"{f}:o:0"),
+            common.button(_choice(ctx, "new_owners", bool(d.get("owners"))), f"{f}:o:1"),
+        ],
+        [
+            common.button(_choice(ctx, "new_rule_none", rule == Rule.none), f"{f}:r:none"),
+            common.button(_choice(ctx, "new_rule_custom", rule == Rule.custom), f"{f}:r:custom"),
+        ],
+        [
+            common.button(
+                _choice(ctx, "new_rule_ordinary", rule == Rule.art278_ordinary),
+                f"{f}:r:art278_ordinary",
+            ),
+            common.button(
+                _choice(ctx, "new_rule_major", rule == Rule.art278_major), f"{f}:r:art278_major"
+            ),
+        ],
+        [
+            common.button(_choice(ctx, "new_named", not d.get("anonymous")), f"{f}:a:0"),
+            common.button(_choice(ctx, "new_anonymous", bool(d.get("anonymous"))), f"{f}:a:1"),
+        ],
+        [
+            common.button(_choice(ctx, "new_results_after", not d.get("live")), f"{f}:l:0"),
+            common.button(_choice(ctx, "new_results_live", bool(d.get("live"))), f"{f}:l:1"),
+        ],
+        [
+            common.button(_choice(ctx, "new_remind", d.get("remind") == h, hours=h), f"{f}:rh:{h}")
+            for h in polls.REMIND_HOURS
+        ],
+        [
+            common.button(common.label(ctx, "polls", "new_opens"), f"{f}:when:opens"),
+            common.button(common.label(ctx, "polls", "new_closes"), f"{f}:when:closes"),
+        ],
+        [
+            common.button(common.label(ctx, "polls", "new_edit_options"), f"{f}:ob:"),
+            common.button(common.label(ctx, "polls", "new_edit_method"), f"{f}:mv:"),
+            common.button(common.label(ctx, "polls", "new_edit_unit"), f"{f}:unit:"),
+        ],
+    ]
     if rule == Rule.custom:
-        rows.insert(4, [button(_choice(ctx, "new_quorum", d.get("quorum", "") == q, q=q),
+        rows.insert(4, [common.button(_choice(ctx, "new_quorum", d.get("quorum", "") == q, q=q),
                                f"{f}:q:{q.replace('/', '_')}") for q in polls.QUORUMS])  # fmt: skip
-        rows.insert(5, [
-            button(_choice(ctx, "new_threshold",
-                           d.get("threshold") == str(t) and bool(d.get("strict")) == s,
-                           t=str(t), strict=s),
-                   f"{f}:t:{str(t).replace('/', '_')}:{int(s)}")
-            for t, s in THRESHOLDS
-        ] + [button(label(ctx, "polls", "new_threshold_typed"), f"{f}:tt:")])  # fmt: skip
+        rows.insert(
+            5,
+            [
+                common.button(
+                    _choice(
+                        ctx,
+                        "new_threshold",
+                        d.get("threshold") == str(t) and bool(d.get("strict")) == s,
+                        t=str(t),
+                        strict=s,
+                    ),
+                    f"{f}:t:{str(t).replace('/', '_')}:{int(s)}",
+                )
+                for t, s in THRESHOLDS
+            ]
+            + [common.button(common.label(ctx, "polls", "new_threshold_typed"), f"{f}:tt:")],
+        )
     if draft["problem"] is None:
-        rows.append([button(label(ctx, "polls", "new_post"), f"{f}:post:")])
+        rows.append([common.button(common.label(ctx, "polls", "new_post"), f"{f}:post:")])
     rows.append(flowui.cancel_row(ctx, flow))
-    return View("polls/new_draft", {"draft": draft}, keyboard(rows))
+    return common.View("polls/new_draft", {"draft": draft}, common.keyboard(rows))
 
 
 async def _set(
@@ -293,14 +330,14 @@ async def on_threshold(update: Update, ctx: LinliContext, flow: Flow, text: str)
     quorum, threshold, strict = await flowui.check(lambda: polls.parse_rule(text), again)
     await _set(update, ctx, str(_fid(flow)), rule=Rule.custom, quorum=quorum,
                threshold=threshold, strict=strict)  # fmt: skip
-    await show(update, ctx, await draft_view(update, ctx, _fid(flow)))
+    await common.show(update, ctx, await draft_view(update, ctx, _fid(flow)))
 
 
 async def _after_method(update: Update, ctx: LinliContext, flow: Flow) -> None:
     if flow.data.get("method") == Method.yesno or flow.data.get("options_done"):
         await _next_after_options(update, ctx, flow)
     else:
-        await show(update, ctx, await options_view(update, ctx, flow))
+        await common.show(update, ctx, await options_view(update, ctx, flow))
 
 
 async def _next_after_options(update: Update, ctx: LinliContext, flow: Flow) -> None:
@@ -308,10 +345,14 @@ async def _next_after_options(update: Update, ctx: LinliContext, flow: Flow) -> 
         fid = _fid(flow)
         n = len(flow.data.get("options", []))
         rows = [
-            *rows_of([button(str(k), f"{PREFIX}:{fid}:k:{k}") for k in range(1, n + 1)], 5),
+            *common.rows_of(
+                [common.button(str(k), f"{PREFIX}:{fid}:k:{k}") for k in range(1, n + 1)], 5
+            ),
             flowui.cancel_row(ctx, flow),
         ]
-        await show(update, ctx, View("polls/new_max_choices", {"options": n}, keyboard(rows)))
+        await common.show(
+            update, ctx, common.View("polls/new_max_choices", {"options": n}, common.keyboard(rows))
+        )
         return
     await _to_closing_or_draft(update, ctx, flow)
 
@@ -320,16 +361,16 @@ async def _to_closing_or_draft(update: Update, ctx: LinliContext, flow: Flow) ->
     if flow.data.get("closes") is None:
         await pickers.when(update, ctx, flow, field="closes", heading="polls/new_ask_closes")
     else:
-        await show(update, ctx, await draft_view(update, ctx, _fid(flow)))
+        await common.show(update, ctx, await draft_view(update, ctx, _fid(flow)))
 
 
 async def btn_draft(update: Update, ctx: LinliContext) -> None:
     """vn:<flow>:<what>:<value>[:<more>] — every button of the draft sets a value."""
-    fid, what, value, *more = [*callback_args(update, PREFIX, 3), ""]
+    fid, what, value, *more = [*common.callback_args(update, PREFIX, 3), ""]
     more = [m for m in more if m]
     if what == "nodesc":
         flow = await _set(update, ctx, fid, description="")
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         await _pick_unit(update, ctx, flow)
     elif what == "m":
         if value not in (Method.single, Method.multiple, Method.yesno):
@@ -343,7 +384,7 @@ async def btn_draft(update: Update, ctx: LinliContext) -> None:
         await _after_method(update, ctx, flow)
     elif what == "wt":
         flow = await _set(update, ctx, fid)
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         await flowui.ask(update, ctx, flow, step="weights", template="polls/new_ask_weights",
                          places=polls.MAX_PLACES)  # fmt: skip
     elif what == "unit":
@@ -351,25 +392,25 @@ async def btn_draft(update: Update, ctx: LinliContext) -> None:
         await _pick_unit(update, ctx, flow)
     elif what == "mv":
         flow = await _set(update, ctx, fid)
-        await show(update, ctx, method_view(ctx, flow))
+        await common.show(update, ctx, method_view(ctx, flow))
     elif what == "ot":
         flow = await _set(update, ctx, fid)
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         await _ask_options(update, ctx, flow)
     elif what == "rm":
         flow = await _set(update, ctx, fid, lambda s, f: polls.remove_draft_option(
-            s, f, as_int(value), now=ctx.now()))  # fmt: skip
-        await show(update, ctx, await options_view(update, ctx, flow))
+            s, f, common.as_int(value), now=ctx.now()))  # fmt: skip
+        await common.show(update, ctx, await options_view(update, ctx, flow))
     elif what == "ag":
         flow = await _set(update, ctx, fid)
-        await show(update, ctx, await agenda_view(update, ctx, flow))
+        await common.show(update, ctx, await agenda_view(update, ctx, flow))
     elif what == "ap":
         flow = await _set(update, ctx, fid, lambda s, f: agenda.add_to_draft(
-            s, f, as_int(value), now=ctx.now()))  # fmt: skip
-        await show(update, ctx, await agenda_view(update, ctx, flow))
+            s, f, common.as_int(value), now=ctx.now()))  # fmt: skip
+        await common.show(update, ctx, await agenda_view(update, ctx, flow))
     elif what == "ob":
         flow = await _set(update, ctx, fid)
-        await show(update, ctx, await options_view(update, ctx, flow))
+        await common.show(update, ctx, await options_view(update, ctx, flow))
     elif what == "od":
         async with ctx.svc.db.transaction() as session:
             flow = await flowui.load(session, ctx, update, fid, kind=KIND)
@@ -380,9 +421,9 @@ async def btn_draft(update: Update, ctx: LinliContext) -> None:
     elif what == "k":
         async with ctx.svc.db.transaction() as session:
             flow = await flowui.load(session, ctx, update, fid, kind=KIND)
-            if not 1 <= as_int(value) <= len(flow.data.get("options", [])):
+            if not 1 <= common.as_int(value) <= len(flow.data.get("options", [])):
                 raise InvalidInput("stale_button")
-            await flows.update(session, flow, now=ctx.now(), max_choices=as_int(value))
+            await flows.update(session, flow, now=ctx.now(), max_choices=common.as_int(value))
         await _to_closing_or_draft(update, ctx, flow)
     elif what == "when":
         if value not in ("opens", "closes"):
@@ -392,21 +433,21 @@ async def btn_draft(update: Update, ctx: LinliContext) -> None:
                            heading=f"polls/new_ask_{value}")  # fmt: skip
     elif what == "tt":
         flow = await _set(update, ctx, fid)
-        await answer(update, ctx)
+        await common.answer(update, ctx)
         await flowui.ask(update, ctx, flow, step="threshold", template="polls/new_ask_threshold")
     elif what == "post":
         await post(update, ctx, fid)
     else:
         fields = polls.draft_setting(what, value, *more)
         await _set(update, ctx, fid, **fields)
-        await show(update, ctx, await draft_view(update, ctx, as_int(fid)))
+        await common.show(update, ctx, await draft_view(update, ctx, common.as_int(fid)))
 
 
 async def post(update: Update, ctx: LinliContext, fid: str) -> None:
     """Make the poll once: a second tap (or a repeated update) shows the same poll."""
     now = ctx.now()
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
 
         async def make(flow: Flow) -> int:
             poll = await polls.create_from_draft(session, auth=auth, flow=flow, now=now)
@@ -414,12 +455,18 @@ async def post(update: Update, ctx: LinliContext, fid: str) -> None:
             assert poll.id is not None
             return poll.id
 
-        flow, created = await flows.confirm(session, flow_id=as_int(fid), owner_id=auth.person_id,
-                                            now=now, make=make, kind=KIND,
-                                            in_private=is_private(update))  # fmt: skip
+        flow, created = await flows.confirm(
+            session,
+            flow_id=common.as_int(fid),
+            owner_id=auth.person_id,
+            now=now,
+            make=make,
+            kind=KIND,
+            in_private=common.is_private(update),
+        )
         poll = await polls.get_poll(session, flow.result_id or 0)
         chats = await polls.card_chats(session, poll)
-    await show(update, ctx, View("polls/new_posted",
+    await common.show(update, ctx, common.View("polls/new_posted",
                                  {"poll": poll, "created": created, "chats": chats}))  # fmt: skip
 
 

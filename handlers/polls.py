@@ -22,29 +22,7 @@ from telegram.ext import CommandHandler, MessageHandler, filters
 from bot import cards, chart, delivery
 from bot.context import LinliApp, LinliContext
 from bot.db import Database
-from handlers import newtask, pickers, prompts
-from handlers.common import (
-    View,
-    add_buttons,
-    answer,
-    answer_privately,
-    as_int,
-    button,
-    callback_args,
-    is_private,
-    keyboard,
-    label,
-    load_auth,
-    note_replied,
-    offer_private,
-    private_only,
-    replied_to,
-    reply,
-    rows_of,
-    show,
-    url_button,
-    user_id,
-)
+from handlers import common, newtask, pickers, prompts
 from models import agenda, flows, loop, people, polls
 from models.errors import Conflict, InvalidInput, NotAllowed
 from models.people import Can, get_unit, require
@@ -95,7 +73,7 @@ def _complete(poll: Poll, picks: tuple[int, ...], options: int) -> bool:
 
 def _option_label(ctx: LinliContext, poll: Poll, option: polls.Option) -> str:
     if poll.method == Method.yesno:
-        return label(ctx, "polls", option.text)
+        return common.label(ctx, "polls", option.text)
     return option.text
 
 
@@ -108,7 +86,7 @@ async def ballot_view(
     picks: tuple[int, ...],
     prefix: str = "vb",
     confirm: str = "vc",
-) -> View:
+) -> common.View:
     """The ballot screen: what is picked so far, the buttons for the next pick, and Confirm.
 
     `prefix`/`confirm` are the callback prefixes: the voter's own (vb/vc) or a lead's proxy
@@ -134,14 +112,16 @@ async def ballot_view(
     who = f"{voter}:" if prefix == "vxb" else ""
     if len(slots) > 1:
         buttons = [
-            button(label(ctx, "polls", "for_flat", flat=s.flat), f"{prefix}:{poll_id}:{who}"
-                   f"{s.household_id}:0:")
+            common.button(
+                common.label(ctx, "polls", "for_flat", flat=s.flat),
+                f"{prefix}:{poll_id}:{who}{s.household_id}:0:",
+            )
             for s in slots
-        ]  # fmt: skip
-        return View(
+        ]
+        return common.View(
             "polls/choose_household",
             {"question": poll.question},
-            keyboard(rows_of(buttons, 2)),
+            common.keyboard(common.rows_of(buttons, 2)),
         )
     _check_partial(poll, picks, len(options))
     here = f"{prefix}:{poll_id}:{who}{household}:{casts}"
@@ -159,18 +139,24 @@ async def ballot_view(
             if state_after is None:
                 continue
             mark = "✅ " if on else "▫️ "
-            rows.append([button(mark + text, f"{here}:{_joined(tuple(sorted(state_after)))}")])
+            rows.append(
+                [common.button(mark + text, f"{here}:{_joined(tuple(sorted(state_after)))}")]
+            )
         elif option.number not in picks and not complete:
-            rows.append([button(text, f"{here}:{_joined((*picks, option.number))}")])
+            rows.append([common.button(text, f"{here}:{_joined((*picks, option.number))}")])
     if complete:
         rows.append(
-            [button(label(ctx, "polls", "confirm"), f"{confirm}:{poll_id}:{who}{household}:"
-                    f"{casts}:{_joined(picks)}")]
-        )  # fmt: skip
+            [
+                common.button(
+                    common.label(ctx, "polls", "confirm"),
+                    f"{confirm}:{poll_id}:{who}{household}:{casts}:{_joined(picks)}",
+                )
+            ]
+        )
     if picks:
-        rows.append([button(label(ctx, "polls", "start_over"), f"{here}:")])
+        rows.append([common.button(common.label(ctx, "polls", "start_over"), f"{here}:")])
     by_number = {o.number: _option_label(ctx, poll, o) for o in options}
-    return View(
+    return common.View(
         "polls/ballot",
         {
             "poll": poll,
@@ -183,19 +169,21 @@ async def ballot_view(
             "complete": complete,
             "proxy": prefix == "vxb",
         },
-        keyboard(rows),
+        common.keyboard(rows),
     )
 
 
 async def open_ballot(update: Update, ctx: LinliContext, poll_id: int) -> None:
-    if not is_private(update):
+    if not common.is_private(update):
         payload = f"poll-{poll_id}"
-        await offer_private(
+        await common.offer_private(
             update, ctx, payload, feature="polls", offer="vote_privately", key="vote"
         )
         return
-    view = await ballot_view(ctx, poll_id=poll_id, voter=user_id(update), household=0, picks=())
-    await show(update, ctx, view)
+    view = await ballot_view(
+        ctx, poll_id=poll_id, voter=common.user_id(update), household=0, picks=()
+    )
+    await common.show(update, ctx, view)
 
 
 async def cmd_start(update: Update, ctx: LinliContext) -> None:
@@ -204,9 +192,9 @@ async def cmd_start(update: Update, ctx: LinliContext) -> None:
         await cmd_polls(update, ctx)
         return
     if payload.startswith("ballots-"):
-        await send_ballots(update, ctx, as_int(payload.removeprefix("ballots-")))
+        await send_ballots(update, ctx, common.as_int(payload.removeprefix("ballots-")))
         return
-    await open_ballot(update, ctx, as_int(payload.removeprefix("poll-")))
+    await open_ballot(update, ctx, common.as_int(payload.removeprefix("poll-")))
 
 
 async def cmd_vote(update: Update, ctx: LinliContext) -> None:
@@ -221,20 +209,20 @@ async def cmd_vote(update: Update, ctx: LinliContext) -> None:
 
 
 async def btn_build(update: Update, ctx: LinliContext) -> None:
-    poll_id, household, _casts, picks = callback_args(update, "vb", 4)
+    poll_id, household, _casts, picks = common.callback_args(update, "vb", 4)
     view = await ballot_view(
         ctx,
-        poll_id=as_int(poll_id),
-        voter=user_id(update),
-        household=as_int(household),
+        poll_id=common.as_int(poll_id),
+        voter=common.user_id(update),
+        household=common.as_int(household),
         picks=_picks(picks),
     )
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_confirm(update: Update, ctx: LinliContext) -> None:
-    poll_id, household, casts, picks = callback_args(update, "vc", 4)
-    await _cast(update, ctx, poll_id, household, casts, picks, voter=user_id(update))
+    poll_id, household, casts, picks = common.callback_args(update, "vc", 4)
+    await _cast(update, ctx, poll_id, household, casts, picks, voter=common.user_id(update))
 
 
 async def _cast(
@@ -253,17 +241,17 @@ async def _cast(
     async with ctx.svc.db.transaction() as session:
         done = await polls.cast(
             session,
-            poll_id=as_int(poll_id),
+            poll_id=common.as_int(poll_id),
             person_id=voter,
             choices=_picks(picks),
             now=now,
             ballot_key=key,
-            household_id=as_int(household) or None,
-            proxy=await load_auth(session, ctx, update) if proxy else None,
-            expect_casts=as_int(casts),
+            household_id=common.as_int(household) or None,
+            proxy=await common.load_auth(session, ctx, update) if proxy else None,
+            expect_casts=common.as_int(casts),
         )
     by_number = {o.number: _option_label(ctx, done.poll, o) for o in done.options}
-    view = View(
+    view = common.View(
         "polls/cast_done",
         {
             "poll": done.poll,
@@ -271,62 +259,84 @@ async def _cast(
             "replaced": done.replaced,
             "proxy": proxy,
         },
-        keyboard([[button(label(ctx, "polls", "change"), f"vb:{done.poll.id}:{household}:0:")]])
+        common.keyboard(
+            [
+                [
+                    common.button(
+                        common.label(ctx, "polls", "change"), f"vb:{done.poll.id}:{household}:0:"
+                    )
+                ]
+            ]
+        )
         if not proxy
         else None,
     )
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_proxy_build(update: Update, ctx: LinliContext) -> None:
     """vxb:<poll>:<voter>:<household>:<casts>:<picks>: a lead builds a ballot for a resident."""
-    poll_id, voter, household, _casts, picks = callback_args(update, "vxb", 5)
+    poll_id, voter, household, _casts, picks = common.callback_args(update, "vxb", 5)
     async with ctx.svc.db.transaction(write=False) as session:
-        poll = await polls.get_poll(session, as_int(poll_id))
-        require(await load_auth(session, ctx, update), await get_unit(session, poll.unit_id))
+        poll = await polls.get_poll(session, common.as_int(poll_id))
+        require(await common.load_auth(session, ctx, update), await get_unit(session, poll.unit_id))
     view = await ballot_view(
         ctx,
-        poll_id=as_int(poll_id),
-        voter=as_int(voter),
-        household=as_int(household),
+        poll_id=common.as_int(poll_id),
+        voter=common.as_int(voter),
+        household=common.as_int(household),
         picks=_picks(picks),
         prefix="vxb",
         confirm="vxc",
     )
-    await show(update, ctx, view)
+    await common.show(update, ctx, view)
 
 
 async def btn_proxy_confirm(update: Update, ctx: LinliContext) -> None:
-    poll_id, voter, household, casts, picks = callback_args(update, "vxc", 5)
-    await _cast(update, ctx, poll_id, household, casts, picks, voter=as_int(voter), proxy=True)
+    poll_id, voter, household, casts, picks = common.callback_args(update, "vxc", 5)
+    await _cast(
+        update, ctx, poll_id, household, casts, picks, voter=common.as_int(voter), proxy=True
+    )
 
 
 # --- /polls ------------------------------------------------------------------------------
 
 
 async def cmd_polls(update: Update, ctx: LinliContext) -> None:
-    if not is_private(update):
-        await offer_private(update, ctx, "polls", feature="polls", offer="vote_privately")
+    if not common.is_private(update):
+        await common.offer_private(update, ctx, "polls", feature="polls", offer="vote_privately")
         return
     now = ctx.now()
     async with ctx.svc.db.transaction(write=False) as session:
-        found = await polls.polls_for(session, person_id=user_id(update), now=now, limit=LIST_LIMIT)
+        found = await polls.polls_for(
+            session, person_id=common.user_id(update), now=now, limit=LIST_LIMIT
+        )
         rows = []
         for poll in found:
-            voted = await polls.has_voted(session, poll, person_id=user_id(update))
+            voted = await polls.has_voted(session, poll, person_id=common.user_id(update))
             rows.append((poll, voted is not None, poll.state(now)))
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         led = await polls.led_polls(session, auth=auth, now=now) if auth.is_lead else []
     buttons = [
-        [button(label(ctx, "polls", "open_poll", question=p.question[:40], voted=v),
-                f"vb:{p.id}:0:0:")]
+        [
+            common.button(
+                common.label(ctx, "polls", "open_poll", question=p.question[:40], voted=v),
+                f"vb:{p.id}:0:0:",
+            )
+        ]
         for p, v, state in rows
         if state == "open"
     ] + [
-        [button(label(ctx, "polls", "manage", question=p.question[:40]), f"vm:{p.id}")]
+        [
+            common.button(
+                common.label(ctx, "polls", "manage", question=p.question[:40]), f"vm:{p.id}"
+            )
+        ]
         for p in led
-    ]  # fmt: skip
-    await reply(update, ctx, "polls/list", polls=rows, led=led, markup=keyboard(buttons))
+    ]
+    await common.reply(
+        update, ctx, "polls/list", polls=rows, led=led, markup=common.keyboard(buttons)
+    )
 
 
 # --- what leads do with a poll --------------------------------------------------------
@@ -339,11 +349,11 @@ async def _led_poll(update: Update, ctx: LinliContext, poll_id: int) -> Poll:
     """The poll, when the person leads its unit (every lead button checks again)."""
     async with ctx.svc.db.transaction(write=False) as session:
         poll = await polls.get_poll(session, poll_id)
-        require(await load_auth(session, ctx, update), await get_unit(session, poll.unit_id))
+        require(await common.load_auth(session, ctx, update), await get_unit(session, poll.unit_id))
     return poll
 
 
-async def manage_view(ctx: LinliContext, poll: Poll) -> View:
+async def manage_view(ctx: LinliContext, poll: Poll) -> common.View:
     now = ctx.now()
     async with ctx.svc.db.transaction(write=False) as session:
         card = await polls.card_view(session, poll, now=now)
@@ -352,40 +362,40 @@ async def manage_view(ctx: LinliContext, poll: Poll) -> View:
     for n, (proposal, went) in enumerate(follow, 1):
         if went is None:
             rows.append(
-                [button(label(ctx, "polls", "to_report", n=n), f"vfr:{proposal.id}"),
-                 button(label(ctx, "polls", "to_task", n=n), f"vft:{proposal.id}")]
+                [common.button(common.label(ctx, "polls", "to_report", n=n), f"vfr:{proposal.id}"),
+                 common.button(common.label(ctx, "polls", "to_task", n=n), f"vft:{proposal.id}")]
             )  # fmt: skip
     if card["state"] in ("open", "scheduled"):
-        rows.append([button(label(ctx, "polls", "close_early"), f"vmc:{poll.id}")])
+        rows.append([common.button(common.label(ctx, "polls", "close_early"), f"vmc:{poll.id}")])
         rows.append(
-            [button(label(ctx, "polls", "extend", days=d), f"vme:{poll.id}:{d}")
+            [common.button(common.label(ctx, "polls", "extend", days=d), f"vme:{poll.id}:{d}")
              for d in EXTEND_DAYS]
         )  # fmt: skip
     elif not poll.anonymous:
-        rows.append([button(label(ctx, "polls", "roll_call"), f"vmr:{poll.id}")])
+        rows.append([common.button(common.label(ctx, "polls", "roll_call"), f"vmr:{poll.id}")])
     topics = [
         {"title": p.title, "went": None if w is None else {"kind": w.kind, "label": w.label,
                                                           "done": w.done}}
         for p, w in follow
     ]  # fmt: skip
-    return View("polls/manage", {"card": card, "topics": topics}, keyboard(rows))
+    return common.View("polls/manage", {"card": card, "topics": topics}, common.keyboard(rows))
 
 
 async def _followed(update: Update, ctx: LinliContext, proposal: agenda.Proposal) -> None:
     """Back to the poll's screen, which now shows where the topic went."""
     assert proposal.poll_id is not None
     poll = await _led_poll(update, ctx, proposal.poll_id)
-    await show(update, ctx, await manage_view(ctx, poll))
+    await common.show(update, ctx, await manage_view(ctx, poll))
 
 
 async def btn_to_report(update: Update, ctx: LinliContext) -> None:
     """vfr:<proposal>: the topic becomes a tracked problem report, in one tap."""
-    (proposal_id,) = callback_args(update, "vfr", 1)
-    private_only(update)
+    (proposal_id,) = common.callback_args(update, "vfr", 1)
+    common.private_only(update)
     async with ctx.svc.db.transaction() as session:
         proposal, _report = await loop.to_report(
-            session, auth=await load_auth(session, ctx, update),
-            proposal_id=as_int(proposal_id), now=ctx.now(),
+            session, auth=await common.load_auth(session, ctx, update),
+            proposal_id=common.as_int(proposal_id), now=ctx.now(),
         )  # fmt: skip
     await _followed(update, ctx, proposal)
 
@@ -393,57 +403,59 @@ async def btn_to_report(update: Update, ctx: LinliContext) -> None:
 async def btn_to_task(update: Update, ctx: LinliContext) -> None:
     """vft:<proposal>[:<task>]: the lead's upcoming tasks in the topic's unit; one links it."""
     args = (update.callback_query.data or "").split(":") if update.callback_query else []
-    proposal_id, task_id = callback_args(update, "vft", 2) if len(args) == 3 else (
-        *callback_args(update, "vft", 1), "")  # fmt: skip
-    private_only(update)
+    proposal_id, task_id = common.callback_args(update, "vft", 2) if len(args) == 3 else (
+        *common.callback_args(update, "vft", 1), "")  # fmt: skip
+    common.private_only(update)
     now = ctx.now()
     if task_id:
         async with ctx.svc.db.transaction() as session:
             proposal, _task = await loop.to_task(
-                session, auth=await load_auth(session, ctx, update),
-                proposal_id=as_int(proposal_id), task_id=as_int(task_id), now=now,
+                session, auth=await common.load_auth(session, ctx, update),
+                proposal_id=common.as_int(proposal_id), task_id=common.as_int(task_id), now=now,
             )  # fmt: skip
         await _followed(update, ctx, proposal)
         return
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
-        proposal = await agenda.get_proposal(session, as_int(proposal_id))
+        auth = await common.load_auth(session, ctx, update)
+        proposal = await agenda.get_proposal(session, common.as_int(proposal_id))
         require(auth, await get_unit(session, proposal.unit_id))
         found = await loop.tasks_for(session, auth=auth, proposal=proposal, now=now)
         zone = (await people.get_community(session, proposal.community_id)).timezone
     rows = [
-        [button(f"{t.starts_at.astimezone(ZoneInfo(zone)):%m-%d %H:%M} {t.title}"[:60],
+        [common.button(f"{t.starts_at.astimezone(ZoneInfo(zone)):%m-%d %H:%M} {t.title}"[:60],
                 f"vft:{proposal.id}:{t.id}")]
         for t in found
     ]  # fmt: skip
-    rows.append([button(label(ctx, "polls", "new_task"), f"vfn:{proposal.id}")])
-    rows.append([button(label(ctx, "polls", "back"), f"vm:{proposal.poll_id}")])
-    view = View("polls/to_task", {"title": proposal.title, "found": bool(found)}, keyboard(rows))
-    await show(update, ctx, view)
+    rows.append([common.button(common.label(ctx, "polls", "new_task"), f"vfn:{proposal.id}")])
+    rows.append([common.button(common.label(ctx, "polls", "back"), f"vm:{proposal.poll_id}")])
+    view = common.View(
+        "polls/to_task", {"title": proposal.title, "found": bool(found)}, common.keyboard(rows)
+    )
+    await common.show(update, ctx, view)
 
 
 async def btn_manage(update: Update, ctx: LinliContext) -> None:
-    (poll_id,) = callback_args(update, "vm", 1)
-    poll = await _led_poll(update, ctx, as_int(poll_id))
-    await show(update, ctx, await manage_view(ctx, poll))
+    (poll_id,) = common.callback_args(update, "vm", 1)
+    poll = await _led_poll(update, ctx, common.as_int(poll_id))
+    await common.show(update, ctx, await manage_view(ctx, poll))
 
 
 async def btn_close_early(update: Update, ctx: LinliContext) -> None:
-    (poll_id,) = callback_args(update, "vmc", 1)
-    poll = await _led_poll(update, ctx, as_int(poll_id))
-    await answer(update, ctx)
+    (poll_id,) = common.callback_args(update, "vmc", 1)
+    poll = await _led_poll(update, ctx, common.as_int(poll_id))
+    await common.answer(update, ctx)
     await prompts.ask(update, ctx, ASK_CLOSE, str(poll.id), "polls/ask_reason_close",
                       question=poll.question)  # fmt: skip
 
 
 async def btn_extend(update: Update, ctx: LinliContext) -> None:
-    poll_id, days = callback_args(update, "vme", 2)
-    if as_int(days) not in EXTEND_DAYS:
+    poll_id, days = common.callback_args(update, "vme", 2)
+    if common.as_int(days) not in EXTEND_DAYS:
         raise InvalidInput("stale_button")
-    poll = await _led_poll(update, ctx, as_int(poll_id))
-    await answer(update, ctx)
+    poll = await _led_poll(update, ctx, common.as_int(poll_id))
+    await common.answer(update, ctx)
     await prompts.ask(update, ctx, ASK_EXTEND, f"{poll.id}:{days}", "polls/ask_reason_extend",
-                      question=poll.question, days=as_int(days))  # fmt: skip
+                      question=poll.question, days=common.as_int(days))  # fmt: skip
 
 
 @prompts.answers(ASK_CLOSE)
@@ -454,14 +466,14 @@ async def on_close_reason(update: Update, ctx: LinliContext, prompt: people.Prom
     try:
         async with ctx.svc.db.transaction() as session:
             done = await polls.close_early(
-                session, auth=await load_auth(session, ctx, update),
-                poll_id=as_int(prompt.payload), reason=message.text, now=now,
+                session, auth=await common.load_auth(session, ctx, update),
+                poll_id=common.as_int(prompt.payload), reason=message.text, now=now,
             )  # fmt: skip
     except InvalidInput as refused:
         await prompts.ask(update, ctx, ASK_CLOSE, prompt.payload, f"errors/{refused.key}",
                           **refused.params)  # fmt: skip
         return
-    await reply(update, ctx, "polls/closed_early", poll=done.poll)
+    await common.reply(update, ctx, "polls/closed_early", poll=done.poll)
 
 
 @prompts.answers(ASK_EXTEND)
@@ -472,25 +484,28 @@ async def on_extend_reason(update: Update, ctx: LinliContext, prompt: people.Pro
     now = ctx.now()
     try:
         async with ctx.svc.db.transaction() as session:
-            poll = await polls.get_poll(session, as_int(poll_id))
+            poll = await polls.get_poll(session, common.as_int(poll_id))
             poll = await polls.extend(
-                session, auth=await load_auth(session, ctx, update), poll_id=as_int(poll_id),
-                closes_at=poll.closes_at + timedelta(days=as_int(days)), reason=message.text,
+                session,
+                auth=await common.load_auth(session, ctx, update),
+                poll_id=common.as_int(poll_id),
+                closes_at=poll.closes_at + timedelta(days=common.as_int(days)),
+                reason=message.text,
                 now=now,
-            )  # fmt: skip
+            )
             closes = await polls.local_time(session, poll.community_id, poll.closes_at)
     except InvalidInput as refused:
         await prompts.ask(update, ctx, ASK_EXTEND, prompt.payload, f"errors/{refused.key}",
                           **refused.params)  # fmt: skip
         return
-    await reply(update, ctx, "polls/extended", poll=poll, closes=closes)
+    await common.reply(update, ctx, "polls/extended", poll=poll, closes=closes)
 
 
 async def btn_roll_call(update: Update, ctx: LinliContext) -> None:
     """vmr:<poll>: a named, closed poll's ballots with who cast them, for its leads only."""
-    (poll_id,) = callback_args(update, "vmr", 1)
-    poll = await _led_poll(update, ctx, as_int(poll_id))
-    if not is_private(update):
+    (poll_id,) = common.callback_args(update, "vmr", 1)
+    poll = await _led_poll(update, ctx, common.as_int(poll_id))
+    if not common.is_private(update):
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction(write=False) as session:
         rows = await polls.roll_call(session, poll)
@@ -500,23 +515,25 @@ async def btn_roll_call(update: Update, ctx: LinliContext) -> None:
     writer.writerows(rows)
     message = update.effective_message
     assert message is not None
-    await answer(update, ctx)
+    await common.answer(update, ctx)
     await message.reply_document(out.getvalue().encode(), filename=f"poll-{poll.id}-roll.csv")
 
 
 async def btn_new_task(update: Update, ctx: LinliContext) -> None:
     """vfn:<proposal>: a /newtask draft with the topic's title, opening at its unit; the task
     it posts carries the topic out (loop.link_posted_tasks)."""
-    (proposal_id,) = callback_args(update, "vfn", 1)
-    private_only(update)
+    (proposal_id,) = common.callback_args(update, "vfn", 1)
+    common.private_only(update)
     async with ctx.svc.db.transaction() as session:
-        auth = await load_auth(session, ctx, update)
-        proposal = await loop.may_follow_up(session, auth=auth, proposal_id=as_int(proposal_id))
+        auth = await common.load_auth(session, ctx, update)
+        proposal = await loop.may_follow_up(
+            session, auth=auth, proposal_id=common.as_int(proposal_id)
+        )
         flow = await flows.start(
             session, kind=newtask.KIND, owner_id=auth.person_id, now=ctx.now(),
             community_id=proposal.community_id, private=True, data=loop.task_draft(proposal),
         )  # fmt: skip
-    await answer(update, ctx)
+    await common.answer(update, ctx)
     await pickers.units(update, ctx, flow, field="unit_id", can=Can.lead,
                         heading="tasks/ask_unit", start=proposal.unit_id)  # fmt: skip
 
@@ -529,23 +546,23 @@ async def cmd_proxy(update: Update, ctx: LinliContext) -> None:
     that resident may vote in, to record the ballot they phoned or handed in."""
     message = update.effective_message
     assert message is not None
-    who = replied_to(message)
+    who = common.replied_to(message)
     if who is None or who.is_bot:
         raise InvalidInput("proxy_reply_to_resident")
-    await note_replied(ctx, who)
+    await common.note_replied(ctx, who)
     now = ctx.now()
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("proxy_leads_only")
         found = [
             p for p in await polls.polls_for(session, person_id=who.id, now=now, limit=LIST_LIMIT)
             if p.state(now) == "open" and auth.covers(await get_unit(session, p.unit_id))
         ]  # fmt: skip
-    buttons = [[button(p.question[:60], f"vxb:{p.id}:{who.id}:0:0:")] for p in found]
-    view = View("polls/proxy_pick", {"person": who.full_name, "found": bool(found)},
-                keyboard(buttons))  # fmt: skip
-    await answer_privately(
+    buttons = [[common.button(p.question[:60], f"vxb:{p.id}:{who.id}:0:0:")] for p in found]
+    view = common.View("polls/proxy_pick", {"person": who.full_name, "found": bool(found)},
+                common.keyboard(buttons))  # fmt: skip
+    await common.answer_privately(
         update, ctx, view, "polls", feature="polls", sent="proxy_sent", offer="vote_privately"
     )
 
@@ -558,42 +575,42 @@ async def cmd_owner(update: Update, ctx: LinliContext) -> None:
     households in their units, each with "owner" and "not an owner" buttons."""
     message = update.effective_message
     assert message is not None
-    who = replied_to(message)
+    who = common.replied_to(message)
     if who is None or who.is_bot:
         raise InvalidInput("owner_reply_to_resident")
-    await note_replied(ctx, who)
+    await common.note_replied(ctx, who)
     view = await owner_view(update, ctx, who.id)
-    await answer_privately(
+    await common.answer_privately(
         update, ctx, view, "polls", feature="polls", sent="proxy_sent", offer="vote_privately"
     )
 
 
-async def owner_view(update: Update, ctx: LinliContext, person_id: int) -> View:
+async def owner_view(update: Update, ctx: LinliContext, person_id: int) -> common.View:
     async with ctx.svc.db.transaction(write=False) as session:
-        auth = await load_auth(session, ctx, update)
+        auth = await common.load_auth(session, ctx, update)
         if not auth.is_lead:
             raise NotAllowed("proxy_leads_only")
         found = await polls.ownerships_of(session, auth=auth, person_id=person_id)
         person = await people.get_person(session, person_id)
     rows = [
-        [button(label(ctx, "polls", "is_owner", flat=flat, on=owner), f"vo:{rid}:1"),
-         button(label(ctx, "polls", "not_owner", on=not owner), f"vo:{rid}:0")]
+        [common.button(common.label(ctx, "polls", "is_owner", flat=flat, on=owner), f"vo:{rid}:1"),
+         common.button(common.label(ctx, "polls", "not_owner", on=not owner), f"vo:{rid}:0")]
         for rid, flat, owner in found
     ]  # fmt: skip
     name = person.name if person else str(person_id)
-    return View("polls/owner", {"person": name, "found": found}, keyboard(rows))
+    return common.View("polls/owner", {"person": name, "found": found}, common.keyboard(rows))
 
 
 async def btn_owner(update: Update, ctx: LinliContext) -> None:
-    resident_id, owner = callback_args(update, "vo", 2)
+    resident_id, owner = common.callback_args(update, "vo", 2)
     if owner not in ("0", "1"):
         raise InvalidInput("stale_button")
     async with ctx.svc.db.transaction() as session:
         resident = await polls.mark_owner(
-            session, auth=await load_auth(session, ctx, update),
-            resident_id=as_int(resident_id), owner=owner == "1", now=ctx.now(),
+            session, auth=await common.load_auth(session, ctx, update),
+            resident_id=common.as_int(resident_id), owner=owner == "1", now=ctx.now(),
         )  # fmt: skip
-    await show(update, ctx, await owner_view(update, ctx, resident.person_id))
+    await common.show(update, ctx, await owner_view(update, ctx, resident.person_id))
 
 
 # --- the ballot list ---------------------------------------------------------------------
@@ -607,26 +624,26 @@ async def cmd_ballots(update: Update, ctx: LinliContext) -> None:
     if found is None:
         raise InvalidInput("poll_not_found")
     poll_id = int(found.group(1))
-    if not is_private(update):
+    if not common.is_private(update):
         payload = f"ballots-{poll_id}"
-        await offer_private(update, ctx, payload, feature="polls", offer="vote_privately")
+        await common.offer_private(update, ctx, payload, feature="polls", offer="vote_privately")
         return
     await send_ballots(update, ctx, poll_id)
 
 
 async def btn_ballots(update: Update, ctx: LinliContext) -> None:
     """vx:<poll>: a closed poll's ballot list from /export's buttons."""
-    (poll_id,) = callback_args(update, "vx", 1)
-    private_only(update)
-    await send_ballots(update, ctx, as_int(poll_id))
-    await answer(update, ctx)
+    (poll_id,) = common.callback_args(update, "vx", 1)
+    common.private_only(update)
+    await send_ballots(update, ctx, common.as_int(poll_id))
+    await common.answer(update, ctx)
 
 
 async def send_ballots(update: Update, ctx: LinliContext, poll_id: int) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         poll = await polls.get_poll(session, poll_id)
         # Anyone who could vote in it may check the count; others may not see it.
-        await polls.may_export(session, poll, auth=await load_auth(session, ctx, update))
+        await polls.may_export(session, poll, auth=await common.load_auth(session, ctx, update))
         rows = await polls.export_rows(session, poll)
         digest = poll.digest
     out = io.StringIO()
@@ -656,7 +673,7 @@ async def poll_card(req: cards.CardRequest) -> cards.Card | None:
     markup = None
     if view["state"] in ("open", "scheduled"):
         vote = req.label("polls", "vote")
-        markup = keyboard([[url_button(vote, req.deep_link(f"poll-{poll.id}"))]])
+        markup = common.keyboard([[common.url_button(vote, req.deep_link(f"poll-{poll.id}"))]])
     return cards.Card("polls/card", {"card": view}, markup)
 
 
@@ -715,7 +732,7 @@ def register(app: LinliApp) -> None:
     app.add_handler(MessageHandler(filters.Regex(r"^/ballots_\d+"), cmd_ballots))
     app.add_handler(CommandHandler("proxy", cmd_proxy))
     app.add_handler(CommandHandler("owner", cmd_owner))
-    add_buttons(
+    common.add_buttons(
         app,
         (
             ("vo", btn_owner),
