@@ -8,14 +8,14 @@ from datetime import datetime
 
 from telegram.constants import ParseMode
 from telegram.ext import ApplicationBuilder, ContextTypes, Defaults
-from telegram.request import BaseRequest
+from telegram.request import BaseRequest, HTTPXRequest
 
 import handlers
 from bot import delivery
 from bot.config import Settings
 from bot.context import BotData, LinliApp, LinliContext, Services
 from bot.db import Database
-from bot.ordering import OrderedUpdateProcessor
+from bot.ordering import OrderedUpdateProcessor, SpeakingInTurn
 from bot.render import Renderer
 from bot.standin import SANDBOX_TOKEN
 from handlers import guards, polls
@@ -52,8 +52,14 @@ def build_application(
         .post_shutdown(on_shutdown)
         .concurrent_updates(OrderedUpdateProcessor(settings.max_concurrent_updates))
     )
+    # Every call to a chat waits for its turn there (bot/ordering.py): the one network
+    # request of the bot is wrapped; polling's getUpdates keeps its own connection.
     if request is not None:
-        builder = builder.request(request).get_updates_request(request).updater(None)
+        builder = builder.request(SpeakingInTurn(request)).get_updates_request(request)
+        builder = builder.updater(None)
+    else:
+        # Connections for the calls in flight: updates waiting for Telegram hold no work slot.
+        builder = builder.request(SpeakingInTurn(HTTPXRequest(connection_pool_size=256)))
     app: LinliApp = builder.build()  # type: ignore[assignment]
     assert isinstance(app.update_processor, OrderedUpdateProcessor)
     app.update_processor.on_finished = app.bot_data.guard.finished

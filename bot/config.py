@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.ordering import DEFAULT_RUNNING
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/linli.db"
 
 
@@ -32,8 +34,9 @@ class Settings(BaseSettings):
     webhook_port: int = 8443
     timezone: str = "Asia/Shanghai"
     admins: Annotated[frozenset[int], NoDecode] = frozenset()
-    # Updates handled at once (each chat's and each person's still one after another).
-    max_concurrent_updates: int = 256
+    # Updates working at once (waiting for Telegram does not count; each chat's and each
+    # person's still one after another).
+    max_concurrent_updates: int = DEFAULT_RUNNING
 
     @property
     def ballot_key(self) -> bytes:

@@ -20,6 +20,7 @@ from sqlmodel import Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import models  # noqa: F401  (registers every table on SQLModel.metadata)
+from bot.ordering import handed_over
 from models.outbox import QUEUED
 
 _WRITE = "linli_write"
@@ -159,9 +160,12 @@ class Database:
         """One unit of work: commit on success, roll back on any exception.
 
         Read-only work passes write=False so SQLite readers do not queue behind the writer.
-        Close it before calling Telegram. When the work queued outbox rows, whoever listens in
-        `on_queued` (the sender) is told once it is committed: no handler has to remember.
+        Close it before calling Telegram. Once the update has handed over (bot/ordering.py) it
+        may not write. When the work queued outbox rows, whoever listens in `on_queued` (the
+        sender) is told once it is committed: no handler has to remember.
         """
+        if write and handed_over():
+            raise RuntimeError("a write after the update handed over (bot/ordering.py)")
         if write and self.is_sqlite:
             if _writing.get():
                 raise RuntimeError("a write transaction inside a write transaction")

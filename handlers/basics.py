@@ -6,6 +6,7 @@ from telegram import Update
 from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.context import LinliApp, LinliContext
+from bot.ordering import hand_over
 from handlers import common
 from handlers.guards import standing
 from handlers.menu import allowed
@@ -18,6 +19,7 @@ async def cmd_start(update: Update, ctx: LinliContext) -> None:
         await cmd_me(update, ctx)
         return
     found = (await standing(ctx, common.user_id(update))).memberships
+    hand_over()
     rows = [] if found else [[common.button(common.label(ctx, "people", "join_now"), "join:go")]]
     rows.append([common.button(common.label(ctx, "reports", "report_problem"), "rh:go")])
     await common.reply(
@@ -27,6 +29,7 @@ async def cmd_start(update: Update, ctx: LinliContext) -> None:
 
 async def cmd_help(update: Update, ctx: LinliContext) -> None:
     auth = (await standing(ctx, common.user_id(update))).auth  # no database for a known person
+    hand_over()
     commands = [
         (c, common.label(ctx, "help", f"cmd_{c.name}"))
         for c in allowed(auth, private=common.is_private(update))
@@ -45,6 +48,7 @@ async def cmd_help(update: Update, ctx: LinliContext) -> None:
 
 
 async def cmd_lang(update: Update, ctx: LinliContext) -> None:
+    hand_over()
     markup = common.keyboard(
         [[common.button("中文", "lang:zh"), common.button("English", "lang:en")]]
     )
@@ -61,6 +65,7 @@ async def btn_lang(update: Update, ctx: LinliContext) -> None:
         )
     ctx.lang = lang
     ctx.bot_data.guard.forget(common.user_id(update))
+    hand_over()
     if common.is_private(update):
         await common.edit(update, ctx, "people/lang_set")
     else:
@@ -72,6 +77,7 @@ async def cmd_me(update: Update, ctx: LinliContext) -> None:
     uid = common.user_id(update)
     known = await standing(ctx, uid)
     found, roles = known.memberships, known.roles
+    hand_over()
     leave = [
         [
             common.button(

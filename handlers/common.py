@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import html
 import logging
@@ -25,6 +26,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import CallbackQueryHandler
 
 from bot.context import LinliApp, LinliContext
+from bot.ordering import hand_over
 from models import people
 from models.errors import DomainError, InvalidInput, NotAllowed
 from models.people import Authority, Community
@@ -221,15 +223,8 @@ async def edit(
     update: Update, ctx: LinliContext, name: str, *, markup: Markup | None = None, **params: object
 ) -> None:
     """Replace the tapped message (a picker's next step); a repeated tap changes nothing."""
-    query = update.callback_query
-    assert query is not None
-    text = render(ctx, name, **params)
-    try:
-        await query.edit_message_text(text, reply_markup=markup)
-    except BadRequest as exc:
-        if "not modified" not in str(exc).lower():
-            raise
-    await answer(update, ctx)
+    assert update.callback_query is not None
+    await show(update, ctx, View(name, params, markup))
 
 
 @dataclass
@@ -254,8 +249,10 @@ async def show(
     short `note` rendered with `params`, as an alert with `alert`: "already saved, by …"); a
     message gets the step as a new message."""
     if update.callback_query is not None:
-        await replace(update, ctx, view)
-        await answer(update, ctx, note, alert=alert, **params)
+        # The spinner stops while the message changes: one round trip, not two.
+        await asyncio.gather(
+            replace(update, ctx, view), answer(update, ctx, note, alert=alert, **params)
+        )
     else:
         await reply(update, ctx, view.name, markup=view.markup, **view.params)
 
@@ -281,6 +278,7 @@ def screen(
             fields = callback_args(update, prefix, count)
             async with ctx.svc.db.transaction(write=write) as session:
                 view = await build(session, ctx, update, *fields)
+            hand_over()
             await show(update, ctx, view)
 
         return on_button(prefix)(tap)

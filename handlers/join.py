@@ -16,6 +16,7 @@ from telegram.ext import CommandHandler, filters
 
 from bot import cards
 from bot.context import LinliApp, LinliContext
+from bot.ordering import hand_over
 from handlers import common
 from handlers.prompts import answers, ask
 from models import joins, outbox, people, points
@@ -214,6 +215,7 @@ async def cmd_start_join(update: Update, ctx: LinliContext) -> None:
 async def _start_picker(update: Update, ctx: LinliContext, unit_id: int | None) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         screen = await _first_screen(session, ctx, unit_id)
+    hand_over()
     await common.show(update, ctx, screen)
 
 
@@ -224,6 +226,7 @@ async def _offer_private(update: Update, ctx: LinliContext) -> None:
     async with ctx.svc.db.transaction(write=False) as session:
         link = await people.link_for(session, chat_id=chat.id, thread_id=common.thread_of(message))
     payload = f"join-u{link.unit_id}" if link is not None else "join"
+    hand_over()
     await common.offer_private(
         update, ctx, payload, feature="join", offer="in_group", key="continue_private"
     )

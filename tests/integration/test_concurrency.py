@@ -10,6 +10,7 @@ from typing import Any
 from telegram import Update
 from telegram.ext import TypeHandler
 
+from bot import ordering
 from bot.app import build_application
 from bot.config import load_settings
 from bot.context import LinliContext
@@ -42,7 +43,9 @@ async def test_many_chats_at_once_keep_each_chats_and_each_persons_order(db: Dat
         sent[int(chat["id"])].append(int(message["message_id"]))
         updates.append(Update.de_json({"update_id": i + 1, "message": message}, app.bot))
 
-    running: dict[int, int] = {}  # person -> update being handled
+    # person -> (update being handled, its turn): the next update of that person may start
+    # once it has handed over (done with the database, only speaking left) or ended.
+    running: dict[int, tuple[int, Any]] = {}
     overlaps: list[tuple[int, int, int]] = []
     most_at_once = 0
 
@@ -50,14 +53,15 @@ async def test_many_chats_at_once_keep_each_chats_and_each_persons_order(db: Dat
         nonlocal most_at_once
         assert update.effective_user is not None
         uid = update.effective_user.id
-        if uid in running:
-            overlaps.append((uid, running[uid], update.update_id))
-        running[uid] = update.update_id
+        if uid in running and not running[uid][1].handled.done():
+            overlaps.append((uid, running[uid][0], update.update_id))
+        running[uid] = (update.update_id, ordering._current())
         most_at_once = max(most_at_once, len(running))
 
     async def finished(update: Update, _ctx: LinliContext) -> None:
         assert update.effective_user is not None
-        running.pop(update.effective_user.id, None)
+        if running.get(update.effective_user.id, (0,))[0] == update.update_id:
+            del running[update.effective_user.id]
 
     app.add_handler(TypeHandler(Update, started), group=-100)
     app.add_handler(TypeHandler(Update, finished), group=100)
@@ -160,4 +164,5 @@ async def test_an_update_cancelled_while_waiting_does_not_let_the_next_one_jump_
     await asyncio.gather(first, third, return_exceptions=True)
     assert log == ["1+", "1-", "3+", "3-"]
     assert second.cancelled()
+    await asyncio.sleep(0.01)  # the cancelled one's place is given up once the first is done
     assert processor.keys_waited_on == 0
