@@ -12,7 +12,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ from bot.app import build_application
 from bot.config import load_settings
 from bot.context import LinliApp
 from bot.db import Database
-from bot.ordering import order_keys
+from bot.ordering import handed_over, order_keys
 from bot.standin import BOT_USER as BOT
 from bot.standin import SANDBOX_TOKEN, FakeTelegram, Scene
 from models import people
@@ -57,7 +57,8 @@ class _Network(FakeTelegram):
     def __init__(self) -> None:
         super().__init__()
         self.answered: list[tuple[int, int]] = []  # (chat, update id) in delivery order
-        self.per_update: Counter[int] = Counter()  # Bot API calls made handling each update
+        # update id -> its Bot API calls in order: (chat, whether it had handed over by then)
+        self.per_update: defaultdict[int, list[tuple[int | None, bool]]] = defaultdict(list)
 
     async def do_request(
         self,
@@ -70,25 +71,41 @@ class _Network(FakeTelegram):
         pool_timeout: ODVInput[float] = DEFAULT_NONE,
     ) -> tuple[int, bytes]:
         result = await super().do_request(url, method, request_data)
-        self.per_update[_handling.get()] += 1
         chat = request_data.parameters.get("chat_id") if request_data else None
-        if chat is not None and url.rsplit("/", 1)[-1] in ("sendMessage", "editMessageText"):
-            self.answered.append((int(str(chat)), _handling.get()))
+        chat_id = int(str(chat)) if chat is not None else None
+        self.per_update[_handling.get()].append((chat_id, handed_over()))
+        if chat_id is not None and url.rsplit("/", 1)[-1] in ("sendMessage", "editMessageText"):
+            self.answered.append((chat_id, _handling.get()))
         return result
 
 
-def _ordering_bound(updates: list[Update], calls: Counter[int]) -> float:
-    """The fastest these updates can be handled in order (per chat and per person) when each
-    Bot API call takes LATENCY and the CPU costs nothing: their count over the longest chain
-    of updates that must wait for each other. `wan.rate` cannot beat it, whatever the CPU."""
-    ends: dict[int, float] = {}
+def _ordering_bound(
+    updates: list[Update], calls: dict[int, list[tuple[int | None, bool]]]
+) -> float:
+    """The fastest these updates can be handled in order when each Bot API call takes
+    LATENCY and the CPU costs nothing: `wan.rate` cannot beat it, whatever the CPU.
+
+    The rules of bot/ordering.py, played out: an update starts when the one before it in each
+    of its keys (chat, person) has handed over (or ended, if it never did); it makes its calls
+    one after another, and a call to one of its keys' chats goes out only once every earlier
+    update of that key has finished speaking."""
+    ready: dict[int, float] = {}  # key -> when its latest update handed over
+    spoken: dict[int, float] = {}  # key -> when its latest update (and those before) ended
     longest = 0.0
     for update in updates:
         keys = order_keys(update)
-        end = max((ends.get(k, 0.0) for k in keys), default=0.0)
-        end += calls[update.update_id] * LATENCY
-        ends.update(dict.fromkeys(keys, end))
-        longest = max(longest, end)
+        now = max((ready.get(k, 0.0) for k in keys), default=0.0)
+        handed: float | None = None
+        for chat, after_hand_over in calls.get(update.update_id, []):
+            if after_hand_over and handed is None:
+                handed = now
+            if chat in keys:
+                now = max(now, spoken.get(chat, 0.0))
+            now += LATENCY
+        ready.update(dict.fromkeys(keys, now if handed is None else handed))
+        for key in keys:
+            spoken[key] = max(spoken.get(key, 0.0), now)
+        longest = max(longest, now)
     return len(updates) / longest
 
 

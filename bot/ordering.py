@@ -15,7 +15,8 @@ the order people see: a call to a chat the update is keyed on waits until every 
 of that key has finished speaking. Over a real network this takes the round trips off the
 chain of a busy group: its updates' database work overlaps the previous ones' replies. After
 the hand-over the update may not write (`Database.transaction` refuses), so nothing it does can
-change what a later update already read.
+change what a later update already read. A turn belongs to the update's own task: calls to a
+chat made from a task it spawns are not kept in order, so handlers make them in their own.
 """
 
 from __future__ import annotations

@@ -249,10 +249,14 @@ async def show(
     short `note` rendered with `params`, as an alert with `alert`: "already saved, by …"); a
     message gets the step as a new message."""
     if update.callback_query is not None:
-        # The spinner stops while the message changes: one round trip, not two.
-        await asyncio.gather(
-            replace(update, ctx, view), answer(update, ctx, note, alert=alert, **params)
-        )
+        # The spinner stops while the message changes: one round trip, not two. The change is
+        # made in the update's own task, where it waits for its chat's turn (bot/ordering.py);
+        # the answer goes to no chat, so it need not.
+        answering = asyncio.create_task(answer(update, ctx, note, alert=alert, **params))
+        try:
+            await replace(update, ctx, view)
+        finally:
+            await answering
     else:
         await reply(update, ctx, view.name, markup=view.markup, **view.params)
 
