@@ -30,11 +30,11 @@ from telegram.ext import (
 )
 from telegram.request import RequestData
 
-from bot.app import build_application
+from bot.app import build_application, settle_heap
 from bot.config import load_settings
 from bot.context import LinliApp
 from bot.db import Database
-from bot.ordering import handed_over, order_keys
+from bot.ordering import handed_over, in_turn, order_keys
 from bot.standin import BOT_USER as BOT
 from bot.standin import SANDBOX_TOKEN, FakeTelegram, Scene
 from models import people
@@ -57,7 +57,8 @@ class _Network(FakeTelegram):
     def __init__(self) -> None:
         super().__init__()
         self.answered: list[tuple[int, int]] = []  # (chat, update id) in delivery order
-        # update id -> its Bot API calls in order: (chat, whether it had handed over by then)
+        # update id -> the Bot API calls its own task made, in order: (chat, whether it had
+        # handed over by then). Calls of tasks it spawned (answering a tap) run beside them.
         self.per_update: defaultdict[int, list[tuple[int | None, bool]]] = defaultdict(list)
 
     async def do_request(
@@ -73,7 +74,8 @@ class _Network(FakeTelegram):
         result = await super().do_request(url, method, request_data)
         chat = request_data.parameters.get("chat_id") if request_data else None
         chat_id = int(str(chat)) if chat is not None else None
-        self.per_update[_handling.get()].append((chat_id, handed_over()))
+        if in_turn():
+            self.per_update[_handling.get()].append((chat_id, handed_over()))
         if chat_id is not None and url.rsplit("/", 1)[-1] in ("sendMessage", "editMessageText"):
             self.answered.append((chat_id, _handling.get()))
         return result
@@ -297,6 +299,7 @@ async def _linli(url: str, *, wan: bool = False) -> _Run:
     updates = _mix(scene, users, groups, WARMUP + UPDATES + PACED)
     async with app:
         await _drive(app, updates[:WARMUP])
+        settle_heap()  # as on_startup does once the bot is up
         if not wan:
             durations = await _drive(app, updates[WARMUP : WARMUP + UPDATES])
             run = _Run(durations, rate=len(durations) / sum(durations))

@@ -36,7 +36,7 @@ from telegram._utils.types import ODVInput
 from telegram.ext import BaseUpdateProcessor
 from telegram.request import BaseRequest, RequestData
 
-DEFAULT_RUNNING = 16  # working at once: enough to keep one core and a database busy
+DEFAULT_RUNNING = 8  # working at once: enough to keep one core and a database busy
 ADMITTED = 4096  # admitted at once, most of them waiting for their turn or for Telegram
 
 
@@ -139,6 +139,11 @@ def hand_over() -> None:
     turn = _current()
     if turn is not None:
         turn.done_working()
+
+
+def in_turn() -> bool:
+    """Whether this code runs in an update's own task (its calls keep their place)."""
+    return _current() is not None
 
 
 def handed_over() -> bool:
