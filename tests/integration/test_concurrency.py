@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -219,11 +219,13 @@ async def test_an_update_cancelled_while_waiting_does_not_let_the_next_one_jump_
 
 
 class _GatedTelegram(BaseRequest):
-    """Answers each call when its chat's gate opens; logs when calls begin and end."""
+    """Answers each call when its chat's gate opens; logs when calls begin and end. `request`
+    is it as the bot uses it, each call waiting for its turn in its chat."""
 
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
+    def __init__(self) -> None:
+        self.log: list[str] = []
         self.gates: dict[int, asyncio.Event] = defaultdict(asyncio.Event)
+        self.request = SpeakingInTurn(self)
 
     @property
     def read_timeout(self) -> float | None:
@@ -251,11 +253,21 @@ async def _call(request: BaseRequest, chat: int, text: str) -> None:
     await request.do_request("https://x/sendMessage", "POST", data)
 
 
-async def test_after_the_hand_over_the_next_update_works_while_the_reply_keeps_its_place() -> None:
+def _two_in_one_group(
+    first: Awaitable[None], second: Awaitable[None]
+) -> tuple[OrderedUpdateProcessor, list[asyncio.Task[None]]]:
+    """Two people's updates in group -1, the first arriving first."""
     processor = OrderedUpdateProcessor(max_running=4)
-    log: list[str] = []
-    telegram = _GatedTelegram(log)
-    request = SpeakingInTurn(telegram)
+    tasks = [
+        asyncio.create_task(processor.process_update(_update(-1, 10), first)),
+        asyncio.create_task(processor.process_update(_update(-1, 20), second)),
+    ]
+    return processor, tasks
+
+
+async def test_after_the_hand_over_the_next_update_works_while_the_reply_keeps_its_place() -> None:
+    telegram = _GatedTelegram()
+    log, request = telegram.log, telegram.request
 
     async def first() -> None:
         log.append("a works")
@@ -268,10 +280,7 @@ async def test_after_the_hand_over_the_next_update_works_while_the_reply_keeps_i
         await _call(request, 7, "b to its person")  # another chat: need not wait
         await _call(request, -1, "b to group")  # the shared chat: only after a's reply
 
-    tasks = [
-        asyncio.create_task(processor.process_update(_update(-1, 10), first())),
-        asyncio.create_task(processor.process_update(_update(-1, 20), second())),
-    ]
+    processor, tasks = _two_in_one_group(first(), second())
     await asyncio.sleep(0.01)
     assert log == ["a works", "a to group calls", "b works", "b to its person calls"]
     telegram.gates[7].set()
@@ -284,26 +293,22 @@ async def test_after_the_hand_over_the_next_update_works_while_the_reply_keeps_i
 
 
 async def test_without_a_hand_over_the_next_update_waits_for_the_whole_of_the_first() -> None:
-    processor = OrderedUpdateProcessor(max_running=4)
-    log: list[str] = []
-    telegram = _GatedTelegram(log)
-    request = SpeakingInTurn(telegram)
+    telegram = _GatedTelegram()
+    log = telegram.log
 
     async def first() -> None:
-        await _call(request, -1, "a")
+        await _call(telegram.request, -1, "a")
 
     async def second() -> None:
         log.append("b works")
 
-    tasks = [
-        asyncio.create_task(processor.process_update(_update(-1, 10), first())),
-        asyncio.create_task(processor.process_update(_update(-1, 20), second())),
-    ]
+    processor, tasks = _two_in_one_group(first(), second())
     await asyncio.sleep(0.01)
     assert log == ["a calls"]
     telegram.gates[-1].set()
     await asyncio.gather(*tasks)
     assert log == ["a calls", "a answered", "b works"]
+    assert processor.keys_waited_on == 0
 
 
 async def test_an_update_that_handed_over_may_read_but_not_write(db: Database) -> None:
