@@ -22,6 +22,7 @@ from telegram.ext import CommandHandler, MessageHandler, filters
 from bot import cards, chart, delivery
 from bot.context import LinliApp, LinliContext
 from bot.db import Database
+from bot.ordering import hand_over
 from handlers import common, newtask, pickers, prompts
 from models import agenda, flows, loop, people, polls
 from models.errors import Conflict, InvalidInput, NotAllowed
@@ -250,6 +251,7 @@ async def _cast(
             proxy=await common.load_auth(session, ctx, update) if proxy else None,
             expect_casts=common.as_int(casts),
         )
+    hand_over()
     by_number = {o.number: _option_label(ctx, done.poll, o) for o in done.options}
     view = common.View(
         "polls/cast_done",

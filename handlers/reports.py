@@ -22,6 +22,7 @@ from telegram.ext import CommandHandler, MessageHandler, filters
 
 from bot import cards, charts, delivery
 from bot.context import LinliApp, LinliContext
+from bot.ordering import hand_over
 from handlers import common, report_flow
 from handlers.prompts import answers, ask
 from models import digest, people, reports, standings, tasks
@@ -329,6 +330,7 @@ async def btn_support(update: Update, ctx: LinliContext) -> None:
         report, added = await reports.support(
             session, report_id=report.id or 0, person_id=common.user_id(update), now=ctx.now()
         )
+    hand_over()  # the next +1 in the group need not wait for this one's answer
     await common.answer(
         update,
         ctx,

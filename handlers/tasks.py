@@ -19,6 +19,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot import cards, delivery
 from bot.context import LinliApp, LinliContext
+from bot.ordering import hand_over
 from handlers import common, flowui, pickers
 from handlers.rewards import qr_png
 from models import flows, people, tasks
@@ -155,6 +156,7 @@ async def btn_sign_up(update: Update, ctx: LinliContext) -> None:
         # Anyone else gets one tap to the private chat's /join.
         await update.callback_query.answer(url=common.deep_link(ctx, "join"))
         return
+    hand_over()  # the next tap on the card need not wait for this one's answer
     overlaps = [t.title for t in result.overlaps]
     when = tasks.when(result.task, zone)
     await common.answer(
@@ -178,6 +180,7 @@ async def btn_withdraw(update: Update, ctx: LinliContext) -> None:
             session, task_id=common.as_int(task_id), person_id=common.user_id(update), now=ctx.now()
         )
         when = tasks.when(done.task, await _zone(session, done.task))
+    hand_over()
     if common.is_private(update):
         await common.edit(update, ctx, "tasks/withdrawn", task=done.task, when=when)
     else:

@@ -4,6 +4,7 @@ attendance credited once, and nothing private in any group message."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -181,6 +182,28 @@ async def test_sign_up_from_the_card_in_zh_and_en_waitlist_and_promotion(
         assert "3-1-" not in text
     async with db.transaction(write=False) as s:
         assert await tasks.count_in(s, task_id) == 2
+
+
+async def test_a_burst_of_taps_on_one_card_is_written_while_the_answers_are_on_their_way(
+    app: LinliApp, scene: Scene, db: Database, telegram: FakeTelegram, clock: Clock
+) -> None:
+    """Everyone taps one group card at once over a slow network: each sign-up is saved as soon
+    as the tap before it is (its answer still travelling), not after that answer arrived."""
+    w = await _world(db, scene)
+    task_id = await _post(db, w, clock, slots=len(NEIGHBOURS))
+    await delivery.drain(app)
+    card = _card(telegram)
+    neighbours = [scene.person(p, f"邻居{p}") for p in NEIGHBOURS]
+    telegram.latency = lambda: 0.5  # every call: each tap's answer takes half a second
+    taps = asyncio.gather(*(scene.tap(n, card, "报名") for n in neighbours))
+    await asyncio.sleep(0.25)  # no answer has arrived yet
+    async with db.transaction(write=False) as s:
+        assert await tasks.count_in(s, task_id) == len(NEIGHBOURS)
+    answered = await taps
+    telegram.latency = None
+    assert [alerts(calls)[0].startswith("报名成功") for calls in answered] == [True] * len(
+        NEIGHBOURS
+    )
 
 
 async def test_a_stranger_gets_a_one_tap_path_to_join_and_forged_buttons_change_nothing(
