@@ -5,7 +5,7 @@ gives each update the keys it must be ordered by (its chat and its sender: a pri
 id is its person's id, groups are negative, so one set of ints holds both) and lets it start
 only when every earlier update sharing a key is done with the database. Different keys never
 wait for each other. At most `max_running` updates work with the database at once; the ones
-waiting for their turn or only speaking are bounded too (`max_waiting`), so a burst holds back
+waiting for their turn or only speaking are bounded too (`ADMITTED`), so a burst holds back
 the update queue instead of growing memory.
 
 An update is done with the database when it ends, or earlier when its handler says so with
@@ -59,10 +59,10 @@ class _Turn:
     keys: frozenset[int]
     task: asyncio.Task[Any] | None
     handled: asyncio.Future[None]  # done with the database: later updates may start
+    slots: _Slots  # the processor's, one held while working
     # key -> done when this update and every earlier one of the key have made all their calls
     spoken: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     speak_after: dict[int, asyncio.Future[None]] = field(default_factory=dict)  # the one before
-    slots: _Slots | None = None  # the processor's, one held while working
     working: bool = False  # holds one of `slots`
 
     def mine(self) -> bool:
@@ -74,7 +74,7 @@ class _Turn:
 
     def pause(self) -> bool:
         """Give the slot back (on the network, or done); whether it was held."""
-        if not self.working or self.slots is None:
+        if not self.working:
             return False
         self.working = False
         self.slots.give()
@@ -82,7 +82,7 @@ class _Turn:
 
     async def resume(self) -> None:
         """Back from the network with work left: a slot again, before updates not yet begun."""
-        if self.slots is not None and not self.handled.done():
+        if not self.handled.done():
             await self.slots.take()
             self.working = True
 
@@ -208,7 +208,7 @@ class OrderedUpdateProcessor(BaseUpdateProcessor):
         # No await before the tails are swapped: admission order is arrival order (PTB's
         # semaphore is FIFO), and every update waits only on earlier ones, so no cycle.
         loop = asyncio.get_running_loop()
-        turn = _Turn(order_keys(update), asyncio.current_task(), loop.create_future())
+        turn = _Turn(order_keys(update), asyncio.current_task(), loop.create_future(), self._slots)
         self._arrivals += 1
         arrival = self._arrivals
         before: list[asyncio.Future[None]] = []
@@ -225,7 +225,7 @@ class OrderedUpdateProcessor(BaseUpdateProcessor):
                 # shield: an update cancelled while waiting must not cancel the one it waits for
                 await asyncio.shield(earlier_handled)
             await self._slots.take(arrival)
-            turn.slots, turn.working = self._slots, True
+            turn.working = True
             try:
                 await coroutine
             finally:
@@ -264,10 +264,6 @@ class SpeakingInTurn(BaseRequest):
 
     def __init__(self, inner: BaseRequest) -> None:
         self._inner = inner
-
-    @property
-    def inner(self) -> BaseRequest:
-        return self._inner
 
     @property
     def read_timeout(self) -> float | None:
